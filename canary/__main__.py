@@ -1,0 +1,3 @@
+from canary.cli import entrypoint
+
+entrypoint()

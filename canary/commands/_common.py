@@ -1,0 +1,70 @@
+"""What every command needs: the configuration, the store, JSON and table output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, is_dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from rich.console import Console
+
+from canary.config import Config, load_config
+from canary.errors import UsageError
+from canary.store.database import check_schema, connect
+
+console = Console(stderr=False, highlight=False, soft_wrap=True)
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def load(args: argparse.Namespace) -> Config:
+    """The configuration named by --config / CANARY_CONFIG, or the embedded defaults."""
+    return load_config(args.config)
+
+
+def database_url(args: argparse.Namespace, config: Config) -> str:
+    return args.database_url or config.database.resolved_url()
+
+
+def open_engine(args: argparse.Namespace, config: Config, *, check: bool = True):  # type: ignore[no-untyped-def]
+    """An engine on the configured database, refusing a wrong schema when `check`."""
+    engine = connect(database_url(args, config))
+    if check:
+        check_schema(engine)
+    return engine
+
+
+def to_jsonable(value: Any) -> Any:
+    """Dataclasses, enums, datetimes, tuples and mappings -> plain JSON values."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return to_jsonable(asdict(value))
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, float) and value != value:  # NaN is not JSON
+        return None
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    return value
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(to_jsonable(value), indent=2, allow_nan=False) + "\n")
+
+
+def not_implemented(name: str):  # type: ignore[no-untyped-def]
+    def handler(args: argparse.Namespace) -> int:
+        raise UsageError(f"`canary {name}` is not implemented yet")
+
+    return handler

@@ -1,0 +1,528 @@
+"""TOML configuration -> validated, immutable models.
+
+Every problem is reported with its key path (``canary[1].steps[2].weight: ...``),
+unknown keys are errors, and secrets are read from files or environment variables.
+`config.example.toml` at the repository root documents every key.
+
+Each `[[canary]]` table inherits every analysis setting it does not set itself from
+`[defaults]` (a shallow merge: a canary's `metrics` or `steps` list replaces the
+default list as a whole).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from canary.errors import UsageError
+from canary.model import MetricKind
+
+__all__ = [
+    "AnalysisSettings",
+    "ArmConfig",
+    "CanaryConfig",
+    "Config",
+    "ConfigError",
+    "DatabaseConfig",
+    "DestinationConfig",
+    "KubernetesConfig",
+    "MetricConfig",
+    "PrometheusConfig",
+    "ServerConfig",
+    "StepConfig",
+    "TrafficConfig",
+    "WebhookConfig",
+    "default_data_dir",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+    "read_secret",
+]
+
+
+class ConfigError(UsageError):
+    """A configuration that cannot be used; `problems` are ``(key path, message)`` pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str = "configuration") -> None:
+        self.problems = problems
+        self.source = source
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = [f"{path}: {message}" if path else message for path, message in self.problems]
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- value types
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from ``"90s"``, ``"2m"``, ``"1h30m"``, ``"500ms"`` or a number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as '30s' or '2m'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text or _DURATION_PART.sub("", text) != "":
+            raise ValueError(f"invalid duration {value!r}: use e.g. '30s', '2m', '1h30m'")
+        seconds = sum(float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(text))
+    else:
+        raise ValueError("expected a duration such as '30s' or '2m'")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+#: A duration in seconds, written in TOML as "30s", "2m", "1h30m" or a number.
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+#: Prometheus label names: https://prometheus.io/docs/concepts/data_model/
+LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def read_secret(*, file: str | None, env: str | None, what: str) -> str | None:
+    """The secret from a file (whitespace stripped) or an environment variable."""
+    if file:
+        try:
+            return Path(file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError([(what, f"cannot read secret file {file}: {exc.strerror}")]) from exc
+    if env:
+        return os.environ.get(env) or None
+    return None
+
+
+def default_data_dir() -> Path:
+    """Where the embedded SQLite database and reports live by default."""
+    if env := os.environ.get("CANARY_DATA_DIR"):
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "canary"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+class BasicAuth(_Model):
+    username: str
+    password_file: str | None = None
+    password_env: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BasicAuth:
+        if not (self.password_file or self.password_env):
+            raise ValueError("set password_file or password_env")
+        return self
+
+
+class PrometheusConfig(_Model):
+    """Where metrics come from (Prometheus, Thanos, Mimir, VictoriaMetrics)."""
+
+    url: str = "http://127.0.0.1:9090"
+    timeout: Duration = 10.0
+    bearer_token_file: str | None = None
+    bearer_token_env: str | None = None
+    basic_auth: BasicAuth | None = None
+    ca_file: str | None = None
+    insecure_skip_verify: bool = False
+    headers: dict[str, str] = Field(default_factory=dict)
+    max_concurrency: int = Field(default=16, ge=1, le=1024)
+    retries: int = Field(default=2, ge=0, le=10)
+    retry_backoff: Duration = 0.2
+    templates_dir: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+
+class DatabaseConfig(_Model):
+    """SQLite (embedded default, one process) or PostgreSQL (shared by replicas)."""
+
+    url: str | None = None
+    url_file: str | None = None
+    url_env: str | None = "CANARY_DATABASE_URL"
+    data_dir: str | None = None
+
+    def resolved_url(self) -> str:
+        """The URL to connect to: file, then env var, then `url`, then the SQLite default."""
+        secret = read_secret(file=self.url_file, env=self.url_env, what="database.url")
+        if secret:
+            return secret
+        if self.url:
+            return self.url
+        data_dir = Path(self.data_dir) if self.data_dir else default_data_dir()
+        return f"sqlite:///{data_dir / 'canary.db'}"
+
+
+class ServerConfig(_Model):
+    listen: str = "127.0.0.1:8080"
+    api_token_file: str | None = None
+    api_token_env: str | None = "CANARY_API_TOKEN"
+    max_body_bytes: int = Field(default=65536, ge=1024)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"must be HOST:PORT, got {value!r}")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    def api_tokens(self) -> list[str]:
+        """Accepted bearer tokens (one per line in the file, or the env var)."""
+        secret = read_secret(file=self.api_token_file, env=self.api_token_env, what="server")
+        return [line.strip() for line in (secret or "").splitlines() if line.strip()]
+
+
+class KubernetesConfig(_Model):
+    """How to reach the Kubernetes API; `memory` uses the in-process router (demo)."""
+
+    mode: Literal["auto", "in-cluster", "kubeconfig", "memory"] = "auto"
+    kubeconfig: str | None = None
+    context: str | None = None
+    dry_run: bool = False
+    timeout: Duration = 10.0
+    retries: int = Field(default=3, ge=0, le=10)
+    lease_namespace: str | None = None
+
+
+class WebhookConfig(_Model):
+    """A notification target; `format = "slack"` posts a Slack-compatible payload."""
+
+    url: str | None = None
+    url_env: str | None = None
+    url_file: str | None = None
+    format: Literal["json", "slack"] = "json"
+    events: list[
+        Literal["started", "advanced", "promoted", "rolled_back", "inconclusive", "halted"]
+    ] = Field(
+        default_factory=lambda: [
+            "started",
+            "advanced",
+            "promoted",
+            "rolled_back",
+            "inconclusive",
+            "halted",
+        ]
+    )
+    timeout: Duration = 5.0
+    retries: int = Field(default=3, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WebhookConfig:
+        if not (self.url or self.url_env or self.url_file):
+            raise ValueError("set url, url_env or url_file")
+        return self
+
+    def resolved_url(self) -> str | None:
+        return read_secret(file=self.url_file, env=self.url_env, what="webhook.url") or self.url
+
+
+# --------------------------------------------------------------------------- per canary
+
+
+class DestinationConfig(_Model):
+    """An Istio route destination: a host and, for subset routing, a subset."""
+
+    host: str
+    subset: str | None = None
+
+
+class TrafficConfig(_Model):
+    """The VirtualService route whose weights canary moves."""
+
+    virtual_service: str
+    route: str | None = None  # the http route's `name`; None: find it by destinations
+    canary: DestinationConfig
+    stable: DestinationConfig
+
+
+class ArmConfig(_Model):
+    """Prometheus label matchers that select one arm's series."""
+
+    match: dict[str, str] = Field(default_factory=dict)
+    match_regex: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _valid_labels(self) -> ArmConfig:
+        for label in (*self.match, *self.match_regex):
+            if not LABEL_NAME.match(label):
+                raise ValueError(f"invalid Prometheus label name {label!r}")
+        if not (self.match or self.match_regex):
+            raise ValueError("an arm needs at least one label matcher (match or match_regex)")
+        return self
+
+
+class StepConfig(_Model):
+    weight: int = Field(ge=1, le=100)
+    duration: Duration
+
+
+class MetricConfig(_Model):
+    """One metric to judge. Keys that a judge does not use are ignored by that judge."""
+
+    name: str
+    kind: MetricKind = MetricKind.COUNTS
+    query: str | None = None  # template name; default by kind (see canary.metrics.queries)
+    failure_codes: str = "5.."  # regex on response_code for counts metrics
+    # sequential judge (DESIGN §4.1)
+    alpha_fail: float | None = Field(default=None, gt=0, lt=1)
+    alpha_pass: float | None = Field(default=None, gt=0, lt=1)
+    tolerance: float | None = Field(default=None, gt=0)
+    margin: float | None = Field(default=None, gt=0)
+    fail_grid: list[float] | None = None
+    pass_grid: list[float] | None = None
+    min_requests: int | None = Field(default=None, ge=0)
+    quantiles: list[float] | None = None  # histogram bounds near these baseline quantiles
+    # mann_whitney judge (DESIGN §4.2)
+    direction: Literal["increase", "decrease", "either"] | None = None
+    critical: bool | None = None
+    must_have_data: bool | None = None
+    nan_strategy: Literal["remove", "replace"] | None = None
+    effect_size: dict[str, float] | None = None
+    outlier_strategy: Literal["remove", "keep"] | None = None
+    group: str | None = None
+    # threshold judge (DESIGN §4.3)
+    min: float | None = None
+    max: float | None = None
+    failure_limit: int | None = Field(default=None, ge=0)
+    consecutive: bool | None = None
+    no_data: Literal["inconclusive", "fail", "pass"] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _metric_name(cls, value: str) -> str:
+        if not re.match(r"^[a-zA-Z_][a-zA-Z0-9_-]*$", value):
+            raise ValueError(f"invalid metric name {value!r}: letters, digits, '_' and '-'")
+        return value
+
+    @field_validator("failure_codes")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from exc
+        return value
+
+
+def _default_metrics() -> list[MetricConfig]:
+    return [
+        MetricConfig(name="errors", kind=MetricKind.COUNTS),
+        MetricConfig(name="latency", kind=MetricKind.HISTOGRAM),
+    ]
+
+
+def _default_steps() -> list[StepConfig]:
+    return [
+        StepConfig(weight=10, duration=120),
+        StepConfig(weight=20, duration=120),
+        StepConfig(weight=50, duration=300),
+    ]
+
+
+class AnalysisSettings(_Model):
+    """Settings every canary inherits from `[defaults]` unless it sets them itself."""
+
+    interval: Duration = 60.0
+    judge: Literal["sequential", "mann_whitney", "threshold"] = "sequential"
+    steps: list[StepConfig] = Field(default_factory=_default_steps)
+    metrics: list[MetricConfig] = Field(default_factory=_default_metrics)
+    max_duration: Duration | None = 3600.0  # the budget; None: only max_rounds
+    max_rounds: int | None = Field(default=None, ge=1)
+    promotion: Literal["evidence", "no-failure"] = "evidence"
+    on_inconclusive: Literal["rollback", "hold"] = "rollback"
+    max_failed_rounds: int = Field(default=3, ge=1)
+    on_failed_rounds: Literal["halt", "rollback"] = "halt"
+    reporter: Literal["destination", "source"] = "destination"
+    pod_label: str = "pod"
+    revision_label: str = "destination_canonical_revision"
+    auto_start: bool = False
+    jitter: Duration = 0.0
+    pass_score: float = Field(default=95.0, ge=0, le=100)  # mann_whitney score thresholds
+    marginal_score: float = Field(default=75.0, ge=0, le=100)
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, steps: list[StepConfig]) -> list[StepConfig]:
+        if not steps:
+            raise ValueError("at least one step is needed")
+        for before, after in itertools.pairwise(steps):
+            if after.weight <= before.weight:
+                raise ValueError("step weights must increase from one step to the next")
+        return steps
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique_metrics(cls, metrics: list[MetricConfig]) -> list[MetricConfig]:
+        if not metrics:
+            raise ValueError("at least one metric is needed")
+        names = [m.name for m in metrics]
+        if duplicates := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"duplicate metric names: {', '.join(duplicates)}")
+        return metrics
+
+    @field_validator("pod_label", "revision_label")
+    @classmethod
+    def _label(cls, value: str) -> str:
+        if not LABEL_NAME.match(value):
+            raise ValueError(f"invalid Prometheus label name {value!r}")
+        return value
+
+
+class CanaryConfig(AnalysisSettings):
+    """A configured target: where its traffic goes and how its arms are selected."""
+
+    name: str
+    namespace: str
+    traffic: TrafficConfig
+    arms: dict[Literal["canary", "baseline"], ArmConfig]
+
+    @field_validator("name", "namespace")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"{value!r} must be a DNS label (lowercase letters, digits, '-')")
+        return value
+
+    @field_validator("arms")
+    @classmethod
+    def _both_arms(cls, arms: dict[str, ArmConfig]) -> dict[str, ArmConfig]:
+        missing = {"canary", "baseline"} - set(arms)
+        if missing:
+            raise ValueError(f"missing arm(s): {', '.join(sorted(missing))}")
+        return arms
+
+    def settings(self) -> AnalysisSettings:
+        """This canary's analysis settings alone (what an analysis records)."""
+        return AnalysisSettings.model_validate(
+            self.model_dump(include=set(AnalysisSettings.model_fields))
+        )
+
+
+class Config(_Model):
+    """The whole configuration file."""
+
+    prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
+    defaults: AnalysisSettings = Field(default_factory=AnalysisSettings)
+    canary: list[CanaryConfig] = Field(default_factory=list)
+    webhook: list[WebhookConfig] = Field(default_factory=list)
+
+    @field_validator("canary")
+    @classmethod
+    def _unique_names(cls, canaries: list[CanaryConfig]) -> list[CanaryConfig]:
+        names = [c.name for c in canaries]
+        if duplicates := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"duplicate canary names: {', '.join(duplicates)}")
+        return canaries
+
+    def get_canary(self, name: str) -> CanaryConfig:
+        for canary in self.canary:
+            if canary.name == name:
+                return canary
+        known = ", ".join(c.name for c in self.canary) or "none configured"
+        raise ConfigError([("canary", f"no canary named {name!r} (known: {known})")])
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _problems(error: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[tuple[str, str]]:
+    problems = []
+    for item in error.errors():
+        # Drop pydantic's internal tags (e.g. 'function-after[...]') from the path.
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and "[" in p))
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        problems.append((_key_path(prefix + loc), message))
+    return problems
+
+
+def parse_config(raw: Mapping[str, Any], source: str = "configuration") -> Config:
+    """Validate an already-parsed TOML document; raise ConfigError with key paths."""
+    raw = dict(raw)
+    defaults_raw = raw.get("defaults", {})
+    if not isinstance(defaults_raw, Mapping):
+        raise ConfigError([("defaults", "must be a table")], source)
+    try:
+        AnalysisSettings.model_validate(defaults_raw)
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc, ("defaults",)), source) from None
+
+    canaries = raw.get("canary", [])
+    if isinstance(canaries, list):
+        raw["canary"] = [
+            {**defaults_raw, **entry} if isinstance(entry, Mapping) else entry for entry in canaries
+        ]
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc), source) from None
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    """Read and validate a TOML file; None gives the embedded defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([("", f"cannot read {path}: {exc.strerror}")], str(path)) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([("", f"{path}: invalid TOML: {exc}")], str(path)) from None
+    return parse_config(raw, str(path))

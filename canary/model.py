@@ -1,0 +1,174 @@
+"""The shared vocabulary: arms, observations, rounds, verdicts and decisions.
+
+Everything here is plain data (frozen dataclasses and string enums) so the pure core
+(`canary.judge`, `canary.engine`) and the edges (`metrics`, `traffic`, `store`, `api`)
+can exchange it without importing each other. See DESIGN.md §2.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, TypeAlias
+
+
+class Arm(StrEnum):
+    """One side of the comparison."""
+
+    CANARY = "canary"
+    BASELINE = "baseline"
+
+
+class MetricKind(StrEnum):
+    """How a metric is observed and therefore judged."""
+
+    COUNTS = "counts"  # failures among requests (2x2 table per round)
+    HISTOGRAM = "histogram"  # cumulative `le` buckets per round
+    VALUE = "value"  # one number per arm per round (gauges, threshold queries)
+
+
+class Verdict(StrEnum):
+    """Verdict of a metric or of a whole analysis."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+    RUNNING = "running"
+
+
+class Decision(StrEnum):
+    """What a round decided to do with the traffic."""
+
+    CONTINUE = "continue"  # stay at the current step, keep collecting
+    ADVANCE = "advance"  # move to the next weight step
+    PROMOTE = "promote"  # canary becomes 100% / the new stable
+    ROLLBACK = "rollback"  # canary weight 0 at once
+    HOLD = "hold"  # stop moving, keep weights, wait for an operator
+
+
+class AnalysisStatus(StrEnum):
+    """Lifecycle of a stored analysis."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    HALTED = "halted"  # stopped at its current weight, needs an operator
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+    INCONCLUSIVE = "inconclusive"
+    ABORTED = "aborted"
+    COMPLETED = "completed"  # judged only (analyze / judge / Argo), no traffic moved
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (AnalysisStatus.RUNNING, AnalysisStatus.PAUSED, AnalysisStatus.HALTED)
+
+
+class ActionState(StrEnum):
+    """An action is recorded as intended before it is carried out."""
+
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+# --------------------------------------------------------------------------- observations
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """Requests and failures of one arm within one round (exact integer deltas)."""
+
+    total: int
+    failed: int
+
+    def __post_init__(self) -> None:
+        if self.total < 0 or self.failed < 0 or self.failed > self.total:
+            raise ValueError(f"invalid counts: failed={self.failed} of total={self.total}")
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    """Cumulative `le` bucket counts of one arm within one round.
+
+    `bounds` are the upper bounds in ascending order, the last one `math.inf`;
+    `buckets[i]` counts observations <= bounds[i], so buckets are non-decreasing and
+    `buckets[-1]` is the number of observations.
+    """
+
+    bounds: tuple[float, ...]
+    buckets: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.bounds) != len(self.buckets):
+            raise ValueError("histogram bounds and buckets differ in length")
+        if any(b < a for a, b in zip(self.buckets, self.buckets[1:], strict=False)):
+            raise ValueError("histogram buckets must be cumulative (non-decreasing)")
+        if any(b <= a for a, b in zip(self.bounds, self.bounds[1:], strict=False)):
+            raise ValueError("histogram bounds must be strictly increasing")
+        if self.bounds and not math.isinf(self.bounds[-1]):
+            raise ValueError("the last histogram bound must be +Inf")
+
+    @property
+    def total(self) -> int:
+        return self.buckets[-1] if self.buckets else 0
+
+    def exceeding(self, bound: float) -> Counts:
+        """Observations slower than `bound` (x = n - count(le=bound)) as Counts."""
+        index = self.bounds.index(bound)
+        return Counts(total=self.total, failed=self.total - self.buckets[index])
+
+
+#: What one arm shows for one metric in one round; None means "no data".
+Observation: TypeAlias = Counts | Histogram | float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RoundData:
+    """The per-arm observations of one round, as the judges see them.
+
+    `error` is set when the round's queries failed; such a round carries no evidence
+    (DESIGN §5: "a round whose queries failed changes no evidence").
+    """
+
+    canary: Mapping[str, Observation]
+    baseline: Mapping[str, Observation]
+    start: datetime | None = None
+    end: datetime | None = None
+    error: str | None = None
+
+    def arm(self, arm: Arm) -> Mapping[str, Observation]:
+        return self.canary if arm is Arm.CANARY else self.baseline
+
+
+# --------------------------------------------------------------------------- judgements
+
+
+@dataclass(frozen=True, slots=True)
+class MetricResult:
+    """The verdict on one metric after some rounds.
+
+    `round` is the 1-based round at which the verdict was reached (None while running).
+    `evidence` holds one entry per round judged (e.g. log e-values, per-round values);
+    `statistics` the latest summary numbers (intervals, e-values, scores).
+    """
+
+    name: str
+    verdict: Verdict
+    round: int | None = None
+    reasons: Sequence[str] = ()
+    statistics: Mapping[str, Any] = field(default_factory=dict)
+    evidence: Sequence[Mapping[str, Any]] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """The overall verdict of an analysis after its latest round."""
+
+    verdict: Verdict
+    round: int | None
+    metrics: Mapping[str, MetricResult]
+    reasons: Sequence[str] = ()
+    score: float | None = None

@@ -1,0 +1,146 @@
+"""Connecting to the database, applying migrations and refusing a wrong schema.
+
+SQLite is the embedded default for one process; PostgreSQL is for anything shared
+(several daemon replicas). The schema is owned by Alembic (`migrations/`): the
+service refuses to run against a database that is unmigrated or that a newer
+version of canary migrated.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from canary.errors import CanaryError
+
+__all__ = [
+    "DatabaseError",
+    "SchemaError",
+    "check_schema",
+    "connect",
+    "current_revision",
+    "head_revision",
+    "migrate",
+]
+
+
+class DatabaseError(CanaryError):
+    """The database cannot be reached or the URL is unusable."""
+
+
+class SchemaError(DatabaseError):
+    """The database schema is not the one this version of canary needs."""
+
+
+def _describe(url: str) -> str:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return f"SQLite database {parsed.database or ':memory:'}"
+    return f"{parsed.get_backend_name()} at {parsed.host or 'localhost'}:{parsed.port or 5432}"
+
+
+def normalize_url(url: str) -> str:
+    """Use psycopg 3 for plain `postgresql://` URLs."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def connect(url: str) -> Engine:
+    """An engine for `url`; creates the directory of a SQLite file."""
+    url = normalize_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise DatabaseError(f"invalid database URL {url!r}: {exc}") from None
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        try:
+            engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        except ModuleNotFoundError as exc:
+            raise DatabaseError(
+                f"missing driver for {url.split(':')[0]}: {exc}; install canary[postgres]"
+            ) from None
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def _alembic_config(engine: Engine) -> AlembicConfig:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(files("canary.migrations")))
+    config.attributes["engine"] = engine
+    return config
+
+
+def head_revision() -> str:
+    script = ScriptDirectory.from_config(_alembic_config(create_engine("sqlite://")))
+    head = script.get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    except OperationalError as exc:
+        raise DatabaseError(
+            f"cannot connect to {_describe(str(engine.url))}: {exc.orig}".strip()
+        ) from None
+
+
+def migrate(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
+    """Apply migrations up to `revision`; returns (before, after)."""
+    before = current_revision(engine)
+    known = {
+        s.revision for s in ScriptDirectory.from_config(_alembic_config(engine)).walk_revisions()
+    }
+    if before is not None and before not in known:
+        raise SchemaError(
+            f"{_describe(str(engine.url))} was migrated by a newer version of canary "
+            f"(revision {before}); upgrade canary"
+        )
+    command.upgrade(_alembic_config(engine), revision)
+    return before, current_revision(engine) or ""
+
+
+def check_schema(engine: Engine) -> None:
+    """Raise SchemaError unless the database is at this version's head revision."""
+    current = current_revision(engine)
+    head = head_revision()
+    where = _describe(str(engine.url))
+    if current is None:
+        raise SchemaError(f"{where} has no canary schema; run `canary db upgrade` first")
+    if current == head:
+        return
+    script = ScriptDirectory.from_config(_alembic_config(engine))
+    if current not in {s.revision for s in script.walk_revisions()}:
+        raise SchemaError(
+            f"{where} was migrated by a newer version of canary (revision {current}); "
+            "upgrade canary"
+        )
+    raise SchemaError(f"{where} is at revision {current}, needs {head}; run `canary db upgrade`")

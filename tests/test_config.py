@@ -1,0 +1,119 @@
+"""Configuration: the example loads, and every kind of mistake names its key path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from canary.config import ConfigError, load_config, parse_config, parse_duration
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CANARY = {
+    "name": "checkout",
+    "namespace": "shop",
+    "traffic": {
+        "virtual_service": "checkout",
+        "canary": {"host": "checkout", "subset": "canary"},
+        "stable": {"host": "checkout", "subset": "stable"},
+    },
+    "arms": {
+        "canary": {"match": {"destination_workload": "checkout-canary"}},
+        "baseline": {"match": {"destination_workload": "checkout-primary"}},
+    },
+}
+
+
+def problems(raw: dict) -> dict[str, str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    return dict(info.value.problems)
+
+
+def test_example_file_loads_with_every_section() -> None:
+    config = load_config(ROOT / "config.example.toml")
+    assert [c.name for c in config.canary] == ["checkout", "search"]
+    checkout = config.get_canary("checkout")
+    assert checkout.interval == 30.0  # its own value
+    assert checkout.max_duration == 3600.0  # inherited from [defaults]
+    assert [s.weight for s in checkout.steps] == [5, 25, 50]
+    assert [m.name for m in checkout.metrics] == ["errors", "latency"]
+    assert config.get_canary("search").judge == "threshold"
+    assert config.prometheus.headers == {"X-Scope-OrgID": "team-a"}
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30s", 30), ("2m", 120), ("1h30m", 5400), ("500ms", 0.5), (45, 45), ("1d", 86400)],
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "2 minutes", "-1s", "m", True])
+def test_bad_durations(text: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_unknown_keys_are_errors_with_paths() -> None:
+    found = problems({"prometheus": {"urll": "http://x"}, "canary": [{**CANARY, "stpes": []}]})
+    assert found["prometheus.urll"] == "unknown key"
+    assert found["canary[0].stpes"] == "unknown key"
+
+
+def test_step_weight_out_of_range_names_the_step() -> None:
+    steps = [{"weight": 10, "duration": "1m"}, {"weight": 20, "duration": "1m"}]
+    steps.append({"weight": 150, "duration": "1m"})
+    found = problems({"canary": [CANARY, {**CANARY, "name": "other", "steps": steps}]})
+    assert "less than or equal to 100" in found["canary[1].steps[2].weight"]
+
+
+def test_missing_required_keys_and_wrong_types() -> None:
+    broken = {k: v for k, v in CANARY.items() if k != "traffic"}
+    found = problems({"canary": [{**broken, "interval": [1]}], "server": {"listen": "nope"}})
+    assert found["canary[0].traffic"] == "required key is missing"
+    assert "duration" in found["canary[0].interval"]
+    assert "HOST:PORT" in found["server.listen"]
+
+
+def test_defaults_are_validated_under_their_own_path() -> None:
+    found = problems({"defaults": {"promotion": "yolo"}, "canary": [CANARY]})
+    assert list(found) == ["defaults.promotion"]
+
+
+def test_invalid_label_names_and_regexes_are_rejected() -> None:
+    arms = {"canary": {"match": {"bad-label": "x"}}, "baseline": {"match": {"a": "b"}}}
+    metrics = [{"name": "errors", "failure_codes": "5(("}]
+    found = problems({"canary": [{**CANARY, "arms": arms, "metrics": metrics}]})
+    assert "invalid Prometheus label name" in found["canary[0].arms.canary"]
+    assert "regular expression" in found["canary[0].metrics[0].failure_codes"]
+
+
+def test_duplicate_names_and_decreasing_steps() -> None:
+    steps = [{"weight": 50, "duration": "1m"}, {"weight": 20, "duration": "1m"}]
+    found = problems({"canary": [CANARY, {**CANARY, "steps": steps}]})
+    assert "increase" in found["canary[1].steps"]
+    found = problems({"canary": [CANARY, CANARY]})
+    assert "duplicate canary names: checkout" in found["canary"]
+
+
+def test_malformed_toml_gives_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[prometheus]\nurl = "http://x"\ntimeout = \n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "line 3" in str(info.value) and "column" in str(info.value)
+
+
+def test_secrets_come_from_files_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    token_file = tmp_path / "tokens"
+    token_file.write_text("one\ntwo\n")
+    config = parse_config({"server": {"api_token_file": str(token_file)}})
+    assert config.server.api_tokens() == ["one", "two"]
+    monkeypatch.setenv("CANARY_DATABASE_URL", "postgresql+psycopg://u@db/canary")
+    assert parse_config({}).database.resolved_url() == "postgresql+psycopg://u@db/canary"
+    monkeypatch.delenv("CANARY_DATABASE_URL")
+    monkeypatch.setenv("CANARY_DATA_DIR", str(tmp_path))
+    assert parse_config({}).database.resolved_url() == f"sqlite:///{tmp_path / 'canary.db'}"

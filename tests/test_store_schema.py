@@ -1,0 +1,39 @@
+"""The schema: migrations match the models, and a wrong schema is refused."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from canary.store.database import SchemaError, check_schema, connect, migrate
+from canary.store.tables import Base
+
+
+def test_migrations_match_the_models(migrated_url: str) -> None:
+    engine = connect(migrated_url)
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+    check_schema(engine)
+
+
+def test_unmigrated_database_is_refused(database_url: str) -> None:
+    with pytest.raises(SchemaError, match="canary db upgrade"):
+        check_schema(connect(database_url))
+
+
+def test_database_migrated_by_a_newer_version_is_refused(migrated_url: str) -> None:
+    engine = connect(migrated_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("UPDATE alembic_version SET version_num = 'ffff_future'"))
+    with pytest.raises(SchemaError, match="newer version"):
+        check_schema(engine)
+    with pytest.raises(SchemaError, match="newer version"):
+        migrate(engine)
+
+
+def test_upgrade_twice_is_a_no_op(migrated_url: str) -> None:
+    before, after = migrate(connect(migrated_url))
+    assert before == after
