@@ -172,3 +172,34 @@ class Judgement:
     metrics: Mapping[str, MetricResult]
     reasons: Sequence[str] = ()
     score: float | None = None
+
+
+# --------------------------------------------------------------------------- JSON form
+
+
+def observation_to_json(observation: Observation) -> dict[str, Any] | None:
+    """The stored / exchanged JSON form of an observation (None stays None)."""
+    if observation is None:
+        return None
+    if isinstance(observation, Counts):
+        return {"total": observation.total, "failed": observation.failed}
+    if isinstance(observation, Histogram):
+        bounds = ["+Inf" if math.isinf(b) else b for b in observation.bounds]
+        return {"bounds": bounds, "buckets": list(observation.buckets)}
+    value = float(observation)
+    return {"value": None if math.isnan(value) else value}
+
+
+def observation_from_json(data: Mapping[str, Any] | None) -> Observation:
+    """Inverse of `observation_to_json`."""
+    if data is None:
+        return None
+    if "buckets" in data:
+        bounds = tuple(
+            math.inf if b in ("+Inf", "Inf", math.inf) else float(b) for b in data["bounds"]
+        )
+        return Histogram(bounds=bounds, buckets=tuple(int(b) for b in data["buckets"]))
+    if "total" in data:
+        return Counts(total=int(data["total"]), failed=int(data["failed"]))
+    value = data.get("value")
+    return None if value is None else float(value)
