@@ -46,8 +46,24 @@ JUDGES = ("sequential", "mann_whitney", "threshold")
 
 
 def make_judge(name: str, metrics: Sequence[MetricConfig], settings: AnalysisSettings) -> Judge:
-    """The judge called `name` for these metrics and settings."""
-    raise NotImplementedError(f"judge {name!r} is not implemented yet")
+    """The judge called `name` for these metrics and settings.
+
+    The judge modules are imported here, lazily, so each can be used on its own.
+    Raises ValueError for an unknown name.
+    """
+    if name == "sequential":
+        from canary.judge.sequential import SequentialJudge
+
+        return SequentialJudge(metrics, settings)
+    if name == "mann_whitney":
+        from canary.judge.mann_whitney import MannWhitneyJudge
+
+        return MannWhitneyJudge(metrics, settings)
+    if name == "threshold":
+        from canary.judge.threshold import ThresholdJudge
+
+        return ThresholdJudge(metrics, settings)
+    raise ValueError(f"unknown judge {name!r} (known: {', '.join(JUDGES)})")
 
 
 def judge_rounds(judge: Judge, rounds: Sequence[RoundData]) -> list[Judgement]:
