@@ -1,0 +1,335 @@
+"""The few transactions the rest of canary needs on analyses, rounds and actions.
+
+Callers own the session and its transaction (`with sessions.begin() as session:`),
+so a round, its observations, its results and the intended action are committed
+together — or not at all (DESIGN §6: persist before acting).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from canary.errors import CanaryError, NotFoundError
+from canary.model import (
+    ActionState,
+    AnalysisStatus,
+    Arm,
+    Decision,
+    Judgement,
+    RoundData,
+    Verdict,
+    observation_from_json,
+    observation_to_json,
+)
+from canary.store.tables import Action, Analysis, MetricResultRow, Observation, Round, utcnow
+
+__all__ = [
+    "ActionIntent",
+    "RoundConflict",
+    "create_analysis",
+    "find_analysis_by_key",
+    "finish_analysis",
+    "get_analysis",
+    "list_analyses",
+    "mark_action",
+    "new_analysis_id",
+    "pending_actions",
+    "record_round",
+    "round_data",
+]
+
+
+class RoundConflict(CanaryError):
+    """Another process recorded this (analysis, round index) first."""
+
+
+@dataclass(frozen=True, slots=True)
+class ActionIntent:
+    """A traffic change to record as pending in the same transaction as its round."""
+
+    kind: str  # advance | promote | rollback | manual | abort
+    to_weight: int
+    from_weight: int | None = None
+
+
+def new_analysis_id(canary: str) -> str:
+    """A readable, globally unique id: ``checkout-3f9a1c2b7d``."""
+    return f"{canary}-{uuid.uuid4().hex[:10]}"
+
+
+def create_analysis(
+    session: Session,
+    *,
+    canary: str,
+    source: str,
+    judge: str,
+    settings: Mapping[str, Any],
+    key: str | None = None,
+    revision: str | None = None,
+    weight: int = 0,
+    status: AnalysisStatus = AnalysisStatus.RUNNING,
+    now: datetime | None = None,
+    analysis_id: str | None = None,
+) -> Analysis:
+    now = now or utcnow()
+    analysis = Analysis(
+        id=analysis_id or new_analysis_id(canary),
+        canary=canary,
+        key=key,
+        source=source,
+        revision=revision,
+        status=status.value,
+        verdict=Verdict.RUNNING.value,
+        judge=judge,
+        settings=dict(settings),
+        engine_state={},
+        judge_state={},
+        snapshot={},
+        weight=weight,
+        step=0,
+        rounds_done=0,
+        started_at=now,
+        updated_at=now,
+    )
+    session.add(analysis)
+    session.flush()
+    return analysis
+
+
+def get_analysis(session: Session, analysis_id: str, *, for_update: bool = False) -> Analysis:
+    query = select(Analysis).where(Analysis.id == analysis_id)
+    if for_update:
+        query = query.with_for_update()
+    analysis = session.scalars(query).one_or_none()
+    if analysis is None:
+        raise NotFoundError(f"no analysis with id {analysis_id!r}")
+    return analysis
+
+
+def find_analysis_by_key(session: Session, key: str) -> Analysis | None:
+    return session.scalars(select(Analysis).where(Analysis.key == key)).one_or_none()
+
+
+def list_analyses(
+    session: Session,
+    *,
+    canary: str | None = None,
+    since: datetime | None = None,
+    verdict: str | None = None,
+    statuses: Sequence[str] | None = None,
+    limit: int | None = None,
+) -> list[Analysis]:
+    """Analyses newest first, filtered."""
+    query = select(Analysis).order_by(Analysis.started_at.desc(), Analysis.id)
+    if canary:
+        query = query.where(Analysis.canary == canary)
+    if since:
+        query = query.where(Analysis.started_at >= since)
+    if verdict:
+        query = query.where(Analysis.verdict == verdict)
+    if statuses:
+        query = query.where(Analysis.status.in_(list(statuses)))
+    if limit:
+        query = query.limit(limit)
+    return list(session.scalars(query))
+
+
+def _json_safe(value: Any) -> Any:
+    """JSON columns refuse NaN/Inf on PostgreSQL: store them as strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "value") and isinstance(getattr(value, "value", None), str):
+        return value.value  # enums
+    return value
+
+
+def record_round(
+    session: Session,
+    analysis: Analysis,
+    *,
+    index: int,
+    data: RoundData,
+    judgement: Judgement | None,
+    judge_state: Mapping[str, Any],
+    snapshot: Mapping[str, Any],
+    raw_snapshots: Mapping[str, Mapping[str, Any]] | None = None,
+    decision: Decision | None = None,
+    weight: int | None = None,
+    step: int | None = None,
+    engine_state: Mapping[str, Any] | None = None,
+    action: ActionIntent | None = None,
+    now: datetime | None = None,
+) -> tuple[Round, Action | None]:
+    """Store one round with its observations, results and intended action.
+
+    Also advances the analysis' running state (judge state, counter snapshot, verdict).
+    `raw_snapshots[metric][arm]` is the raw per-series counter snapshot for audit.
+    Raises RoundConflict when (analysis, index) exists already.
+    """
+    now = now or utcnow()
+    weight = analysis.weight if weight is None else weight
+    step = analysis.step if step is None else step
+    verdict = judgement.verdict if judgement else Verdict.RUNNING
+    row = Round(
+        analysis_id=analysis.id,
+        index=index,
+        window_start=data.start,
+        window_end=data.end or now,
+        recorded_at=now,
+        weight=weight,
+        step=step,
+        error=data.error,
+        verdict=verdict.value,
+        decision=decision.value if decision else None,
+        reasons=list(judgement.reasons) if judgement else [],
+        score=judgement.score if judgement else None,
+    )
+    for arm in Arm:
+        for metric, observation in data.arm(arm).items():
+            raw = (raw_snapshots or {}).get(metric, {}).get(arm.value)
+            row.observations.append(
+                Observation(
+                    metric=metric,
+                    arm=arm.value,
+                    kind=_kind(observation),
+                    delta=_json_safe(observation_to_json(observation)),
+                    snapshot=_json_safe(raw) if raw is not None else None,
+                )
+            )
+    if judgement:
+        for result in judgement.metrics.values():
+            row.results.append(
+                MetricResultRow(
+                    metric=result.name,
+                    verdict=result.verdict.value,
+                    verdict_round=result.round,
+                    reasons=list(result.reasons),
+                    statistics=_json_safe(dict(result.statistics)),
+                    evidence=_json_safe(dict(result.evidence[-1])) if result.evidence else {},
+                )
+            )
+    action_row = None
+    if action is not None:
+        action_row = Action(
+            analysis_id=analysis.id,
+            round_index=index,
+            kind=action.kind,
+            from_weight=action.from_weight if action.from_weight is not None else weight,
+            to_weight=action.to_weight,
+            state=ActionState.PENDING.value,
+            created_at=now,
+        )
+    try:
+        # A savepoint, so a conflict leaves the caller's transaction usable.
+        with session.begin_nested():
+            session.add(row)
+            if action_row is not None:
+                session.add(action_row)
+    except IntegrityError as exc:
+        raise RoundConflict(f"round {index} of analysis {analysis.id} is recorded already") from exc
+
+    analysis.rounds_done = max(analysis.rounds_done, index)
+    analysis.judge_state = _json_safe(dict(judge_state))
+    analysis.snapshot = _json_safe(dict(snapshot))
+    analysis.updated_at = now
+    analysis.weight = weight
+    analysis.step = step
+    if engine_state is not None:
+        analysis.engine_state = _json_safe(dict(engine_state))
+    if judgement:
+        analysis.verdict = judgement.verdict.value
+        analysis.verdict_round = judgement.round
+        analysis.reason = "; ".join(judgement.reasons) or None
+    return row, action_row
+
+
+def _kind(observation: object) -> str:
+    data = observation_to_json(observation)  # type: ignore[arg-type]
+    if data is None:
+        return "none"
+    if "buckets" in data:
+        return "histogram"
+    return "counts" if "total" in data else "value"
+
+
+def mark_action(
+    session: Session, action: Action, state: ActionState, *, error: str | None = None
+) -> None:
+    action.state = state.value
+    action.error = error
+    action.done_at = utcnow()
+
+
+def pending_actions(session: Session, analysis_id: str | None = None) -> list[Action]:
+    query = select(Action).where(Action.state == ActionState.PENDING.value).order_by(Action.id)
+    if analysis_id:
+        query = query.where(Action.analysis_id == analysis_id)
+    return list(session.scalars(query))
+
+
+def finish_analysis(
+    session: Session,
+    analysis: Analysis,
+    status: AnalysisStatus,
+    *,
+    reason: str | None = None,
+    verdict: Verdict | None = None,
+    now: datetime | None = None,
+) -> None:
+    now = now or utcnow()
+    analysis.status = status.value
+    if verdict is not None:
+        analysis.verdict = verdict.value
+    if reason:
+        analysis.reason = reason
+    analysis.updated_at = now
+    if status.is_final:
+        analysis.finished_at = now
+        analysis.next_round_at = None
+
+
+def load_analysis_full(session: Session, analysis_id: str) -> Analysis:
+    """An analysis with its rounds, observations, results and actions loaded."""
+    query = (
+        select(Analysis)
+        .where(Analysis.id == analysis_id)
+        .options(
+            selectinload(Analysis.rounds).selectinload(Round.observations),
+            selectinload(Analysis.rounds).selectinload(Round.results),
+            selectinload(Analysis.actions),
+        )
+    )
+    analysis = session.scalars(query).one_or_none()
+    if analysis is None:
+        raise NotFoundError(f"no analysis with id {analysis_id!r}")
+    return analysis
+
+
+def round_data(row: Round) -> RoundData:
+    """The judges' view of a stored round (for replay)."""
+    sides: dict[str, dict[str, Any]] = {Arm.CANARY.value: {}, Arm.BASELINE.value: {}}
+    for observation in row.observations:
+        delta = observation.delta
+        if isinstance(delta, dict) and isinstance(delta.get("value"), str):
+            delta = {"value": float(delta["value"].replace("Inf", "inf"))}
+        sides[observation.arm][observation.metric] = observation_from_json(delta)
+    return RoundData(
+        canary=sides[Arm.CANARY.value],
+        baseline=sides[Arm.BASELINE.value],
+        start=row.window_start,
+        end=row.window_end,
+        error=row.error,
+    )

@@ -1,0 +1,155 @@
+"""Storing rounds: unique per analysis, atomic with the intended action; leases."""
+
+from __future__ import annotations
+
+import math
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from canary.model import (
+    ActionState,
+    Counts,
+    Decision,
+    Histogram,
+    Judgement,
+    MetricResult,
+    RoundData,
+    Verdict,
+)
+from canary.store import leases
+from canary.store.analyses import (
+    ActionIntent,
+    RoundConflict,
+    create_analysis,
+    load_analysis_full,
+    mark_action,
+    pending_actions,
+    record_round,
+    round_data,
+)
+from canary.store.database import connect, sessions
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+def _round(index: int) -> RoundData:
+    histogram = Histogram(bounds=(10.0, 100.0, math.inf), buckets=(5, 90, 100))
+    return RoundData(
+        canary={"errors": Counts(total=100, failed=index), "latency": histogram, "cpu": None},
+        baseline={"errors": Counts(total=900, failed=3), "latency": histogram, "cpu": 0.4},
+        start=T0 + timedelta(minutes=index - 1),
+        end=T0 + timedelta(minutes=index),
+    )
+
+
+def _judgement(index: int) -> Judgement:
+    result = MetricResult(
+        name="errors",
+        verdict=Verdict.RUNNING,
+        statistics={"log_e_fail": 0.5, "interval": [0.8, math.inf]},
+        evidence=[{"round": index, "log_e": 0.1}],
+    )
+    return Judgement(verdict=Verdict.RUNNING, round=None, metrics={"errors": result})
+
+
+def test_round_roundtrip_and_uniqueness(migrated_url: str) -> None:
+    factory = sessions(connect(migrated_url))
+    with factory.begin() as session:
+        analysis = create_analysis(
+            session, canary="checkout", source="daemon", judge="sequential", settings={}, now=T0
+        )
+        analysis_id = analysis.id
+        _, action = record_round(
+            session,
+            analysis,
+            index=1,
+            data=_round(1),
+            judgement=_judgement(1),
+            judge_state={"sums": [1.0]},
+            snapshot={"errors": {}},
+            decision=Decision.ADVANCE,
+            weight=10,
+            action=ActionIntent(kind="advance", to_weight=20),
+        )
+        assert action is not None
+    with factory.begin() as session:
+        analysis = load_analysis_full(session, analysis_id)
+        assert analysis.rounds_done == 1 and analysis.weight == 10
+        assert round_data(analysis.rounds[0]) == _round(1)
+        assert analysis.rounds[0].results[0].statistics["interval"] == [0.8, "+Inf"]
+        [pending] = pending_actions(session, analysis_id)
+        assert (pending.from_weight, pending.to_weight) == (10, 20)
+        mark_action(session, pending, ActionState.DONE)
+    with factory.begin() as session:
+        assert pending_actions(session, analysis_id) == []
+    with pytest.raises(RoundConflict), factory.begin() as session:
+        analysis = load_analysis_full(session, analysis_id)
+        record_round(
+            session,
+            analysis,
+            index=1,
+            data=_round(1),
+            judgement=None,
+            judge_state={},
+            snapshot={},
+        )
+
+
+def test_a_failed_round_stores_nothing_half_done(migrated_url: str) -> None:
+    """The round and its intended action commit together or not at all."""
+    factory = sessions(connect(migrated_url))
+    with factory.begin() as session:
+        analysis = create_analysis(
+            session, canary="c", source="daemon", judge="sequential", settings={}
+        )
+        record_round(
+            session, analysis, index=1, data=_round(1), judgement=None, judge_state={}, snapshot={}
+        )
+        analysis_id = analysis.id
+    with pytest.raises(RoundConflict), factory.begin() as session:
+        analysis = load_analysis_full(session, analysis_id)
+        record_round(
+            session,
+            analysis,
+            index=1,
+            data=_round(1),
+            judgement=None,
+            judge_state={},
+            snapshot={},
+            action=ActionIntent(kind="rollback", to_weight=0),
+        )
+    with factory.begin() as session:
+        assert pending_actions(session, analysis_id) == []
+
+
+def test_leases_exclusive_renewable_and_expiring(migrated_url: str) -> None:
+    factory = sessions(connect(migrated_url))
+    assert leases.acquire(factory, "checkout", "replica-a", ttl=10, now=T0)
+    assert not leases.acquire(factory, "checkout", "replica-b", ttl=10, now=T0)
+    assert leases.acquire(factory, "checkout", "replica-a", ttl=10, now=T0 + timedelta(seconds=5))
+    later = T0 + timedelta(seconds=16)
+    assert leases.acquire(factory, "checkout", "replica-b", ttl=10, now=later)
+    with factory() as session:
+        assert leases.holder(session, "checkout", now=later) == "replica-b"
+    leases.release_all(factory, "replica-b")
+    assert leases.acquire(factory, "checkout", "replica-c", ttl=10, now=later)
+
+
+def test_concurrent_acquire_has_one_winner(migrated_url: str) -> None:
+    factory = sessions(connect(migrated_url))
+    winners: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def contend(owner: str) -> None:
+        barrier.wait()
+        if leases.acquire(factory, "hot", owner, ttl=30):
+            winners.append(owner)
+
+    threads = [threading.Thread(target=contend, args=(f"r{i}",)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(winners) == 1
