@@ -1,0 +1,209 @@
+"""The rollout state machine (DESIGN §5): pure, no I/O, no clock of its own.
+
+`decide(state, judgement, now, settings)` takes the judgement of the analysis so far
+(None when the round's queries failed) and returns the round's decision and the
+next state. `command(state, op, now, settings)` applies an operator's manual gate.
+
+Rules, in order:
+
+1. a round whose queries failed changes no evidence; after `max_failed_rounds`
+   consecutive ones the analysis halts at its weight (or rolls back, per
+   `on_failed_rounds`) and says why. Missing data is never a pass;
+2. any metric FAIL -> `rollback` (canary weight 0 at once);
+3. the budget (`max_rounds`, `max_duration`) exhausted without PASS -> INCONCLUSIVE,
+   then `on_inconclusive`: `rollback` or `hold` (halt at the current weight);
+4. the step's min duration reached: `advance` to the next step; at the last step
+   promote on PASS only (`promotion = "evidence"`), or on no FAIL
+   (`promotion = "no-failure"`, as Flagger and Argo do);
+5. otherwise `continue`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from typing import Any, Literal
+
+from canary.config import AnalysisSettings
+from canary.model import AnalysisStatus, Decision, Judgement, Verdict
+
+__all__ = [
+    "EngineState",
+    "Outcome",
+    "budget_reached",
+    "command",
+    "decide",
+    "start",
+]
+
+ManualOp = Literal["pause", "resume", "abort", "promote"]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineState:
+    """Where a rollout stands. `step` indexes `settings.steps`."""
+
+    status: AnalysisStatus
+    step: int
+    weight: int
+    started_at: datetime
+    step_started_at: datetime
+    rounds: int = 0  # rounds decided so far (failed rounds included)
+    failed_rounds: int = 0  # consecutive rounds whose queries failed
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = self.status.value
+        data["started_at"] = self.started_at.isoformat()
+        data["step_started_at"] = self.step_started_at.isoformat()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EngineState:
+        return cls(
+            status=AnalysisStatus(data["status"]),
+            step=int(data["step"]),
+            weight=int(data["weight"]),
+            started_at=datetime.fromisoformat(data["started_at"]),
+            step_started_at=datetime.fromisoformat(data["step_started_at"]),
+            rounds=int(data.get("rounds", 0)),
+            failed_rounds=int(data.get("failed_rounds", 0)),
+            reason=data.get("reason"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A round's decision, the weight to set (None: leave as is) and the next state."""
+
+    decision: Decision
+    state: EngineState
+    weight: int | None
+    reason: str
+
+    @property
+    def changes_traffic(self) -> bool:
+        return self.weight is not None
+
+
+def start(settings: AnalysisSettings, now: datetime) -> tuple[EngineState, int]:
+    """The state of a new rollout and the first weight to set."""
+    first = settings.steps[0].weight
+    state = EngineState(
+        status=AnalysisStatus.RUNNING, step=0, weight=first, started_at=now, step_started_at=now
+    )
+    return state, first
+
+
+def budget_reached(state: EngineState, settings: AnalysisSettings, now: datetime) -> bool:
+    """True when this round is the last the budget allows (judge with `final=True`)."""
+    if settings.max_rounds is not None and state.rounds + 1 >= settings.max_rounds:
+        return True
+    if settings.max_duration is not None:
+        return (now - state.started_at).total_seconds() >= settings.max_duration
+    return False
+
+
+def decide(
+    state: EngineState,
+    judgement: Judgement | None,
+    now: datetime,
+    settings: AnalysisSettings,
+    *,
+    error: str | None = None,
+) -> Outcome:
+    """The decision of one round; `judgement` is None when the round's queries failed."""
+    if state.status is not AnalysisStatus.RUNNING:
+        return Outcome(Decision.HOLD, state, None, f"analysis is {state.status.value}")
+    counted = replace(state, rounds=state.rounds + 1)
+
+    if judgement is None:
+        failed = counted.failed_rounds + 1
+        counted = replace(counted, failed_rounds=failed)
+        why = f"{failed} consecutive rounds without data from Prometheus ({error or 'error'})"
+        if failed >= settings.max_failed_rounds:
+            if settings.on_failed_rounds == "rollback":
+                return _rollback(counted, AnalysisStatus.ROLLED_BACK, why)
+            halted = replace(counted, status=AnalysisStatus.HALTED, reason=f"halted: {why}")
+            return Outcome(Decision.HOLD, halted, None, f"halted: {why}")
+        return Outcome(Decision.CONTINUE, counted, None, f"round failed: {error or 'error'}")
+
+    counted = replace(counted, failed_rounds=0)
+    if judgement.verdict is Verdict.FAIL:
+        return _rollback(counted, AnalysisStatus.ROLLED_BACK, _why(judgement, "failed"))
+
+    last_step = counted.step == len(settings.steps) - 1
+    step_done = (now - counted.step_started_at).total_seconds() >= settings.steps[
+        counted.step
+    ].duration
+    passed = judgement.verdict is Verdict.PASS
+    if last_step and step_done and (passed or settings.promotion == "no-failure"):
+        why = _why(judgement, "passed") if passed else "last step completed without failure"
+        return _promote(counted, why)
+
+    out_of_budget = judgement.verdict is Verdict.INCONCLUSIVE or _over_budget(
+        counted, settings, now
+    )
+    if out_of_budget and not passed:
+        why = "budget reached without a PASS verdict: inconclusive"
+        if settings.on_inconclusive == "rollback":
+            return _rollback(counted, AnalysisStatus.INCONCLUSIVE, why)
+        halted = replace(counted, status=AnalysisStatus.HALTED, reason=f"halted: {why}")
+        return Outcome(Decision.HOLD, halted, None, f"halted: {why}")
+
+    if step_done and not last_step:
+        step = counted.step + 1
+        weight = settings.steps[step].weight
+        advanced = replace(counted, step=step, weight=weight, step_started_at=now)
+        return Outcome(
+            Decision.ADVANCE, advanced, weight, f"step {step} of {len(settings.steps)} done"
+        )
+    waiting = "waiting for PASS evidence" if last_step and step_done else "step in progress"
+    return Outcome(Decision.CONTINUE, counted, None, waiting)
+
+
+def command(state: EngineState, op: ManualOp, now: datetime, settings: AnalysisSettings) -> Outcome:
+    """An operator's manual gate: pause, resume, abort (roll back) or promote now."""
+    if state.status.is_final:
+        raise ValueError(f"analysis is already {state.status.value}")
+    if op == "pause":
+        if state.status is not AnalysisStatus.RUNNING:
+            raise ValueError(f"only a running analysis can be paused (it is {state.status})")
+        paused = replace(state, status=AnalysisStatus.PAUSED, reason="paused by operator")
+        return Outcome(Decision.HOLD, paused, None, "paused by operator")
+    if op == "resume":
+        if state.status is AnalysisStatus.RUNNING:
+            raise ValueError("analysis is already running")
+        resumed = replace(
+            state, status=AnalysisStatus.RUNNING, failed_rounds=0, reason="resumed by operator"
+        )
+        return Outcome(Decision.CONTINUE, resumed, None, "resumed by operator")
+    if op == "abort":
+        return _rollback(state, AnalysisStatus.ABORTED, "aborted by operator")
+    if op == "promote":
+        return _promote(state, "promoted by operator")
+    raise ValueError(f"unknown operation {op!r}")
+
+
+def _over_budget(state: EngineState, settings: AnalysisSettings, now: datetime) -> bool:
+    if settings.max_rounds is not None and state.rounds >= settings.max_rounds:
+        return True
+    if settings.max_duration is not None:
+        return (now - state.started_at).total_seconds() >= settings.max_duration
+    return False
+
+
+def _why(judgement: Judgement, verb: str) -> str:
+    reasons = "; ".join(judgement.reasons)
+    return f"{verb} at round {judgement.round}: {reasons}" if reasons else verb
+
+
+def _rollback(state: EngineState, status: AnalysisStatus, why: str) -> Outcome:
+    final = replace(state, status=status, weight=0, reason=why)
+    return Outcome(Decision.ROLLBACK, final, 0, why)
+
+
+def _promote(state: EngineState, why: str) -> Outcome:
+    final = replace(state, status=AnalysisStatus.PROMOTED, weight=100, reason=why)
+    return Outcome(Decision.PROMOTE, final, 100, why)

@@ -1,0 +1,156 @@
+"""The rollout state machine: every transition of DESIGN §5."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from canary.config import AnalysisSettings, StepConfig
+from canary.engine import EngineState, budget_reached, command, decide, start
+from canary.model import AnalysisStatus, Decision, Judgement, Verdict
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+STEPS = [StepConfig(weight=10, duration=120), StepConfig(weight=50, duration=120)]
+
+
+def settings(**overrides: object) -> AnalysisSettings:
+    return AnalysisSettings(steps=STEPS, max_duration=3600, **overrides)  # type: ignore[arg-type]
+
+
+def judged(verdict: Verdict, round: int | None = 1) -> Judgement:
+    return Judgement(verdict=verdict, round=round, metrics={}, reasons=[f"metric {verdict}"])
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def test_start_at_the_first_step() -> None:
+    state, weight = start(settings(), T0)
+    assert (state.status, state.step, weight) == (AnalysisStatus.RUNNING, 0, 10)
+
+
+def test_continue_within_a_step_then_advance() -> None:
+    state, _ = start(settings(), T0)
+    outcome = decide(state, judged(Verdict.RUNNING), at(60), settings())
+    assert outcome.decision is Decision.CONTINUE and outcome.weight is None
+    outcome = decide(outcome.state, judged(Verdict.RUNNING), at(120), settings())
+    assert outcome.decision is Decision.ADVANCE and outcome.weight == 50
+    assert outcome.state.step == 1 and outcome.state.step_started_at == at(120)
+
+
+def test_last_step_promotes_only_on_pass_under_evidence_policy() -> None:
+    state, _ = start(settings(), T0)
+    state = decide(state, judged(Verdict.RUNNING), at(120), settings()).state
+    waiting = decide(state, judged(Verdict.RUNNING), at(240), settings())
+    assert waiting.decision is Decision.CONTINUE
+    assert waiting.reason == "waiting for PASS evidence"
+    promoted = decide(waiting.state, judged(Verdict.PASS, 5), at(300), settings())
+    assert promoted.decision is Decision.PROMOTE and promoted.weight == 100
+    assert promoted.state.status is AnalysisStatus.PROMOTED
+
+
+def test_pass_before_the_last_step_keeps_walking_the_steps() -> None:
+    state, _ = start(settings(), T0)
+    outcome = decide(state, judged(Verdict.PASS), at(30), settings())
+    assert outcome.decision is Decision.CONTINUE
+    outcome = decide(outcome.state, judged(Verdict.PASS), at(120), settings())
+    assert outcome.decision is Decision.ADVANCE
+
+
+def test_no_failure_policy_promotes_after_the_last_step() -> None:
+    policy = settings(promotion="no-failure")
+    state, _ = start(policy, T0)
+    state = decide(state, judged(Verdict.RUNNING), at(120), policy).state
+    outcome = decide(state, judged(Verdict.RUNNING), at(240), policy)
+    assert outcome.decision is Decision.PROMOTE
+
+
+def test_fail_rolls_back_at_once_from_any_step() -> None:
+    state, _ = start(settings(), T0)
+    outcome = decide(state, judged(Verdict.FAIL, 3), at(10), settings())
+    assert outcome.decision is Decision.ROLLBACK and outcome.weight == 0
+    assert outcome.state.status is AnalysisStatus.ROLLED_BACK
+    assert "failed at round 3" in outcome.reason
+
+
+def test_failed_rounds_halt_after_the_limit() -> None:
+    state, _ = start(settings(max_failed_rounds=2), T0)
+    first = decide(state, None, at(10), settings(max_failed_rounds=2), error="timeout")
+    assert first.decision is Decision.CONTINUE and first.state.failed_rounds == 1
+    second = decide(first.state, None, at(20), settings(max_failed_rounds=2), error="timeout")
+    assert second.decision is Decision.HOLD
+    assert second.state.status is AnalysisStatus.HALTED
+    assert "2 consecutive rounds without data" in second.reason and "timeout" in second.reason
+    # A halted analysis decides nothing until an operator resumes it.
+    assert decide(second.state, judged(Verdict.PASS), at(30), settings()).decision is Decision.HOLD
+
+
+def test_a_good_round_resets_the_failed_round_count() -> None:
+    state, _ = start(settings(max_failed_rounds=2), T0)
+    state = decide(state, None, at(10), settings(max_failed_rounds=2)).state
+    state = decide(state, judged(Verdict.RUNNING), at(20), settings(max_failed_rounds=2)).state
+    outcome = decide(state, None, at(30), settings(max_failed_rounds=2))
+    assert outcome.decision is Decision.CONTINUE
+
+
+def test_failed_rounds_roll_back_when_configured() -> None:
+    policy = settings(max_failed_rounds=1, on_failed_rounds="rollback")
+    state, _ = start(policy, T0)
+    outcome = decide(state, None, at(10), policy)
+    assert outcome.decision is Decision.ROLLBACK and outcome.weight == 0
+
+
+@pytest.mark.parametrize(
+    ("policy", "decision", "status"),
+    [
+        ("rollback", Decision.ROLLBACK, AnalysisStatus.INCONCLUSIVE),
+        ("hold", Decision.HOLD, AnalysisStatus.HALTED),
+    ],
+)
+def test_budget_without_pass_is_inconclusive(
+    policy: str, decision: Decision, status: AnalysisStatus
+) -> None:
+    config = settings(on_inconclusive=policy, max_rounds=3)
+    state, _ = start(config, T0)
+    state = decide(state, judged(Verdict.RUNNING), at(120), config).state
+    state = decide(state, judged(Verdict.RUNNING), at(240), config).state
+    assert budget_reached(state, config, at(300))
+    outcome = decide(state, judged(Verdict.INCONCLUSIVE, 3), at(300), config)
+    assert (outcome.decision, outcome.state.status) == (decision, status)
+    assert "inconclusive" in outcome.reason
+
+
+def test_max_duration_is_a_budget_too() -> None:
+    config = AnalysisSettings(steps=STEPS, max_duration=600)
+    state, _ = start(config, T0)
+    assert not budget_reached(state, config, at(599))
+    assert budget_reached(state, config, at(600))
+    outcome = decide(state, judged(Verdict.RUNNING), at(601), config)
+    assert outcome.decision is Decision.ROLLBACK
+    assert outcome.state.status is AnalysisStatus.INCONCLUSIVE
+
+
+def test_manual_gates() -> None:
+    state, _ = start(settings(), T0)
+    paused = command(state, "pause", at(5), settings())
+    assert paused.state.status is AnalysisStatus.PAUSED and paused.decision is Decision.HOLD
+    assert decide(paused.state, judged(Verdict.FAIL), at(6), settings()).decision is Decision.HOLD
+    resumed = command(paused.state, "resume", at(7), settings())
+    assert resumed.state.status is AnalysisStatus.RUNNING
+    aborted = command(resumed.state, "abort", at(8), settings())
+    assert aborted.decision is Decision.ROLLBACK and aborted.weight == 0
+    assert aborted.state.status is AnalysisStatus.ABORTED
+    promoted = command(state, "promote", at(9), settings())
+    assert promoted.decision is Decision.PROMOTE and promoted.weight == 100
+    with pytest.raises(ValueError, match="already"):
+        command(aborted.state, "resume", at(10), settings())
+    with pytest.raises(ValueError, match="already running"):
+        command(state, "resume", at(10), settings())
+
+
+def test_state_roundtrips_through_json() -> None:
+    state, _ = start(settings(), T0)
+    state = decide(state, None, at(10), settings(), error="boom").state
+    assert EngineState.from_json(state.to_json()) == state
