@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "analyze",
     "replay",
     "history",
+    "export",
     "report",
     "traffic",
     "db",

@@ -13,7 +13,6 @@ HELP = {
     "abort": "abort an analysis and roll back",
     "promote": "promote an analysis now (manual gate)",
     "status": "show canaries and their running analyses",
-    "show": "show one analysis round by round",
 }
 
 
