@@ -1,0 +1,571 @@
+"""The round pipeline shared by the daemon, the Argo endpoint and `canary analyze`.
+
+One round = collect -> judge -> (daemon only: decide -> persist round + intended
+action -> act -> mark the action) -> persist. DESIGN §3, §5, §6.
+
+- `judge_round` is the judged-only path (Argo web metric, `canary analyze`): no
+  traffic, no engine. The first round of an analysis only takes the counter snapshot
+  (warm-up, stored as round index 0 without judgement); every later round is judged
+  incrementally from the judge state stored with the analysis.
+- `daemon_round` adds the engine and the router on top of the same steps.
+- `apply_action` carries out a recorded (pending) action through a Router; it is
+  idempotent, so the daemon also uses it to reconcile pending actions after a crash.
+
+Database work runs in worker threads (`asyncio.to_thread`) so a slow commit never
+stalls the event loop that schedules other analyses' rounds. No session is held
+while Prometheus is queried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from canary import engine as rollout
+from canary.config import AnalysisSettings, CanaryConfig, Config
+from canary.errors import CanaryError, UsageError
+from canary.judge import make_judge
+from canary.model import (
+    ActionState,
+    AnalysisStatus,
+    Decision,
+    Judgement,
+    RoundData,
+    Verdict,
+)
+from canary.store.analyses import (
+    ActionIntent,
+    RoundConflict,
+    create_analysis,
+    find_analysis_by_key,
+    finish_analysis,
+    get_analysis,
+    mark_action,
+    record_round,
+)
+from canary.store.tables import Action, Analysis, Round, utcnow
+
+__all__ = [
+    "ActionResult",
+    "Collected",
+    "DaemonRoundResult",
+    "MetricSource",
+    "PrometheusSource",
+    "RoundResult",
+    "apply_action",
+    "daemon_round",
+    "ensure_analysis",
+    "judge_round",
+    "recorded_canary",
+    "recorded_settings",
+    "settings_dump",
+]
+
+log = logging.getLogger(__name__)
+
+Sessions = sessionmaker[Session]
+
+
+# --------------------------------------------------------------------------- collecting
+
+
+@dataclass(frozen=True, slots=True)
+class Collected:
+    """One round's numbers: the judges' view, the new counter snapshot, the raw series.
+
+    `snapshot` is what the next round's deltas are computed against (stored as
+    `analysis.snapshot`); `raw[metric][arm]` is the raw per-series counter snapshot
+    kept for audit with the round's observations. When the queries failed,
+    `data.error` is set and `snapshot` is the previous snapshot unchanged.
+    """
+
+    data: RoundData
+    snapshot: dict[str, Any]
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+class MetricSource(Protocol):
+    """Where a round's numbers come from (Prometheus; tests may plug another)."""
+
+    async def collect(
+        self, canary: CanaryConfig, at: datetime, previous_snapshot: Mapping[str, Any]
+    ) -> Collected:
+        """Snapshot the counters at `at` and compute deltas against `previous_snapshot`.
+
+        Never raises for Prometheus faults: returns `data.error` set and the previous
+        snapshot, so a failed round changes no evidence (DESIGN §5).
+        """
+        ...
+
+
+class PrometheusSource:
+    """A MetricSource on the real Prometheus, adapting `canary.metrics.collect`."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    async def collect(
+        self, canary: CanaryConfig, at: datetime, previous_snapshot: Mapping[str, Any]
+    ) -> Collected:
+        # TODO(metrics): adapt canary.metrics.collect once it lands.
+        raise NotImplementedError("canary.metrics.collect is not available yet")
+
+    async def aclose(self) -> None:
+        """Release the HTTP client."""
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def settings_dump(canary: CanaryConfig) -> dict[str, Any]:
+    """What an analysis records as its settings: the whole canary configuration."""
+    return canary.model_dump(mode="json")
+
+
+def recorded_settings(analysis: Analysis) -> AnalysisSettings:
+    """The analysis settings recorded when the analysis started."""
+    fields = set(AnalysisSettings.model_fields)
+    return AnalysisSettings.model_validate(
+        {k: v for k, v in (analysis.settings or {}).items() if k in fields}
+    )
+
+
+def recorded_canary(analysis: Analysis) -> CanaryConfig | None:
+    """The canary configuration recorded with the analysis, if it was a whole canary."""
+    try:
+        return CanaryConfig.model_validate(analysis.settings or {})
+    except ValueError:
+        return None
+
+
+def ensure_analysis(
+    sessions: Sessions,
+    canary: CanaryConfig,
+    *,
+    key: str,
+    source: str,
+    revision: str | None = None,
+    now: datetime | None = None,
+) -> str:
+    """The id of the analysis keyed `key`, created (judged only, no traffic) if new.
+
+    Safe against a concurrent caller creating the same key (the key is unique).
+    """
+    from sqlalchemy.exc import IntegrityError
+
+    with sessions.begin() as session:
+        found = find_analysis_by_key(session, key)
+        if found is not None:
+            return found.id
+    try:
+        with sessions.begin() as session:
+            analysis = create_analysis(
+                session,
+                canary=canary.name,
+                source=source,
+                judge=canary.judge,
+                settings=settings_dump(canary),
+                key=key,
+                revision=revision,
+                now=now,
+            )
+            return analysis.id
+    except IntegrityError:
+        with sessions.begin() as session:
+            found = find_analysis_by_key(session, key)
+            if found is None:
+                raise
+            return found.id
+
+
+# --------------------------------------------------------------------------- judged rounds
+
+
+@dataclass(frozen=True, slots=True)
+class RoundResult:
+    """What one judged round produced."""
+
+    analysis_id: str
+    index: int  # 0 is the warm-up snapshot
+    judgement: Judgement | None  # None for a warm-up or a round whose queries failed
+    warmup: bool
+    data: RoundData
+    final: bool = False
+
+    @property
+    def error(self) -> str | None:
+        return self.data.error
+
+    @property
+    def verdict(self) -> Verdict:
+        return self.judgement.verdict if self.judgement else Verdict.RUNNING
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    """A detached view of an analysis for one round (no session held while collecting)."""
+
+    id: str
+    canary: str
+    judge: str
+    status: AnalysisStatus
+    settings: AnalysisSettings
+    index: int  # the index this round will take
+    snapshot: dict[str, Any]
+    judge_state: dict[str, Any]
+    engine_state: dict[str, Any]
+    started_at: datetime
+    weight: int
+    step: int
+
+
+def _next_index(session: Session, analysis_id: str) -> int:
+    last = session.scalar(select(func.max(Round.index)).where(Round.analysis_id == analysis_id))
+    return 0 if last is None else int(last) + 1
+
+
+def _load(sessions: Sessions, analysis_id: str) -> _Loaded:
+    with sessions.begin() as session:
+        analysis = get_analysis(session, analysis_id)
+        return _Loaded(
+            id=analysis.id,
+            canary=analysis.canary,
+            judge=analysis.judge,
+            status=AnalysisStatus(analysis.status),
+            settings=recorded_settings(analysis),
+            index=_next_index(session, analysis.id),
+            snapshot=dict(analysis.snapshot or {}),
+            judge_state=dict(analysis.judge_state or {}),
+            engine_state=dict(analysis.engine_state or {}),
+            started_at=analysis.started_at,
+            weight=analysis.weight,
+            step=analysis.step,
+        )
+
+
+def _budget_final(loaded: _Loaded, at: datetime) -> bool:
+    """Budget check of the judged-only path (no engine state): the last allowed round."""
+    settings = loaded.settings
+    if settings.max_rounds is not None and loaded.index >= settings.max_rounds:
+        return True
+    if settings.max_duration is not None:
+        return (at - loaded.started_at).total_seconds() >= settings.max_duration
+    return False
+
+
+def _judge(
+    loaded: _Loaded, data: RoundData, final: bool
+) -> tuple[dict[str, Any], Judgement | None]:
+    """Update the stored judge state with one round (None judgement for an error round)."""
+    judge = make_judge(loaded.judge, loaded.settings.metrics, loaded.settings)
+    state = loaded.judge_state or judge.initial_state()
+    new_state, judgement = judge.update(state, data, final=final)
+    if data.error is not None:
+        return new_state, None
+    return new_state, judgement
+
+
+async def _collect(
+    source: MetricSource, canary: CanaryConfig, at: datetime, loaded: _Loaded
+) -> Collected:
+    started = time.perf_counter()
+    try:
+        collected = await source.collect(canary, at, loaded.snapshot)
+    except (CanaryError, OSError) as exc:  # the protocol says never, but be safe
+        log.warning("collect failed for %s: %s", loaded.id, exc)
+        collected = Collected(
+            data=RoundData(canary={}, baseline={}, end=at, error=str(exc)),
+            snapshot=loaded.snapshot,
+        )
+    from canary import telemetry
+
+    telemetry.QUERY_SECONDS.labels(canary=loaded.canary).observe(time.perf_counter() - started)
+    return collected
+
+
+def _record_judged(
+    sessions: Sessions,
+    loaded: _Loaded,
+    collected: Collected,
+    judgement: Judgement | None,
+    judge_state: Mapping[str, Any],
+    at: datetime,
+) -> None:
+    with sessions.begin() as session:
+        analysis = get_analysis(session, loaded.id, for_update=True)
+        if _next_index(session, analysis.id) != loaded.index:
+            raise RoundConflict(f"round {loaded.index} of analysis {loaded.id} is recorded already")
+        record_round(
+            session,
+            analysis,
+            index=loaded.index,
+            data=collected.data,
+            judgement=judgement,
+            judge_state=judge_state,
+            snapshot=collected.snapshot,
+            raw_snapshots=collected.raw,
+            now=at,
+        )
+
+
+async def judge_round(
+    sessions: Sessions,
+    analysis_id: str,
+    canary: CanaryConfig,
+    source: MetricSource,
+    at: datetime,
+    *,
+    final: bool | None = None,
+) -> RoundResult:
+    """Collect and judge the next round of a judged-only analysis (Argo, analyze).
+
+    The first round only takes the counter snapshot (warm-up, index 0, no judgement).
+    `final=None` derives the budget from the recorded settings (max_rounds,
+    max_duration); True forces the last round (neither PASS nor FAIL becomes
+    INCONCLUSIVE). Raises NotFoundError for an unknown id and RoundConflict when a
+    concurrent caller recorded this round first.
+    """
+    loaded = await asyncio.to_thread(_load, sessions, analysis_id)
+    collected = await _collect(source, canary, at, loaded)
+    if loaded.index == 0:
+        await asyncio.to_thread(
+            _record_judged, sessions, loaded, collected, None, loaded.judge_state, at
+        )
+        return RoundResult(loaded.id, 0, None, True, collected.data)
+    is_final = _budget_final(loaded, at) if final is None else final
+    judge_state, judgement = _judge(loaded, collected.data, is_final)
+    await asyncio.to_thread(_record_judged, sessions, loaded, collected, judgement, judge_state, at)
+    return RoundResult(loaded.id, loaded.index, judgement, False, collected.data, is_final)
+
+
+# --------------------------------------------------------------------------- acting
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    """What carrying out one action did."""
+
+    action_id: int
+    state: ActionState
+    changed: bool = False
+    error: str | None = None
+    drift: bool = False
+
+
+def _action_view(sessions: Sessions, action_id: int) -> tuple[Action, str]:
+    with sessions.begin() as session:
+        action = session.get(Action, action_id)
+        if action is None:
+            raise UsageError(f"no action with id {action_id}")
+        analysis = get_analysis(session, action.analysis_id)
+        session.expunge(action)
+        return action, analysis.status
+
+
+def _finish_action(
+    sessions: Sessions,
+    action_id: int,
+    state: ActionState,
+    error: str | None,
+    halt_reason: str | None,
+) -> None:
+    with sessions.begin() as session:
+        action = session.get(Action, action_id)
+        assert action is not None
+        if action.state != ActionState.PENDING.value:
+            return  # reconciled by someone else meanwhile
+        mark_action(session, action, state, error=error)
+        if halt_reason:
+            analysis = get_analysis(session, action.analysis_id, for_update=True)
+            if not AnalysisStatus(analysis.status).is_final:
+                state_json = dict(analysis.engine_state or {})
+                if state_json:
+                    state_json["status"] = AnalysisStatus.HALTED.value
+                    state_json["reason"] = halt_reason
+                    analysis.engine_state = state_json
+                finish_analysis(session, analysis, AnalysisStatus.HALTED, reason=halt_reason)
+
+
+def _note_action_error(sessions: Sessions, action_id: int, error: str) -> None:
+    with sessions.begin() as session:
+        action = session.get(Action, action_id)
+        if action is not None and action.state == ActionState.PENDING.value:
+            action.error = error
+
+
+async def apply_action(sessions: Sessions, router: Any, action_id: int) -> ActionResult:
+    """Carry out a pending action through `router` and mark it done (or failed).
+
+    Idempotent: the router records (analysis, action) with each write and skips a
+    write whose target is already in place for the same pair, so re-applying after
+    a crash never applies a step twice. A rollback is never skipped: it is forced
+    over drift (sending all traffic to stable is always safe). Any other action
+    meeting drift is marked failed and halts the analysis with the reason. Transient
+    errors (API unreachable, conflicts) leave the action pending for a retry.
+    """
+    from canary.traffic.base import Drift, TrafficError
+
+    action, _status = await asyncio.to_thread(_action_view, sessions, action_id)
+    if action.state != ActionState.PENDING.value:
+        return ActionResult(action_id, ActionState(action.state))
+    is_rollback = action.to_weight == 0
+    try:
+        result = await router.set_weights(
+            action.to_weight,
+            analysis=action.analysis_id,
+            step=action.id,
+            by=f"canary {action.kind}",
+            force=is_rollback,
+        )
+    except Drift as exc:
+        reason = f"halted: {exc}"
+        await asyncio.to_thread(
+            _finish_action, sessions, action_id, ActionState.FAILED, str(exc), reason
+        )
+        return ActionResult(action_id, ActionState.FAILED, error=str(exc), drift=True)
+    except TrafficError as exc:
+        log.warning("action %s on %s not applied yet: %s", action_id, action.analysis_id, exc)
+        await asyncio.to_thread(_note_action_error, sessions, action_id, str(exc))
+        return ActionResult(action_id, ActionState.PENDING, error=str(exc))
+    await asyncio.to_thread(_finish_action, sessions, action_id, ActionState.DONE, None, None)
+    return ActionResult(action_id, ActionState.DONE, changed=result.changed)
+
+
+# --------------------------------------------------------------------------- daemon rounds
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonRoundResult:
+    """A daemon round: the judged round plus the engine's decision and the action."""
+
+    round: RoundResult
+    decision: Decision | None  # None for a successful warm-up (no decision taken)
+    reason: str
+    state: rollout.EngineState | None
+    action: ActionResult | None = None
+
+    @property
+    def status(self) -> AnalysisStatus | None:
+        return self.state.status if self.state else None
+
+
+_ACTION_KIND = {
+    Decision.ADVANCE: "advance",
+    Decision.PROMOTE: "promote",
+    Decision.ROLLBACK: "rollback",
+}
+
+
+def _record_daemon(
+    sessions: Sessions,
+    loaded: _Loaded,
+    collected: Collected,
+    judgement: Judgement | None,
+    judge_state: Mapping[str, Any],
+    outcome: rollout.Outcome | None,
+    at: datetime,
+) -> int | None:
+    """Persist the round, the engine state and the intended action in one transaction."""
+    with sessions.begin() as session:
+        analysis = get_analysis(session, loaded.id, for_update=True)
+        if _next_index(session, analysis.id) != loaded.index:
+            raise RoundConflict(f"round {loaded.index} of analysis {loaded.id} is recorded already")
+        if analysis.status != loaded.status.value:
+            raise RoundConflict(
+                f"analysis {loaded.id} became {analysis.status} during round {loaded.index}"
+            )
+        action = None
+        if outcome is not None and outcome.changes_traffic:
+            assert outcome.weight is not None
+            action = ActionIntent(
+                kind=_ACTION_KIND.get(outcome.decision, outcome.decision.value),
+                to_weight=outcome.weight,
+                from_weight=loaded.weight,
+            )
+        _row, action_row = record_round(
+            session,
+            analysis,
+            index=loaded.index,
+            data=collected.data,
+            judgement=judgement,
+            judge_state=judge_state,
+            snapshot=collected.snapshot,
+            raw_snapshots=collected.raw,
+            decision=outcome.decision if outcome else None,
+            weight=outcome.state.weight if outcome else loaded.weight,
+            step=outcome.state.step if outcome else loaded.step,
+            engine_state=outcome.state.to_json() if outcome else None,
+            action=action,
+            now=at,
+        )
+        if outcome is not None and outcome.state.status is not AnalysisStatus.RUNNING:
+            status = outcome.state.status
+            verdict = judgement.verdict if judgement else None
+            if status is AnalysisStatus.INCONCLUSIVE:
+                verdict = Verdict.INCONCLUSIVE
+            finish_analysis(session, analysis, status, reason=outcome.reason, verdict=verdict)
+        session.flush()
+        return action_row.id if action_row is not None else None
+
+
+async def daemon_round(
+    sessions: Sessions,
+    analysis_id: str,
+    canary: CanaryConfig,
+    source: MetricSource,
+    router: Any,
+    at: datetime,
+) -> DaemonRoundResult:
+    """One daemon round: collect -> judge -> decide -> persist round + action -> act.
+
+    Only a RUNNING analysis takes rounds (UsageError otherwise). The first round is
+    the warm-up snapshot; if its queries fail it still counts as a failed round for
+    the engine's failed-round limit. The engine state lives in
+    `analysis.engine_state`. Raises RoundConflict when another process recorded the
+    round first (nothing is acted on then).
+    """
+    loaded = await asyncio.to_thread(_load, sessions, analysis_id)
+    if loaded.status is not AnalysisStatus.RUNNING:
+        raise UsageError(f"analysis {analysis_id} is {loaded.status.value}, not running")
+    if not loaded.engine_state:
+        raise UsageError(f"analysis {analysis_id} has no engine state (not a daemon analysis)")
+    state = rollout.EngineState.from_json(loaded.engine_state)
+    collected = await _collect(source, canary, at, loaded)
+    data = collected.data
+
+    judgement: Judgement | None = None
+    judge_state: Mapping[str, Any] = loaded.judge_state
+    outcome: rollout.Outcome | None = None
+    warmup = loaded.index == 0
+    final = False
+    if warmup:
+        if data.error is not None:
+            outcome = rollout.decide(state, None, at, loaded.settings, error=data.error)
+    else:
+        final = rollout.budget_reached(state, loaded.settings, at)
+        judge_state, judgement = _judge(loaded, data, final)
+        outcome = rollout.decide(state, judgement, at, loaded.settings, error=data.error)
+
+    action_id = await asyncio.to_thread(
+        _record_daemon, sessions, loaded, collected, judgement, judge_state, outcome, at
+    )
+    result = RoundResult(loaded.id, loaded.index, judgement, warmup, data, final)
+    action = None
+    if action_id is not None:
+        action = await apply_action(sessions, router, action_id)
+    if outcome is None:
+        return DaemonRoundResult(result, None, "warm-up: counter snapshot taken", state, action)
+    return DaemonRoundResult(result, outcome.decision, outcome.reason, outcome.state, action)
+
+
+def now_utc() -> datetime:
+    """The current time, UTC-aware (what the store expects)."""
+    return utcnow()
