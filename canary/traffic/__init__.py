@@ -1,0 +1,80 @@
+"""Where weights go: the Istio VirtualService router and an in-memory one.
+
+`make_router` picks the implementation from ``[kubernetes].mode``: ``memory`` gives a
+`MemoryRouter` (demo, tests; no cluster), every other mode an `IstioRouter` talking
+to the Kubernetes API (in-cluster or through a kubeconfig, see `canary.traffic.kube`).
+"""
+
+from __future__ import annotations
+
+from canary.config import CanaryConfig, KubernetesConfig
+from canary.traffic.base import (
+    ANNOTATION,
+    ApiError,
+    Conflict,
+    Drift,
+    Forbidden,
+    InvalidWeights,
+    NotFound,
+    Router,
+    TrafficError,
+    TrafficState,
+    Unauthorized,
+    Weights,
+    WriteRecord,
+    WriteResult,
+)
+
+__all__ = [
+    "ANNOTATION",
+    "ApiError",
+    "Conflict",
+    "Drift",
+    "Forbidden",
+    "InvalidWeights",
+    "NotFound",
+    "Router",
+    "TrafficError",
+    "TrafficState",
+    "Unauthorized",
+    "Weights",
+    "WriteRecord",
+    "WriteResult",
+    "make_router",
+]
+
+
+def make_router(
+    kubernetes_config: KubernetesConfig,
+    canary_config: CanaryConfig,
+    *,
+    client: object | None = None,
+) -> Router:
+    """The router for one canary.
+
+    Pass a shared `client` (a `canary.traffic.kube.KubeClient`) when routing many
+    canaries; without one, the router creates its own and closes it in `aclose()`.
+    """
+    if kubernetes_config.mode == "memory":
+        from canary.traffic.memory import MemoryRouter
+
+        return MemoryRouter(
+            canary_config.name,
+            resource=f"memory route of {canary_config.namespace}/"
+            f"{canary_config.traffic.virtual_service}",
+            route=canary_config.traffic.route or "(by destinations)",
+        )
+    from canary.traffic.istio import IstioRouter
+    from canary.traffic.kube import KubeClient
+
+    owns = client is None
+    kube = KubeClient.from_config(kubernetes_config) if client is None else client
+    if not isinstance(kube, KubeClient):
+        raise TypeError("client must be a canary.traffic.kube.KubeClient")
+    return IstioRouter(
+        kube,
+        canary_config,
+        dry_run=kubernetes_config.dry_run,
+        retries=kubernetes_config.retries,
+        owns_client=owns,
+    )

@@ -1,0 +1,335 @@
+"""The router interface: read a canary's weights, set them safely, roll back in one write.
+
+A router moves traffic for one configured canary between its *stable* and *canary*
+destinations. Every implementation keeps the same safety rules (DESIGN §6):
+
+- weights are integers in 0..100 that sum to 100 (`InvalidWeights` otherwise);
+- each write records who wrote which weights (`WriteRecord`); before writing, the
+  current weights are compared with the last record, and if someone else changed
+  them the write is refused with `Drift` — reported, never overwritten (`force=True`
+  is the operator's explicit override);
+- a write that meets a concurrent writer re-reads, re-checks drift and re-applies,
+  a bounded number of times (`Conflict` when exhausted);
+- rollback is one write that sets the canary weight to 0.
+
+The errors below are shared by the Kubernetes client (`canary.traffic.kube`), which
+has no other dependency on this module.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from canary.errors import CanaryError, UsageError
+
+__all__ = [
+    "ANNOTATION",
+    "ApiError",
+    "Conflict",
+    "Drift",
+    "Forbidden",
+    "InvalidWeights",
+    "NotFound",
+    "Router",
+    "TrafficError",
+    "TrafficState",
+    "Unauthorized",
+    "Weights",
+    "WriteRecord",
+    "WriteResult",
+]
+
+#: The annotation on the VirtualService recording our last write (JSON, see WriteRecord).
+ANNOTATION = "canary.analysis/last-write"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class TrafficError(CanaryError):
+    """Base of every error moving traffic; exits 3 from the CLI."""
+
+
+class NotFound(TrafficError):
+    """A resource (or a route inside it) that does not exist."""
+
+    def __init__(self, resource: str, verb: str, detail: str = "") -> None:
+        self.resource, self.verb, self.detail = resource, verb, detail
+        message = f"cannot {verb} {resource}: not found"
+        super().__init__(f"{message} ({detail})" if detail else message)
+
+
+class Forbidden(TrafficError):
+    """RBAC denied a verb on a resource."""
+
+    def __init__(self, resource: str, verb: str, detail: str = "") -> None:
+        self.resource, self.verb, self.detail = resource, verb, detail
+        message = f"forbidden to {verb} {resource}; check the RBAC rules (deploy/kubernetes)"
+        super().__init__(f"{message}: {detail}" if detail else message)
+
+
+class Unauthorized(TrafficError):
+    """The API server rejected our credentials (401), even after re-reading the token."""
+
+    def __init__(self, resource: str, verb: str, detail: str = "") -> None:
+        self.resource, self.verb, self.detail = resource, verb, detail
+        message = f"unauthorized to {verb} {resource}: the API server rejected the credentials"
+        super().__init__(f"{message} ({detail})" if detail else message)
+
+
+class Conflict(TrafficError):
+    """A write kept meeting concurrent writers (409) until the retries ran out."""
+
+    def __init__(self, resource: str, verb: str, attempts: int, detail: str = "") -> None:
+        self.resource, self.verb, self.attempts, self.detail = resource, verb, attempts, detail
+        message = f"cannot {verb} {resource}: conflicting concurrent writes"
+        message += f" ({attempts} attempt{'s' if attempts != 1 else ''})"
+        super().__init__(f"{message}: {detail}" if detail else message)
+
+
+class ApiError(TrafficError):
+    """The API server failed (5xx, timeouts, unreachable) after retries, or refused oddly."""
+
+    def __init__(
+        self, resource: str, verb: str, status: int | None, detail: str = "", attempts: int = 1
+    ) -> None:
+        self.resource, self.verb, self.status = resource, verb, status
+        self.detail, self.attempts = detail, attempts
+        what = f"HTTP {status}" if status is not None else "no answer"
+        message = f"cannot {verb} {resource}: {what}"
+        if attempts > 1:
+            message += f" after {attempts} attempts"
+        super().__init__(f"{message}: {detail}" if detail else message)
+
+
+class InvalidWeights(TrafficError, UsageError):
+    """Weights that are not integers in 0..100 summing to 100, or rejected by the server."""
+
+    exit_code = UsageError.exit_code
+
+
+class Drift(TrafficError):
+    """The weights differ from what we last wrote: someone else moved traffic."""
+
+    def __init__(self, resource: str, actual: Weights, record: WriteRecord) -> None:
+        self.resource, self.actual, self.record = resource, actual, record
+        by = f"analysis {record.analysis} step {record.step}" if record.analysis else record.by
+        super().__init__(
+            f"drift on {resource}: weights are canary={actual.canary} stable={actual.stable}"
+            f" but we last wrote canary={record.weights.canary} stable={record.weights.stable}"
+            f" ({by}, {record.at}); not overwriting — someone else changed the weights"
+        )
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Canary and stable weights: integers in 0..100 that sum to 100."""
+
+    canary: int
+    stable: int
+
+    def __post_init__(self) -> None:
+        for name in ("canary", "stable"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidWeights(f"{name} weight must be an integer, got {value!r}")
+            if not 0 <= value <= 100:
+                raise InvalidWeights(f"{name} weight must be within 0..100, got {value}")
+        if self.canary + self.stable != 100:
+            raise InvalidWeights(
+                f"weights must sum to 100, got canary={self.canary} + stable={self.stable}"
+                f" = {self.canary + self.stable}"
+            )
+
+    @classmethod
+    def of_canary(cls, canary: int) -> Weights:
+        """The split giving `canary` percent to the canary and the rest to stable."""
+        if isinstance(canary, bool) or not isinstance(canary, int):
+            raise InvalidWeights(f"canary weight must be an integer, got {canary!r}")
+        if not 0 <= canary <= 100:
+            raise InvalidWeights(f"canary weight must be within 0..100, got {canary}")
+        return cls(canary, 100 - canary)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"canary": self.canary, "stable": self.stable}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class WriteRecord:
+    """Who last wrote the weights and what they were: the drift reference."""
+
+    weights: Weights
+    analysis: str | None = None
+    step: int | None = None
+    by: str = "canary"
+    at: str = field(default_factory=_now)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "analysis": self.analysis,
+                "step": self.step,
+                "canary": self.weights.canary,
+                "stable": self.weights.stable,
+                "by": self.by,
+                "at": self.at,
+            },
+            separators=(",", ":"),
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> WriteRecord | None:
+        """The record from the annotation's value; None when it is unreadable."""
+        try:
+            data = json.loads(text)
+            return cls(
+                weights=Weights(int(data["canary"]), int(data["stable"])),
+                analysis=None if data.get("analysis") is None else str(data["analysis"]),
+                step=None if data.get("step") is None else int(data["step"]),
+                by=str(data.get("by") or "canary"),
+                at=str(data.get("at") or ""),
+            )
+        except (ValueError, TypeError, KeyError, InvalidWeights):
+            return None
+
+    def as_dict(self) -> dict[str, Any]:
+        return json.loads(self.to_json())
+
+
+@dataclass(frozen=True)
+class TrafficState:
+    """The weights as read now, where they live and the last write we recorded."""
+
+    weights: Weights
+    resource: str
+    route: str
+    last_write: WriteRecord | None = None
+    api_version: str | None = None
+    resource_version: str | None = None
+
+    @property
+    def drift(self) -> bool:
+        """True when the weights differ from the ones we last wrote."""
+        return self.last_write is not None and self.last_write.weights != self.weights
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "resource": self.resource,
+            "route": self.route,
+            "apiVersion": self.api_version,
+            "resourceVersion": self.resource_version,
+            "weights": self.weights.as_dict(),
+            "lastWrite": self.last_write.as_dict() if self.last_write else None,
+            "drift": self.drift,
+        }
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a set or rollback did: before/after, whether it wrote, the exact patch."""
+
+    before: Weights
+    after: Weights
+    changed: bool
+    dry_run: bool = False
+    patch: Any = None
+    attempts: int = 1
+    record: WriteRecord | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "before": self.before.as_dict(),
+            "after": self.after.as_dict(),
+            "changed": self.changed,
+            "dryRun": self.dry_run,
+            "patch": self.patch,
+            "attempts": self.attempts,
+            "record": self.record.as_dict() if self.record else None,
+        }
+
+
+# --------------------------------------------------------------------------- interface
+
+
+class Router(abc.ABC):
+    """Moves one canary's traffic. Async; close with `aclose()` (or `async with`)."""
+
+    @abc.abstractmethod
+    async def get(self) -> TrafficState:
+        """The current weights and our last recorded write."""
+
+    @abc.abstractmethod
+    async def set_weights(
+        self,
+        canary: int,
+        *,
+        analysis: str | None = None,
+        step: int | None = None,
+        by: str = "canary",
+        force: bool = False,
+    ) -> WriteResult:
+        """Give `canary` percent to the canary, the rest to stable.
+
+        Raises Drift when the current weights differ from our last recorded write
+        (unless `force`), InvalidWeights, NotFound, Forbidden, Conflict, ApiError.
+        Writing the weights already in place for the same analysis and step is a no-op.
+        """
+
+    async def rollback(
+        self,
+        *,
+        analysis: str | None = None,
+        step: int | None = None,
+        by: str = "canary",
+        force: bool = False,
+    ) -> WriteResult:
+        """Send all traffic to stable (canary weight 0) in one write."""
+        return await self.set_weights(0, analysis=analysis, step=step, by=by, force=force)
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections (nothing by default)."""
+
+    async def __aenter__(self) -> Router:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def decide_write(
+    resource: str,
+    current: Weights,
+    record: WriteRecord | None,
+    target: Weights,
+    *,
+    analysis: str | None,
+    step: int | None,
+    force: bool,
+) -> bool:
+    """Whether a write is needed; raise Drift when the weights moved under us.
+
+    Shared by every router so the rule is the same everywhere: with a record, the
+    current weights must equal the recorded ones (else Drift, unless `force`); a
+    write is skipped when the target is in place and the record names the same
+    analysis and step (a replayed step is never applied twice).
+    """
+    if record is not None and record.weights != current and not force:
+        raise Drift(resource, current, record)
+    return not (
+        current == target
+        and record is not None
+        and record.weights == target
+        and (record.analysis, record.step) == (analysis, step)
+    )
