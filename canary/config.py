@@ -315,7 +315,7 @@ class MetricConfig(_Model):
     critical: bool | None = None
     must_have_data: bool | None = None
     nan_strategy: Literal["remove", "replace"] | None = None
-    effect_size: dict[str, float] | None = None
+    effect_size: dict[str, float | str] | None = None  # keys: see canary.judge.kayenta
     outlier_strategy: Literal["remove", "keep"] | None = None
     group: str | None = None
     # threshold judge (DESIGN §4.3)
@@ -377,6 +377,8 @@ class AnalysisSettings(_Model):
     jitter: Duration = 0.0
     pass_score: float = Field(default=95.0, ge=0, le=100)  # mann_whitney score thresholds
     marginal_score: float = Field(default=75.0, ge=0, le=100)
+    # mann_whitney: weight (percent) per metric `group`; unlisted groups share the rest
+    group_weights: dict[str, Annotated[float, Field(ge=0, le=100)]] = Field(default_factory=dict)
 
     @field_validator("steps")
     @classmethod
