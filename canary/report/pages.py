@@ -1,0 +1,248 @@
+"""HTML pages: one analysis, and the index of analyses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from html import escape
+
+from canary.report.series import judged_rounds, metric_series, seconds
+from canary.report.svg import Chart, Marker, Series, render
+from canary.store.tables import Analysis
+
+COLORS = {"canary": "#d97706", "baseline": "#2563eb"}
+VERDICT_COLORS = {
+    "pass": "#15803d",
+    "fail": "#b91c1c",
+    "inconclusive": "#a16207",
+    "running": "#1d4ed8",
+}
+ACTION_COLORS = {"rollback": "#b91c1c", "abort": "#b91c1c", "promote": "#15803d"}
+STATUSES = (
+    "running",
+    "paused",
+    "halted",
+    "promoted",
+    "rolled_back",
+    "inconclusive",
+    "aborted",
+    "completed",
+)
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;
+max-width:1000px;color:#111827;padding:0 16px}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}
+.badge{display:inline-block;padding:2px 10px;border-radius:12px;color:#fff;font-weight:600}
+.headline{font-size:16px;margin:12px 0;padding:12px 14px;border-left:5px solid;
+background:#f9fafb}
+.meta{color:#4b5563}table{border-collapse:collapse;width:100%;font-size:12.5px}
+th,td{border-bottom:1px solid #e5e7eb;padding:4px 6px;text-align:left;vertical-align:top}
+th{background:#f3f4f6}td.num{text-align:right;font-variant-numeric:tabular-nums}
+ul.reasons{margin:6px 0 0 18px;padding:0}nav a{margin-right:10px}
+"""
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>{escape(title)}</title><style>{CSS}</style></head>"
+        f"<body>{body}</body></html>"
+    )
+
+
+def _badge(verdict: str) -> str:
+    color = VERDICT_COLORS.get(verdict, "#4b5563")
+    return f'<span class="badge verdict" style="background:{color}">{escape(verdict)}</span>'
+
+
+def headline(analysis: Analysis) -> str:
+    """One sentence: what happened, when, and why."""
+    rounds = {r.index: r for r in analysis.rounds}
+    final_actions = [a for a in analysis.actions if a.kind in ("rollback", "abort", "promote")]
+    reason = analysis.reason or "no reason recorded"
+    if final_actions:
+        action = final_actions[-1]
+        row = rounds.get(action.round_index or -1)
+        when = ""
+        if row is not None:
+            when = (
+                f" at round {row.index} (t+{seconds(analysis, row):.0f}s, "
+                f"canary weight {action.from_weight}%)"
+            )
+        verb = {"rollback": "Rolled back", "abort": "Aborted", "promote": "Promoted"}[action.kind]
+        return f"{verb}{when}: {reason}"
+    status = analysis.status.replace("_", " ")
+    at = f" at round {analysis.verdict_round}" if analysis.verdict_round else ""
+    return f"{status.capitalize()}, verdict {analysis.verdict}{at}: {reason}"
+
+
+def render_analysis(analysis: Analysis) -> str:
+    """The report of one analysis as a self-contained HTML page."""
+    rounds = judged_rounds(analysis)
+    x_end = max([seconds(analysis, r) for r in rounds] or [1.0])
+    x_range = (0.0, max(x_end, 1.0))
+    markers = []
+    by_index = {r.index: r for r in analysis.rounds}
+    for action in analysis.actions:
+        row = by_index.get(action.round_index or -1)
+        if row is not None:
+            markers.append(
+                Marker(
+                    seconds(analysis, row),
+                    f"{action.kind} {action.to_weight}%",
+                    ACTION_COLORS.get(action.kind, "#6b7280"),
+                )
+            )
+    color = VERDICT_COLORS.get(analysis.verdict, "#4b5563")
+    body = [
+        f"<h1>{escape(analysis.canary)} {_badge(analysis.verdict)}</h1>",
+        f'<div class="meta">analysis <code>{escape(analysis.id)}</code> · status '
+        f"<b>{escape(analysis.status)}</b> · judge {escape(analysis.judge)} · source "
+        f"{escape(analysis.source)} · revision {escape(analysis.revision or '-')} · started "
+        f"{analysis.started_at:%Y-%m-%d %H:%M:%S} UTC · {len(rounds)} rounds</div>",
+        f'<div class="headline" style="border-color:{color}">{escape(headline(analysis))}</div>',
+    ]
+    reasons = [r for row in rounds[-1:] for r in row.reasons]
+    if reasons:
+        items = "".join(f"<li>{escape(r)}</li>" for r in reasons)
+        body.append(f'<ul class="reasons">{items}</ul>')
+
+    weights = [(seconds(analysis, r), float(r.weight)) for r in rounds]
+    body.append("<h2>Canary weight and actions</h2>")
+    body.append(
+        render(
+            Chart(
+                "canary weight",
+                "canary weight %",
+                [Series("weight", "#7c3aed", weights, step=True)],
+                x_range,
+                markers=markers,
+                y_range=(0, 100),
+                css_class="chart weight",
+            )
+        )
+    )
+    for metric in metric_series(analysis):
+        body.append(f"<h2>{escape(metric.name)} <small>({escape(metric.kind)})</small></h2>")
+        series = [
+            Series(label, COLORS[label.split()[0]], points, dashed=label.endswith("p99"))
+            for label, points in metric.arms.items()
+            if label.split()[0] in COLORS
+        ]
+        if series:
+            body.append(
+                render(
+                    Chart(
+                        f"{metric.name}: canary vs baseline",
+                        metric.unit,
+                        series,
+                        x_range,
+                        markers=markers,
+                        css_class="chart observations",
+                    )
+                )
+            )
+        if metric.log_e_fail or metric.log_e_pass:
+            thresholds = []
+            if metric.fail_threshold is not None:
+                thresholds.append((metric.fail_threshold, "FAIL", "#b91c1c"))
+            if metric.pass_threshold is not None:
+                thresholds.append((metric.pass_threshold, "PASS", "#15803d"))
+            body.append(
+                render(
+                    Chart(
+                        f"{metric.name}: evidence",
+                        "log10 e-value",
+                        [
+                            Series("fail evidence", "#b91c1c", metric.log_e_fail),
+                            Series("pass evidence", "#15803d", metric.log_e_pass),
+                        ],
+                        x_range,
+                        thresholds=thresholds,
+                        markers=markers,
+                        css_class="chart evidence",
+                    )
+                )
+            )
+    scores = [(seconds(analysis, r), r.score) for r in rounds if r.score is not None]
+    if scores:
+        body.append("<h2>Score</h2>")
+        body.append(
+            render(
+                Chart(
+                    "score",
+                    "score 0-100",
+                    [Series("score", "#0f766e", scores)],
+                    x_range,
+                    markers=markers,
+                    y_range=(0, 100),
+                    css_class="chart score",
+                )
+            )
+        )
+    body.append("<h2>Rounds</h2>")
+    body.append(_round_table(analysis))
+    return _page(f"{analysis.canary} {analysis.id}: {analysis.verdict}", "".join(body))
+
+
+def _round_table(analysis: Analysis) -> str:
+    head = (
+        "<tr><th>#</th><th>t</th><th>weight</th><th>decision</th><th>verdict</th>"
+        "<th>canary</th><th>baseline</th><th>metrics</th><th>note</th></tr>"
+    )
+    rows = []
+    for row in analysis.rounds:
+        sides = {"canary": [], "baseline": []}
+        for observation in row.observations:
+            delta = observation.delta or {}
+            if "total" in delta:
+                text = f"{observation.metric} {delta['failed']}/{delta['total']}"
+            elif "buckets" in delta:
+                text = f"{observation.metric} n={delta['buckets'][-1] if delta['buckets'] else 0}"
+            else:
+                text = f"{observation.metric} {delta.get('value', '-')}"
+            sides.setdefault(observation.arm, []).append(escape(text))
+        metrics = ", ".join(f"{escape(r.metric)}: {escape(r.verdict)}" for r in row.results)
+        note = row.error or ("warm-up: counter snapshot only" if row.index == 0 else "")
+        rows.append(
+            f'<tr class="round"><td class="num">{row.index}</td>'
+            f'<td class="num">{seconds(analysis, row):.0f}s</td>'
+            f'<td class="num">{row.weight}%</td><td>{escape(row.decision or "-")}</td>'
+            f"<td>{escape(row.verdict)}</td><td>{'<br>'.join(sides['canary'])}</td>"
+            f"<td>{'<br>'.join(sides['baseline'])}</td><td>{metrics}</td>"
+            f"<td>{escape(note)}</td></tr>"
+        )
+    return f'<table class="rounds">{head}{"".join(rows)}</table>'
+
+
+def render_index(
+    analyses: Sequence[Analysis],
+    *,
+    status: str | None = None,
+    link: Callable[[str], str] = lambda analysis_id: f"/analyses/{analysis_id}",
+    filter_link: Callable[[str | None], str] = lambda s: (
+        f"/analyses?status={s}" if s else "/analyses"
+    ),
+) -> str:
+    """The list of analyses, newest first, with links to filter by status."""
+    filters = [f'<a href="{escape(filter_link(None))}">all</a>']
+    filters += [f'<a href="{escape(filter_link(s))}">{s.replace("_", " ")}</a>' for s in STATUSES]
+    rows = []
+    for analysis in analyses:
+        rows.append(
+            f'<tr class="analysis"><td><a href="{escape(link(analysis.id))}">'
+            f"{escape(analysis.id)}</a></td><td>{escape(analysis.canary)}</td>"
+            f"<td>{escape(analysis.status)}</td><td>{_badge(analysis.verdict)}</td>"
+            f'<td class="num">{analysis.rounds_done}</td>'
+            f"<td>{analysis.started_at:%Y-%m-%d %H:%M:%S}</td>"
+            f"<td>{escape(analysis.reason or '')}</td></tr>"
+        )
+    title = f"canary analyses{f' ({status})' if status else ''}"
+    body = (
+        f"<h1>{escape(title)}</h1><nav>{''.join(filters)}</nav>"
+        "<table><tr><th>analysis</th><th>canary</th><th>status</th><th>verdict</th>"
+        "<th>rounds</th><th>started (UTC)</th><th>reason</th></tr>"
+        f"{''.join(rows)}</table>"
+    )
+    return _page(title, body)

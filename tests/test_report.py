@@ -1,0 +1,159 @@
+"""Report pages in real headless Chromium: they load cleanly and show when and why."""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import browser as chromium
+import pytest
+
+from canary.config import AnalysisSettings, StepConfig
+from canary.engine import decide, start
+from canary.judge import make_judge
+from canary.model import ActionState, Counts, Histogram, RoundData
+from canary.report import render_analysis, render_index
+from canary.report.series import quantile_from_buckets
+from canary.store.analyses import (
+    ActionIntent,
+    create_analysis,
+    list_analyses,
+    load_analysis_full,
+    mark_action,
+    record_round,
+)
+from canary.store.database import connect, migrate, sessions
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+BOUNDS = (5.0, 10.0, 25.0, 50.0, 100.0, 250.0, math.inf)
+
+
+def _histogram(n: int, slow: float) -> Histogram:
+    shares = [0.05, 0.25, 0.55, 0.85, 0.97 - slow, 0.995 - slow / 2, 1.0]
+    return Histogram(BOUNDS, tuple(round(n * s) for s in shares))
+
+
+def _regressing_analysis(url: str) -> str:
+    """A real judge and the real engine over 12 one-minute rounds; errors rise at round 6."""
+    settings = AnalysisSettings(
+        interval=60,
+        steps=[StepConfig(weight=10, duration=180), StepConfig(weight=40, duration=180)],
+    )
+    judge = make_judge("sequential", settings.metrics, settings)
+    factory = sessions(connect(url))
+    with factory.begin() as session:
+        analysis = create_analysis(
+            session,
+            canary="checkout",
+            source="daemon",
+            judge="sequential",
+            settings=settings.model_dump(mode="json"),
+            now=T0,
+        )
+        state, _ = start(settings, T0)
+        judge_state = judge.initial_state()
+        for index in range(1, 13):
+            now = T0 + timedelta(minutes=index)
+            canary_n = 60 * state.weight
+            failed = round(canary_n * (0.001 if index < 6 else 0.05))
+            data = RoundData(
+                canary={"errors": Counts(canary_n, failed), "latency": _histogram(canary_n, 0)},
+                baseline={"errors": Counts(6000, 6), "latency": _histogram(6000, 0)},
+                start=now - timedelta(minutes=1),
+                end=now,
+            )
+            judge_state, judgement = judge.update(judge_state, data)
+            outcome = decide(state, judgement, now, settings)
+            intent = (
+                ActionIntent(outcome.decision.value, outcome.weight, state.weight)
+                if outcome.weight is not None
+                else None
+            )
+            _, action = record_round(
+                session,
+                analysis,
+                index=index,
+                data=data,
+                judgement=judgement,
+                judge_state=judge_state,
+                snapshot={},
+                decision=outcome.decision,
+                weight=state.weight,
+                step=state.step,
+                action=intent,
+                now=now,
+            )
+            if action is not None:
+                mark_action(session, action, ActionState.DONE)
+            state = outcome.state
+            if state.status.is_final:
+                analysis.status = state.status.value
+                analysis.reason = outcome.reason
+                break
+        return analysis.id
+
+
+@pytest.fixture
+def report_db(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'canary.db'}"
+    migrate(connect(url))
+    return url
+
+
+def test_quantiles_interpolate_inside_the_bucket() -> None:
+    assert quantile_from_buckets([10, 20, "+Inf"], [0, 100, 100], 0.5) == 15.0
+    assert quantile_from_buckets([10, "+Inf"], [0, 10], 0.5) == 10.0
+    assert quantile_from_buckets([10, "+Inf"], [0, 0], 0.5) is None
+
+
+def test_rolled_back_report_shows_when_and_why(report_db: str, tmp_path: Path) -> None:
+    analysis_id = _regressing_analysis(report_db)
+    with sessions(connect(report_db))() as session:
+        analysis = load_analysis_full(session, analysis_id)
+        html = render_analysis(analysis)
+        rounds = len(analysis.rounds)
+        rollback = next(a for a in analysis.actions if a.kind == "rollback")
+    path = tmp_path / "report.html"
+    path.write_text(html)
+
+    page = chromium.load(path.as_uri())
+    assert page.console == []
+    headline = re.search(r'<div class="headline"[^>]*>(.*?)</div>', page.dom).group(1)
+    assert headline.startswith(f"Rolled back at round {rollback.round_index} (t+")
+    assert "failed" in headline and "errors" in headline
+    # Per chart: one point per round per line.
+    weight_chart = re.search(r'<svg class="chart weight".*?</svg>', page.dom, re.S).group(0)
+    assert weight_chart.count('class="point"') == rounds
+    evidence = re.findall(r'<svg class="chart evidence".*?</svg>', page.dom, re.S)
+    assert len(evidence) == 2  # errors and latency
+    assert evidence[0].count('data-series="fail evidence"') == rounds
+    assert 'class="threshold"' in evidence[0]
+    observations = re.search(r'<svg class="chart observations".*?</svg>', page.dom, re.S)
+    assert observations.group(0).count('data-series="canary"') == rounds
+    assert page.dom.count('<tr class="round">') == rounds
+    assert chromium.screenshot(path.as_uri(), "report-rolled-back.png").stat().st_size > 10_000
+
+
+def test_index_lists_and_filters(report_db: str, tmp_path: Path) -> None:
+    _regressing_analysis(report_db)
+    with sessions(connect(report_db))() as session:
+        html = render_index(list_analyses(session), status="rolled_back")
+    path = tmp_path / "index.html"
+    path.write_text(html)
+    page = chromium.load(path.as_uri())
+    assert page.console == []
+    assert page.dom.count('<tr class="analysis">') == 1
+    assert "/analyses?status=rolled_back" in page.dom
+
+
+def test_report_command_writes_one_self_contained_file(report_db: str, tmp_path: Path) -> None:
+    from canary.cli import main
+
+    analysis_id = _regressing_analysis(report_db)
+    out = tmp_path / "out.html"
+    assert main(["--database-url", report_db, "report", analysis_id, "--out", str(out)]) == 0
+    html = out.read_text()
+    assert "<svg" in html and "http://" not in html.replace("http://www.w3.org/2000/svg", "")
+    assert main(["--database-url", report_db, "report", "nope", "--out", str(out)]) == 2
