@@ -1,0 +1,717 @@
+"""Re-judge stored analyses and backtest configurations over history (DESIGN §1, issue 8).
+
+Replay takes the raw per-round observations an analysis stored and runs them again
+through a judge and, for rollouts made by the daemon, through the engine — without
+Prometheus or Kubernetes:
+
+- **engine mode** (source ``daemon``): the engine starts at the recorded start time
+  and decides each round with ``now`` = the round's window end, exactly as the daemon
+  did; the replayed decisions are compared with the recorded ones;
+- **verdict mode** (sources ``analyze`` and ``argo``, which move no traffic): each
+  round's replayed verdict is compared with the recorded one.
+
+Replaying with the recorded configuration reproduces the recorded decisions; a
+different configuration (steps, alphas, judge ...) shows what it would have decided
+*on the same data*. The data cannot change with it: a different step plan would have
+split traffic differently, so a replay is a what-if on the observed counts, not a
+simulation of the other rollout.
+
+The store is read in batches with plain column queries (`iter_stored`) so a backtest
+over ten thousand analyses does not load an object graph per round.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import tomllib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from canary import engine
+from canary.config import AnalysisSettings, Config, MetricConfig
+from canary.errors import UsageError
+from canary.judge import JUDGES, make_judge
+from canary.model import AnalysisStatus, Decision, Judgement, RoundData, Verdict
+from canary.store.analyses import list_analyses, load_analysis_full, round_data
+from canary.store.tables import Analysis, Observation, Round
+
+__all__ = [
+    "BacktestSummary",
+    "ReplayResult",
+    "ReplayedRound",
+    "StoredAnalysis",
+    "StoredRound",
+    "apply_overrides",
+    "iter_stored",
+    "load_stored",
+    "recorded_settings",
+    "replay",
+    "resolve_settings",
+    "summarize",
+]
+
+#: Sources whose analyses moved traffic through the engine.
+ENGINE_SOURCES = frozenset({"daemon"})
+TERMINAL_DECISIONS = frozenset(
+    {Decision.PROMOTE.value, Decision.ROLLBACK.value, Decision.HOLD.value}
+)
+
+
+# --------------------------------------------------------------------------- stored view
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRound:
+    """What replay needs of one stored round."""
+
+    index: int
+    data: RoundData
+    verdict: str
+    decision: str | None
+    weight: int
+    step: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAnalysis:
+    """What replay needs of one stored analysis: its recorded configuration and rounds."""
+
+    id: str
+    canary: str
+    source: str
+    judge: str
+    settings: Mapping[str, Any]
+    status: str
+    verdict: str
+    verdict_round: int | None
+    started_at: datetime
+    engine_state: Mapping[str, Any]
+    rounds: tuple[StoredRound, ...]
+
+    @property
+    def mode(self) -> str:
+        return "engine" if self.source in ENGINE_SOURCES else "verdict"
+
+
+def _stored_round(row: Any) -> StoredRound:
+    return StoredRound(
+        index=row.index,
+        data=round_data(row),
+        verdict=row.verdict,
+        decision=row.decision,
+        weight=row.weight,
+        step=row.step,
+    )
+
+
+def _stored(analysis: Any, rounds: Iterable[Any]) -> StoredAnalysis:
+    return StoredAnalysis(
+        id=analysis.id,
+        canary=analysis.canary,
+        source=analysis.source,
+        judge=analysis.judge,
+        settings=analysis.settings or {},
+        status=analysis.status,
+        verdict=analysis.verdict,
+        verdict_round=analysis.verdict_round,
+        started_at=analysis.started_at,
+        engine_state=analysis.engine_state or {},
+        rounds=tuple(_stored_round(r) for r in rounds),
+    )
+
+
+def load_stored(session: Session, analysis_id: str) -> StoredAnalysis:
+    """One analysis with its rounds; NotFoundError (exit 2) for an unknown id."""
+    analysis = load_analysis_full(session, analysis_id)
+    return _stored(analysis, analysis.rounds)
+
+
+_ANALYSIS_COLUMNS = (
+    Analysis.id,
+    Analysis.canary,
+    Analysis.source,
+    Analysis.judge,
+    Analysis.settings,
+    Analysis.status,
+    Analysis.verdict,
+    Analysis.verdict_round,
+    Analysis.started_at,
+    Analysis.engine_state,
+)
+_ROUND_COLUMNS = (
+    Round.id,
+    Round.analysis_id,
+    Round.index,
+    Round.window_start,
+    Round.window_end,
+    Round.error,
+    Round.verdict,
+    Round.decision,
+    Round.weight,
+    Round.step,
+)
+
+
+def iter_stored(
+    session: Session, analysis_ids: Sequence[str], *, batch_size: int = 400
+) -> Iterator[StoredAnalysis]:
+    """Analyses by id, in the given order, read with three column queries per batch.
+
+    Rows are read as tuples (no ORM identity map), so memory stays bounded by the batch
+    and the cost is a handful of queries per `batch_size` analyses, not one per round.
+    """
+    for start in range(0, len(analysis_ids), batch_size):
+        ids = list(analysis_ids[start : start + batch_size])
+        analyses = {
+            row.id: row
+            for row in session.execute(select(*_ANALYSIS_COLUMNS).where(Analysis.id.in_(ids)))
+        }
+        rounds: dict[str, list[Any]] = {analysis_id: [] for analysis_id in ids}
+        by_round_id: dict[int, Any] = {}
+        query = (
+            select(*_ROUND_COLUMNS)
+            .where(Round.analysis_id.in_(ids))
+            .order_by(Round.analysis_id, Round.index)
+        )
+        for row in session.execute(query):
+            view = SimpleNamespace(**row._mapping, observations=[])
+            rounds[row.analysis_id].append(view)
+            by_round_id[row.id] = view
+        observations = (
+            select(Observation.round_id, Observation.metric, Observation.arm, Observation.delta)
+            .join(Round, Round.id == Observation.round_id)
+            .where(Round.analysis_id.in_(ids), Round.index >= 1)
+            .order_by(Observation.id)
+        )
+        for row in session.execute(observations):
+            by_round_id[row.round_id].observations.append(row)
+        for analysis_id in ids:
+            if analysis_id in analyses:
+                yield _stored(analyses[analysis_id], rounds[analysis_id])
+
+
+def select_ids(
+    session: Session, *, canary: str | None = None, since: datetime | None = None
+) -> list[str]:
+    """Ids of the analyses in range, oldest first."""
+    rows = list_analyses(session, canary=canary, since=since)
+    return [row.id for row in reversed(rows)]
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def recorded_settings(stored: StoredAnalysis) -> dict[str, Any]:
+    """The recorded configuration as a plain dict of AnalysisSettings keys.
+
+    The judge the analysis actually used (its `judge` column) wins over the dump's.
+    """
+    data = {k: v for k, v in stored.settings.items() if k in AnalysisSettings.model_fields}
+    data["judge"] = stored.judge
+    return data
+
+
+def config_settings(config: Config, canary: str) -> dict[str, Any]:
+    """The settings a configuration file gives this canary (its `[defaults]` otherwise)."""
+    for entry in config.canary:
+        if entry.name == canary:
+            return entry.settings().model_dump(mode="json")
+    return config.defaults.model_dump(mode="json")
+
+
+def _parse_value(text: str) -> Any:
+    """A TOML value (`0.005`, `true`, `[1, 2]`, `{weight = 10, duration = "1m"}`) or a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+_METRIC_KEYS = frozenset(MetricConfig.model_fields) - {"name"}
+
+
+def apply_overrides(settings: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``key=value`` overrides to a settings dict; UsageError names a bad one.
+
+    Keys: any analysis setting (``max_rounds=30``, ``promotion=no-failure``,
+    ``max_duration=30m``, ``judge=threshold``); ``metrics.NAME.KEY=V`` for one metric;
+    a bare metric key (``alpha_fail=0.005``) sets it on every metric. Values are TOML
+    values, or plain strings when they do not parse as TOML.
+    """
+    data = {k: v for k, v in settings.items()}
+    data["metrics"] = [dict(m) for m in data.get("metrics", [])]
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--set {item!r}: expected key=value")
+        value = _parse_value(text.strip())
+        parts = key.split(".")
+        if parts[0] == "metrics" and len(parts) == 3:
+            _, name, metric_key = parts
+            if metric_key not in _METRIC_KEYS:
+                raise UsageError(f"--set {item!r}: unknown metric key {metric_key!r}")
+            matching = [m for m in data["metrics"] if m.get("name") == name]
+            if not matching:
+                known = ", ".join(m.get("name", "?") for m in data["metrics"])
+                raise UsageError(f"--set {item!r}: no metric named {name!r} (known: {known})")
+            matching[0][metric_key] = value
+        elif len(parts) == 1 and key in AnalysisSettings.model_fields:
+            data[key] = value
+        elif len(parts) == 1 and key in _METRIC_KEYS:
+            for metric in data["metrics"]:
+                metric[key] = value
+        else:
+            known = ", ".join(sorted(AnalysisSettings.model_fields))
+            raise UsageError(
+                f"--set {item!r}: unknown key {key!r} (analysis settings: {known}; "
+                "metric settings as metrics.NAME.KEY or KEY for every metric)"
+            )
+    return data
+
+
+def validate_settings(data: Mapping[str, Any], where: str) -> AnalysisSettings:
+    """AnalysisSettings from a dict; UsageError naming the key path and `where`."""
+    try:
+        return AnalysisSettings.model_validate(dict(data))
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-"))
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown key"
+            problems.append(f"{loc}: {message}" if loc else message)
+        raise UsageError(f"{where}: " + "; ".join(problems)) from None
+
+
+def resolve_settings(
+    stored: StoredAnalysis,
+    *,
+    config: Config | None = None,
+    judge: str | None = None,
+    overrides: Sequence[str] = (),
+) -> AnalysisSettings:
+    """The settings to replay with: recorded (or from `config`), then overrides, then judge."""
+    if config is None:
+        base = recorded_settings(stored)
+        where = f"recorded configuration of {stored.id}"
+    else:
+        base = config_settings(config, stored.canary)
+        where = "configuration"
+    data = apply_overrides(base, overrides)
+    if judge is not None:
+        if judge not in JUDGES:
+            raise UsageError(f"--judge {judge!r}: unknown judge (known: {', '.join(JUDGES)})")
+        data["judge"] = judge
+    if overrides:
+        where = f"{where} with --set {' '.join(overrides)}"
+    return validate_settings(data, where)
+
+
+# --------------------------------------------------------------------------- replay
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayedRound:
+    """One round: recorded and replayed verdict and decision (None when not reached)."""
+
+    index: int
+    recorded_verdict: str
+    recorded_decision: str | None
+    verdict: str | None
+    decision: str | None
+    weight: int | None
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def differs(self) -> bool:
+        if self.verdict is None and self.decision is None:
+            return self.recorded_decision is not None or self.recorded_verdict is not None
+        return (self.decision, self.verdict) != (self.recorded_decision, self.recorded_verdict)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The final verdict of an analysis, when it was reached and what it decided."""
+
+    verdict: str
+    round: int | None
+    decision: str | None
+    seconds: float | None  # from the start to the end of the deciding round
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    analysis_id: str
+    canary: str
+    source: str
+    mode: str
+    judge: str
+    recorded: Outcome
+    replayed: Outcome
+    rounds: tuple[ReplayedRound, ...]
+
+    @property
+    def differences(self) -> list[ReplayedRound]:
+        return [r for r in self.rounds if r.differs]
+
+    @property
+    def reproduced(self) -> bool:
+        return not self.differences
+
+
+def _seconds(stored: StoredAnalysis, start: datetime, index: int | None) -> float | None:
+    if index is None:
+        return None
+    for round_ in stored.rounds:
+        if round_.index == index and round_.data.end is not None:
+            return (round_.data.end - start).total_seconds()
+    return None
+
+
+def _start_time(stored: StoredAnalysis) -> datetime:
+    """The engine's start (recorded in its state), else the analysis' creation time."""
+    recorded = stored.engine_state.get("started_at") if stored.mode == "engine" else None
+    return datetime.fromisoformat(recorded) if recorded else stored.started_at
+
+
+def _judged(stored: StoredAnalysis) -> tuple[StoredRound, ...]:
+    return tuple(r for r in stored.rounds if r.index >= 1)
+
+
+def _recorded_outcome(stored: StoredAnalysis, start: datetime) -> Outcome:
+    if stored.mode == "engine":
+        for round_ in stored.rounds:
+            if round_.decision in TERMINAL_DECISIONS:
+                seconds = _seconds(stored, start, round_.index)
+                return Outcome(stored.verdict, round_.index, round_.decision, seconds)
+        return Outcome(stored.verdict, None, None, None)
+    seconds = _seconds(stored, start, stored.verdict_round)
+    return Outcome(stored.verdict, stored.verdict_round, None, seconds)
+
+
+def replay(stored: StoredAnalysis, settings: AnalysisSettings) -> ReplayResult:
+    """Re-run `settings.judge` (and the engine, for daemon analyses) on the stored rounds.
+
+    This mirrors `canary.rounds`: every round after the warm-up updates the judge (a
+    round whose queries failed changes no evidence and gives the engine no
+    judgement); a warm-up whose queries failed counts as a failed round.
+    """
+    start = _start_time(stored)
+    if stored.mode == "engine":
+        rounds, replayed = _replay_engine(stored, settings, start)
+    else:
+        rounds, replayed = _replay_verdicts(stored, settings, start)
+    return ReplayResult(
+        analysis_id=stored.id,
+        canary=stored.canary,
+        source=stored.source,
+        mode=stored.mode,
+        judge=settings.judge,
+        recorded=_recorded_outcome(stored, start),
+        replayed=replayed,
+        rounds=tuple(rounds),
+    )
+
+
+def _replay_engine(
+    stored: StoredAnalysis, settings: AnalysisSettings, start: datetime
+) -> tuple[list[ReplayedRound], Outcome]:
+    judge = make_judge(settings.judge, settings.metrics, settings)
+    judge_state = judge.initial_state()
+    state, _weight = engine.start(settings, start)
+    rounds: list[ReplayedRound] = []
+    outcome: Outcome | None = None
+    last: Judgement | None = None
+    for round_ in stored.rounds:
+        data = round_.data
+        if round_.index == 0 and data.error is None:
+            continue  # the warm-up snapshot: no judgement, no decision
+        if state.status is not AnalysisStatus.RUNNING:
+            rounds.append(_not_reached(round_))
+            continue
+        now = data.end or start
+        judgement: Judgement | None = None
+        if round_.index >= 1:
+            final = engine.budget_reached(state, settings, now)
+            judge_state, judgement = judge.update(judge_state, data, final=final)
+            if data.error is not None:
+                judgement = None
+            else:
+                last = judgement
+        decided = engine.decide(state, judgement, now, settings, error=data.error)
+        state = decided.state
+        rounds.append(
+            ReplayedRound(
+                index=round_.index,
+                recorded_verdict=round_.verdict,
+                recorded_decision=round_.decision,
+                verdict=(judgement.verdict if judgement else Verdict.RUNNING).value,
+                decision=decided.decision.value,
+                weight=state.weight,
+                reasons=(decided.reason,),
+            )
+        )
+        if outcome is None and state.status is not AnalysisStatus.RUNNING:
+            outcome = Outcome(
+                _engine_verdict(state.status, last),
+                round_.index,
+                decided.decision.value,
+                (now - start).total_seconds(),
+            )
+    if outcome is None:  # still running when the recorded data ends
+        verdict = last.verdict.value if last else Verdict.RUNNING.value
+        outcome = Outcome(verdict, None, None, None)
+    return rounds, outcome
+
+
+def _engine_verdict(status: AnalysisStatus, judgement: Judgement | None) -> str:
+    """The verdict a finished rollout is stored with (as `canary.rounds` stores it)."""
+    if status is AnalysisStatus.INCONCLUSIVE:
+        return Verdict.INCONCLUSIVE.value
+    return judgement.verdict.value if judgement else Verdict.RUNNING.value
+
+
+def _replay_verdicts(
+    stored: StoredAnalysis, settings: AnalysisSettings, start: datetime
+) -> tuple[list[ReplayedRound], Outcome]:
+    judge = make_judge(settings.judge, settings.metrics, settings)
+    judge_state = judge.initial_state()
+    rounds: list[ReplayedRound] = []
+    last: tuple[Judgement, int] | None = None
+    judged = _judged(stored)
+    for round_ in judged:
+        final = _verdict_mode_final(stored, settings, start, round_, round_ is judged[-1])
+        judge_state, judgement = judge.update(judge_state, round_.data, final=final)
+        verdict = Verdict.RUNNING.value
+        if round_.data.error is None:
+            last = (judgement, round_.index)
+            verdict = judgement.verdict.value
+        rounds.append(
+            ReplayedRound(
+                index=round_.index,
+                recorded_verdict=round_.verdict,
+                recorded_decision=round_.decision,
+                verdict=verdict,
+                decision=round_.decision,
+                weight=None,
+                reasons=tuple(judgement.reasons) if round_.data.error is None else (),
+            )
+        )
+    if last is None:
+        return rounds, Outcome(Verdict.RUNNING.value, None, None, None)
+    judgement, _index = last
+    return rounds, Outcome(
+        judgement.verdict.value,
+        judgement.round,
+        None,
+        _seconds(stored, start, judgement.round),
+    )
+
+
+def _verdict_mode_final(
+    stored: StoredAnalysis,
+    settings: AnalysisSettings,
+    start: datetime,
+    round_: StoredRound,
+    is_last: bool,
+) -> bool:
+    """Whether the judge was told the budget is reached at this round.
+
+    As `canary.rounds.judge_round` decides it: the round index reaching `max_rounds`
+    or the round's end reaching `max_duration` after the start; `canary analyze`
+    also ends its window with the budget.
+    """
+    if stored.source == "analyze" and is_last:
+        return True
+    if settings.max_rounds is not None and round_.index >= settings.max_rounds:
+        return True
+    if settings.max_duration is not None and round_.data.end is not None:
+        return (round_.data.end - start).total_seconds() >= settings.max_duration
+    return False
+
+
+def _not_reached(round_: StoredRound) -> ReplayedRound:
+    return ReplayedRound(
+        index=round_.index,
+        recorded_verdict=round_.verdict,
+        recorded_decision=round_.decision,
+        verdict=None,
+        decision=None,
+        weight=None,
+    )
+
+
+# --------------------------------------------------------------------------- backtest
+
+
+def read_labels(path: str) -> dict[str, str]:
+    """Ground truth: analysis id -> ``good`` | ``bad``.
+
+    Accepts a JSON object (``{"id": "good"}``) or text lines ``ID good`` / ``ID,bad``
+    (``#`` comments and blank lines ignored). UsageError names the bad line.
+    """
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise UsageError(f"--labels {path}: cannot read: {exc.strerror}") from None
+    labels: dict[str, str] = {}
+    stripped = text.lstrip()
+    if stripped.startswith("{"):
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--labels {path}: invalid JSON: {exc}") from None
+        items = [(str(k), v, f"key {k!r}") for k, v in raw.items()]
+    else:
+        items = []
+        for number, line in enumerate(text.splitlines(), 1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            parts = line.replace(",", " ").split()
+            if len(parts) != 2:
+                raise UsageError(f"--labels {path}:{number}: expected 'ID good|bad', got {line!r}")
+            items.append((parts[0], parts[1], f"line {number}"))
+    for analysis_id, label, where in items:
+        if label not in ("good", "bad"):
+            raise UsageError(f"--labels {path}: {where}: label must be good or bad, got {label!r}")
+        labels[analysis_id] = label
+    return labels
+
+
+def rolled_back(outcome: Outcome) -> bool:
+    """The analysis stopped the canary: a rollback, or a FAIL verdict."""
+    return outcome.decision == Decision.ROLLBACK.value or outcome.verdict == Verdict.FAIL.value
+
+
+def promoted(outcome: Outcome) -> bool:
+    """The canary went ahead: a promotion, or a PASS verdict."""
+    return outcome.decision == Decision.PROMOTE.value or outcome.verdict == Verdict.PASS.value
+
+
+@dataclass
+class BacktestSummary:
+    """What one configuration did over a set of analyses, against the recorded outcomes."""
+
+    name: str
+    analyses: int = 0
+    errors: int = 0
+    verdicts_changed: int = 0
+    decisions_changed: int = 0
+    rollbacks_earlier: int = 0
+    rollbacks_later: int = 0
+    rollbacks_new: int = 0
+    rollbacks_lost: int = 0
+    promotions_lost: int = 0
+    promotions_new: int = 0
+    verdicts: dict[str, int] = field(default_factory=dict)
+    labelled: int = 0
+    false_rollbacks: int = 0
+    missed_regressions: int = 0
+    good: int = 0
+    bad: int = 0
+    decision_seconds: list[float] = field(default_factory=list)
+    decision_rounds: list[int] = field(default_factory=list)
+
+    def add(self, result: ReplayResult, label: str | None = None) -> None:
+        recorded, replayed = result.recorded, result.replayed
+        self.analyses += 1
+        self.verdicts[replayed.verdict] = self.verdicts.get(replayed.verdict, 0) + 1
+        if replayed.verdict != recorded.verdict:
+            self.verdicts_changed += 1
+        if not result.reproduced:
+            self.decisions_changed += 1
+        was_rb, is_rb = rolled_back(recorded), rolled_back(replayed)
+        if was_rb and is_rb and recorded.round is not None and replayed.round is not None:
+            if replayed.round < recorded.round:
+                self.rollbacks_earlier += 1
+            elif replayed.round > recorded.round:
+                self.rollbacks_later += 1
+        elif is_rb and not was_rb:
+            self.rollbacks_new += 1
+        elif was_rb and not is_rb:
+            self.rollbacks_lost += 1
+        if promoted(recorded) and not promoted(replayed):
+            self.promotions_lost += 1
+        elif promoted(replayed) and not promoted(recorded):
+            self.promotions_new += 1
+        if replayed.round is not None and (promoted(replayed) or rolled_back(replayed)):
+            self.decision_rounds.append(replayed.round)
+            if replayed.seconds is not None:
+                self.decision_seconds.append(replayed.seconds)
+        if label is not None:
+            self.labelled += 1
+            if label == "good":
+                self.good += 1
+                self.false_rollbacks += is_rb
+            else:
+                self.bad += 1
+                self.missed_regressions += not is_rb
+
+    @property
+    def median_rounds(self) -> float | None:
+        return statistics.median(self.decision_rounds) if self.decision_rounds else None
+
+    @property
+    def median_seconds(self) -> float | None:
+        return statistics.median(self.decision_seconds) if self.decision_seconds else None
+
+    def to_json(self) -> dict[str, Any]:
+        data = {
+            k: v
+            for k, v in self.__dict__.items()
+            if k not in ("decision_seconds", "decision_rounds")
+        }
+        data["median_rounds_to_decision"] = self.median_rounds
+        data["median_seconds_to_decision"] = self.median_seconds
+        return data
+
+
+def recorded_summary(results: Iterable[ReplayResult], labels: Mapping[str, str]) -> BacktestSummary:
+    """The recorded outcomes scored like a configuration (the baseline column)."""
+    summary = BacktestSummary(name="recorded")
+    for result in results:
+        as_recorded = ReplayResult(
+            analysis_id=result.analysis_id,
+            canary=result.canary,
+            source=result.source,
+            mode=result.mode,
+            judge=result.judge,
+            recorded=result.recorded,
+            replayed=result.recorded,
+            rounds=(),
+        )
+        summary.add(as_recorded, labels.get(result.analysis_id))
+    return summary
+
+
+def summarize(
+    name: str, results: Iterable[ReplayResult], labels: Mapping[str, str]
+) -> BacktestSummary:
+    summary = BacktestSummary(name=name)
+    for result in results:
+        summary.add(result, labels.get(result.analysis_id))
+    return summary
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    if seconds is None or math.isnan(seconds):
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
