@@ -1,0 +1,430 @@
+"""An async client for the Prometheus HTTP API (also Thanos, Mimir, VictoriaMetrics).
+
+Only `/api/v1/query` (always with an explicit `time`) and `/api/v1/query_range` are
+on the query path; both are served by every Prometheus-compatible backend. Queries
+are sent as form-encoded POST bodies so long selectors never hit URL limits.
+
+One client is shared by every canary of a process: its `asyncio.Semaphore` bounds
+the requests in flight (`PrometheusConfig.max_concurrency`). Connection errors,
+timeouts and 5xx answers are retried `retries` times with exponential backoff
+(`retry_backoff`, doubling); 4xx answers never are. Every failure raises a typed
+`canary.metrics.errors.PrometheusError` carrying the query and the server's message.
+An empty result is not an error: `QueryResult.empty` is True ("no data").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import ssl
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from canary.config import PrometheusConfig, read_secret
+from canary.metrics.errors import (
+    PrometheusBadResponse,
+    PrometheusClientError,
+    PrometheusError,
+    PrometheusServerError,
+    PrometheusStatusError,
+    PrometheusTimeout,
+    PrometheusUnreachable,
+)
+
+__all__ = ["PrometheusClient", "QueryResult", "RangeSeries", "Sample", "to_unix"]
+
+log = logging.getLogger("canary.metrics")
+
+
+def to_unix(at: datetime | float) -> float:
+    """Seconds since the epoch; naive datetimes are refused (they are ambiguous)."""
+    if isinstance(at, datetime):
+        if at.tzinfo is None:
+            raise ValueError("naive datetime: pass a timezone-aware (UTC) datetime")
+        return at.timestamp()
+    return float(at)
+
+
+def _value(raw: Any, query: str) -> float:
+    try:
+        return float(raw)  # "NaN", "+Inf", "-Inf" included
+    except (TypeError, ValueError):
+        raise PrometheusBadResponse(
+            f"Prometheus sent a sample value that is not a number: {raw!r}", query=query
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One element of an instant vector (or a scalar, with empty labels)."""
+
+    labels: Mapping[str, str]
+    value: float
+    timestamp: float
+
+    @property
+    def finite(self) -> bool:
+        return math.isfinite(self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class RangeSeries:
+    """One series of a matrix: (timestamp, value) points in time order."""
+
+    labels: Mapping[str, str]
+    points: Sequence[tuple[float, float]]
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    """A parsed answer. `result_type` is vector, matrix, scalar or string.
+
+    `nonfinite` counts NaN/±Inf values, which are kept as floats (a ratio of two
+    zero rates is NaN: no traffic); `warnings` are the server's warnings.
+    """
+
+    query: str
+    result_type: str
+    samples: Sequence[Sample] = ()
+    series: Sequence[RangeSeries] = ()
+    warnings: Sequence[str] = ()
+    nonfinite: int = 0
+    seconds: float = 0.0  # wall time of the HTTP exchange(s)
+    attempts: int = 1
+
+    @property
+    def empty(self) -> bool:
+        """True when the query matched nothing ("no data", not an error)."""
+        return not self.samples and not self.series
+
+    @property
+    def scalar(self) -> float | None:
+        """The single value of a scalar or one-element vector result, else None."""
+        if len(self.samples) == 1:
+            return self.samples[0].value
+        return None
+
+
+@dataclass
+class _Stats:
+    requests: int = 0
+    retries: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+
+class PrometheusClient:
+    """Async Prometheus API client; use ``async with PrometheusClient(config) as c``.
+
+    `transport` is for tests that need a specific httpx transport; by default the
+    client opens real connections.
+    """
+
+    def __init__(
+        self,
+        config: PrometheusConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        record_latencies: bool = False,
+    ) -> None:
+        self.config = config
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+        self.stats = _Stats()
+        self._record = record_latencies
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _build(self) -> httpx.AsyncClient:
+        config = self.config
+        headers = {"Accept": "application/json", "User-Agent": "canary"}
+        headers.update(config.headers)
+        token = read_secret(
+            file=config.bearer_token_file, env=config.bearer_token_env, what="prometheus"
+        )
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        auth = None
+        if config.basic_auth is not None:
+            password = read_secret(
+                file=config.basic_auth.password_file,
+                env=config.basic_auth.password_env,
+                what="prometheus.basic_auth",
+            )
+            auth = httpx.BasicAuth(config.basic_auth.username, password or "")
+        verify: bool | ssl.SSLContext = True
+        if config.insecure_skip_verify:
+            verify = False
+        elif config.ca_file:
+            verify = ssl.create_default_context(cafile=config.ca_file)
+        limits = httpx.Limits(
+            max_connections=config.max_concurrency,
+            max_keepalive_connections=config.max_concurrency,
+        )
+        return httpx.AsyncClient(
+            base_url=config.url,
+            headers=headers,
+            auth=auth,
+            verify=verify,
+            timeout=httpx.Timeout(config.timeout),
+            limits=limits,
+            transport=self._transport,
+        )
+
+    @property
+    def semaphore(self) -> asyncio.Semaphore:
+        """The concurrency limit shared by every query of this client."""
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.config.max_concurrency)
+        return self._semaphore
+
+    async def __aenter__(self) -> PrometheusClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # ------------------------------------------------------------------ API
+
+    async def query(self, promql: str, at: datetime | float) -> QueryResult:
+        """An instant query evaluated at `at` (always explicit: no 'now' surprises)."""
+        data = {"query": promql, "time": _format_time(to_unix(at))}
+        return await self._call("/api/v1/query", data, promql)
+
+    async def query_range(
+        self, promql: str, start: datetime | float, end: datetime | float, step: float
+    ) -> QueryResult:
+        """A range query from `start` to `end` every `step` seconds (a matrix)."""
+        if step <= 0:
+            raise ValueError("step must be positive")
+        data = {
+            "query": promql,
+            "start": _format_time(to_unix(start)),
+            "end": _format_time(to_unix(end)),
+            "step": repr(float(step)),
+        }
+        return await self._call("/api/v1/query_range", data, promql)
+
+    async def ready(self) -> bool:
+        """True when the server answers queries.
+
+        Tries Prometheus' `/-/ready`; backends without it (404) are asked the
+        trivial query `1` instead. Never raises.
+        """
+        try:
+            client = self._http()
+            response = await client.get("/-/ready")
+            if response.status_code == 200:
+                return True
+            if response.status_code in (404, 405):
+                await self.query("1", time.time())
+                return True
+            return False
+        except (httpx.HTTPError, PrometheusError):
+            return False
+
+    # ------------------------------------------------------------------ internals
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = self._build()
+        return self._client
+
+    async def _call(self, path: str, data: dict[str, str], query: str) -> QueryResult:
+        url = self.config.url + path
+        attempts = self.config.retries + 1
+        started = time.perf_counter()
+        last_error: PrometheusError | None = None
+        for attempt in range(attempts):
+            if attempt:
+                self.stats.retries += 1
+                delay = self.config.retry_backoff * (2 ** (attempt - 1))
+                log.debug("retrying %s in %.2fs after: %s", path, delay, last_error)
+                await asyncio.sleep(delay)
+            try:
+                async with self.semaphore:
+                    t0 = time.perf_counter()
+                    response = await self._http().post(path, data=data)
+                    if self._record:
+                        self.stats.latencies.append(time.perf_counter() - t0)
+                self.stats.requests += 1
+            except httpx.TimeoutException as exc:
+                last_error = PrometheusTimeout(
+                    f"Prometheus at {self.config.url} did not answer within "
+                    f"{self.config.timeout:g}s ({type(exc).__name__})",
+                    query=query,
+                    url=url,
+                )
+                continue
+            except httpx.TransportError as exc:
+                last_error = PrometheusUnreachable(
+                    f"Prometheus at {self.config.url} is unreachable: {_describe(exc)}",
+                    query=query,
+                    url=url,
+                )
+                continue
+            status = response.status_code
+            if status >= 500:
+                message = _server_message(response)
+                last_error = PrometheusServerError(
+                    f"Prometheus answered HTTP {status}: {message}",
+                    query=query,
+                    url=url,
+                    status_code=status,
+                    server_message=message,
+                    error_type=_error_type(response),
+                )
+                continue
+            result = self._parse(response, query, url)
+            return _with_timing(result, time.perf_counter() - started, attempt + 1)
+        assert last_error is not None
+        raise last_error
+
+    def _parse(self, response: httpx.Response, query: str, url: str) -> QueryResult:
+        status = response.status_code
+        try:
+            body = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+            body = None
+        if 400 <= status < 500:
+            message = _server_message(response, body)
+            raise PrometheusClientError(
+                f"Prometheus refused the query (HTTP {status}): {message}",
+                query=query,
+                url=url,
+                status_code=status,
+                server_message=message,
+                error_type=body.get("errorType") if isinstance(body, dict) else None,
+            )
+        if not isinstance(body, dict):
+            excerpt = _excerpt(response.text)
+            raise PrometheusBadResponse(
+                f"Prometheus answered HTTP {status} with a body that is not JSON: {excerpt!r}",
+                query=query,
+                url=url,
+                status_code=status,
+                server_message=excerpt,
+            )
+        if body.get("status") != "success":
+            message = str(body.get("error") or body.get("status") or "no status")
+            raise PrometheusStatusError(
+                f"Prometheus reported an error: {message}",
+                query=query,
+                url=url,
+                status_code=status,
+                server_message=message,
+                error_type=body.get("errorType"),
+            )
+        warnings = [str(w) for w in body.get("warnings") or ()]
+        for warning in warnings:
+            log.warning("Prometheus warning for query %s: %s", " ".join(query.split()), warning)
+        return _parse_data(body.get("data"), query, warnings, url)
+
+
+def _parse_data(data: Any, query: str, warnings: list[str], url: str) -> QueryResult:
+    def bad(what: str) -> PrometheusBadResponse:
+        return PrometheusBadResponse(
+            f"Prometheus answered with an unexpected shape: {what}", query=query, url=url
+        )
+
+    if not isinstance(data, dict) or "resultType" not in data:
+        raise bad("no data.resultType")
+    kind = data["resultType"]
+    result = data.get("result")
+    nonfinite = 0
+    samples: list[Sample] = []
+    series: list[RangeSeries] = []
+    try:
+        if kind == "vector":
+            for item in result:
+                ts, raw = item["value"]
+                value = _value(raw, query)
+                nonfinite += not math.isfinite(value)
+                samples.append(Sample(dict(item.get("metric") or {}), value, float(ts)))
+        elif kind == "scalar":
+            ts, raw = result
+            value = _value(raw, query)
+            nonfinite += not math.isfinite(value)
+            samples.append(Sample({}, value, float(ts)))
+        elif kind == "matrix":
+            for item in result:
+                points = []
+                for ts, raw in item.get("values") or ():
+                    value = _value(raw, query)
+                    nonfinite += not math.isfinite(value)
+                    points.append((float(ts), value))
+                series.append(RangeSeries(dict(item.get("metric") or {}), points))
+        elif kind == "string":
+            pass
+        else:
+            raise bad(f"unknown resultType {kind!r}")
+    except (TypeError, KeyError, ValueError) as exc:
+        raise bad(f"{kind} result does not parse ({exc})") from None
+    return QueryResult(
+        query=query,
+        result_type=kind,
+        samples=samples,
+        series=series,
+        warnings=warnings,
+        nonfinite=nonfinite,
+    )
+
+
+def _with_timing(result: QueryResult, seconds: float, attempts: int) -> QueryResult:
+    return QueryResult(
+        query=result.query,
+        result_type=result.result_type,
+        samples=result.samples,
+        series=result.series,
+        warnings=result.warnings,
+        nonfinite=result.nonfinite,
+        seconds=seconds,
+        attempts=attempts,
+    )
+
+
+def _format_time(seconds: float) -> str:
+    return f"{seconds:.3f}"
+
+
+def _describe(exc: httpx.TransportError) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _error_type(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("errorType") if isinstance(body, dict) else None
+
+
+def _server_message(response: httpx.Response, body: Any = None) -> str:
+    """The PromQL error text when the body is the API's JSON, else a body excerpt."""
+    if body is None:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+    if isinstance(body, dict) and body.get("error"):
+        kind = body.get("errorType")
+        return f"{kind}: {body['error']}" if kind else str(body["error"])
+    return _excerpt(response.text) or response.reason_phrase or "no message"
