@@ -1,0 +1,414 @@
+"""The `mann_whitney` judge: Kayenta's NetflixACAJudge, re-taken every round (DESIGN §4.2).
+
+Each round adds one value per arm to each metric's two samples (see
+`canary.judge.round_values`: the value itself, the error ratio failed/total for counts
+metrics, the bucket mean — or the one quantile listed in `quantiles` — for histogram
+metrics). After every round the judge classifies each metric on all values so far
+exactly as Kayenta does (`canary.judge.kayenta`: Mann-Whitney interval at confidence
+0.98, tolerance 0.25, effect-size gates, direction, NaN strategy, outliers, critical
+and must-have-data metrics) and scores the classifications 0-100 with Kayenta's
+weighted group sum (`canary.judge.kayenta_score`, `group_weights` from the settings).
+
+Verdict, round by round — Spinnaker's reading of the two score thresholds (a
+"marginal" score fails the canary at once; only the last run can pass it):
+
+- FAIL as soon as a critical metric fails, or the score is below `marginal_score`;
+  FAIL is final, later rounds keep it;
+- at the budget (``final=True``): PASS when the score is at least `pass_score`,
+  otherwise INCONCLUSIVE;
+- otherwise RUNNING. There is no PASS before the budget: a fixed-horizon test
+  re-taken every round would otherwise pass on an early lucky look.
+
+A metric is classified only once each arm holds `min_samples` values (by default the
+smallest equal sample size at which the rank-sum test can reach the confidence level
+at all: 5 at 98%), or at the budget; until then it is pending and takes no part in the
+score. A round with `error` set adds no values. Because the test is re-taken every
+round, its false-alarm rate grows with the number of rounds — use the `sequential`
+judge when decisions are taken every round; this judge exists for Kayenta migrations.
+
+Per-metric verdicts follow the analysis: metrics that caused a FAIL are FAIL, every
+metric is PASS or INCONCLUSIVE with the analysis at the budget, RUNNING otherwise;
+the Kayenta label (Pass/High/Low/Nodata/NodataFailMetric/Error) is in
+``statistics["classification"]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from scipy.stats import norm
+
+from canary.config import AnalysisSettings, MetricConfig
+from canary.judge.kayenta import (
+    Classification,
+    Direction,
+    EffectSizeSettings,
+    MetricClassification,
+    NanStrategy,
+    OutlierStrategy,
+    classify,
+    effect_size_settings,
+    prepare,
+)
+from canary.judge.kayenta_score import ScoredMetric, ScoreResult, score
+from canary.judge.round_values import histogram_quantile_of, round_value
+from canary.model import Judgement, MetricKind, MetricResult, RoundData, Verdict
+
+__all__ = ["DEFAULT_GROUP", "MannWhitneyJudge", "min_samples_for"]
+
+#: The group of metrics without a `group`.
+DEFAULT_GROUP = "default"
+
+_FAILING = (Classification.HIGH, Classification.LOW, Classification.NODATA_FAIL_METRIC)
+
+
+def min_samples_for(confidence: float) -> int:
+    """Smallest n such that n vs n values can reach `confidence` (two-sided).
+
+    With complete separation and no ties the continuity-corrected statistic is
+    (n^2/2 - 1/2) / sqrt(n^2 (2n + 1) / 12); below this n the interval always spans
+    the whole data range (R: "requested conf.level not achievable").
+    """
+    z = float(norm.isf((1.0 - confidence) / 2.0))
+    n = 1
+    while (n * n / 2.0 - 0.5) / math.sqrt(n * n * (2 * n + 1) / 12.0) < z:
+        n += 1
+    return n
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    config: MetricConfig
+    direction: Direction
+    nan_strategy: NanStrategy
+    outliers: OutlierStrategy
+    critical: bool
+    must_have_data: bool
+    effect: EffectSizeSettings
+    group: str
+    quantile: float | None
+
+
+def _clean(value: float) -> float | None:
+    """JSON-safe number: NaN and infinities become None."""
+    return float(value) if math.isfinite(value) else None
+
+
+class MannWhitneyJudge:
+    """Kayenta-compatible judge (see the module docstring)."""
+
+    name = "mann_whitney"
+
+    def __init__(
+        self,
+        metrics: Sequence[MetricConfig],
+        settings: AnalysisSettings,
+        *,
+        confidence: float = 0.98,
+        tolerance: float = 0.25,
+        min_samples: int | None = None,
+        outlier_factor: float = 3.0,
+    ) -> None:
+        if not metrics:
+            raise ValueError("the mann_whitney judge needs at least one metric")
+        if not 0.0 < confidence < 1.0:
+            raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+        if tolerance < 0:
+            raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+        if settings.marginal_score > settings.pass_score:
+            raise ValueError(
+                f"marginal_score ({settings.marginal_score:g}) must not exceed "
+                f"pass_score ({settings.pass_score:g})"
+            )
+        self.settings = settings
+        self.confidence = confidence
+        self.tolerance = tolerance
+        self.outlier_factor = outlier_factor
+        self.min_samples = min_samples_for(confidence) if min_samples is None else min_samples
+        self.specs = [self._spec(m) for m in metrics]
+        groups = {s.group for s in self.specs}
+        weights = dict(settings.group_weights)
+        if unknown := sorted(set(weights) - groups):
+            raise ValueError(
+                f"group_weights names group(s) no metric belongs to: {', '.join(unknown)} "
+                f"(groups: {', '.join(sorted(groups))})"
+            )
+        if sum(weights.values()) > 100.0 + 1e-9:
+            raise ValueError(f"group_weights add up to {sum(weights.values()):g}, more than 100")
+        self.group_weights = weights
+
+    @staticmethod
+    def _spec(metric: MetricConfig) -> _Spec:
+        default_direction: Direction = "either" if metric.kind is MetricKind.VALUE else "increase"
+        quantile = histogram_quantile_of(metric) if metric.kind is MetricKind.HISTOGRAM else None
+        return _Spec(
+            config=metric,
+            direction=metric.direction or default_direction,
+            nan_strategy=metric.nan_strategy or "remove",
+            outliers=metric.outlier_strategy or "keep",
+            critical=bool(metric.critical),
+            must_have_data=bool(metric.must_have_data),
+            effect=effect_size_settings(metric.effect_size, metric=metric.name),
+            group=metric.group or DEFAULT_GROUP,
+            quantile=quantile,
+        )
+
+    # ------------------------------------------------------------------ protocol
+
+    def initial_state(self) -> dict[str, Any]:
+        return {
+            "round": 0,
+            "values": {s.config.name: {"canary": [], "baseline": []} for s in self.specs},
+            "evidence": {s.config.name: [] for s in self.specs},
+            "failed": None,
+        }
+
+    def update(
+        self, state: Mapping[str, Any], round: RoundData, *, final: bool = False
+    ) -> tuple[dict[str, Any], Judgement]:
+        k = int(state["round"]) + 1
+        values = {
+            name: {arm: list(v) for arm, v in arms.items()}
+            for name, arms in state["values"].items()
+        }
+        evidence = {name: list(entries) for name, entries in state["evidence"].items()}
+        for spec in self.specs:
+            name = spec.config.name
+            if round.error:
+                evidence[name].append({"round": k, "skipped": round.error})
+                continue
+            entry: dict[str, Any] = {"round": k}
+            for arm, observations in (("canary", round.canary), ("baseline", round.baseline)):
+                value = round_value(
+                    observations.get(name),
+                    spec.config,
+                    counts_as="error_ratio",
+                    quantile=spec.quantile,
+                    where=f"round {k}, {arm}",
+                )
+                values[name][arm].append(_clean(value))
+                entry[arm] = _clean(value)
+            evidence[name].append(entry)
+
+        classified: dict[str, MetricClassification] = {}
+        pending: dict[str, tuple[int, int]] = {}
+        for spec in self.specs:
+            name = spec.config.name
+            canary = prepare(
+                values[name]["canary"], spec.nan_strategy, spec.outliers, self.outlier_factor
+            )
+            baseline = prepare(
+                values[name]["baseline"], spec.nan_strategy, spec.outliers, self.outlier_factor
+            )
+            if not final and min(canary.size, baseline.size) < self.min_samples:
+                pending[name] = (int(canary.size), int(baseline.size))
+                continue
+            classified[name] = classify(
+                baseline,
+                canary,
+                name=name,
+                direction=spec.direction,
+                nan_strategy=spec.nan_strategy,
+                critical=spec.critical,
+                must_have_data=spec.must_have_data,
+                tolerance=self.tolerance,
+                confidence=self.confidence,
+                effect=spec.effect,
+            )
+            if not round.error:
+                evidence[name][-1]["classification"] = classified[name].classification.value
+
+        groups = {s.config.name: s.group for s in self.specs}
+        scored = (
+            score(
+                [
+                    ScoredMetric(n, c.classification, groups[n], c.critical, c.reason)
+                    for n, c in classified.items()
+                ],
+                self.group_weights,
+            )
+            if classified
+            else None
+        )
+
+        failed = state.get("failed")
+        if failed is None and scored is not None:
+            failing = self._failing(scored, classified)
+            if failing is not None:
+                failed = {"round": k, "metrics": failing[0], "reasons": failing[1]}
+
+        if failed is not None:
+            verdict, verdict_round = Verdict.FAIL, int(failed["round"])
+            reasons = list(failed["reasons"])
+        elif final:
+            assert scored is not None  # at the budget every metric is classified
+            if scored.score >= self.settings.pass_score:
+                verdict = Verdict.PASS
+                reasons = [f"score {scored.score:g} >= pass_score {self.settings.pass_score:g}"]
+            else:
+                verdict = Verdict.INCONCLUSIVE
+                reasons = [
+                    f"budget reached with score {scored.score:g}: below pass_score "
+                    f"{self.settings.pass_score:g}, not below marginal_score "
+                    f"{self.settings.marginal_score:g}"
+                ]
+            verdict_round = k
+        else:
+            verdict, verdict_round = Verdict.RUNNING, None
+            if scored is None:
+                reasons = [f"collecting: each metric needs {self.min_samples} values per arm"]
+            else:
+                reasons = [
+                    f"score {scored.score:g} (fails below {self.settings.marginal_score:g}; "
+                    f"passes at the budget from {self.settings.pass_score:g})"
+                ]
+        if scored is not None and scored.group_scores:
+            groups_text = ", ".join(f"{g} {s:g}" for g, s in sorted(scored.group_scores.items()))
+            reasons.append(f"group scores: {groups_text}")
+        if pending:
+            reasons.append("pending: " + ", ".join(sorted(pending)))
+
+        failed_names = set(failed["metrics"]) if failed else set()
+        results = {
+            spec.config.name: self._metric_result(
+                spec,
+                verdict,
+                verdict_round,
+                failed_names,
+                classified.get(spec.config.name),
+                pending.get(spec.config.name),
+                scored,
+                evidence[spec.config.name],
+            )
+            for spec in self.specs
+        }
+        new_state = {"round": k, "values": values, "evidence": evidence, "failed": failed}
+        judgement = Judgement(
+            verdict=verdict,
+            round=verdict_round,
+            metrics=results,
+            reasons=reasons,
+            score=None if scored is None else scored.score,
+        )
+        return new_state, judgement
+
+    # ------------------------------------------------------------------ helpers
+
+    def _failing(
+        self, scored: ScoreResult, classified: Mapping[str, MetricClassification]
+    ) -> tuple[list[str], list[str]] | None:
+        """(metrics, reasons) when this round fails the analysis, else None."""
+        if scored.critical_failures:
+            return list(scored.critical_failures), [scored.reason or "critical metric failed"]
+        if scored.score >= self.settings.marginal_score:
+            return None
+        names = [
+            n
+            for n, c in classified.items()
+            if c.classification in _FAILING
+            or (c.classification is Classification.NODATA and scored.reason)
+        ]
+        reasons = [
+            f"score {scored.score:g} < marginal_score {self.settings.marginal_score:g}",
+        ]
+        if scored.reason:
+            reasons.append(scored.reason)
+        if names:
+            labels = ", ".join(f"{n} ({classified[n].classification.value})" for n in names)
+            reasons.append(f"failed: {labels}")
+        return names, reasons
+
+    def _metric_result(
+        self,
+        spec: _Spec,
+        verdict: Verdict,
+        verdict_round: int | None,
+        failed_names: set[str],
+        result: MetricClassification | None,
+        pending: tuple[int, int] | None,
+        scored: ScoreResult | None,
+        evidence: Sequence[Mapping[str, Any]],
+    ) -> MetricResult:
+        name = spec.config.name
+        if verdict is Verdict.FAIL:
+            metric_verdict = Verdict.FAIL if name in failed_names else Verdict.RUNNING
+            metric_round = verdict_round if name in failed_names else None
+        elif verdict in (Verdict.PASS, Verdict.INCONCLUSIVE):
+            metric_verdict, metric_round = verdict, verdict_round
+        else:
+            metric_verdict, metric_round = Verdict.RUNNING, None
+
+        statistics: dict[str, Any] = {
+            "classification": None if result is None else result.classification.value,
+            "critical": bool(result and result.critical),
+            "group": spec.group,
+            "group_score": None if scored is None else scored.group_scores.get(spec.group),
+            "direction": spec.direction,
+            "confidence": self.confidence,
+            "tolerance": self.tolerance,
+            "effect_size_measure": spec.effect.measure,
+            "per_round_value": self._value_description(spec),
+        }
+        if pending is not None:
+            reasons = [
+                f"pending: {pending[0]} canary and {pending[1]} baseline values, "
+                f"{self.min_samples} each needed"
+            ]
+            statistics.update(n_canary=pending[0], n_baseline=pending[1])
+        else:
+            assert result is not None
+            statistics.update(
+                n_canary=result.n_canary,
+                n_baseline=result.n_baseline,
+                mean_ratio=_clean(result.deviation),
+                effect_size=_clean(result.effect_size),
+            )
+            reasons = [self._describe(result)]
+            interval = result.interval
+            if interval is not None:
+                statistics.update(
+                    interval=[_clean(interval.lower), _clean(interval.upper)],
+                    estimate=_clean(interval.estimate),
+                    p_value=_clean(interval.p_value),
+                    interval_achieved=interval.lower_achieved and interval.upper_achieved,
+                    bounds=None if result.bounds is None else [_clean(b) for b in result.bounds],
+                )
+        return MetricResult(
+            name=name,
+            verdict=metric_verdict,
+            round=metric_round,
+            reasons=reasons,
+            statistics=statistics,
+            evidence=list(evidence),
+        )
+
+    def _describe(self, result: MetricClassification) -> str:
+        label = result.classification.value
+        interval = result.interval
+        if interval is None:
+            return f"{label}: {result.reason}" if result.reason else label
+        level = f"{self.confidence * 100:g}%"
+        text = (
+            f"{label}: canary - baseline shift in [{interval.lower:.4g}, {interval.upper:.4g}] "
+            f"({level}), estimate {interval.estimate:.4g}, tolerance ±{result.bounds[1]:.4g}"
+            if result.bounds is not None
+            else label
+        )
+        if math.isfinite(result.deviation):
+            text += f"; mean ratio {result.deviation:.3g}"
+        if result.critical:
+            text += " (critical)"
+        return text
+
+    @staticmethod
+    def _value_description(spec: _Spec) -> str:
+        if spec.config.kind is MetricKind.COUNTS:
+            return "error ratio failed/total"
+        if spec.config.kind is MetricKind.HISTOGRAM:
+            if spec.quantile is None:
+                return "mean estimated from buckets"
+            return f"p{spec.quantile * 100:g} interpolated in buckets (histogram_quantile)"
+        return "value"
