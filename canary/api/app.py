@@ -1,0 +1,49 @@
+"""`create_app(context) -> FastAPI`: the HTTP API of `canary serve` and `canary run`.
+
+Routes: /healthz, /readyz, /metrics (no token), /api/v1/argo/measure (the Argo
+Rollouts web metric provider), /api/v1/... (REST), /openapi.json and /docs. Every
+answer, errors included, is JSON (except /metrics: Prometheus text format).
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from canary.api import argo, health, metrics, rest
+from canary.api.argo import ArgoRunner
+from canary.api.context import AppContext
+from canary.api.errors import install_error_handlers
+from canary.api.limits import BodyLimitMiddleware
+from canary.api.metrics import RequestMetrics, RequestMetricsMiddleware
+
+__all__ = ["AppContext", "create_app"]
+
+
+def create_app(context: AppContext) -> FastAPI:
+    """The ASGI application over `context` (see `AppContext` for what it needs).
+
+    Tokens are read once here; with `context.auth` True and no token configured the
+    API refuses every authenticated request (the `serve` command refuses to start).
+    """
+    app = FastAPI(
+        title="canary",
+        summary="Progressive-delivery canary analysis for Istio meshes",
+        version="0.1.0",
+        description=(
+            "Argo Rollouts web metric provider, REST control of analyses, health and "
+            "Prometheus metrics. Everything under /api needs `Authorization: Bearer <token>`."
+        ),
+    )
+    app.state.context = context
+    app.state.tokens = context.api_tokens() if context.auth else []
+    app.state.argo = ArgoRunner()
+    app.state.request_metrics = RequestMetrics()
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(metrics.router)
+    app.include_router(argo.router)
+    app.include_router(rest.router)
+    # Outermost first: the limit answers 413 before anything reads the body.
+    app.add_middleware(RequestMetricsMiddleware, metrics=app.state.request_metrics)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=context.config.server.max_body_bytes)
+    return app

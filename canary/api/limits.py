@@ -1,0 +1,83 @@
+"""Bounded request bodies: larger than `[server] max_body_bytes` is a 413 JSON answer.
+
+A pure ASGI middleware: it checks Content-Length first and counts the bytes of
+chunked bodies as they arrive, so a client cannot stream an unbounded body.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from canary.api.errors import ApiError, error_body
+
+__all__ = ["BodyLimitMiddleware"]
+
+
+class _TooLarge(ApiError):
+    """Raised while the body is read; the app's ApiError handler answers 413 JSON."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"request body larger than {max_bytes} bytes")
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    await self._reject(send, 400, "invalid Content-Length header")
+                    return
+                if length > self.max_bytes:
+                    await self._reject(send, 413, self._message())
+                    return
+        received = 0
+        started = False
+
+        async def limited_receive() -> dict[str, Any]:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge(self.max_bytes)
+            return message
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._reject(send, 413, self._message())
+
+    def _message(self) -> str:
+        return f"request body larger than {self.max_bytes} bytes"
+
+    async def _reject(self, send: Any, status: int, message: str) -> None:
+        body = json.dumps(error_body(status, message)).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
