@@ -1,14 +1,105 @@
-"""`canary serve`: serve the HTTP API only (Argo Rollouts web metric provider, REST, /metrics)."""
+"""`canary serve`: serve the HTTP API only (Argo Rollouts web metric provider, REST, /metrics).
+
+Refuses to start on a database without the current schema (`canary db upgrade`
+first) and without any API token, unless `--insecure-no-auth` is given for local
+use on 127.0.0.1.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 
-from canary.commands._common import not_implemented
+from canary.commands._common import database_url, load
+from canary.config import ServerConfig
+from canary.errors import UsageError
+from canary.store.database import check_schema, connect, sessions
+
+log = logging.getLogger("canary.serve")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "serve", help="serve the HTTP API only (Argo Rollouts web metric provider, REST, /metrics)"
     )
-    parser.set_defaults(handler=not_implemented("serve"))
+    parser.add_argument("--listen", help="HOST:PORT, overrides [server].listen")
+    parser.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve without bearer tokens (local use only; refused unless listening on loopback)",
+    )
+    parser.add_argument(
+        "--round-timeout",
+        type=float,
+        default=8.0,
+        help="seconds an Argo measurement may spend on a round before answering with the "
+        "stored judgement (default 8, below Argo's 10 s timeout)",
+    )
+    parser.set_defaults(handler=serve)
+
+
+def _loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+
+
+def serve(args: argparse.Namespace) -> int:
+    config = load(args)
+    server = config.server
+    if args.listen:
+        try:
+            server = ServerConfig.model_validate({**server.model_dump(), "listen": args.listen})
+        except ValueError as exc:
+            raise UsageError(f"--listen: must be HOST:PORT, got {args.listen!r}") from exc
+    if not 0 < args.round_timeout <= 60:
+        raise UsageError("--round-timeout: must be between 0 and 60 seconds")
+    tokens = server.api_tokens()
+    if args.insecure_no_auth:
+        if not _loopback(server.host):
+            raise UsageError(
+                f"--insecure-no-auth is for local use: listen on 127.0.0.1, not {server.host}"
+            )
+    elif not tokens:
+        where = server.api_token_file or f"${server.api_token_env}"
+        raise UsageError(
+            f"no API token configured (server.api_token_file / api_token_env: {where} is "
+            "empty); set one, or pass --insecure-no-auth for local use"
+        )
+    engine = connect(database_url(args, config))
+    check_schema(engine)  # SchemaError: "run `canary db upgrade` first"
+
+    from canary import telemetry
+    from canary.api.app import AppContext, create_app
+    from canary.rounds import PrometheusSource
+
+    source = PrometheusSource(config.prometheus)
+    context = AppContext(
+        config=config.model_copy(update={"server": server}),
+        sessions=sessions(engine),
+        source=source,
+        tokens=tokens,
+        auth=not args.insecure_no_auth,
+        round_timeout=args.round_timeout,
+        registry=telemetry.REGISTRY,
+    )
+    app = create_app(context)
+    if args.insecure_no_auth:
+        log.warning("serving WITHOUT authentication (--insecure-no-auth) on %s", server.listen)
+    asyncio.run(_run(app, server.host, server.port, source))
+    return 0
+
+
+async def _run(app, host: str, port: int, source) -> None:  # type: ignore[no-untyped-def]
+    import uvicorn
+
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=False, lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    log.info("serving the canary API on http://%s:%d", host, port)
+    try:
+        await server.serve()
+    finally:
+        close = getattr(source, "aclose", None)
+        if close is not None:
+            await close()
