@@ -1,4 +1,4 @@
-"""Shared fixtures: databases (SQLite and the local PostgreSQL)."""
+"""Shared fixtures: databases (SQLite and the local PostgreSQL), a local Kubernetes API."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from kubeapi import kube_api, kubeconfig_file  # noqa: F401  (fixtures: local Kubernetes API)
 
 from canary.store.database import connect, migrate
 

@@ -487,7 +487,12 @@ class KubeClient:
         else the first of `supported` (in our order of preference) that it serves."""
         if group in self._versions:
             return self._versions[group]
-        info = await self.request("GET", f"/apis/{group}", verb="discover", resource=group)
+        try:
+            info = await self.request("GET", f"/apis/{group}", verb="discover", resource=group)
+        except NotFound:
+            raise NotFound(
+                group, "discover", "the API server does not serve this API group"
+            ) from None
         served = [v.get("version") for v in info.get("versions") or []]
         preferred = (info.get("preferredVersion") or {}).get("version")
         if preferred in supported:
