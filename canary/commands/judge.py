@@ -1,14 +1,287 @@
-"""`canary judge`: judge analyses given as JSON (no Prometheus needed)."""
+"""`canary judge`: judge analyses given as JSON (no Prometheus needed).
+
+    canary judge --input FILE [--judge sequential|mann_whitney|threshold]
+                 [--set key=value ...] [--json]
+
+FILE (or `-` for stdin) holds one JSON document or JSON Lines, one analysis per line
+(format: `canary.analysis_json`). JSON Lines are answered with one JSON line per
+analysis, in the same order. Exit code 1 when any analysis fails, 2 for bad input.
+
+`--set` overrides settings: an analysis setting (`max_rounds=30`), a metric setting
+for every metric (`alpha_fail=0.001`) or for one metric (`errors.margin=2`). Values
+are JSON (`fail_grid=[1.5,2,4]`) or plain strings. Precedence: the input's own
+settings < `--set key` < `--set metric.key`. The end of the input is the budget unless
+`max_rounds` says otherwise; each analysis stops at its first FAIL or PASS.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
-from canary.commands._common import not_implemented
+from pydantic import ValidationError
+
+from canary.analysis_json import AnalysisInput, read_analyses
+from canary.commands._common import console, print_json, to_jsonable
+from canary.config import AnalysisSettings, MetricConfig
+from canary.errors import EXIT_FAIL_VERDICT, EXIT_OK, UsageError
+from canary.judge import JUDGES, make_judge
+from canary.model import Decision, Judgement, Verdict
+
+#: Analysis settings `--set` may change (steps and metrics come from the input).
+SETTING_KEYS = frozenset(AnalysisSettings.model_fields) - {"metrics", "steps", "judge"}
+#: Metric settings `--set` may change, for every metric or as `metric.key`.
+METRIC_KEYS = frozenset(MetricConfig.model_fields) - {"name", "kind"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "judge", help="judge analyses given as JSON (no Prometheus needed)"
+        "judge",
+        help="judge analyses given as JSON (no Prometheus needed)",
+        description=(
+            "Judge analyses given as JSON: one document, or JSON Lines with one analysis "
+            "per line (answered with one JSON line per analysis). Exit 1 if any fails."
+        ),
     )
-    parser.set_defaults(handler=not_implemented("judge"))
+    parser.add_argument("--input", "-i", required=True, help="JSON or JSON Lines file, - for stdin")
+    parser.add_argument(
+        "--judge", choices=JUDGES, default=None, help="judge to use (default: sequential)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting: max_rounds=30, alpha_fail=0.001, errors.margin=2",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.set_defaults(handler=run)
+
+
+# ---------------------------------------------------------------------- --set
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_overrides(
+    items: Sequence[str],
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]]:
+    """`--set` items -> (analysis settings, every-metric settings, per-metric settings)."""
+    settings: dict[str, Any] = {}
+    every: dict[str, Any] = {}
+    per_metric: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. alpha_fail=0.001")
+        value = _value(raw.strip())
+        if "." in key:
+            metric, _, field = key.partition(".")
+            if field not in METRIC_KEYS:
+                raise UsageError(
+                    f"--set {key}: unknown metric setting {field!r} "
+                    f"(known: {', '.join(sorted(METRIC_KEYS))})"
+                )
+            per_metric.setdefault(metric, {})[field] = value
+        elif key in SETTING_KEYS:
+            settings[key] = value
+        elif key in METRIC_KEYS:
+            every[key] = value
+        else:
+            hint = " (use --judge)" if key == "judge" else ""
+            raise UsageError(f"--set {key}: unknown setting{hint}")
+    # Validate the values once, independently of any input.
+    try:
+        AnalysisSettings.model_validate(settings)
+    except ValidationError as exc:
+        raise UsageError(_validation_message(exc, "--set ")) from None
+    for name, fields in [("", every), *per_metric.items()]:
+        try:
+            MetricConfig.model_validate({"name": name or "metric", **fields})
+        except ValidationError as exc:
+            prefix = f"--set {name}." if name else "--set "
+            raise UsageError(_validation_message(exc, prefix)) from None
+    return settings, every, per_metric
+
+
+def _validation_message(exc: ValidationError, prefix: str) -> str:
+    item = exc.errors()[0]
+    loc = ".".join(str(p) for p in item["loc"])
+    return f"{prefix}{loc}: {item['msg'].removeprefix('Value error, ')}"
+
+
+def _where(analysis: AnalysisInput, source: str) -> str:
+    if analysis.line is not None:
+        return f"{source} line {analysis.line}"
+    return f"{source} (analysis {analysis.id})" if analysis.id else source
+
+
+def apply_overrides(
+    analysis: AnalysisInput,
+    overrides: tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]],
+    where: str,
+) -> tuple[list[MetricConfig], AnalysisSettings]:
+    """The analysis's metrics and settings with the `--set` overrides applied."""
+    settings_over, every, per_metric = overrides
+    names = {m.name for m in analysis.metrics}
+    for name in per_metric:
+        if name not in names:
+            raise UsageError(
+                f"--set {name}.…: {where} has no metric {name!r} "
+                f"(its metrics: {', '.join(sorted(names))})"
+            )
+    metrics = []
+    for config in analysis.metrics:
+        fields = {**every, **per_metric.get(config.name, {})}
+        if fields:
+            try:
+                config = MetricConfig.model_validate({**config.model_dump(), **fields})
+            except ValidationError as exc:
+                raise UsageError(
+                    _validation_message(exc, f"{where}: metrics.{config.name}.")
+                ) from None
+        metrics.append(config)
+    settings = AnalysisSettings.model_validate(
+        {**analysis.settings, **settings_over, "metrics": metrics}
+    )
+    return metrics, settings
+
+
+# ---------------------------------------------------------------------- judging
+
+_DECISIONS = {
+    Verdict.RUNNING: Decision.CONTINUE,
+    Verdict.FAIL: Decision.ROLLBACK,
+    Verdict.PASS: Decision.PROMOTE,
+}
+
+
+def _decision(verdict: Verdict, settings: AnalysisSettings) -> str:
+    if verdict is Verdict.INCONCLUSIVE:
+        return Decision.HOLD.value if settings.on_inconclusive == "hold" else "rollback"
+    return _DECISIONS[verdict].value
+
+
+def judge_analysis(
+    analysis: AnalysisInput,
+    judge_name: str,
+    overrides: tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]],
+    where: str,
+) -> dict[str, Any]:
+    """Judge one analysis round by round up to its first FAIL/PASS or its budget."""
+    metrics, settings = apply_overrides(analysis, overrides, where)
+    try:
+        judge = make_judge(judge_name, metrics, settings)
+    except ValueError as exc:
+        raise UsageError(f"{where}: {exc}") from None
+    rounds = analysis.rounds
+    budget = settings.max_rounds if settings.max_rounds is not None else len(rounds)
+    state = judge.initial_state()
+    out_rounds: list[dict[str, Any]] = []
+    judgement: Judgement | None = None
+    for index, round_data in enumerate(rounds[:budget]):
+        final = index + 1 == budget
+        try:
+            state, judgement = judge.update(state, round_data, final=final)
+        except ValueError as exc:
+            raise UsageError(f"{where}: rounds[{index}]: {exc}") from None
+        out_rounds.append(
+            {
+                "round": index + 1,
+                "verdict": judgement.verdict.value,
+                "decision": _decision(judgement.verdict, settings),
+                "evidence": {
+                    name: to_jsonable(result.evidence[-1]) if result.evidence else None
+                    for name, result in judgement.metrics.items()
+                },
+            }
+        )
+        if judgement.verdict in (Verdict.FAIL, Verdict.PASS):
+            break
+    if judgement is None:
+        return {
+            "id": analysis.id,
+            "judge": judge_name,
+            "verdict": Verdict.INCONCLUSIVE.value,
+            "round": None,
+            "reasons": ["no rounds to judge"],
+            "score": None,
+            "metrics": {},
+            "rounds": [],
+        }
+    return {
+        "id": analysis.id,
+        "judge": judge_name,
+        "verdict": judgement.verdict.value,
+        "round": judgement.round,
+        "reasons": list(judgement.reasons),
+        "score": judgement.score,
+        "metrics": {
+            name: {
+                "verdict": result.verdict.value,
+                "round": result.round,
+                "reasons": list(result.reasons),
+                "statistics": to_jsonable(dict(result.statistics)),
+            }
+            for name, result in judgement.metrics.items()
+        },
+        "rounds": out_rounds,
+    }
+
+
+def _read(path: str) -> tuple[str, str]:
+    if path == "-":
+        return sys.stdin.read(), "<stdin>"
+    try:
+        return Path(path).read_text(encoding="utf-8"), path
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text") from None
+
+
+def _print_text(result: Mapping[str, Any]) -> None:
+    ident = result["id"] or "analysis"
+    at = f" at round {result['round']}" if result["round"] is not None else ""
+    console.print(f"{ident}: {result['verdict'].upper()}{at}", markup=False)
+    for reason in result["reasons"]:
+        console.print(f"  {reason}", markup=False)
+    for name, metric in result["metrics"].items():
+        at = f" (round {metric['round']})" if metric["round"] is not None else ""
+        console.print(f"  {name}: {metric['verdict']}{at}", markup=False)
+        for reason in metric["reasons"]:
+            console.print(f"    {reason}", markup=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    judge_name = args.judge or "sequential"
+    overrides = parse_overrides(args.overrides)
+    text, source = _read(args.input)
+    lines = True if source.endswith((".jsonl", ".ndjson")) else None
+    analyses = read_analyses(text, source, lines=lines)
+    results = [
+        judge_analysis(analysis, judge_name, overrides, _where(analysis, source))
+        for analysis in analyses
+    ]
+    json_lines = bool(lines) or any(a.line is not None for a in analyses)
+    if json_lines:
+        for result in results:
+            sys.stdout.write(json.dumps(result, allow_nan=False, separators=(",", ":")) + "\n")
+    elif args.json:
+        print_json(results[0] if len(results) == 1 else results)
+    else:
+        for result in results:
+            _print_text(result)
+    failed = any(r["verdict"] == Verdict.FAIL.value for r in results)
+    return EXIT_FAIL_VERDICT if failed else EXIT_OK
