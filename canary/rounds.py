@@ -30,7 +30,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from canary import engine as rollout
-from canary.config import AnalysisSettings, CanaryConfig, Config
+from canary.config import AnalysisSettings, CanaryConfig, PrometheusConfig
 from canary.errors import CanaryError, UsageError
 from canary.judge import make_judge
 from canary.model import (
@@ -107,19 +107,48 @@ class MetricSource(Protocol):
 
 
 class PrometheusSource:
-    """A MetricSource on the real Prometheus, adapting `canary.metrics.collect`."""
+    """A MetricSource on the real Prometheus, adapting `canary.metrics.collect`.
 
-    def __init__(self, config: Config) -> None:
+    One shared async client (connection pool, concurrency limit) for every canary.
+    A stored snapshot of a different format or other data problems become an error
+    round, never an exception; template problems (configuration errors) do raise.
+    """
+
+    def __init__(self, config: PrometheusConfig, *, client: Any | None = None) -> None:
+        from canary.metrics.prometheus import PrometheusClient
+
         self.config = config
+        self.client = client if client is not None else PrometheusClient(config)
+        self._templates: Any | None = None
+
+    def _template_set(self) -> Any:
+        if self._templates is None:
+            from canary.metrics.queries import load_templates
+
+            self._templates = load_templates(self.config.templates_dir)
+        return self._templates
 
     async def collect(
         self, canary: CanaryConfig, at: datetime, previous_snapshot: Mapping[str, Any]
     ) -> Collected:
-        # TODO(metrics): adapt canary.metrics.collect once it lands.
-        raise NotImplementedError("canary.metrics.collect is not available yet")
+        from canary.metrics.collect import collect_round, raw_snapshots
+        from canary.metrics.errors import MetricsError, TemplateError
+
+        previous = dict(previous_snapshot) if previous_snapshot else None
+        try:
+            data, snapshot = await collect_round(
+                self.client, canary, at, previous, templates=self._template_set()
+            )
+        except TemplateError:
+            raise
+        except MetricsError as exc:
+            data = RoundData(canary={}, baseline={}, end=at, error=str(exc))
+            return Collected(data, dict(previous or {}))
+        return Collected(data, dict(snapshot or {}), raw_snapshots(snapshot))
 
     async def aclose(self) -> None:
         """Release the HTTP client."""
+        await self.client.aclose()
 
 
 # --------------------------------------------------------------------------- settings

@@ -1,14 +1,121 @@
-"""`canary run`: run the daemon: scheduled rounds, traffic shifting, HTTP API."""
+"""`canary run`: run the daemon (scheduled rounds, traffic shifting) and the HTTP API."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import logging
+import signal
 
-from canary.commands._common import not_implemented
+from canary.commands._common import database_url, load, open_engine
+from canary.config import Config
+from canary.daemon import Daemon, single_daemon_lock
+from canary.store.database import sessions as make_sessions
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "run", help="run the daemon: scheduled rounds, traffic shifting, HTTP API"
     )
-    parser.set_defaults(handler=not_implemented("run"))
+    parser.add_argument("--owner", help="this replica's lease owner id (default host/pid/random)")
+    parser.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=15.0,
+        help="seconds a canary's lease lasts without renewal (default 15)",
+    )
+    parser.add_argument(
+        "--sync-interval",
+        type=float,
+        default=2.0,
+        help="seconds between lease renewals / pickups of new analyses (default 2)",
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=10.0,
+        help="seconds running rounds get to finish on SIGTERM (default 10)",
+    )
+    parser.add_argument("--no-api", action="store_true", help="do not serve the HTTP API")
+    parser.add_argument("--listen", help="HOST:PORT for the API (default [server].listen)")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = load(args)
+    url = database_url(args, config)
+    with single_daemon_lock(url) as lock:
+        engine = open_engine(args, config)
+        if lock is not None and not args.owner:
+            # One daemon per SQLite file (the lock): a restarted daemon takes its
+            # leases over at once instead of waiting for them to expire.
+            args.owner = "sqlite-daemon"
+        try:
+            asyncio.run(_serve(args, config, make_sessions(engine)))
+        finally:
+            engine.dispose()
+    return 0
+
+
+def _api_server(args: argparse.Namespace, config: Config, daemon: Daemon):  # type: ignore[no-untyped-def]
+    """A uvicorn server for the API app, or None when the API is not available."""
+    try:
+        from canary.api.app import create_app
+        from canary.api.context import AppContext
+    except ImportError:
+        log.warning("the HTTP API is not available in this build; running without it")
+        return None
+    import uvicorn
+
+    from canary import telemetry
+
+    listen = args.listen or config.server.listen
+    if not config.server.api_tokens():
+        log.warning(
+            "no API token configured ([server] api_token_file / api_token_env): the API "
+            "answers health and metrics only; authenticated endpoints are refused"
+        )
+    host, _, port = listen.rpartition(":")
+    context = AppContext(
+        config=config,
+        sessions=daemon.sessions,
+        source=daemon.source,
+        daemon=daemon,
+        registry=telemetry.REGISTRY,
+    )
+    app = create_app(context)
+    server_config = uvicorn.Config(
+        app, host=host.strip("[]"), port=int(port), log_config=None, lifespan="on"
+    )
+    server = uvicorn.Server(server_config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    return server
+
+
+async def _serve(args: argparse.Namespace, config: Config, sessions) -> None:  # type: ignore[no-untyped-def]
+    daemon = Daemon(
+        config,
+        sessions,
+        owner=args.owner,
+        lease_ttl=args.lease_ttl,
+        sync_interval=args.sync_interval,
+        shutdown_timeout=args.shutdown_timeout,
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.stop)
+    server = None if args.no_api else _api_server(args, config, daemon)
+    api_task = None
+    if server is not None:
+        api_task = asyncio.create_task(server.serve(), name="api")
+        log.info("serving the API on %s", args.listen or config.server.listen)
+    try:
+        await daemon.run()
+    finally:
+        if server is not None and api_task is not None:
+            server.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(api_task, timeout=5)

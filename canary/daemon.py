@@ -1,0 +1,656 @@
+"""The daemon: scheduled rounds per analysis, leases, crash-safe actions (DESIGN §5, §6).
+
+- APScheduler 3 (`AsyncIOScheduler`) runs one job per running analysis at its
+  interval (`max_instances=1`: no overlapping rounds of one analysis; `coalesce`:
+  missed runs collapse into one; `jitter` spreads load) plus a *sync* job every few
+  seconds that renews leases, picks up analyses started elsewhere (CLI, API, another
+  replica), removes jobs of analyses that ended or were paused, carries out pending
+  actions and auto-starts canaries whose revision label changed.
+- Each canary is owned through a lease row (owner, expiry) renewed by the sync job
+  and before each round; a replica runs rounds only for canaries it holds, and a
+  dead replica's leases expire so another takes over. With SQLite only one daemon
+  may run (`single_daemon_lock`).
+- On start every analysis is resumed from the database; pending actions are
+  reconciled through the router, whose write record makes re-applying idempotent
+  (never a step twice) while a rollback is always carried out.
+- SIGTERM (`stop()`): no new rounds; running rounds get `shutdown_timeout` seconds
+  to finish, then are cancelled (a round is persisted atomically, so an abandoned
+  round leaves nothing half-written; a committed but unapplied action stays pending
+  for the next owner); leases are released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from canary import control, telemetry
+from canary.config import CanaryConfig, Config
+from canary.errors import CanaryError, UsageError
+from canary.model import ActionState, AnalysisStatus, Decision
+from canary.notify import Event, EventName, Notifier
+from canary.rounds import (
+    ActionResult,
+    DaemonRoundResult,
+    MetricSource,
+    RoundConflict,
+    apply_action,
+    daemon_round,
+    recorded_canary,
+)
+from canary.store import leases
+from canary.store.tables import Action, Analysis, Round, utcnow
+
+__all__ = ["Daemon", "DaemonAlreadyRunning", "lease_name", "single_daemon_lock"]
+
+log = logging.getLogger(__name__)
+
+Sessions = sessionmaker[Session]
+
+
+class DaemonAlreadyRunning(CanaryError):
+    """Another daemon holds the SQLite database (SQLite supports a single daemon)."""
+
+
+def lease_name(canary: str) -> str:
+    return f"canary/{canary}"
+
+
+@contextlib.contextmanager
+def single_daemon_lock(database_url: str):  # type: ignore[no-untyped-def]
+    """Hold an exclusive lock on ``<db>.daemon.lock`` for a SQLite file database.
+
+    The kernel drops the lock when the process dies (even on kill -9). A no-op for
+    PostgreSQL, where replicas coordinate through lease rows.
+    """
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        yield None
+        return
+    path = Path(str(url.database)).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.with_name(path.name + ".daemon.lock")
+    handle = open(lock_path, "a+")  # noqa: SIM115 - held for the daemon's lifetime
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise DaemonAlreadyRunning(
+                f"another canary daemon (pid {holder}) is running on the SQLite database "
+                f"{path}; SQLite supports one daemon — use PostgreSQL for several replicas"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield lock_path
+    finally:
+        handle.close()
+
+
+def _event_for(kind: str, status: str) -> EventName | None:
+    if kind == "start":
+        return "started"
+    if kind == "advance":
+        return "advanced"
+    if kind == "promote":
+        return "promoted"
+    if kind in ("rollback", "abort"):
+        return "inconclusive" if status == AnalysisStatus.INCONCLUSIVE.value else "rolled_back"
+    return None
+
+
+@dataclass
+class _Work:
+    """What the sync job found for one canary."""
+
+    canary: str
+    analysis: Analysis | None = None  # the active daemon analysis
+    pending: list[Action] = field(default_factory=list)
+    last_round_at: datetime | None = None
+
+
+class Daemon:
+    """Runs the rounds of every active analysis this replica holds a lease for."""
+
+    def __init__(
+        self,
+        config: Config,
+        sessions: Sessions,
+        *,
+        source: MetricSource | None = None,
+        router_factory: Callable[[CanaryConfig], Any] | None = None,
+        notifier: Notifier | None = None,
+        owner: str | None = None,
+        lease_ttl: float = 15.0,
+        sync_interval: float = 2.0,
+        shutdown_timeout: float = 10.0,
+    ) -> None:
+        self.config = config
+        self.sessions = sessions
+        self.owner = owner or f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:6]}"
+        self.lease_ttl = lease_ttl
+        self.sync_interval = sync_interval
+        self.shutdown_timeout = shutdown_timeout
+        self.notifier = notifier or Notifier(config.webhook)
+        self._source = source
+        self._router_factory = router_factory
+        self._routers: dict[str, Any] = {}
+        self._kube: Any | None = None
+        self._scheduler: AsyncIOScheduler | None = None
+        self._held: set[str] = set()
+        self._scheduled: dict[str, datetime] = {}
+        self._running: set[asyncio.Task[Any]] = set()
+        self._stopping = asyncio.Event()
+        self._revisions: dict[str, str] = {}
+        self._revision_checked: dict[str, float] = {}
+        self._sync_lock = asyncio.Lock()
+        #: (scheduled time, lateness seconds) of recent rounds, for the benchmark.
+        self.lateness: deque[float] = deque(maxlen=200_000)
+        self.rounds_run = 0
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def source(self) -> MetricSource:
+        if self._source is None:
+            from canary.rounds import PrometheusSource
+
+            self._source = PrometheusSource(self.config.prometheus)
+        return self._source
+
+    def router(self, canary: CanaryConfig) -> Any:
+        router = self._routers.get(canary.name)
+        if router is None:
+            if self._router_factory is not None:
+                router = self._router_factory(canary)
+            else:
+                from canary.traffic import make_router
+
+                if self.config.kubernetes.mode != "memory" and self._kube is None:
+                    from canary.traffic.kube import KubeClient
+
+                    self._kube = KubeClient.from_config(self.config.kubernetes)
+                router = make_router(self.config.kubernetes, canary, client=self._kube)
+            self._routers[canary.name] = router
+        return router
+
+    def _canary_config(self, analysis: Analysis) -> CanaryConfig:
+        recorded = recorded_canary(analysis)
+        if recorded is not None:
+            return recorded
+        return self.config.get_canary(analysis.canary)
+
+    def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return asyncio.to_thread(fn, *args)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        """Run until `stop()` is called; then shut down within `shutdown_timeout`."""
+        scheduler = AsyncIOScheduler(
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone="UTC",
+        )
+        scheduler.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
+        self._scheduler = scheduler
+        scheduler.start()
+        log.info("daemon %s started", self.owner)
+        await asyncio.create_task(self.sync())  # resume every analysis from the database
+        scheduler.add_job(
+            self.sync,
+            IntervalTrigger(seconds=self.sync_interval),
+            id="sync",
+            name="sync",
+        )
+        try:
+            await self._stopping.wait()
+        finally:
+            await self._shutdown()
+
+    def stop(self) -> None:
+        """Ask the daemon to stop (safe from a signal handler)."""
+        self._stopping.set()
+
+    async def _shutdown(self) -> None:
+        scheduler = self._scheduler
+        if scheduler is not None and scheduler.running:
+            scheduler.shutdown(wait=False)
+        running = [t for t in self._running if not t.done()]
+        if running:
+            log.info("waiting up to %.0fs for %d round(s)", self.shutdown_timeout, len(running))
+            _done, pending = await asyncio.wait(running, timeout=self.shutdown_timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("abandoned %d round(s) at shutdown", len(pending))
+                await asyncio.wait(pending, timeout=2)
+        with contextlib.suppress(Exception):
+            await self._db(leases.release_all, self.sessions, self.owner)
+        self._held.clear()
+        for router in self._routers.values():
+            with contextlib.suppress(Exception):
+                await router.aclose()
+        if self._kube is not None:
+            with contextlib.suppress(Exception):
+                await self._kube.aclose()
+        if self._source is not None and hasattr(self._source, "aclose"):
+            with contextlib.suppress(Exception):
+                await self._source.aclose()  # type: ignore[attr-defined]
+        await self.notifier.aclose()
+        log.info("daemon %s stopped", self.owner)
+
+    def _on_submitted(self, event: JobSubmissionEvent) -> None:
+        if event.scheduled_run_times:
+            self._scheduled[event.job_id] = event.scheduled_run_times[-1]
+
+    def _track(self) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    # ------------------------------------------------------------------ sync
+
+    def _find_work(self) -> dict[str, _Work]:
+        work: dict[str, _Work] = {}
+        with self.sessions.begin() as session:
+            active = session.scalars(
+                select(Analysis).where(
+                    Analysis.status.in_(control.ACTIVE), Analysis.source == "daemon"
+                )
+            ).all()
+            for analysis in active:
+                item = work.setdefault(analysis.canary, _Work(analysis.canary))
+                if item.analysis is None or analysis.started_at > item.analysis.started_at:
+                    item.analysis = analysis
+            pending = session.scalars(
+                select(Action).where(Action.state == ActionState.PENDING.value).order_by(Action.id)
+            ).all()
+            for action in pending:
+                owner = session.get(Analysis, action.analysis_id)
+                if owner is None:
+                    continue
+                work.setdefault(owner.canary, _Work(owner.canary)).pending.append(action)
+            ids = [w.analysis.id for w in work.values() if w.analysis is not None]
+            if ids:
+                last = session.execute(
+                    select(Round.analysis_id, func.max(Round.recorded_at))
+                    .where(Round.analysis_id.in_(ids))
+                    .group_by(Round.analysis_id)
+                ).all()
+                by_id = dict(last)
+                for item in work.values():
+                    if item.analysis is not None:
+                        item.last_round_at = by_id.get(item.analysis.id)
+            session.expunge_all()
+        return work
+
+    async def sync(self) -> None:
+        """Renew leases, schedule held analyses, reconcile pending actions, auto-start."""
+        if self._stopping.is_set():
+            return
+        self._track()
+        async with self._sync_lock:
+            try:
+                await self._sync()
+            except Exception:  # a sync failure (database down) must not kill the daemon
+                log.exception("sync failed")
+
+    def poke(self) -> None:
+        """Sync soon (an analysis was started or changed through the API)."""
+        if not self._stopping.is_set():
+            asyncio.get_running_loop().create_task(self.sync())
+
+    async def _sync(self) -> None:
+        work = await self._db(self._find_work)
+        for name in list(self._held):
+            if name not in work:
+                await self._db(leases.release, self.sessions, lease_name(name), self.owner)
+                self._held.discard(name)
+        for item in work.values():
+            if self._stopping.is_set():
+                return
+            held = await self._db(
+                leases.acquire, self.sessions, lease_name(item.canary), self.owner, self.lease_ttl
+            )
+            if not held:
+                if item.canary in self._held:
+                    log.warning("lost the lease on canary %s", item.canary)
+                self._held.discard(item.canary)
+                if item.analysis is not None:
+                    self._unschedule(item.analysis.id)
+                continue
+            if item.canary not in self._held:
+                log.info("holding canary %s", item.canary)
+                self._held.add(item.canary)
+            for action in item.pending:
+                await self._apply(action.id)
+            analysis = item.analysis
+            if analysis is None:
+                continue
+            if analysis.status == AnalysisStatus.RUNNING.value:
+                self._schedule(analysis, item.last_round_at)
+            else:
+                self._unschedule(analysis.id)
+        # Jobs of analyses that are no longer active (finished elsewhere).
+        active_ids = {w.analysis.id for w in work.values() if w.analysis is not None}
+        if self._scheduler is not None:
+            for job in self._scheduler.get_jobs():
+                if job.id != "sync" and job.id not in active_ids:
+                    job.remove()
+        await self._auto_start(work)
+
+    def _schedule(self, analysis: Analysis, last_round_at: datetime | None) -> None:
+        scheduler = self._scheduler
+        if scheduler is None or scheduler.get_job(analysis.id) is not None:
+            return
+        canary = self._canary_config(analysis)
+        now = utcnow()
+        first = now
+        if last_round_at is not None:
+            first = max(now, last_round_at + timedelta(seconds=canary.interval))
+        scheduler.add_job(
+            self._round_job,
+            IntervalTrigger(
+                seconds=canary.interval,
+                start_date=first,
+                jitter=canary.jitter or None,
+                timezone="UTC",
+            ),
+            args=[analysis.id],
+            id=analysis.id,
+            name=f"round {analysis.canary}",
+            next_run_time=first,
+        )
+        log.info("scheduled analysis %s every %.0fs", analysis.id, canary.interval)
+
+    def _unschedule(self, analysis_id: str) -> None:
+        if self._scheduler is not None and self._scheduler.get_job(analysis_id) is not None:
+            self._scheduler.remove_job(analysis_id)
+
+    # ------------------------------------------------------------------ actions
+
+    async def _apply(self, action_id: int) -> ActionResult | None:
+        """Carry out one pending action (reconcile) and notify when it took effect."""
+        view = await self._db(self._action_context, action_id)
+        if view is None:
+            return None
+        analysis, action = view
+        router = self.router(self._canary_config(analysis))
+        result = await apply_action(self.sessions, router, action_id)
+        await self._after_action(analysis, action.kind, action.to_weight, result)
+        return result
+
+    def _action_context(self, action_id: int) -> tuple[Analysis, Action] | None:
+        with self.sessions.begin() as session:
+            action = session.get(Action, action_id)
+            if action is None or action.state != ActionState.PENDING.value:
+                return None
+            analysis = session.get(Analysis, action.analysis_id)
+            assert analysis is not None
+            session.expunge_all()
+            return analysis, action
+
+    async def _after_action(
+        self, analysis: Analysis, kind: str, to_weight: int, result: ActionResult
+    ) -> None:
+        if result.state is ActionState.DONE:
+            telemetry.WEIGHT.labels(canary=analysis.canary).set(to_weight)
+            status = await self._db(self._status_of, analysis.id)
+            event = _event_for(kind, status)
+            if event:
+                self._notify(event, analysis, to_weight, reason=analysis.reason)
+        elif result.drift:
+            self._unschedule(analysis.id)
+            self._notify("halted", analysis, analysis.weight, reason=result.error)
+
+    def _status_of(self, analysis_id: str) -> str:
+        with self.sessions.begin() as session:
+            analysis = session.get(Analysis, analysis_id)
+            return analysis.status if analysis else ""
+
+    def _notify(
+        self,
+        event: EventName,
+        analysis: Analysis,
+        weight: int,
+        *,
+        reason: str | None = None,
+        round_index: int | None = None,
+        verdict: str | None = None,
+    ) -> None:
+        self.notifier.emit(
+            Event(
+                event=event,
+                canary=analysis.canary,
+                analysis_id=analysis.id,
+                weight=weight,
+                step=analysis.step,
+                round=round_index,
+                verdict=verdict or analysis.verdict,
+                reason=reason,
+            )
+        )
+
+    # ------------------------------------------------------------------ rounds
+
+    async def _round_job(self, analysis_id: str) -> None:
+        if self._stopping.is_set():
+            return
+        self._track()
+        begin = utcnow()
+        scheduled = self._scheduled.get(analysis_id)
+        if scheduled is not None:
+            lateness = max(0.0, (begin - scheduled).total_seconds())
+            self.lateness.append(lateness)
+            telemetry.LATENESS_SECONDS.observe(lateness)
+        try:
+            await self.run_round(analysis_id, begin)
+        except Exception:
+            log.exception("round of analysis %s failed", analysis_id)
+
+    def _round_context(self, analysis_id: str) -> tuple[Analysis, list[int]]:
+        with self.sessions.begin() as session:
+            analysis = session.get(Analysis, analysis_id)
+            if analysis is None:
+                raise UsageError(f"analysis {analysis_id} disappeared")
+            pending = session.scalars(
+                select(Action.id)
+                .where(
+                    Action.analysis_id == analysis_id,
+                    Action.state == ActionState.PENDING.value,
+                )
+                .order_by(Action.id)
+            ).all()
+            session.expunge(analysis)
+            return analysis, list(pending)
+
+    async def run_round(self, analysis_id: str, at: datetime | None = None) -> None:
+        """One scheduled round of one analysis, if this replica holds its canary."""
+        analysis, pending = await self._db(self._round_context, analysis_id)
+        if analysis.status != AnalysisStatus.RUNNING.value:
+            self._unschedule(analysis_id)
+            return
+        held = await self._db(
+            leases.acquire, self.sessions, lease_name(analysis.canary), self.owner, self.lease_ttl
+        )
+        if not held:
+            self._held.discard(analysis.canary)
+            self._unschedule(analysis_id)
+            return
+        for action_id in pending:  # traffic must be where the analysis thinks it is
+            result = await self._apply(action_id)
+            if result is not None and result.state is not ActionState.DONE:
+                log.warning("analysis %s: round skipped, action %s pending", analysis_id, action_id)
+                return
+        canary = self._canary_config(analysis)
+        started = time.perf_counter()
+        try:
+            outcome = await daemon_round(
+                self.sessions, analysis_id, canary, self.source, self.router(canary), at or utcnow()
+            )
+        except RoundConflict as exc:
+            log.info("%s", exc)
+            return
+        except UsageError as exc:  # paused / aborted meanwhile
+            log.info("analysis %s: %s", analysis_id, exc)
+            self._unschedule(analysis_id)
+            return
+        self.rounds_run += 1
+        log.info(
+            "analysis %s round %d: %s (%s)",
+            analysis_id,
+            outcome.round.index,
+            outcome.decision.value if outcome.decision else "warm-up",
+            outcome.reason,
+            extra={"owner": self.owner},
+        )
+        telemetry.ROUND_SECONDS.labels(canary=analysis.canary).observe(
+            time.perf_counter() - started
+        )
+        self._observe(analysis, outcome)
+
+    def _observe(self, analysis: Analysis, outcome: DaemonRoundResult) -> None:
+        judged = outcome.round
+        if outcome.decision is None:
+            label = "warmup"
+        elif judged.error is not None:
+            label = "error"
+        else:
+            label = outcome.decision.value
+        telemetry.ROUNDS.labels(canary=analysis.canary, outcome=label).inc()
+        if judged.judgement is not None:
+            telemetry.observe_judgement(analysis.canary, judged.judgement)
+        state = outcome.state
+        if state is not None:
+            analysis.step = state.step
+        if outcome.action is not None:
+            kind = {
+                Decision.ADVANCE: "advance",
+                Decision.PROMOTE: "promote",
+                Decision.ROLLBACK: "rollback",
+            }.get(outcome.decision, "")  # type: ignore[arg-type]
+            weight = state.weight if state else analysis.weight
+            if outcome.action.state is ActionState.DONE:
+                telemetry.WEIGHT.labels(canary=analysis.canary).set(weight)
+                status = state.status.value if state else ""
+                event = _event_for(kind, status)
+                if event:
+                    self._notify(
+                        event,
+                        analysis,
+                        weight,
+                        reason=outcome.reason,
+                        round_index=judged.index,
+                        verdict=judged.verdict.value,
+                    )
+            elif outcome.action.drift:
+                self._notify("halted", analysis, analysis.weight, reason=outcome.action.error)
+        elif state is not None and state.status is AnalysisStatus.HALTED:
+            self._notify("halted", analysis, state.weight, reason=outcome.reason)
+        if state is not None and state.status is not AnalysisStatus.RUNNING:
+            self._unschedule(analysis.id)
+
+    # ------------------------------------------------------------------ auto-start
+
+    async def _auto_start(self, work: dict[str, _Work]) -> None:
+        """Start an analysis when an opted-in canary's revision label changes."""
+        for canary in self.config.canary:
+            if not canary.auto_start or self._stopping.is_set():
+                continue
+            item = work.get(canary.name)
+            if item is not None and item.analysis is not None:
+                continue
+            last = self._revision_checked.get(canary.name, 0.0)
+            if time.monotonic() - last < canary.interval:
+                continue
+            self._revision_checked[canary.name] = time.monotonic()
+            held = await self._db(
+                leases.acquire, self.sessions, lease_name(canary.name), self.owner, self.lease_ttl
+            )
+            if not held:
+                continue
+            self._held.add(canary.name)
+            revision = await self._current_revision(canary)
+            if revision is None:
+                continue
+            known = self._revisions.get(canary.name)
+            if known is None:
+                known = await self._db(self._latest_revision, canary.name)
+            self._revisions[canary.name] = revision
+            if known is None or known == revision:
+                continue
+            try:
+                analysis_id = await self._db(
+                    control.start_analysis, self.sessions, self.config, canary.name, revision
+                )
+            except UsageError as exc:
+                log.info("auto-start of %s skipped: %s", canary.name, exc)
+                continue
+            log.info(
+                "canary %s: revision %s -> %s, started analysis %s",
+                canary.name,
+                known,
+                revision,
+                analysis_id,
+            )
+
+    def _latest_revision(self, canary: str) -> str | None:
+        with self.sessions.begin() as session:
+            return session.scalar(
+                select(Analysis.revision)
+                .where(Analysis.canary == canary, Analysis.revision.is_not(None))
+                .order_by(Analysis.started_at.desc())
+                .limit(1)
+            )
+
+    async def _current_revision(self, canary: CanaryConfig) -> str | None:
+        """The canary arm's revision label with the most requests, per Prometheus."""
+        from canary.metrics.errors import MetricsError
+        from canary.metrics.queries import QueryContext
+
+        client = getattr(self.source, "client", None)
+        if client is None:
+            return None
+        context = QueryContext(
+            namespace=canary.namespace,
+            arm=canary.arms["canary"],
+            reporter=canary.reporter,
+            pod_label=canary.pod_label,
+        )
+        selector = context.variables()["selector"]
+        label = canary.revision_label
+        query = f"sum by ({label}) (istio_requests_total{{{selector}}})"
+        try:
+            result = await client.query(query, utcnow())
+        except MetricsError as exc:
+            log.warning("canary %s: cannot read its revision: %s", canary.name, exc)
+            return None
+        best: tuple[float, str] | None = None
+        for sample in result.samples:
+            value = sample.labels.get(label)
+            if value and (best is None or sample.value > best[0]):
+                best = (sample.value, value)
+        return best[1] if best else None
