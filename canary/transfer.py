@@ -1,0 +1,351 @@
+"""Move analyses between databases as versioned JSON (`canary export` / `canary import`).
+
+The document::
+
+    {"format": "canary-analyses", "version": 1, "exportedAt": "...", "canaryVersion": "0.1.0",
+     "analyses": [{<analysis columns>, "rounds": [{<round columns>,
+                   "observations": [...], "results": [...]}], "actions": [...]}]}
+
+Everything replay and `canary show` read is carried: the recorded configuration, the
+engine and judge state, every round's raw observations, results and actions. Row ids
+(rounds, observations, actions) are not carried; the analysis id is, and it is what
+makes an import idempotent: an analysis already present with at least as many rounds
+is skipped, one present with fewer rounds is replaced by the newer export.
+
+The whole document is validated before anything is written, and written in one
+transaction: a bad or incompatible file writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, selectinload
+
+from canary.errors import NotFoundError, UsageError
+from canary.store.tables import Action, Analysis, MetricResultRow, Observation, Round
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "ImportReport",
+    "export_analyses",
+    "import_analyses",
+    "parse_document",
+]
+
+FORMAT = "canary-analyses"
+#: Bumped on an incompatible change of the document; import refuses other versions.
+VERSION = 1
+
+_ANALYSIS_FIELDS = (
+    "id",
+    "canary",
+    "key",
+    "source",
+    "revision",
+    "status",
+    "verdict",
+    "verdict_round",
+    "reason",
+    "judge",
+    "settings",
+    "engine_state",
+    "judge_state",
+    "snapshot",
+    "weight",
+    "step",
+    "rounds_done",
+    "started_at",
+    "updated_at",
+    "finished_at",
+    "next_round_at",
+)
+_ROUND_FIELDS = (
+    "index",
+    "window_start",
+    "window_end",
+    "recorded_at",
+    "weight",
+    "step",
+    "error",
+    "verdict",
+    "decision",
+    "reasons",
+    "score",
+)
+_OBSERVATION_FIELDS = ("metric", "arm", "kind", "delta", "snapshot")
+_RESULT_FIELDS = ("metric", "verdict", "verdict_round", "reasons", "statistics", "evidence")
+_ACTION_FIELDS = (
+    "round_index",
+    "kind",
+    "from_weight",
+    "to_weight",
+    "state",
+    "error",
+    "created_at",
+    "done_at",
+)
+_TIMES = frozenset(
+    {
+        "started_at",
+        "updated_at",
+        "finished_at",
+        "next_round_at",
+        "window_start",
+        "window_end",
+        "recorded_at",
+        "created_at",
+        "done_at",
+    }
+)
+_REQUIRED_TIMES = frozenset({"started_at", "updated_at", "window_end", "recorded_at", "created_at"})
+
+
+def _canary_version() -> str:
+    try:
+        return version("canary")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _dump(row: Any, fields: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for name in fields:
+        value = getattr(row, name)
+        out[name] = value.isoformat() if isinstance(value, datetime) else value
+    return out
+
+
+def export_analyses(session: Session, analysis_ids: Sequence[str]) -> dict[str, Any]:
+    """The export document of these analyses (in this order); NotFoundError names unknown ids."""
+    wanted = list(dict.fromkeys(analysis_ids))
+    query = (
+        select(Analysis)
+        .where(Analysis.id.in_(wanted))
+        .options(
+            selectinload(Analysis.rounds).selectinload(Round.observations),
+            selectinload(Analysis.rounds).selectinload(Round.results),
+            selectinload(Analysis.actions),
+        )
+    )
+    found = {a.id: a for a in session.scalars(query)}
+    missing = [i for i in wanted if i not in found]
+    if missing:
+        raise NotFoundError(f"no analysis with id {', '.join(repr(i) for i in missing)}")
+    analyses = []
+    for analysis_id in wanted:
+        analysis = found[analysis_id]
+        data = _dump(analysis, _ANALYSIS_FIELDS)
+        data["rounds"] = [
+            {
+                **_dump(r, _ROUND_FIELDS),
+                "observations": [_dump(o, _OBSERVATION_FIELDS) for o in r.observations],
+                "results": [_dump(m, _RESULT_FIELDS) for m in r.results],
+            }
+            for r in analysis.rounds
+        ]
+        data["actions"] = [_dump(a, _ACTION_FIELDS) for a in analysis.actions]
+        analyses.append(data)
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "exportedAt": datetime.now(UTC).isoformat(),
+        "canaryVersion": _canary_version(),
+        "analyses": analyses,
+    }
+
+
+# --------------------------------------------------------------------------- import
+
+
+class _Invalid(Exception):
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(f"{where}: {message}")
+
+
+def _time(value: Any, where: str, required: bool) -> datetime | None:
+    if value is None:
+        if required:
+            raise _Invalid(where, "required time is missing")
+        return None
+    if not isinstance(value, str):
+        raise _Invalid(where, f"expected an ISO 8601 time, got {value!r}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise _Invalid(where, f"expected an ISO 8601 time, got {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _columns(item: Any, fields: Sequence[str], where: str) -> dict[str, Any]:
+    if not isinstance(item, Mapping):
+        raise _Invalid(where, "expected an object")
+    out = {}
+    for name in fields:
+        value = item.get(name)
+        if name in _TIMES:
+            value = _time(value, f"{where}.{name}", name in _REQUIRED_TIMES)
+        out[name] = value
+    return out
+
+
+def _require(values: Mapping[str, Any], names: Sequence[str], kinds: type | tuple, where: str):  # type: ignore[no-untyped-def]
+    for name in names:
+        if not isinstance(values.get(name), kinds) or isinstance(values.get(name), bool):
+            raise _Invalid(f"{where}.{name}", f"expected {_kind_name(kinds)}")
+
+
+def _kind_name(kinds: type | tuple) -> str:
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    return " or ".join({str: "a string", int: "an integer", dict: "an object"}[k] for k in kinds)
+
+
+def _parse_analysis(item: Any, where: str) -> Analysis:
+    values = _columns(item, _ANALYSIS_FIELDS, where)
+    _require(values, ("id", "canary", "source", "status", "verdict", "judge"), str, where)
+    _require(values, ("weight", "step", "rounds_done"), int, where)
+    _require(values, ("settings",), dict, where)
+    for name in ("engine_state", "judge_state", "snapshot"):
+        values[name] = values[name] if isinstance(values[name], dict) else {}
+    analysis = Analysis(**values)
+    rounds = item.get("rounds", [])
+    if not isinstance(rounds, list):
+        raise _Invalid(f"{where}.rounds", "expected a list")
+    seen: set[int] = set()
+    for position, raw in enumerate(rounds):
+        here = f"{where}.rounds[{position}]"
+        round_values = _columns(raw, _ROUND_FIELDS, here)
+        _require(round_values, ("index", "weight", "step"), int, here)
+        _require(round_values, ("verdict",), str, here)
+        if round_values["index"] in seen:
+            raise _Invalid(f"{here}.index", f"round {round_values['index']} appears twice")
+        seen.add(round_values["index"])
+        round_values["reasons"] = round_values["reasons"] or []
+        row = Round(**round_values)
+        for kind, fields, table in (
+            ("observations", _OBSERVATION_FIELDS, Observation),
+            ("results", _RESULT_FIELDS, MetricResultRow),
+        ):
+            children = raw.get(kind, [])
+            if not isinstance(children, list):
+                raise _Invalid(f"{here}.{kind}", "expected a list")
+            for number, child in enumerate(children):
+                child_where = f"{here}.{kind}[{number}]"
+                child_values = _columns(child, fields, child_where)
+                _require(child_values, ("metric",), str, child_where)
+                if table is Observation:
+                    _require(child_values, ("arm", "kind"), str, child_where)
+                    row.observations.append(Observation(**child_values))
+                else:
+                    _require(child_values, ("verdict",), str, child_where)
+                    for name, empty in (("reasons", []), ("statistics", {}), ("evidence", {})):
+                        child_values[name] = child_values[name] or empty
+                    row.results.append(MetricResultRow(**child_values))
+        analysis.rounds.append(row)
+    actions = item.get("actions", [])
+    if not isinstance(actions, list):
+        raise _Invalid(f"{where}.actions", "expected a list")
+    for number, raw in enumerate(actions):
+        here = f"{where}.actions[{number}]"
+        action_values = _columns(raw, _ACTION_FIELDS, here)
+        _require(action_values, ("kind", "state"), str, here)
+        _require(action_values, ("to_weight",), int, here)
+        analysis.actions.append(Action(**action_values))
+    return analysis
+
+
+def parse_document(text: str, source: str = "input") -> list[Analysis]:
+    """Validate an export document; UsageError naming the problem (nothing is written)."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{source}: not JSON: {exc}") from None
+    if not isinstance(document, Mapping) or document.get("format") != FORMAT:
+        raise UsageError(f'{source}: not a canary export (expected "format": "{FORMAT}")')
+    got = document.get("version")
+    if got != VERSION:
+        made_by = document.get("canaryVersion", "an unknown version of canary")
+        raise UsageError(
+            f"{source}: export format version {got!r} (written by canary {made_by}) is not "
+            f"supported; this canary reads version {VERSION}"
+        )
+    items = document.get("analyses")
+    if not isinstance(items, list):
+        raise UsageError(f"{source}: analyses: expected a list")
+    analyses = []
+    ids: set[str] = set()
+    for position, item in enumerate(items):
+        try:
+            analysis = _parse_analysis(item, f"analyses[{position}]")
+        except _Invalid as exc:
+            raise UsageError(f"{source}: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"{source}: analyses[{position}]: {exc}") from None
+        if analysis.id in ids:
+            raise UsageError(f"{source}: analyses[{position}]: id {analysis.id!r} appears twice")
+        ids.add(analysis.id)
+        analyses.append(analysis)
+    return analyses
+
+
+@dataclass
+class ImportReport:
+    imported: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def import_analyses(session: Session, analyses: Sequence[Analysis]) -> ImportReport:
+    """Add parsed analyses in the caller's transaction; idempotent by analysis id.
+
+    UsageError (the caller rolls back: nothing written) when an analysis' `key` is
+    taken by a different analysis in this database.
+    """
+    report = ImportReport()
+    ids = [a.id for a in analyses]
+    existing = {
+        row.id: row
+        for row in session.execute(
+            select(Analysis.id, Analysis.rounds_done).where(Analysis.id.in_(ids))
+        )
+    }
+    keys = [a.key for a in analyses if a.key]
+    taken = {
+        row.key: row.id
+        for row in session.execute(select(Analysis.key, Analysis.id).where(Analysis.key.in_(keys)))
+    }
+    for analysis in analyses:
+        owner = taken.get(analysis.key) if analysis.key else None
+        if owner is not None and owner != analysis.id:
+            raise UsageError(
+                f"analysis {analysis.id} has key {analysis.key!r}, which analysis {owner} "
+                "already uses in this database; nothing imported"
+            )
+        present = existing.get(analysis.id)
+        if present is not None and present.rounds_done >= analysis.rounds_done:
+            report.skipped.append(analysis.id)
+            continue
+        if present is not None:
+            session.execute(delete(Analysis).where(Analysis.id == analysis.id))
+            session.flush()
+            report.replaced.append(analysis.id)
+        else:
+            report.imported.append(analysis.id)
+        session.add(analysis)
+    session.flush()
+    return report
+
+
+def check_ids(session: Session, analysis_ids: Sequence[str]) -> None:
+    """NotFoundError naming every id that is not stored."""
+    found = set(session.scalars(select(Analysis.id).where(Analysis.id.in_(list(analysis_ids)))))
+    missing = [i for i in analysis_ids if i not in found]
+    if missing:
+        raise NotFoundError(f"no analysis with id {', '.join(repr(i) for i in missing)}")
