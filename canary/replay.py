@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import tomllib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,7 +35,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from canary import engine
-from canary.config import AnalysisSettings, Config, MetricConfig
+from canary.config import AnalysisSettings, Config
 from canary.errors import UsageError
 from canary.judge import JUDGES, make_judge
 from canary.model import AnalysisStatus, Decision, Judgement, RoundData, Verdict
@@ -227,54 +226,29 @@ def config_settings(config: Config, canary: str) -> dict[str, Any]:
     return config.defaults.model_dump(mode="json")
 
 
-def _parse_value(text: str) -> Any:
-    """A TOML value (`0.005`, `true`, `[1, 2]`, `{weight = 10, duration = "1m"}`) or a string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-_METRIC_KEYS = frozenset(MetricConfig.model_fields) - {"name"}
-
-
 def apply_overrides(settings: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``key=value`` overrides to a settings dict; UsageError names a bad one.
+    """Apply `--set` overrides to a settings dict; UsageError names a bad one.
 
-    Keys: any analysis setting (``max_rounds=30``, ``promotion=no-failure``,
-    ``max_duration=30m``, ``judge=threshold``); ``metrics.NAME.KEY=V`` for one metric;
-    a bare metric key (``alpha_fail=0.005``) sets it on every metric. Values are TOML
-    values, or plain strings when they do not parse as TOML.
+    The grammar is `canary judge`'s (`canary.commands.judge.parse_overrides`): an
+    analysis setting (``max_rounds=30``, ``promotion=no-failure``), a metric setting
+    for every metric (``alpha_fail=0.005``) or for one (``errors.margin=2``); values
+    are JSON or plain strings. Precedence: ``KEY`` < ``METRIC.KEY``.
     """
-    data = {k: v for k, v in settings.items()}
-    data["metrics"] = [dict(m) for m in data.get("metrics", [])]
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UsageError(f"--set {item!r}: expected key=value")
-        value = _parse_value(text.strip())
-        parts = key.split(".")
-        if parts[0] == "metrics" and len(parts) == 3:
-            _, name, metric_key = parts
-            if metric_key not in _METRIC_KEYS:
-                raise UsageError(f"--set {item!r}: unknown metric key {metric_key!r}")
-            matching = [m for m in data["metrics"] if m.get("name") == name]
-            if not matching:
-                known = ", ".join(m.get("name", "?") for m in data["metrics"])
-                raise UsageError(f"--set {item!r}: no metric named {name!r} (known: {known})")
-            matching[0][metric_key] = value
-        elif len(parts) == 1 and key in AnalysisSettings.model_fields:
-            data[key] = value
-        elif len(parts) == 1 and key in _METRIC_KEYS:
-            for metric in data["metrics"]:
-                metric[key] = value
-        else:
-            known = ", ".join(sorted(AnalysisSettings.model_fields))
-            raise UsageError(
-                f"--set {item!r}: unknown key {key!r} (analysis settings: {known}; "
-                "metric settings as metrics.NAME.KEY or KEY for every metric)"
-            )
+    from canary.commands.judge import parse_overrides
+
+    top, every, per_metric = parse_overrides(overrides)
+    data = dict(settings)
+    metrics = [dict(m) for m in data.get("metrics", [])]
+    names = [m.get("name") for m in metrics]
+    for name in per_metric:
+        if name not in names:
+            known = ", ".join(str(n) for n in names)
+            raise UsageError(f"--set {name}.*: no metric named {name!r} (known: {known})")
+    for metric in metrics:
+        metric.update(every)
+        metric.update(per_metric.get(metric.get("name"), {}))
+    data.update(top)
+    data["metrics"] = metrics
     return data
 
 

@@ -21,8 +21,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from canary.commands._common import console, load, open_engine, print_json
+from canary.commands.judge import parse_overrides
 from canary.config import Config, load_config, parse_duration
 from canary.errors import UsageError
+from canary.judge import JUDGES
 from canary.replay import (
     BacktestSummary,
     ReplayResult,
@@ -72,8 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a setting, e.g. max_rounds=30, metrics.errors.alpha_fail=0.005, "
-        "alpha_fail=0.005 (every metric)",
+        help="override a setting as `canary judge --set` does: max_rounds=30, "
+        "alpha_fail=0.005 (every metric), errors.margin=2 (one metric)",
     )
     parser.add_argument("--canary", help="--all: only analyses of this canary")
     parser.add_argument(
@@ -113,6 +115,9 @@ def replay_command(args: argparse.Namespace) -> int:
                 raise UsageError(f"--{option} needs --all")
         if len(args.replay_configs) > 1:
             raise UsageError("one --config for a single analysis (several need --all)")
+    parse_overrides(args.overrides)  # a bad --set fails before anything is read
+    if args.judge is not None and args.judge not in JUDGES:
+        raise UsageError(f"--judge {args.judge!r}: unknown judge (known: {', '.join(JUDGES)})")
     since = _since(args.since)
     labels = read_labels(args.labels) if args.labels else {}
     configs = _configs(args.replay_configs)
