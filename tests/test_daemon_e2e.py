@@ -1,0 +1,220 @@
+"""The daemon end to end: a real Prometheus scraping a live Istio-like exporter, the
+local Kubernetes API server, SQLite and PostgreSQL, 1 s rounds and short steps.
+
+(a) a healthy canary walks 10 -> 20 -> 50 -> 100 and is promoted only on PASS evidence;
+(b) a canary whose error rate rises midway is rolled back within a few rounds;
+(c) Prometheus stopped midway: error rounds, no promotion, halt with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from daemon_stack import (
+    WebhookReceiver,
+    add_virtual_service,
+    canary_entry,
+    canary_weight,
+    config_dict,
+    kubeconfig,
+    make_config,
+    vs_weight_writes,
+)
+from kubeapi import KubeApiServer
+from prometheus_harness import (  # noqa: F401  (fixtures)
+    LiveStack,
+    live_prometheus,
+    live_stack,
+    prometheus_bin,
+    wait_for_series,
+)
+
+from canary import control
+from canary.daemon import Daemon
+from canary.model import AnalysisStatus
+from canary.store.analyses import load_analysis_full
+from canary.store.database import connect
+from canary.store.database import sessions as make_sessions
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def traffic(live_stack: LiveStack) -> Iterator[LiveStack]:  # noqa: F811
+    """Both arms at 200 req/s with 10% errors (events every round: evidence can grow)."""
+    for arm in ("canary", "baseline"):
+        live_stack.exporter.configure(arm, rate=200.0, error_ratio=0.1, latency_ms=20.0)
+    yield live_stack
+    live_stack.reset_traffic()
+
+
+@pytest.fixture
+def hook() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
+def sessions(migrated_url: str):  # type: ignore[no-untyped-def]
+    engine = connect(migrated_url)
+    yield make_sessions(engine)
+    engine.dispose()
+
+
+class Running:
+    """A daemon running in this event loop."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.task = asyncio.create_task(daemon.run())
+
+    async def stop(self) -> None:
+        self.daemon.stop()
+        await asyncio.wait_for(self.task, timeout=20)
+
+
+@pytest.fixture
+async def start_daemon() -> AsyncIterator[Any]:
+    running: list[Running] = []
+
+    def start(config, sessions) -> Running:  # type: ignore[no-untyped-def]
+        r = Running(Daemon(config, sessions, sync_interval=0.5, lease_ttl=10))
+        running.append(r)
+        return r
+
+    yield start
+    for r in running:
+        if not r.task.done():
+            await r.stop()
+
+
+def _setup(
+    kube_api: KubeApiServer, tmp_path: Path, prometheus_url: str, hook_url: str, **canary: Any
+):  # type: ignore[no-untyped-def]
+    add_virtual_service(kube_api, "app")
+    raw = config_dict(
+        prometheus_url,
+        kubeconfig(kube_api, tmp_path),
+        [canary_entry("app", **canary)],
+        webhook=[{"url": hook_url, "retries": 1, "timeout": 2}],
+    )
+    return make_config(raw)
+
+
+async def _wait_status(sessions, analysis_id: str, timeout: float, until) -> Any:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with sessions.begin() as session:
+            analysis = load_analysis_full(session, analysis_id)
+            session.expunge_all()
+        if until(analysis):
+            return analysis
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"analysis {analysis_id} stuck: {analysis.status} {analysis.reason}")
+
+
+def _final(analysis) -> bool:  # type: ignore[no-untyped-def]
+    return AnalysisStatus(analysis.status) is not AnalysisStatus.RUNNING and not any(
+        a.state == "pending" for a in analysis.actions
+    )
+
+
+async def test_healthy_canary_walks_the_steps_and_is_promoted_on_pass_evidence(
+    traffic: LiveStack, kube_api: KubeApiServer, tmp_path: Path, sessions, hook, start_daemon
+) -> None:
+    config = _setup(kube_api, tmp_path, traffic.prometheus.url, hook.url)
+    analysis_id = control.start_analysis(sessions, config, "app", revision="v2")
+    start_daemon(config, sessions)
+
+    analysis = await _wait_status(sessions, analysis_id, 60, _final)
+
+    assert analysis.status == "promoted", analysis.reason
+    assert analysis.verdict == "pass"
+    assert vs_weight_writes(kube_api, "app") == [10, 20, 50, 100]
+    assert canary_weight(kube_api, "app") == 100
+    promote = [r for r in analysis.rounds if r.decision == "promote"]
+    assert len(promote) == 1
+    # Promotion happened on a round whose overall verdict and every metric were PASS,
+    # and only after the last step (50%) had been reached.
+    assert promote[0].verdict == "pass"
+    assert {m.verdict for m in promote[0].results} == {"pass"}
+    assert promote[0].weight == 100
+    earlier = [r for r in analysis.rounds if r.index < promote[0].index]
+    assert any(r.weight == 50 for r in earlier)
+    assert analysis.rounds[0].index == 0 and analysis.rounds[0].verdict == "running"  # warm-up
+    assert all(a.state == "done" for a in analysis.actions)
+    await asyncio.sleep(0.5)
+    assert hook.events()[:1] == ["started"]
+    assert hook.events().count("advanced") == 2
+    assert hook.events()[-1] == "promoted"
+
+
+async def test_error_rate_rising_midway_rolls_back_to_zero(
+    traffic: LiveStack, kube_api: KubeApiServer, tmp_path: Path, sessions, hook, start_daemon
+) -> None:
+    config = _setup(
+        kube_api, tmp_path, traffic.prometheus.url, hook.url, steps=((10, 2), (20, 30), (50, 30))
+    )
+    analysis_id = control.start_analysis(sessions, config, "app")
+    start_daemon(config, sessions)
+    reached = await _wait_status(sessions, analysis_id, 30, lambda a: a.weight == 20)
+    rounds_before = len(reached.rounds)
+    traffic.exporter.configure("canary", error_ratio=0.5)
+
+    analysis = await _wait_status(sessions, analysis_id, 30, _final)
+
+    assert analysis.status == "rolled_back"
+    assert analysis.verdict == "fail"
+    assert "errors" in (analysis.reason or "")
+    assert len(analysis.rounds) - rounds_before <= 6  # within a few rounds
+    assert canary_weight(kube_api, "app") == 0
+    assert vs_weight_writes(kube_api, "app") == [10, 20, 0]
+    await asyncio.sleep(0.5)
+    assert hook.events()[-1] == "rolled_back"
+    assert hook.bodies[-1]["weight"] == 0 and hook.bodies[-1]["analysisId"] == analysis_id
+
+
+async def test_prometheus_stopped_midway_halts_after_the_limit_without_promotion(
+    traffic: LiveStack,
+    kube_api: KubeApiServer,
+    tmp_path: Path,
+    sessions,
+    hook,
+    start_daemon,
+) -> None:
+    prometheus = live_prometheus([traffic.exporter], tmp_path / "prom")
+    try:
+        wait_for_series(prometheus, "istio_requests_total")
+        config = _setup(
+            kube_api,
+            tmp_path,
+            prometheus.url,
+            hook.url,
+            steps=((10, 2), (20, 3), (50, 3)),
+            max_failed_rounds=3,
+        )
+        analysis_id = control.start_analysis(sessions, config, "app")
+        start_daemon(config, sessions)
+        await _wait_status(sessions, analysis_id, 30, lambda a: a.weight == 20)
+    finally:
+        prometheus.stop()
+
+    analysis = await _wait_status(sessions, analysis_id, 30, _final)
+
+    assert analysis.status == "halted"
+    assert "3 consecutive rounds without data from Prometheus" in analysis.reason
+    errors = [r for r in analysis.rounds if r.error]
+    assert len(errors) == 3 and all(r.decision in ("continue", "hold") for r in errors)
+    assert errors[-1].index == analysis.rounds[-1].index
+    assert not any(r.decision == "promote" for r in analysis.rounds)
+    assert canary_weight(kube_api, "app") in (20, 50)  # halted where it stood
+    assert analysis.weight == canary_weight(kube_api, "app")
+    await asyncio.sleep(0.5)
+    assert hook.events()[-1] == "halted"
+    assert "Prometheus" in hook.bodies[-1]["reason"]
