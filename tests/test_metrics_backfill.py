@@ -1,0 +1,326 @@
+"""Counter deltas and threshold queries against a real Prometheus over backfilled data.
+
+The scenarios (tests/metrics_scenarios.py) generate Istio counters as OpenMetrics,
+promtool loads them, and one Prometheus serves them for the whole session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from metrics_scenarios import (
+    BOUNDARIES,
+    HOSTILE_BASELINE,
+    HOSTILE_CANARY,
+    ROUND_SECONDS,
+    SCENARIOS,
+    Expected,
+    Scenario,
+    histogram_quantile,
+)
+from prometheus_harness import (
+    ENVOY_BUCKETS,
+    OpenMetricsWriter,
+    PrometheusServer,
+    backfill,
+    prometheus_bin,  # noqa: F401 (fixture)
+)
+
+from canary.config import CanaryConfig, PrometheusConfig, parse_config
+from canary.metrics.collect import collect_round, raw_snapshots
+from canary.metrics.prometheus import PrometheusClient
+from canary.metrics.queries import promql_string, regex_literal
+from canary.model import Arm, Counts, Histogram
+
+
+@pytest.fixture(scope="session")
+def backfilled(
+    prometheus_bin: str,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[PrometheusServer, dict[str, tuple[Scenario, Expected]]]]:
+    writer = OpenMetricsWriter()
+    scenarios = {}
+    for name, build in SCENARIOS.items():
+        scenario = build()
+        scenarios[name] = (scenario, scenario.generate(writer))
+    data_dir = tmp_path_factory.mktemp("backfilled") / "data"
+    backfill(writer.text(), data_dir, expected_samples=writer.samples)
+    server = PrometheusServer(data_dir).start()
+    try:
+        yield server, scenarios
+    finally:
+        server.stop()
+
+
+def canary_config(namespace: str, canary: str, baseline: str, **extra: Any) -> CanaryConfig:
+    raw = {
+        "name": "shop",
+        "namespace": namespace,
+        "interval": ROUND_SECONDS,
+        "traffic": {"virtual_service": "vs", "canary": {"host": "a"}, "stable": {"host": "b"}},
+        "arms": {
+            "canary": {"match": {"destination_workload": canary}},
+            "baseline": {"match": {"destination_workload": baseline}},
+        },
+        **extra,
+    }
+    return parse_config({"canary": [raw]}).canary[0]
+
+
+def at(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+async def collect_all(url: str, canary: CanaryConfig) -> list:
+    rounds = []
+    async with PrometheusClient(PrometheusConfig(url=url)) as client:
+        snapshot = None
+        for boundary in BOUNDARIES:
+            data, snapshot = await collect_round(client, canary, at(boundary), snapshot)
+            assert data.error is None, data.error
+            rounds.append((data, snapshot))
+    return rounds
+
+
+def expected_histogram(expected: Expected, index: int, arm: str) -> Histogram:
+    return Histogram(bounds=ENVOY_BUCKETS, buckets=tuple(expected.buckets[index][arm]))
+
+
+@pytest.mark.parametrize(
+    ("scenario", "canary", "baseline"),
+    [
+        ("worse", "app-canary", "app-primary"),
+        ("resets", "app-canary", "app-primary"),
+        ("restart", "app-canary", "app-primary"),
+        ("gaps", "app-canary", "app-primary"),
+        ("hostile", HOSTILE_CANARY, HOSTILE_BASELINE),
+    ],
+)
+def test_deltas_equal_the_generated_counts_exactly(backfilled, scenario, canary, baseline) -> None:
+    server, scenarios = backfilled
+    _, expected = scenarios[scenario]
+    config = canary_config(scenario, canary, baseline)
+    rounds = asyncio.run(collect_all(server.url, config))
+
+    warmup, _ = rounds[0]
+    assert all(v is None for v in (*warmup.canary.values(), *warmup.baseline.values()))
+    for index, (data, _) in enumerate(rounds[1:]):
+        assert data.start == at(BOUNDARIES[index]) and data.end == at(BOUNDARIES[index + 1])
+        for arm in ("canary", "baseline"):
+            total, failed = expected.counts(index, arm)
+            observed = data.arm(Arm(arm))
+            assert observed["errors"] == Counts(total, failed), (scenario, index + 1, arm)
+            assert observed["latency"] == expected_histogram(expected, index, arm), (
+                scenario,
+                index + 1,
+                arm,
+            )
+    # every round carried traffic: the generated scenario is not trivially empty
+    assert all(d.canary["errors"].total > 0 for d, _ in rounds[1:])
+
+
+def test_worse_canary_shows_more_failures_and_slower_latency(backfilled) -> None:
+    server, _ = backfilled
+    rounds = asyncio.run(
+        collect_all(server.url, canary_config("worse", "app-canary", "app-primary"))
+    )
+    canary = sum(d.canary["errors"].failed for d, _ in rounds[1:])
+    baseline = sum(d.baseline["errors"].failed for d, _ in rounds[1:])
+    assert canary > 3 * baseline
+    slow = sum(d.canary["latency"].exceeding(100.0).failed for d, _ in rounds[1:])
+    slow_base = sum(d.baseline["latency"].exceeding(100.0).failed for d, _ in rounds[1:])
+    assert slow > 0 and slow_base == 0
+
+
+def test_404s_count_as_requests_but_not_as_failures(backfilled) -> None:
+    server, scenarios = backfilled
+    _, expected = scenarios["worse"]
+    rounds = asyncio.run(
+        collect_all(server.url, canary_config("worse", "app-canary", "app-primary"))
+    )
+    with_404 = [i for i in range(len(expected.codes)) if expected.codes[i]["baseline"].get("404")]
+    assert with_404, "the scenario has a burst of 404s"
+    for i in with_404:
+        data, _ = rounds[i + 1]
+        codes = expected.codes[i]["baseline"]
+        assert data.baseline["errors"].failed == codes.get("503", 0)
+        assert data.baseline["errors"].total == sum(codes.values())
+
+
+def test_snapshot_is_json_and_names_each_series(backfilled) -> None:
+    import json
+
+    server, _ = backfilled
+    rounds = asyncio.run(
+        collect_all(server.url, canary_config("restart", "app-canary", "app-primary"))
+    )
+    _, snapshot = rounds[-1]
+    text = json.dumps(snapshot, allow_nan=False)
+    assert json.loads(text) == snapshot
+    raw = raw_snapshots(snapshot)
+    series = raw["errors"]["canary"]["series"]
+    pods = {json.loads(key)[0] for key in series}
+    # the replaced pod is carried with its last value next to its successor
+    assert {"c-a", "c-a2", "c-b"} <= pods
+    assert raw["latency"]["baseline"]["query"] == "istio-latency"
+
+
+def test_a_failed_round_keeps_the_previous_snapshot_and_loses_nothing(backfilled) -> None:
+    server, scenarios = backfilled
+    _, expected = scenarios["worse"]
+    config = canary_config("worse", "app-canary", "app-primary")
+
+    async def run() -> tuple:
+        async with PrometheusClient(PrometheusConfig(url=server.url)) as good:
+            _, snapshot = await collect_round(good, config, at(BOUNDARIES[0]), None)
+            bad_config = PrometheusConfig(url="http://127.0.0.1:9", retries=0, timeout=2)
+            async with PrometheusClient(bad_config) as bad:
+                failed, kept = await collect_round(bad, config, at(BOUNDARIES[1]), snapshot)
+            data, _ = await collect_round(good, config, at(BOUNDARIES[2]), kept)
+            return failed, kept, snapshot, data
+
+    failed, kept, snapshot, data = asyncio.run(run())
+    assert failed.error and "unreachable" in failed.error
+    assert kept == snapshot
+    # the next round covers both intervals exactly
+    t0, f0 = expected.counts(0, "canary")
+    t1, f1 = expected.counts(1, "canary")
+    assert data.canary["errors"] == Counts(t0 + t1, f0 + f1)
+    assert data.start == at(BOUNDARIES[0])
+
+
+# --------------------------------------------------------------------------- threshold queries
+
+
+def value_config(query: str) -> CanaryConfig:
+    return canary_config(
+        "worse",
+        "app-canary",
+        "app-primary",
+        judge="threshold",
+        metrics=[{"name": "m", "kind": "value", "query": query}],
+    )
+
+
+def collect_values(url: str, query: str, boundary: float) -> tuple[float, float]:
+    async def run() -> tuple[float, float]:
+        async with PrometheusClient(PrometheusConfig(url=url)) as client:
+            config = value_config(query)
+            _, snapshot = await collect_round(client, config, at(boundary - 120), None)
+            data, _ = await collect_round(client, config, at(boundary), snapshot)
+            assert data.error is None, data.error
+            return data.canary["m"], data.baseline["m"]
+
+    return asyncio.run(run())
+
+
+BOUNDARY = BOUNDARIES[5]  # its 2-minute window is after the 404 burst, rates steady
+
+
+def test_success_rate_is_the_generated_ratio(backfilled) -> None:
+    server, scenarios = backfilled
+    scenario, _ = scenarios["worse"]
+    canary, baseline = collect_values(server.url, "success-rate", BOUNDARY)
+    for arm, value in (("canary", canary), ("baseline", baseline)):
+        codes, _ = scenario.window_totals(BOUNDARY, ROUND_SECONDS, arm)
+        expected = 1 - codes.get("503", 0) / sum(codes.values())
+        assert value == pytest.approx(expected, rel=1e-9)
+    assert canary == pytest.approx(0.94, abs=0.002)
+    assert baseline == pytest.approx(0.99, abs=0.002)
+
+
+def test_average_latency_is_the_generated_mean(backfilled) -> None:
+    server, _ = backfilled
+    canary, baseline = collect_values(server.url, "latency-avg", BOUNDARY)
+    # LATENCY_SPREAD averages to 1.18 x the configured latency, for every request cycle of 10
+    assert canary == pytest.approx(80.0 * 1.18, rel=1e-9)
+    assert baseline == pytest.approx(25.0 * 1.18, rel=1e-9)
+
+
+@pytest.mark.parametrize("q", [0.5, 0.9, 0.99])
+def test_latency_quantiles_follow_histogram_quantile(backfilled, q: float) -> None:
+    server, scenarios = backfilled
+    scenario, _ = scenarios["worse"]
+    canary, baseline = collect_values(server.url, f"latency-p{round(q * 100)}", BOUNDARY)
+    for arm, value in (("canary", canary), ("baseline", baseline)):
+        _, hist = scenario.window_totals(BOUNDARY, ROUND_SECONDS, arm)
+        assert value == pytest.approx(histogram_quantile(q, ENVOY_BUCKETS, hist), rel=1e-9)
+    assert canary > baseline
+
+
+def test_value_metric_without_traffic_is_no_data(backfilled) -> None:
+    server, _ = backfilled
+    config = canary_config(
+        "nowhere",
+        "x",
+        "y",
+        judge="threshold",
+        metrics=[{"name": "m", "kind": "value", "query": "success-rate"}],
+    )
+
+    async def run():  # type: ignore[no-untyped-def]
+        async with PrometheusClient(PrometheusConfig(url=server.url)) as client:
+            _, snapshot = await collect_round(client, config, at(BOUNDARIES[0]), None)
+            return await collect_round(client, config, at(BOUNDARIES[1]), snapshot)
+
+    data, snapshot = asyncio.run(run())
+    assert data.error is None
+    assert data.canary == {"m": None} and data.baseline == {"m": None}
+    assert any("no data" in note for note in snapshot["notes"])
+
+
+def test_counts_metric_without_series_is_no_data(backfilled) -> None:
+    server, _ = backfilled
+    config = canary_config("nowhere", "x", "y")
+
+    async def run():  # type: ignore[no-untyped-def]
+        async with PrometheusClient(PrometheusConfig(url=server.url)) as client:
+            _, snapshot = await collect_round(client, config, at(BOUNDARIES[0]), None)
+            return await collect_round(client, config, at(BOUNDARIES[1]), snapshot)
+
+    data, _ = asyncio.run(run())
+    assert data.error is None
+    assert data.canary == {"errors": None, "latency": None}
+
+
+# --------------------------------------------------------------------------- escaping
+
+
+def test_hostile_pod_names_match_only_themselves_as_regex(backfilled) -> None:
+    server, _ = backfilled
+    pods = ['p"0}', "p\\1", "p\n2", 'p"}\\.*', "q.*|x", "q$", "p.*"]
+    for pod in pods:
+        exact = server.query(
+            f"count(istio_requests_total{{pod={promql_string(pod)}}})", BOUNDARIES[-1]
+        )
+        regex = server.query(
+            f"count(istio_requests_total{{pod=~{promql_string(regex_literal(pod))}}})",
+            BOUNDARIES[-1],
+        )
+        assert exact and regex, pod
+        assert exact[0]["value"][1] == regex[0]["value"][1], pod
+    # the impostor workload ("evil", a prefix of the canary's name) is separate
+    impostor = server.query(
+        'sum(istio_requests_total{destination_workload="evil"})', BOUNDARIES[-1]
+    )
+    assert float(impostor[0]["value"][1]) > 0
+
+
+def test_hostile_label_values_select_exactly_their_series(backfilled) -> None:
+    server, scenarios = backfilled
+    scenario, _ = scenarios["hostile"]
+    config = canary_config("hostile", HOSTILE_CANARY, HOSTILE_BASELINE)
+    rounds = asyncio.run(collect_all(server.url, config))
+    served = sum(d.canary["errors"].total for d, _ in rounds[1:])
+    impostor = scenario.arms["impostor"].served
+    assert served > 0 and impostor > 0
+    _, snapshot = rounds[-1]
+    pods = {key for key in snapshot["metrics"]["errors"]["arms"]["canary"]["series"]}
+    assert any("p\\n2" in key for key in pods)  # JSON-escaped newline inside the key
+    assert not any('"p.*"' in key for key in pods)  # the impostor's pod is not there
+    assert math.isfinite(served)
