@@ -339,6 +339,14 @@ async def test_rollback_is_one_write_and_emits_an_event(
     )
     assert "canary weight 50 -> 0" in rolled["message"]
 
+    # setting the canary to 0 by hand (as the daemon's forced rollback does) is a rollback too
+    await router.set_weights(5, analysis="a", step=4)
+    await router.set_weights(0, analysis="a", step=5)
+    assert [e["reason"] for e in kube_api.events("shop")][2:] == [
+        "CanaryWeightsChanged",
+        "CanaryRolledBack",
+    ]
+
 
 async def test_event_failure_never_blocks_a_weight_change(
     kube_api: KubeApiServer, client: KubeClient

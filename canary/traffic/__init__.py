@@ -7,6 +7,8 @@ to the Kubernetes API (in-cluster or through a kubeconfig, see `canary.traffic.k
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from canary.config import CanaryConfig, KubernetesConfig
 from canary.traffic.base import (
     ANNOTATION,
@@ -24,6 +26,9 @@ from canary.traffic.base import (
     WriteRecord,
     WriteResult,
 )
+
+if TYPE_CHECKING:
+    from canary.traffic.kube import KubeClient
 
 __all__ = [
     "ANNOTATION",
@@ -48,7 +53,7 @@ def make_router(
     kubernetes_config: KubernetesConfig,
     canary_config: CanaryConfig,
     *,
-    client: object | None = None,
+    client: KubeClient | None = None,
 ) -> Router:
     """The router for one canary.
 
@@ -69,8 +74,6 @@ def make_router(
 
     owns = client is None
     kube = KubeClient.from_config(kubernetes_config) if client is None else client
-    if not isinstance(kube, KubeClient):
-        raise TypeError("client must be a canary.traffic.kube.KubeClient")
     return IstioRouter(
         kube,
         canary_config,

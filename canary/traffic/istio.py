@@ -396,7 +396,8 @@ class IstioRouter(Router):
                 target.canary,
                 extra={"canary": self.canary.name, "analysis": analysis, "step": step},
             )
-            await self._event(version, updated, before, target, record, rollback)
+            rolled_back = rollback or (target.canary == 0 and before.canary > 0)
+            await self._event(version, updated, before, target, record, rolled_back)
             return WriteResult(
                 before, target, before != target, patch=patch, attempts=attempt, record=record
             )
@@ -413,7 +414,11 @@ class IstioRouter(Router):
         record: WriteRecord,
         rollback: bool,
     ) -> None:
-        """A core/v1 Event on the VirtualService; failures are logged, never raised."""
+        """A core/v1 Event on the VirtualService; failures are logged, never raised.
+
+        Reason ``CanaryWeightsChanged`` (Normal), or ``CanaryRolledBack`` (Warning) for
+        a rollback or any write that takes the canary from some traffic to none.
+        """
         meta = vs.get("metadata") or {}
         now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         who = f"analysis {record.analysis} step {record.step}" if record.analysis else record.by
