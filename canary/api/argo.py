@@ -138,6 +138,12 @@ class ArgoRunner:
             return self._answer(
                 view, target, stale=True, note="a round is still in progress", next_after=next_after
             )
+        if next_after is not None and now < next_after and view.last_error:
+            raise ApiError(
+                503,
+                f"cannot judge: the last round's queries failed: {view.last_error}",
+                extra={"verdict": view.verdict, "analysisId": analysis_id, "round": view.round},
+            )
         if next_after is not None and now < next_after:
             return self._answer(
                 view,

@@ -37,7 +37,10 @@ def _check_database(context: Any) -> None:
 
 
 async def _check_prometheus(context: Any) -> None:
-    probe = context.ready or getattr(context.source, "ready", None)
+    client = getattr(context.source, "client", None)
+    probe = (
+        context.ready or getattr(client, "ready", None) or getattr(context.source, "ready", None)
+    )
     if probe is not None:
         result = probe()
         if inspect.isawaitable(result):

@@ -1,0 +1,314 @@
+"""Contract tests: Argo Rollouts' part played against the real server and Prometheus.
+
+Each measurement is executed from the shipped deploy/argo/analysis-template.yaml
+(URL, headers, jsonPath and both conditions) by `tests.api_harness.ArgoWebMetric`,
+against canary on uvicorn and a backfilled Prometheus 2.42.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests import api_fixtures
+from tests.api_fixtures import (
+    ROUND,
+    SCENARIOS,
+    TOKEN,
+    Clock,
+    make_config,
+    migrated_sqlite,
+    serve,
+    template_args,
+)
+from tests.api_harness import ArgoWebMetric, SlowProxy, evaluate_condition, jsonpath
+from tests.prometheus_harness import free_port
+
+backfilled = api_fixtures.backfilled  # fixtures
+prometheus_bin = api_fixtures.prometheus_bin
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def measure_both(server, service):  # type: ignore[no-untyped-def]
+    """(background, gate) measurements of the shipped templates, in that order."""
+    args = template_args(server, service)
+    return (
+        ArgoWebMetric("canary-background", args).measure(),
+        ArgoWebMetric("canary-gate", args).measure(),
+    )
+
+
+def test_verdicts_map_to_argo_phases(backfilled, migrated_url) -> None:  # type: ignore[no-untyped-def]
+    """pass, fail, running and inconclusive through both shipped templates."""
+    clock = Clock(backfilled.start)
+    config = make_config(backfilled.prometheus.url)
+    server = serve(migrated_url, config, clock)
+    try:
+        seen: dict[str, list[tuple[str, int, str, str]]] = {s: [] for s in SCENARIOS}
+        for _ in range(6):
+            for service in SCENARIOS:
+                background, gate = measure_both(server, service)
+                assert background.status_code == 200, background.body
+                value = background.value
+                seen[service].append(
+                    (value["verdict"], value["round"], background.phase, gate.phase)
+                )
+                # The gate call came right after: no new round, the same judgement.
+                assert gate.value["round"] == value["round"]
+                assert gate.body["newRound"] is False
+            clock.advance(ROUND)
+    finally:
+        server.stop()
+
+    # steady: warm-up, three judged rounds without a verdict, PASS at round 4.
+    assert seen["steady"][:5] == [
+        ("running", 0, "Successful", "Inconclusive"),
+        ("running", 1, "Successful", "Inconclusive"),
+        ("running", 2, "Successful", "Inconclusive"),
+        ("running", 3, "Successful", "Inconclusive"),
+        ("pass", 4, "Successful", "Successful"),
+    ]
+    # broken: FAIL at the first judged round, then final (no more rounds).
+    assert seen["broken"][0] == ("running", 0, "Successful", "Inconclusive")
+    assert seen["broken"][1] == ("fail", 1, "Failed", "Failed")
+    assert all(s == ("fail", 1, "Failed", "Failed") for s in seen["broken"][2:])
+    # quiet: no evidence either way; the budget (max_rounds = 3) ends it inconclusive.
+    assert [s[0] for s in seen["quiet"][:3]] == ["running"] * 3
+    assert seen["quiet"][3] == ("inconclusive", 3, "Inconclusive", "Inconclusive")
+    assert seen["quiet"][5] == ("inconclusive", 3, "Inconclusive", "Inconclusive")
+
+
+def test_response_shape_and_hash_matchers(backfilled, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Top-level fields at stable paths; only the named ReplicaSets are judged."""
+    clock = Clock(backfilled.start)
+    server = serve(migrated_sqlite(tmp_path), make_config(backfilled.prometheus.url), clock)
+    try:
+        _, _, c_hash, s_hash = SCENARIOS["steady"]
+        url = f"{server.url}/api/v1/argo/measure"
+        params = {"canary": "steady", "canaryHash": c_hash, "stableHash": s_hash}
+        first = httpx.get(url, params=params, headers=AUTH).json()
+        assert first["warmup"] is True and first["round"] == 0
+        clock.advance(ROUND)
+        body = httpx.get(url, params=params, headers=AUTH).json()
+    finally:
+        server.stop()
+    for path in ("{$.verdict}", "{$.analysisId}", "{$.round}", "{$.score}", "{$.reasons}"):
+        jsonpath(body, path)
+    assert jsonpath(body, "{$.verdict}") == "running"
+    assert jsonpath(body, "{$.result.analysisId}") == body["analysisId"] == first["analysisId"]
+    assert body["newRound"] is True and body["stale"] is False and body["round"] == 1
+    stats = body["metrics"]["errors"]["statistics"]
+    # 60 s at 20 requests/s on each side, 2% of them 5xx: the old ReplicaSet's pods
+    # (50% 5xx) are not counted in either arm.
+    assert stats["canary"] == {"total": 1200, "failed": 24}
+    assert stats["baseline"] == {"total": 1200, "failed": 24}
+
+
+def test_fast_calls_do_not_fabricate_rounds(backfilled, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock(backfilled.start)
+    server = serve(migrated_sqlite(tmp_path), make_config(backfilled.prometheus.url), clock)
+    background = ArgoWebMetric("canary-background", template_args(server, "steady"))
+    try:
+        rounds = []
+        for advance in (0, 0, 20, 20, 20, 10, 60):
+            clock.advance(advance)
+            m = background.measure()
+            rounds.append((m.value["round"], m.body["newRound"]))
+    finally:
+        server.stop()
+    # A new round only once 90% of the 60 s interval has passed since the last one.
+    assert rounds == [
+        (0, True),
+        (0, False),
+        (0, False),
+        (0, False),
+        (1, True),
+        (1, False),
+        (2, True),
+    ]
+
+
+def test_post_json_with_string_and_number_arguments(backfilled, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock(backfilled.start)
+    server = serve(migrated_sqlite(tmp_path), make_config(backfilled.prometheus.url), clock)
+    _, _, c_hash, s_hash = SCENARIOS["broken"]
+    try:
+        url = f"{server.url}/api/v1/argo/measure"
+        got = httpx.get(
+            url,
+            params={"canary": "broken", "canaryHash": c_hash, "stableHash": s_hash},
+            headers=AUTH,
+        ).json()
+        clock.advance(ROUND)
+        posted = httpx.post(
+            url,
+            json={
+                "namespace": "shop",
+                "service": "broken-canary",
+                "canaryHash": c_hash,
+                "stableHash": s_hash,
+                "profile": "default",
+            },
+            headers=AUTH,
+        )
+        numeric = httpx.post(
+            url,
+            json={"canary": "broken", "canaryHash": 123456, "stableHash": 654321},
+            headers=AUTH,
+        )
+    finally:
+        server.stop()
+    assert posted.status_code == 200
+    assert posted.json()["analysisId"] == got["analysisId"]  # same key: same analysis
+    assert posted.json()["verdict"] == "fail"
+    assert numeric.status_code == 200 and numeric.json()["canaryHash"] == "123456"
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"canaryHash": "a1", "stableHash": "b2"}, "canary"),
+        ({"canary": "nope", "canaryHash": "a1", "stableHash": "b2"}, "canary"),
+        ({"canary": "steady", "stableHash": "b2"}, "canaryHash"),
+        ({"canary": "steady", "canaryHash": "a1"}, "stableHash"),
+        ({"canary": "steady", "canaryHash": 'a1"}', "stableHash": "b2"}, "canaryHash"),
+        ({"canary": "steady", "canaryHash": "A1", "stableHash": "b2"}, "canaryHash"),
+        ({"canary": "steady", "canaryHash": "a1", "stableHash": "a1"}, "canaryHash"),
+        (
+            {"canary": "steady", "canaryHash": "a1", "stableHash": "b2", "namespace": "x"},
+            "namespace",
+        ),
+        ({"canary": "steady", "canaryHash": "a1", "stableHash": "b2", "profile": "A B"}, "profile"),
+        ({"canary": "steady", "canaryHash": "a1", "stableHash": "b2", "hash": "x"}, "hash"),
+        ({"service": "unknown-svc", "canaryHash": "a1", "stableHash": "b2"}, "service"),
+    ],
+)
+def test_bad_arguments_are_400_naming_the_field(backfilled, tmp_path, params, field) -> None:  # type: ignore[no-untyped-def]
+    server = serve(migrated_sqlite(tmp_path), make_config(backfilled.prometheus.url))
+    try:
+        url = f"{server.url}/api/v1/argo/measure"
+        got = httpx.get(url, params=params, headers=AUTH)
+        posted = httpx.post(url, json=params, headers=AUTH)
+    finally:
+        server.stop()
+    for response in (got, posted):
+        assert response.status_code == 400
+        assert response.headers["content-type"] == "application/json"
+        assert response.json()["field"] == field
+        assert field in response.json()["error"]
+
+
+def test_post_body_errors_are_json(backfilled, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    server = serve(migrated_sqlite(tmp_path), make_config(backfilled.prometheus.url))
+    url = f"{server.url}/api/v1/argo/measure"
+    try:
+        garbage = httpx.post(
+            url, content=b"{not json", headers={**AUTH, "Content-Type": "application/json"}
+        )
+        array = httpx.post(url, json=["steady"], headers=AUTH)
+        huge = httpx.post(url, json={"canary": "x" * 10000}, headers=AUTH)
+    finally:
+        server.stop()
+    assert garbage.status_code == 400 and garbage.json()["field"] == "body"
+    assert array.status_code == 400 and "error" in array.json()
+    assert huge.status_code == 413 and "bytes" in huge.json()["error"]
+
+
+def test_prometheus_down_is_an_argo_error(backfilled, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock(backfilled.start)
+    down = make_config(f"http://127.0.0.1:{free_port()}")
+    server = serve(migrated_sqlite(tmp_path), down, clock)
+    try:
+        results = []
+        for _ in range(3):
+            results.append(measure_both(server, "steady"))
+            clock.advance(ROUND)
+    finally:
+        server.stop()
+    for background, gate in results:
+        # Non-2xx: Argo records an Error (retried; consecutiveErrorLimit fails the run),
+        # never a success of either template.
+        assert background.phase == gate.phase == "Error"
+        assert background.status_code == 503
+        assert "unreachable" in background.body["error"]
+        assert background.body["verdict"] == "running"
+
+
+def test_slow_prometheus_answers_stale_within_argo_timeout(backfilled, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock(backfilled.start)
+    url = migrated_sqlite(tmp_path)
+    with SlowProxy(backfilled.prometheus.url, delay=2.5) as proxy:
+        config = make_config(proxy.url, timeout="30s")
+        server = serve(url, config, clock, round_timeout=1.0)
+        background = ArgoWebMetric("canary-background", template_args(server, "steady"))
+        try:
+            first = background.measure()
+            again = background.measure()  # while the first round is still running
+            time.sleep(4.0)  # the round finishes in the background and is stored
+            clock.advance(ROUND)
+            later = background.measure()
+            time.sleep(4.0)
+            clock.advance(ROUND)
+            proxy.delay = 0.0
+            fresh = background.measure()
+        finally:
+            server.stop()
+    assert first.status_code == 200 and first.seconds < 2.0
+    assert first.body["stale"] is True and first.value["verdict"] == "running"
+    assert first.phase == "Successful"  # running: the background analysis continues
+    assert again.body["stale"] is True and again.seconds < 1.0
+    assert later.body["stale"] is True and later.value["round"] == 0  # the warm-up got stored
+    assert fresh.body["stale"] is False and fresh.value["round"] == 2
+
+
+def test_restart_continues_the_evidence(backfilled, migrated_url) -> None:  # type: ignore[no-untyped-def]
+    """Stop the server mid-analysis; a new one continues the same stored evidence."""
+    clock = Clock(backfilled.start)
+    config = make_config(backfilled.prometheus.url)
+    before = []
+    server = serve(migrated_url, config, clock)
+    try:
+        for _ in range(3):  # warm-up + 2 judged rounds
+            before.append(ArgoWebMetric("canary-gate", template_args(server, "steady")).measure())
+            clock.advance(ROUND)
+    finally:
+        server.stop()
+    after = []
+    server = serve(migrated_url, config, clock)  # a new engine, source and app
+    try:
+        for _ in range(2):
+            after.append(ArgoWebMetric("canary-gate", template_args(server, "steady")).measure())
+            clock.advance(ROUND)
+    finally:
+        server.stop()
+    ids = {m.value["analysisId"] for m in before + after}
+    assert len(ids) == 1
+    assert [m.value["round"] for m in before + after] == [0, 1, 2, 3, 4]
+    # PASS needs 4 judged rounds of this data: reached at round 4 only because the
+    # rounds before the restart still count.
+    assert [m.phase for m in after] == ["Inconclusive", "Successful"]
+    assert after[-1].value["verdict"] == "pass"
+    assert after[-1].body["metrics"]["errors"]["statistics"]["canary"]["total"] == 4 * 1200
+
+
+def test_conditions_of_the_shipped_templates() -> None:
+    """The evaluator itself on the shipped conditions (guards the contract tests)."""
+    from tests.api_harness import argo_phase, shipped_templates
+
+    background = shipped_templates()["canary-background"]["spec"]["metrics"][0]
+    gate = shipped_templates()["canary-gate"]["spec"]["metrics"][0]
+    phases = {
+        v: (argo_phase({"verdict": v}, background), argo_phase({"verdict": v}, gate))
+        for v in ("pass", "fail", "running", "inconclusive")
+    }
+    assert phases == {
+        "pass": ("Successful", "Successful"),
+        "fail": ("Failed", "Failed"),
+        "running": ("Successful", "Inconclusive"),
+        "inconclusive": ("Inconclusive", "Inconclusive"),
+    }
+    assert evaluate_condition('result.a == "x" && !(result.b != 2)', {"a": "x", "b": 2})
+    assert background["provider"]["web"]["jsonPath"] == "{$.result}"
