@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from canary.config import CanaryConfig, Config, parse_config
-from canary.control import start_analysis
+from canary.control import abort_analysis, start_analysis
 from canary.model import Counts, Histogram, RoundData
 from canary.rounds import Collected, daemon_round, ensure_analysis, judge_round
+from canary.store.analyses import get_analysis
 from canary.store.database import connect, sessions
 from canary.traffic.memory import MemoryRouter
 
@@ -81,9 +82,13 @@ def scenario(
     failed_rounds: Sequence[int] = (),
     regression_from: int = 0,
 ) -> list[RoundData | None]:
-    """Per round index (0 = warm-up), the deltas; None marks a round whose queries fail."""
+    """Per round index (0 = warm-up), the deltas; None marks a round whose queries fail.
+
+    From round `regression_from` on, the canary fails at `canary_errors` and is
+    `canary_latency` times slower; before it, it behaves like the baseline.
+    """
     rng = np.random.default_rng(seed)
-    out: list[RoundData | None] = [RoundData(canary={}, baseline={})]
+    out: list[RoundData | None] = [None if 0 in failed_rounds else RoundData({}, {})]
     for index in range(1, rounds + 1):
         if index in failed_rounds:
             out.append(None)
@@ -152,6 +157,11 @@ def daemon_analysis(
                 return
 
     asyncio.run(run())
+    with factory() as session:
+        status = get_analysis(session, analysis_id).status
+    if status in ("running", "halted", "paused"):
+        # An operator ends what the script left open, so the next rollout can start.
+        abort_analysis(factory, analysis_id, now=start + timedelta(hours=2))
     return analysis_id
 
 
@@ -183,3 +193,47 @@ def judged_analysis(
 
     asyncio.run(run())
     return analysis_id
+
+
+def argo_analysis(
+    url: str,
+    script: Sequence[RoundData | None],
+    *,
+    cfg: Config | None = None,
+    start: datetime = T0,
+    canary_hash: str = "7c9f5d",
+) -> str:
+    """An analysis made by Argo-like calls to the real web-metric endpoint, one per interval."""
+    import httpx
+
+    from canary.api.app import create_app
+    from canary.api.context import AppContext
+
+    cfg = cfg or config()
+    canary = cfg.get_canary("checkout")
+    now = {"at": start}
+    context = AppContext(
+        config=cfg,
+        sessions=sessions(connect(url)),
+        source=ScriptedSource(script),
+        tokens=["secret"],
+        clock=lambda: now["at"],
+    )
+    app = create_app(context)
+    params = {"canary": "checkout", "canaryHash": canary_hash, "stableHash": "5b8d6c"}
+
+    async def run() -> str:
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Authorization": "Bearer secret"}
+        analysis_id = ""
+        async with httpx.AsyncClient(transport=transport, base_url="http://canary") as client:
+            for index in range(len(script)):
+                now["at"] = start + timedelta(seconds=canary.interval * index)
+                response = await client.get("/api/v1/argo/measure", params=params, headers=headers)
+                body = response.json()
+                analysis_id = body.get("analysisId") or analysis_id
+                if response.status_code == 200 and body.get("verdict") == "fail":
+                    break
+        return analysis_id
+
+    return asyncio.run(run())
