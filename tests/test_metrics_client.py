@@ -1,0 +1,371 @@
+"""The Prometheus client against faults (a local HTTP server) and a real Prometheus."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import http.server
+import json
+import math
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_harness import (
+    PrometheusServer,
+    prometheus_bin,  # noqa: F401 (fixture)
+)
+
+from canary.config import PrometheusConfig
+from canary.metrics.errors import (
+    PrometheusBadResponse,
+    PrometheusClientError,
+    PrometheusServerError,
+    PrometheusStatusError,
+    PrometheusTimeout,
+    PrometheusUnreachable,
+)
+from canary.metrics.prometheus import PrometheusClient
+
+SUCCESS = {"status": "success", "data": {"resultType": "vector", "result": []}}
+
+
+class FaultServer:
+    """A local HTTP server answering /api/v1/* the way it is told to."""
+
+    def __init__(self) -> None:
+        self.mode = "ok"
+        self.body: dict = SUCCESS
+        self.delay = 0.0
+        self.requests: list[dict] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.lock = threading.Lock()
+        fault = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self, status: int, body: bytes, kind: str = "application/json") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    self.wfile.write(body)
+                except OSError:  # the client gave up (timeout tests)
+                    self.close_connection = True
+
+            def do_GET(self) -> None:
+                if self.path == "/-/ready":
+                    if fault.mode == "no-ready":
+                        self._answer(404, b"404 page not found", "text/plain")
+                    else:
+                        self._answer(200, b"Prometheus Server is Ready.\n", "text/plain")
+                    return
+                self._answer(405, b"")
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                form = urllib.parse.parse_qs(self.rfile.read(length).decode())
+                with fault.lock:
+                    fault.requests.append({"path": self.path, "form": form, **self.headers})
+                    fault.in_flight += 1
+                    fault.max_in_flight = max(fault.max_in_flight, fault.in_flight)
+                try:
+                    self._fault()
+                finally:
+                    with fault.lock:
+                        fault.in_flight -= 1
+
+            def _fault(self) -> None:
+                mode = fault.mode
+                if fault.delay:
+                    time.sleep(fault.delay)
+                if mode == "close":
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                if mode == "500":
+                    self._answer(500, b"internal error\n", "text/plain")
+                elif mode == "503":
+                    body = {"status": "error", "errorType": "unavailable", "error": "overloaded"}
+                    self._answer(503, json.dumps(body).encode())
+                elif mode == "garbage":
+                    self._answer(200, b"<html><body>login</body></html>", "text/html")
+                elif mode == "400":
+                    body = {
+                        "status": "error",
+                        "errorType": "bad_data",
+                        "error": 'invalid parameter "query": 1:9: parse error: unexpected "}"',
+                    }
+                    self._answer(400, json.dumps(body).encode())
+                elif mode == "status-error":
+                    body = {
+                        "status": "error",
+                        "errorType": "execution",
+                        "error": "too many samples",
+                    }
+                    self._answer(200, json.dumps(body).encode())
+                else:
+                    self._answer(200, json.dumps(fault.body).encode())
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def fault_server() -> Iterator[FaultServer]:
+    server = FaultServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fault(fault_server: FaultServer) -> FaultServer:
+    deadline = time.monotonic() + 5
+    while fault_server.in_flight and time.monotonic() < deadline:  # a previous test's sleepers
+        time.sleep(0.05)
+    fault_server.mode = "ok"
+    fault_server.body = SUCCESS
+    fault_server.delay = 0.0
+    fault_server.requests.clear()
+    fault_server.max_in_flight = 0
+    return fault_server
+
+
+def config(url: str, **settings) -> PrometheusConfig:  # type: ignore[no-untyped-def]
+    return PrometheusConfig(url=url, **{"retry_backoff": 0.01, "timeout": 2.0, **settings})
+
+
+def run_query(cfg: PrometheusConfig, query: str = "up", at: float = 1767225600.0):  # type: ignore[no-untyped-def]
+    async def go():  # type: ignore[no-untyped-def]
+        async with PrometheusClient(cfg) as client:
+            return await client.query(query, at)
+
+    return asyncio.run(go())
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def test_5xx_is_retried_then_reported_with_the_server_message(fault: FaultServer) -> None:
+    fault.mode = "503"
+    with pytest.raises(PrometheusServerError) as info:
+        run_query(config(fault.url, retries=2), 'rate(x{a="b"}[1m])')
+    assert len(fault.requests) == 3
+    error = info.value
+    assert error.status_code == 503 and "overloaded" in error.server_message
+    assert error.query == 'rate(x{a="b"}[1m])' and 'rate(x{a="b"}[1m])' in str(error)
+
+    fault.requests.clear()
+    fault.mode = "500"
+    with pytest.raises(PrometheusServerError, match="HTTP 500: internal error"):
+        run_query(config(fault.url, retries=1))
+    assert len(fault.requests) == 2
+
+
+def test_4xx_is_never_retried_and_carries_the_promql_error(fault: FaultServer) -> None:
+    fault.mode = "400"
+    with pytest.raises(PrometheusClientError) as info:
+        run_query(config(fault.url, retries=5), "sum(x})")
+    assert len(fault.requests) == 1
+    assert info.value.error_type == "bad_data"
+    assert "parse error" in info.value.server_message
+    assert info.value.exit_code == 3
+
+
+def test_garbage_body_is_a_bad_response(fault: FaultServer) -> None:
+    fault.mode = "garbage"
+    with pytest.raises(PrometheusBadResponse, match=r"not JSON.*login"):
+        run_query(config(fault.url))
+    assert len(fault.requests) == 1
+
+
+def test_status_error_in_a_200(fault: FaultServer) -> None:
+    fault.mode = "status-error"
+    with pytest.raises(PrometheusStatusError, match="too many samples") as info:
+        run_query(config(fault.url))
+    assert info.value.error_type == "execution"
+
+
+def test_closed_connection_is_retried_then_unreachable(fault: FaultServer) -> None:
+    fault.mode = "close"
+    with pytest.raises(PrometheusUnreachable, match="unreachable"):
+        run_query(config(fault.url, retries=2))
+    assert len(fault.requests) == 3
+
+
+def test_slow_server_times_out_after_the_configured_timeout(fault: FaultServer) -> None:
+    fault.delay = 1.5
+    started = time.monotonic()
+    with pytest.raises(PrometheusTimeout, match=r"within 0\.3s"):
+        run_query(config(fault.url, timeout=0.3, retries=1))
+    assert time.monotonic() - started < 1.4  # two attempts of 0.3 s, not the server's 1.5 s
+    assert len(fault.requests) == 2
+
+
+def test_unreachable_port(tmp_path: Path) -> None:
+    with pytest.raises(PrometheusUnreachable):
+        run_query(config("http://127.0.0.1:9", retries=1))
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def test_vector_with_nan_and_infinities_is_kept_and_flagged(fault: FaultServer) -> None:
+    fault.body = {
+        "status": "success",
+        "warnings": ["results truncated due to limit"],
+        "data": {
+            "resultType": "vector",
+            "result": [
+                {"metric": {"pod": "a"}, "value": [1767225600, "NaN"]},
+                {"metric": {"pod": "b"}, "value": [1767225600, "+Inf"]},
+                {"metric": {"pod": "c"}, "value": [1767225600, "-Inf"]},
+                {"metric": {"pod": "d"}, "value": [1767225600, "12.5"]},
+            ],
+        },
+    }
+    result = run_query(config(fault.url))
+    values = [s.value for s in result.samples]
+    assert math.isnan(values[0]) and values[1] == math.inf and values[2] == -math.inf
+    assert values[3] == 12.5 and result.samples[3].labels == {"pod": "d"}
+    assert result.nonfinite == 3
+    assert result.warnings == ["results truncated due to limit"]
+    assert not result.empty
+
+
+def test_empty_result_is_no_data_not_an_error(fault: FaultServer) -> None:
+    result = run_query(config(fault.url))
+    assert result.empty and result.scalar is None
+
+
+def test_scalar_and_matrix(fault: FaultServer) -> None:
+    fault.body = {"status": "success", "data": {"resultType": "scalar", "result": [1.5, "3"]}}
+    assert run_query(config(fault.url)).scalar == 3.0
+    fault.body = {
+        "status": "success",
+        "data": {
+            "resultType": "matrix",
+            "result": [{"metric": {"a": "1"}, "values": [[10, "1"], [20, "NaN"]]}],
+        },
+    }
+    result = run_query(config(fault.url))
+    assert result.series[0].points[0] == (10.0, 1.0)
+    assert math.isnan(result.series[0].points[1][1]) and result.nonfinite == 1
+
+
+def test_wrong_shape_is_a_bad_response(fault: FaultServer) -> None:
+    fault.body = {"status": "success", "data": {"resultType": "vector", "result": [{"x": 1}]}}
+    with pytest.raises(PrometheusBadResponse, match="does not parse"):
+        run_query(config(fault.url))
+
+
+# --------------------------------------------------------------------------- request details
+
+
+def test_explicit_time_auth_and_headers_are_sent(fault: FaultServer, tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    run_query(
+        config(fault.url, bearer_token_file=str(token), headers={"X-Scope-OrgID": "team-a"}),
+        "up",
+        1767225600.25,
+    )
+    request = fault.requests[0]
+    assert request["path"] == "/api/v1/query"
+    assert request["form"] == {"query": ["up"], "time": ["1767225600.250"]}
+    assert request["Authorization"] == "Bearer s3cret"
+    assert request["X-Scope-OrgID"] == "team-a"
+
+
+def test_basic_auth(fault: FaultServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROM_PASSWORD", "pw")
+    cfg = config(fault.url, basic_auth={"username": "canary", "password_env": "PROM_PASSWORD"})
+    run_query(cfg)
+    expected = "Basic " + base64.b64encode(b"canary:pw").decode()
+    assert fault.requests[0]["Authorization"] == expected
+
+
+def test_query_range_parameters(fault: FaultServer) -> None:
+    fault.body = {"status": "success", "data": {"resultType": "matrix", "result": []}}
+
+    async def go():  # type: ignore[no-untyped-def]
+        async with PrometheusClient(config(fault.url)) as client:
+            return await client.query_range("up", 100.0, 200.0, 15)
+
+    assert asyncio.run(go()).empty
+    assert fault.requests[0]["path"] == "/api/v1/query_range"
+    assert fault.requests[0]["form"] == {
+        "query": ["up"],
+        "start": ["100.000"],
+        "end": ["200.000"],
+        "step": ["15.0"],
+    }
+
+
+def test_one_concurrency_limit_for_all_queries(fault: FaultServer) -> None:
+    fault.delay = 0.15
+
+    async def go() -> None:
+        async with PrometheusClient(config(fault.url, max_concurrency=2)) as client:
+            await asyncio.gather(*(client.query(f"q{i}", 0) for i in range(8)))
+
+    asyncio.run(go())
+    assert len(fault.requests) == 8
+    assert fault.max_in_flight == 2
+
+
+def test_readiness_falls_back_to_a_query_when_there_is_no_ready_endpoint(
+    fault: FaultServer,
+) -> None:
+    async def ready(url: str) -> bool:
+        async with PrometheusClient(config(url, retries=0)) as client:
+            return await client.ready()
+
+    assert asyncio.run(ready(fault.url))
+    fault.mode = "no-ready"
+    assert asyncio.run(ready(fault.url))
+    assert fault.requests[-1]["form"]["query"] == ["1"]
+    assert not asyncio.run(ready("http://127.0.0.1:9"))
+
+
+# --------------------------------------------------------------------------- a real Prometheus
+
+
+@pytest.fixture(scope="module")
+def own_prometheus(prometheus_bin: str, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811  # type: ignore[no-untyped-def]
+    server = PrometheusServer(tmp_path_factory.mktemp("own-prometheus") / "data").start()
+    yield server
+    server.stop()
+
+
+def test_real_prometheus_bad_promql_and_a_stopped_server(own_prometheus: PrometheusServer) -> None:
+    cfg = config(own_prometheus.url, retries=1)
+    assert run_query(cfg, "vector(2)").samples[0].value == 2.0
+    with pytest.raises(PrometheusClientError) as info:
+        run_query(cfg, 'sum(x{a="b"}')
+    assert info.value.status_code == 400 and "parse error" in info.value.server_message
+
+    async def ready() -> bool:
+        async with PrometheusClient(cfg) as client:
+            return await client.ready()
+
+    assert asyncio.run(ready())
+    own_prometheus.stop()
+    with pytest.raises(PrometheusUnreachable, match=own_prometheus.url):
+        run_query(cfg, "vector(1)")
+    assert not asyncio.run(ready())
