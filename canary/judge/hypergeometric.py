@@ -95,7 +95,8 @@ def _windows(
 def _log_terms(
     x: int, n: int, y: int, m: int, log_psi: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(terms, j, row max) with terms[p, i] = log w_j + j log psi_p over each row's j-window."""
+    """(terms, start, offset) with log w_j + j log psi_p = terms[p, i] + offset[p] for
+    j = start[p] + i: each row covers the j-window that holds its psi's mass."""
     e = x + y
     lo, hi = max(0, e - m), min(n, e)
     size = hi - lo + 1
@@ -108,16 +109,16 @@ def _log_terms(
             ulo, uhi = int(start.min()), int(start.max()) + width - 1
             _, logw_u = _log_weights(n, m, e, ulo, uhi)
             terms = sliding_window_view(logw_u, width)[start - ulo]  # a copy, one row per psi
-            jj = start.astype(np.float64)[:, None] + np.arange(width, dtype=np.float64)[None, :]
-            terms += jj * log_psi[:, None]
+            terms += np.outer(log_psi, np.arange(width, dtype=np.float64))
             row_max = terms.max(axis=1)
             ok_left = (start == lo) | (terms[:, 0] < row_max - _EDGE_DROP)
             ok_right = (start + width - 1 == hi) | (terms[:, -1] < row_max - _EDGE_DROP)
             if bool(np.all(ok_left & ok_right)):
-                return terms, jj, row_max
+                return terms, start, start * log_psi
     j, logw = _log_weights(n, m, e, lo, hi)
-    terms = logw[None, :] + np.outer(log_psi, j)
-    return terms, np.broadcast_to(j, terms.shape), terms.max(axis=1)
+    terms = logw[None, :] + np.outer(log_psi, j - lo)
+    start = np.full(len(log_psi), lo, dtype=np.int64)
+    return terms, start, lo * log_psi
 
 
 def round_loglik(
@@ -136,23 +137,23 @@ def round_loglik(
     variance of x under each psi (for the over-dispersion guard) — only for the first
     `moment_rows` grid points when given; otherwise those are empty arrays. Each psi
     sums only over the j-window that holds its mass (checked: the window's edge terms
-    are at least e^30 below its largest), so the cost stays
-    O(len(log_psi) * sd) even for millions of requests.
+    are at least e^30 below its largest), so the cost stays O(len(log_psi) * sd) even
+    for millions of requests.
     """
     grid = np.append(np.asarray(log_psi, dtype=np.float64), 0.0)  # last row: psi = 1
-    terms, jj, row_max = _log_terms(x, n, y, m, grid)
+    terms, start, offset = _log_terms(x, n, y, m, grid)
+    row_max = terms.max(axis=1)
     terms -= row_max[:, None]
     expo = np.exp(terms, out=terms)
     total = expo.sum(axis=1)
-    log_z = row_max + np.log(total)
+    log_z = offset + row_max + np.log(total)
     loglik = x * grid[:-1] - (log_z[:-1] - log_z[-1])
     if not moments:
         empty = np.empty(0)
         return RoundLikelihood(loglik=loglik, mean=empty, var=empty)
     rows = len(grid) - 1 if moment_rows is None else moment_rows
-    prob = expo[:rows] / total[:rows, None]
-    centre = float(jj[-1, jj.shape[1] // 2])
-    jc = jj[:rows] - centre  # centred, so the variance does not cancel catastrophically
-    mean_c = np.sum(prob * jc, axis=1)
-    var = np.maximum(np.sum(prob * jc * jc, axis=1) - mean_c * mean_c, 0.0)
-    return RoundLikelihood(loglik=loglik, mean=mean_c + centre, var=var)
+    # Offsets i within each row's window are small, so E[i^2] - E[i]^2 does not cancel.
+    i = np.arange(expo.shape[1], dtype=np.float64)
+    mean_i = (expo[:rows] @ i) / total[:rows]
+    var = np.maximum((expo[:rows] @ (i * i)) / total[:rows] - mean_i * mean_i, 0.0)
+    return RoundLikelihood(loglik=loglik, mean=mean_i + start[:rows], var=var)

@@ -1,0 +1,375 @@
+"""The sequential judge: formulas on hand-computed tables, invariances, extremes, verdicts."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import nchypergeom_fisher
+
+from canary.config import AnalysisSettings, MetricConfig
+from canary.judge import judge_rounds, make_judge
+from canary.judge.combine import combine
+from canary.judge.hypergeometric import informative, round_loglik
+from canary.judge.sequential import SequentialJudge, choose_bounds
+from canary.metrics.simulated_traffic import ENVOY_BUCKETS, ArmModel, TrafficModel, simulate
+from canary.model import Counts, Histogram, MetricKind, MetricResult, RoundData, Verdict
+
+SETTINGS = AnalysisSettings()
+
+
+def counts_round(x: int, n: int, y: int, m: int, name: str = "errors") -> RoundData:
+    return RoundData(canary={name: Counts(n, x)}, baseline={name: Counts(m, y)})
+
+
+def one_round_stats(x: int, n: int, y: int, m: int, **metric: object) -> dict:
+    judge = SequentialJudge([MetricConfig(name="errors", **metric)], SETTINGS)
+    _, judgement = judge.update(judge.initial_state(), counts_round(x, n, y, m))
+    return dict(judgement.metrics["errors"].statistics)
+
+
+# ---------------------------------------------------------------------- the likelihood
+
+
+def test_likelihood_ratio_of_a_one_request_table():
+    # x=1 of n=1, y=0 of m=1, e=1: w_0 = w_1 = 1, LR(psi; 1) = psi * 2 / (1 + psi).
+    lik = round_loglik(1, 1, 0, 1, np.log(np.array([3.0, 0.5])))
+    assert lik.loglik == pytest.approx(np.log([6 / 4, 1 / 1.5]), abs=1e-12)
+
+
+def test_likelihood_ratio_of_a_small_table_by_hand():
+    # x=2 of 3, y=1 of 2, e=3: j = 1..3, w = C(3,1)C(2,2)=3, C(3,2)C(2,1)=6, C(3,3)C(2,0)=1.
+    # Z(psi) = 3 psi + 6 psi^2 + psi^3, Z(1) = 10; LR(2; 1) = 2^2 * 10 / Z(2) = 40 / 38.
+    lik = round_loglik(2, 3, 1, 2, np.log(np.array([2.0])), moments=True)
+    assert lik.loglik[0] == pytest.approx(math.log(40 / 38), abs=1e-12)
+    # E_2[x] = (1*6 + 2*24 + 3*8) / 38 = 78 / 38.
+    assert lik.mean[0] == pytest.approx(78 / 38, abs=1e-12)
+    assert lik.var[0] == pytest.approx((6 + 4 * 24 + 9 * 8) / 38 - (78 / 38) ** 2, abs=1e-12)
+
+
+def test_e_values_of_one_round_by_hand():
+    # Same table; FAIL mixture over {2} against tolerance 1 is LR(2; 1) = 20/19.
+    # PASS mixture over {0.75} (= margin 1.5 * 0.5) against 1.5:
+    # LR(0.75; 1.5) = 0.5^2 * Z(1.5) / Z(0.75) = 0.25 * 21.375 / 6.046875.
+    stats = one_round_stats(2, 3, 1, 2, fail_grid=[2.0], pass_grid=[0.5], margin=1.5)
+    assert stats["e_fail"] == pytest.approx(20 / 19, rel=1e-12)
+    assert stats["e_pass"] == pytest.approx(0.25 * 21.375 / 6.046875, rel=1e-12)
+    assert stats["fail_threshold"] == pytest.approx(100.0)  # 1 / alpha_fail, one metric
+    assert stats["pass_threshold"] == pytest.approx(20.0)
+
+
+def test_mixture_is_the_mean_over_the_grid():
+    # FAIL grid {2, 4}: M = (LR(2;1) + LR(4;1)) / 2; Z(4) = 12 + 96 + 64 = 172.
+    stats = one_round_stats(2, 3, 1, 2, fail_grid=[2.0, 4.0])
+    assert stats["e_fail"] == pytest.approx((40 / 38 + 16 * 10 / 172) / 2, rel=1e-12)
+
+
+@pytest.mark.parametrize("table", [(2, 3, 1, 2), (5, 600, 20, 5400), (150, 10000, 100, 10000)])
+def test_swapping_the_arms_inverts_the_odds_ratio(table):
+    x, n, y, m = table
+    psi = np.array([0.2, 0.5, 0.8, 1.25, 2.0, 5.0])
+    direct = round_loglik(x, n, y, m, np.log(psi)).loglik
+    swapped = round_loglik(y, m, x, n, np.log(1 / psi)).loglik
+    # Swapping failures and successes inverts it too.
+    flipped = round_loglik(n - x, n, m - y, m, np.log(1 / psi)).loglik
+    assert direct == pytest.approx(swapped, abs=1e-9)
+    assert direct == pytest.approx(flipped, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    "table",
+    [(5, 600, 20, 5400), (5000, 10000, 5000, 10000), (1500, 10000, 500, 10000), (0, 50, 3, 7)],
+)
+def test_likelihood_matches_scipy_noncentral_hypergeometric(table):
+    x, n, y, m = table
+    psi = np.array([0.8, 0.9, 1.1, 1.25, 1.5])
+    ours = round_loglik(x, n, y, m, np.log(psi), moments=True)
+    e = x + y
+    ref = [
+        nchypergeom_fisher.logpmf(x, n + m, n, e, p) - nchypergeom_fisher.logpmf(x, n + m, n, e, 1)
+        for p in psi
+    ]
+    assert ours.loglik == pytest.approx(ref, abs=1e-8)
+    assert ours.mean == pytest.approx([nchypergeom_fisher.mean(n + m, n, e, p) for p in psi])
+    assert ours.var == pytest.approx([nchypergeom_fisher.var(n + m, n, e, p) for p in psi])
+
+
+def test_millions_of_requests_stay_finite_and_exact():
+    # 2 million requests per arm: the windowed sum must equal the full sum.
+    x, n, y, m = 21000, 2_000_000, 20000, 2_000_000
+    psi = np.log(np.array([0.9, 1.0, 1.05, 1.1, 2.0, 10.0]))
+    lik = round_loglik(x, n, y, m, psi)
+    assert np.all(np.isfinite(lik.loglik))
+    assert lik.loglik[1] == 0.0
+    ref = nchypergeom_fisher.logpmf(x, n + m, n, x + y, 1.05) - nchypergeom_fisher.logpmf(
+        x, n + m, n, x + y, 1.0
+    )
+    assert lik.loglik[2] == pytest.approx(ref, abs=1e-6)
+
+
+def test_uninformative_tables():
+    assert not informative(0, 0, 5, 100)  # no canary traffic
+    assert not informative(0, 100, 0, 100)  # no failures at all
+    assert not informative(100, 100, 100, 100)  # everything failed
+    assert informative(1, 100, 0, 100)
+
+
+# ---------------------------------------------------------------------- evidence over rounds
+
+
+def loglik_of(state: dict, metric: str = "errors") -> list[float]:
+    return state["metrics"][metric]["tracks"][0]["loglik"]
+
+
+@pytest.mark.parametrize(
+    "empty",
+    [
+        RoundData(canary={}, baseline={}, error="prometheus timed out"),
+        RoundData(canary={"errors": None}, baseline={"errors": None}),
+        RoundData(canary={"errors": Counts(0, 0)}, baseline={"errors": Counts(5000, 20)}),
+        RoundData(canary={"errors": Counts(600, 0)}, baseline={"errors": Counts(5400, 0)}),
+        RoundData(canary={"errors": Counts(10, 10)}, baseline={"errors": Counts(20, 20)}),
+        RoundData(canary={"errors": Counts(600, 3)}, baseline={}),
+    ],
+)
+def test_rounds_without_data_leave_the_evidence_unchanged(empty):
+    judge = SequentialJudge([MetricConfig(name="errors")], SETTINGS)
+    state, before = judge.update(judge.initial_state(), counts_round(9, 600, 40, 5400))
+    after_state, after = judge.update(state, empty)
+    assert loglik_of(after_state) == loglik_of(state)
+    assert (
+        after.metrics["errors"].statistics["e_fail"]
+        == before.metrics["errors"].statistics["e_fail"]
+    )
+    assert after_state["round"] == 2
+
+
+def test_incremental_equals_batch_and_state_survives_json():
+    rng = np.random.default_rng(5)
+    rounds = []
+    for _ in range(12):
+        n, m = int(rng.poisson(800)), int(rng.poisson(7000))
+        rounds.append(counts_round(int(rng.binomial(n, 0.012)), n, int(rng.binomial(m, 0.01)), m))
+    judge = SequentialJudge([MetricConfig(name="errors")], SETTINGS, dispersion_guard=False)
+    state = judge.initial_state()
+    for round_data in rounds:
+        state = json.loads(json.dumps(state))  # stored and read back between rounds
+        state, judgement = judge.update(state, round_data)
+    params = judge.params["errors"]
+    batch = sum(
+        round_loglik(r.canary["errors"].failed, r.canary["errors"].total,
+                     r.baseline["errors"].failed, r.baseline["errors"].total,
+                     params.log_psi).loglik
+        for r in rounds
+    )  # fmt: skip
+    assert loglik_of(state) == pytest.approx(batch.tolist(), abs=1e-9)
+    # judge_rounds gives the same last judgement as the manual loop.
+    last = judge_rounds(judge, rounds)[-1]
+    assert last.metrics["errors"].statistics["e_fail"] == pytest.approx(
+        judgement.metrics["errors"].statistics["e_fail"]
+    )
+
+
+def test_clear_regression_fails_and_reports_a_time_uniform_interval():
+    judge = make_judge("sequential", [MetricConfig(name="errors")], SETTINGS)
+    _, judgement = judge.update(judge.initial_state(), counts_round(300, 10000, 100, 10000))
+    result = judgement.metrics["errors"]
+    assert judgement.verdict is Verdict.FAIL and judgement.round == 1
+    assert result.verdict is Verdict.FAIL and result.round == 1
+    low, high = result.statistics["ci_low"], result.statistics["ci_high"]
+    assert 1.0 < low < 3.0 < high  # true odds ratio ~3.06
+    assert any("95% time-uniform" in r for r in result.reasons)
+
+
+def test_equal_rates_pass_after_enough_evidence_and_fail_is_sticky():
+    judge = make_judge("sequential", [MetricConfig(name="errors")], SETTINGS)
+    state = judge.initial_state()
+    verdicts = []
+    for _ in range(10):
+        state, judgement = judge.update(state, counts_round(100, 10000, 100, 10000))
+        verdicts.append(judgement.verdict)
+    assert verdicts[-1] is Verdict.PASS
+    assert (
+        judgement.metrics["errors"].statistics["ci_low"]
+        < 1
+        < judgement.metrics["errors"].statistics["ci_high"]
+    )
+    first_pass = verdicts.index(Verdict.PASS) + 1
+    assert judgement.round == first_pass
+    # A later regression still fails the metric: FAIL overrides an earlier PASS.
+    for _ in range(5):
+        state, judgement = judge.update(state, counts_round(400, 10000, 100, 10000))
+    assert judgement.verdict is Verdict.FAIL
+
+
+def test_pass_waits_for_min_requests():
+    judge = SequentialJudge([MetricConfig(name="errors", min_requests=10**6)], SETTINGS)
+    state = judge.initial_state()
+    for _ in range(10):
+        state, judgement = judge.update(state, counts_round(100, 10000, 100, 10000))
+    assert judgement.verdict is Verdict.RUNNING
+    assert any("min_requests" in r for r in judgement.metrics["errors"].reasons)
+    _, judgement = judge.update(state, counts_round(100, 10000, 100, 10000), final=True)
+    assert judgement.verdict is Verdict.INCONCLUSIVE and judgement.round == 11
+
+
+def test_alpha_fail_is_split_across_metrics():
+    metrics = [MetricConfig(name="errors"), MetricConfig(name="other")]
+    judge = SequentialJudge(metrics, SETTINGS)
+    _, judgement = judge.update(judge.initial_state(), counts_round(2, 3, 1, 2))
+    assert judgement.metrics["errors"].statistics["fail_threshold"] == pytest.approx(200.0)
+
+
+def test_value_metrics_are_reported_but_not_judged():
+    metrics = [MetricConfig(name="errors"), MetricConfig(name="cpu", kind=MetricKind.VALUE)]
+    judge = SequentialJudge(metrics, SETTINGS)
+    data = RoundData(
+        canary={"errors": Counts(10000, 300), "cpu": 0.9},
+        baseline={"errors": Counts(10000, 100), "cpu": 0.1},
+    )
+    _, judgement = judge.update(judge.initial_state(), data)
+    assert judgement.verdict is Verdict.FAIL
+    assert "not judged" in judgement.metrics["cpu"].reasons[0]
+    with pytest.raises(ValueError, match="kind value"):
+        SequentialJudge([MetricConfig(name="cpu", kind=MetricKind.VALUE)], SETTINGS)
+
+
+def test_invalid_grids_are_rejected_with_the_metric_name():
+    with pytest.raises(ValueError, match=r"'errors'.*fail_grid"):
+        SequentialJudge([MetricConfig(name="errors", fail_grid=[0.5])], SETTINGS)
+    with pytest.raises(ValueError, match=r"'errors'.*pass_grid"):
+        SequentialJudge([MetricConfig(name="errors", pass_grid=[1.5])], SETTINGS)
+
+
+# ---------------------------------------------------------------------- histograms
+
+
+def histogram(counts_per_bucket: list[int]) -> Histogram:
+    bounds = (10.0, 50.0, 100.0, 250.0, math.inf)
+    return Histogram(bounds, tuple(int(v) for v in np.cumsum(counts_per_bucket)))
+
+
+def test_bounds_nearest_the_baseline_quantiles():
+    # Cumulative fractions 0.2, 0.6, 0.95, 0.995, 1.0 at 10, 50, 100, 250, +Inf.
+    h = histogram([400, 800, 700, 90, 10])
+    assert choose_bounds(h, (0.5, 0.9, 0.99)) == [50.0, 100.0, 250.0]
+    # Duplicates collapse; bounds with everything below are never chosen.
+    assert choose_bounds(histogram([0, 0, 0, 100, 0]), (0.5, 0.9)) == []
+    assert choose_bounds(histogram([50, 50, 0, 0, 0]), (0.5, 0.9, 0.99)) == [10.0]
+
+
+def test_histogram_warm_up_then_exceedance_tests_per_bound():
+    judge = SequentialJudge([MetricConfig(name="latency", kind=MetricKind.HISTOGRAM)], SETTINGS)
+    base = histogram([400, 800, 700, 90, 10])
+    slow = histogram([100, 500, 1000, 300, 100])
+    state, judgement = judge.update(
+        judge.initial_state(), RoundData(canary={"latency": slow}, baseline={"latency": base})
+    )
+    entry = state["metrics"]["latency"]
+    assert entry["bounds"] == [50.0, 100.0, 250.0] and entry["warmup_round"] == 1
+    assert all(t["rounds"] == 0 for t in entry["tracks"])  # warm-up adds no evidence
+    assert judgement.verdict is Verdict.RUNNING
+    state, judgement = judge.update(
+        state, RoundData(canary={"latency": slow}, baseline={"latency": base})
+    )
+    result = judgement.metrics["latency"]
+    assert result.verdict is Verdict.FAIL and result.round == 2
+    per_bound = result.statistics["per_bound"]
+    # Slower than 100 ms: canary 2000 - 1600 = 400 of 2000, baseline 2000 - 1900 = 100.
+    assert per_bound[1]["canary"] == {"total": 2000, "failed": 400}
+    assert per_bound[1]["baseline"] == {"total": 2000, "failed": 100}
+    # FAIL is the mean of the per-bound e-processes.
+    assert result.statistics["e_fail"] == pytest.approx(
+        np.mean([b["e_fail"] for b in per_bound]), rel=1e-9
+    )
+
+
+def test_histogram_pass_needs_every_bound():
+    judge = SequentialJudge([MetricConfig(name="latency", kind=MetricKind.HISTOGRAM)], SETTINGS)
+    base = histogram([4000, 8000, 7000, 900, 100])
+    state = judge.initial_state()
+    for _ in range(30):
+        state, judgement = judge.update(
+            state, RoundData(canary={"latency": base}, baseline={"latency": base})
+        )
+    result = judgement.metrics["latency"]
+    assert result.verdict is Verdict.PASS
+    assert result.statistics["e_pass"] == pytest.approx(
+        min(b["e_pass"] for b in result.statistics["per_bound"])
+    )
+
+
+# ---------------------------------------------------------------------- over-dispersion
+
+
+def test_dispersion_guard_tempers_heterogeneous_rounds_only():
+    judge = SequentialJudge([MetricConfig(name="errors")], SETTINGS)
+    state = judge.initial_state()
+    for k in range(12):  # canary 3x worse, then 3x better, alternately: no net effect
+        x, y = (300, 100) if k % 2 == 0 else (100, 300)
+        state, _ = judge.update(state, counts_round(x, 10000, y, 10000))
+    assert state["metrics"]["errors"]["tracks"][0]["phi"] > 5
+
+    rng = np.random.default_rng(3)
+    state = judge.initial_state()
+    for _ in range(30):
+        x, y = int(rng.binomial(10000, 0.01)), int(rng.binomial(10000, 0.01))
+        state, _ = judge.update(state, counts_round(x, 10000, y, 10000))
+    assert state["metrics"]["errors"]["tracks"][0]["phi"] == 1.0
+
+
+# ---------------------------------------------------------------------- combination
+
+
+def result(name: str, verdict: Verdict, at: int | None) -> MetricResult:
+    return MetricResult(name=name, verdict=verdict, round=at)
+
+
+def test_combine_fail_wins_and_pass_needs_every_metric():
+    fail = combine(
+        {"a": result("a", Verdict.PASS, 2), "b": result("b", Verdict.FAIL, 5)}, final=False, round=5
+    )
+    assert fail.verdict is Verdict.FAIL and fail.round == 5
+    passed = combine(
+        {"a": result("a", Verdict.PASS, 2), "b": result("b", Verdict.PASS, 4)}, final=False, round=6
+    )
+    assert passed.verdict is Verdict.PASS and passed.round == 4
+    running = combine(
+        {"a": result("a", Verdict.PASS, 2), "b": result("b", Verdict.RUNNING, None)},
+        final=False,
+        round=6,
+    )
+    assert running.verdict is Verdict.RUNNING and running.round is None
+    budget = combine(
+        {"a": result("a", Verdict.PASS, 2), "b": result("b", Verdict.INCONCLUSIVE, 9)},
+        final=True,
+        round=9,
+    )
+    assert budget.verdict is Verdict.INCONCLUSIVE and budget.round == 9
+    ignored = combine(
+        {"a": result("a", Verdict.PASS, 2), "cpu": result("cpu", Verdict.INCONCLUSIVE, None)},
+        final=False,
+        round=3,
+        ignored=["cpu"],
+    )
+    assert ignored.verdict is Verdict.PASS
+
+
+# ---------------------------------------------------------------------- simulated traffic
+
+
+def test_simulated_rounds_judge_end_to_end():
+    model = TrafficModel(
+        rounds=20, baseline=ArmModel(error_rate=0.01), canary=ArmModel(error_rate=0.04)
+    )
+    sim = simulate(model, 1, seed=11)
+    assert sim.canary_buckets.shape == (1, 20, len(ENVOY_BUCKETS))
+    metrics = [
+        MetricConfig(name="errors"),
+        MetricConfig(name="latency", kind=MetricKind.HISTOGRAM),
+    ]
+    judgements = judge_rounds(make_judge("sequential", metrics, SETTINGS), list(sim.round_data(0)))
+    assert judgements[-1].verdict is Verdict.FAIL
+    assert judgements[-1].metrics["errors"].verdict is Verdict.FAIL
