@@ -397,10 +397,18 @@ def replay(stored: StoredAnalysis, settings: AnalysisSettings) -> ReplayResult:
     )
 
 
+def _judge(settings: AnalysisSettings) -> Any:
+    """The judge named by the settings; UsageError when it cannot judge these metrics."""
+    try:
+        return make_judge(settings.judge, settings.metrics, settings)
+    except ValueError as exc:
+        raise UsageError(f"the {settings.judge} judge cannot replay this analysis: {exc}") from None
+
+
 def _replay_engine(
     stored: StoredAnalysis, settings: AnalysisSettings, start: datetime
 ) -> tuple[list[ReplayedRound], Outcome]:
-    judge = make_judge(settings.judge, settings.metrics, settings)
+    judge = _judge(settings)
     judge_state = judge.initial_state()
     state, _weight = engine.start(settings, start)
     rounds: list[ReplayedRound] = []
@@ -458,7 +466,7 @@ def _engine_verdict(status: AnalysisStatus, judgement: Judgement | None) -> str:
 def _replay_verdicts(
     stored: StoredAnalysis, settings: AnalysisSettings, start: datetime
 ) -> tuple[list[ReplayedRound], Outcome]:
-    judge = make_judge(settings.judge, settings.metrics, settings)
+    judge = _judge(settings)
     judge_state = judge.initial_state()
     rounds: list[ReplayedRound] = []
     last: tuple[Judgement, int] | None = None

@@ -21,7 +21,7 @@ from canary.control import abort_analysis, start_analysis
 from canary.model import Counts, Histogram, RoundData
 from canary.rounds import Collected, daemon_round, ensure_analysis, judge_round
 from canary.store.analyses import get_analysis
-from canary.store.database import connect, sessions
+from canary.store.database import connect, migrate, sessions
 from canary.traffic.memory import MemoryRouter
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -237,3 +237,29 @@ def argo_analysis(
         return analysis_id
 
     return asyncio.run(run())
+
+
+def history_database(directory: Any) -> tuple[str, dict[str, str]]:
+    """A SQLite store with analyses from the three paths; returns (url, name -> id)."""
+    url = f"sqlite:///{directory / 'canary.db'}"
+    migrate(connect(url))
+    made = {
+        "good": daemon_analysis(
+            url, scenario(11, 45, rps=150, baseline_errors=0.005, canary_errors=0.005)
+        ),
+        "bad": daemon_analysis(
+            url,
+            scenario(12, 45, rps=100, canary_errors=0.04, regression_from=8),
+            start=T0 + timedelta(hours=3),
+        ),
+        "halted": daemon_analysis(
+            url, scenario(14, 12, failed_rounds=(4, 5, 6)), start=T0 + timedelta(hours=6)
+        ),
+        "argo_bad": argo_analysis(
+            url, scenario(21, 12, canary_errors=0.05, regression_from=5), start=T0
+        ),
+        "analyze_good": judged_analysis(
+            url, scenario(31, 10, rps=150), source="analyze", start=T0 + timedelta(hours=9)
+        ),
+    }
+    return url, made

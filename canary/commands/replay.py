@@ -199,21 +199,31 @@ def print_result(result: ReplayResult, config: str) -> None:
     if not differences:
         console.print("  every round reproduced: same verdicts and decisions", markup=False)
         return
-    table = Table(title=f"{len(differences)} round(s) differ", title_justify="left")
-    for column in ("round", "recorded verdict", "replayed verdict", "recorded decision"):
-        table.add_column(column)
-    table.add_column("replayed decision")
-    table.add_column("why", overflow="fold")
-    for r in differences:
-        table.add_row(
-            str(r.index),
-            r.recorded_verdict,
-            r.verdict or "(not reached)",
-            r.recorded_decision or "-",
-            r.decision or "(not reached)",
-            "; ".join(r.reasons),
+    reached = [r for r in differences if r.decision is not None or r.verdict is not None]
+    unreached = [r.index for r in differences if r not in reached]
+    if reached:
+        table = Table(title=f"{len(reached)} round(s) differ", title_justify="left")
+        for column in ("round", "recorded verdict", "replayed verdict", "recorded decision"):
+            table.add_column(column)
+        table.add_column("replayed decision")
+        table.add_column("why", overflow="fold")
+        for r in reached:
+            table.add_row(
+                str(r.index),
+                r.recorded_verdict,
+                r.verdict or "-",
+                r.recorded_decision or "-",
+                r.decision or "-",
+                "; ".join(r.reasons),
+            )
+        console.print(table)
+    if unreached:
+        span = f"{unreached[0]}" if len(unreached) == 1 else f"{unreached[0]}-{unreached[-1]}"
+        console.print(
+            f"  rounds {span} were recorded, but the replayed analysis had already ended "
+            f"at round {result.replayed.round}",
+            markup=False,
         )
-    console.print(table)
 
 
 # --------------------------------------------------------------------------- backtest

@@ -1,0 +1,181 @@
+"""`canary replay` as a user runs it: one analysis, the --all backtest, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from replay_helpers import history_database
+
+from canary.cli import main
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, str]]:
+    return history_database(tmp_path_factory.mktemp("replay-cli"))
+
+
+def run(capsys: pytest.CaptureFixture[str], url: str, *args: str) -> tuple[int, str, str]:
+    code = main(["--database-url", url, *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _rows(url: str) -> int:
+    with sa.create_engine(url).connect() as connection:
+        return sum(
+            connection.scalar(sa.text(f"SELECT count(*) FROM {t}"))
+            for t in ("analyses", "rounds", "observations", "metric_results", "actions")
+        )
+
+
+def test_replay_one_analysis_json_and_text(store, capsys) -> None:  # type: ignore[no-untyped-def]
+    url, ids = store
+    before = _rows(url)
+    code, out, _ = run(capsys, url, "replay", ids["bad"], "--json")
+    assert code == 0
+    body = json.loads(out)
+    assert body["reproduced"] is True and body["differences"] == []
+    assert body["recorded"] == body["replayed"]
+    assert body["replayed"]["decision"] == "rollback"
+
+    code, out, _ = run(capsys, url, "replay", ids["bad"], "--set", "alpha_fail=0.000001")
+    assert code == 0
+    assert "recorded: fail at round" in out
+    assert "differ" in out and "rollback" in out and "continue" in out
+
+    code, out, _ = run(capsys, url, "replay", ids["argo_bad"])
+    assert code == 0 and "every round reproduced" in out
+    assert _rows(url) == before
+
+
+def test_replay_with_another_judge(store, capsys) -> None:  # type: ignore[no-untyped-def]
+    url, ids = store
+    code, out, _ = run(capsys, url, "replay", ids["bad"], "--judge", "mann_whitney", "--json")
+    assert code == 0
+    assert json.loads(out)["judge"] == "mann_whitney"
+    # The threshold judge needs bounds the recorded metrics do not have ...
+    code, _, err = run(capsys, url, "replay", ids["bad"], "--judge", "threshold")
+    assert code == 2 and "needs `min`, `max` or both" in err
+    # ... and judges with them; a replayed rollout that ends early leaves rounds unreached.
+    code, out, _ = run(
+        capsys, url, "replay", ids["bad"], "--judge", "threshold", "--set", "max=0.0001"
+    )
+    assert code == 0
+    assert "replayed: fail at round 1, rollback" in out
+    assert "were recorded, but the replayed analysis had already ended at round 1" in out
+
+
+def test_backtest_side_by_side_with_labels(store, capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    url, ids = store
+    strict, loose = tmp_path / "strict.toml", tmp_path / "loose.toml"
+    strict.write_text(_config(alpha_fail=0.000001))
+    loose.write_text(_config(alpha_fail=0.2))
+    labels = tmp_path / "labels.txt"
+    labels.write_text(
+        f"# ground truth\n{ids['good']} good\n{ids['bad']},bad\n{ids['argo_bad']} bad\n"
+        f"{ids['analyze_good']} good\n"
+    )
+    code, out, _ = run(
+        capsys,
+        url,
+        "replay",
+        "--all",
+        "--config",
+        str(strict),
+        "--config",
+        str(loose),
+        "--labels",
+        str(labels),
+        "--json",
+    )
+    assert code == 0
+    body = json.loads(out)
+    assert body["analyses"] == len(ids)
+    names = [c["name"] for c in body["configurations"]]
+    assert names == ["recorded", str(strict), str(loose)]
+    recorded = body["configurations"][0]
+    # The recorded outcomes: both regressions were caught, no good one rolled back.
+    assert (recorded["good"], recorded["bad"]) == (2, 2)
+    assert (recorded["false_rollbacks"], recorded["missed_regressions"]) == (0, 0)
+    for config in body["configurations"][1:]:
+        results = body["results"][config["name"]]
+        assert len(results) == len(ids)
+        label = {
+            ids["good"]: "good",
+            ids["bad"]: "bad",
+            ids["argo_bad"]: "bad",
+            ids["analyze_good"]: "good",
+        }
+        stopped = {
+            r["analysisId"]
+            for r in results
+            if r["replayed"]["decision"] == "rollback" or r["replayed"]["verdict"] == "fail"
+        }
+        assert config["false_rollbacks"] == sum(
+            1 for i, v in label.items() if v == "good" and i in stopped
+        )
+        assert config["missed_regressions"] == sum(
+            1 for i, v in label.items() if v == "bad" and i not in stopped
+        )
+    strict_summary = body["configurations"][1]
+    assert strict_summary["decisions_changed"] >= 1  # stricter evidence: later or no rollback
+
+    code, out, _ = run(capsys, url, "replay", "--all", "--labels", str(labels))
+    assert code == 0
+    for words in ("false rollbacks", "missed regressions", "median time to decision", "recorded"):
+        assert words in out
+
+
+def _config(alpha_fail: float) -> str:
+    return f"""
+[defaults]
+max_duration = "40m"
+steps = [{{weight = 10, duration = "5m"}}, {{weight = 20, duration = "5m"}},
+         {{weight = 50, duration = "10m"}}]
+
+[[defaults.metrics]]
+name = "errors"
+kind = "counts"
+min_requests = 500
+alpha_fail = {alpha_fail}
+
+[[defaults.metrics]]
+name = "latency"
+kind = "histogram"
+alpha_fail = {alpha_fail}
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["replay", "checkout-nope"], "no analysis with id 'checkout-nope'"),
+        (["replay"], "give one analysis ID, or --all"),
+        (["replay", "--all", "--set", "colour=blue"], "--set colour: unknown setting"),
+        (["replay", "--all", "--set", "alpha_fail=7"], "alpha_fail"),
+        (["replay", "--all", "--judge", "coin"], "unknown judge"),
+        (["replay", "--all", "--since", "a while"], "--since 'a while'"),
+        (["replay", "--all", "--labels", "/nonexistent/labels"], "cannot read"),
+        (["replay", "--all", "--config", "/nonexistent.toml"], "cannot read"),
+        (["show", "nope"], "no analysis with id 'nope'"),
+        (["export", "nope"], "no analysis with id 'nope'"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(store, capsys, args, message) -> None:  # type: ignore[no-untyped-def]
+    url, _ = store
+    code, out, err = run(capsys, url, *args)
+    assert code == 2, (out, err)
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_bad_labels_name_the_line(store, capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    url, ids = store
+    labels = tmp_path / "labels.txt"
+    labels.write_text(f"{ids['good']} good\n{ids['bad']} terrible\n")
+    code, _, err = run(capsys, url, "replay", "--all", "--labels", str(labels))
+    assert code == 2
+    assert "line 2" in err and "good or bad" in err
