@@ -99,13 +99,11 @@ def _toml_value(value: Any) -> str:
 
 def write_toml(raw: Mapping[str, Any], path: Path) -> Path:
     """A TOML file of `raw`: tables for top-level mappings, inline values below."""
-    lines = []
+    lines = [f"{k} = {_toml_value(v)}" for k, v in raw.items() if not isinstance(v, Mapping)]
     for key, value in raw.items():
         if isinstance(value, Mapping):
             lines.append(f"[{key}]")
             lines += [f"{k} = {_toml_value(v)}" for k, v in value.items()]
-        else:
-            lines.append(f"{key} = {_toml_value(value)}")
     path.write_text("\n".join(lines) + "\n")
     return path
 
