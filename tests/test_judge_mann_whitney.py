@@ -31,7 +31,7 @@ from kayenta_vectors import (
     R_TIE_LARGE_CONTROL,
     R_TIE_LARGE_EXPERIMENT,
 )
-from scipy.stats import mannwhitneyu, norm
+from scipy.stats import mannwhitneyu, norm, rankdata
 
 from canary.config import AnalysisSettings, MetricConfig
 from canary.judge import judge_rounds, make_judge
@@ -185,6 +185,33 @@ def test_interval_bounds_are_where_the_test_starts_rejecting(seed: int) -> None:
     assert p(result.lower - delta) < alpha < p(result.lower + delta)
     assert p(result.upper + delta) < alpha < p(result.upper - delta)
     assert result.lower < result.estimate < result.upper
+
+
+def _ranked_w(x: np.ndarray, y: np.ndarray, d: float, correct: bool) -> float:
+    """W(d) computed literally as R does: rank c(x - d, y), count ties."""
+    ranks = rankdata(np.concatenate((x - d, y)))
+    n, m = len(x), len(y)
+    dz = ranks[:n].sum() - n * (n + 1) / 2 - n * m / 2
+    _, t = np.unique(ranks, return_counts=True)
+    sigma = math.sqrt(n * m / 12 * ((n + m + 1) - np.sum(t**3.0 - t) / ((n + m) * (n + m - 1))))
+    return (dz - (math.copysign(0.5, dz) if correct and dz else 0.0)) / sigma
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rank_free_statistic_equals_the_ranked_one(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 6, rng.integers(2, 30)).astype(float) / 2
+    y = rng.integers(0, 6, rng.integers(2, 30)).astype(float) / 2
+    # Shifts at pairwise differences create ties between x - d and y.
+    shifts = [*np.subtract.outer(x, y).ravel()[:40], 0.123, -1.7]
+    for d in shifts:
+        for correct in (True, False):
+            assert rank_sum_z(x, y, d, correct=correct) == pytest.approx(
+                _ranked_w(x, y, d, correct), abs=1e-12
+            )
+    # Distinct x values that rounding merges after the shift.
+    x, y = np.array([1.0, 1.0 + 2.0**-52, 3.0]), np.array([0.5, 2.0])
+    assert rank_sum_z(x, y, 1e17) == pytest.approx(_ranked_w(x, y, 1e17, True), abs=1e-12)
 
 
 def test_zeroin_finds_roots_and_respects_zero_endpoints() -> None:
