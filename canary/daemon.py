@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import math
 import os
 import socket
 import time
@@ -39,7 +40,7 @@ from typing import Any
 from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -58,7 +59,7 @@ from canary.rounds import (
     recorded_canary,
 )
 from canary.store import leases
-from canary.store.tables import Action, Analysis, Round, utcnow
+from canary.store.tables import Action, Analysis, Lease, Round, utcnow
 
 __all__ = ["Daemon", "DaemonAlreadyRunning", "lease_name", "single_daemon_lock"]
 
@@ -69,6 +70,10 @@ Sessions = sessionmaker[Session]
 
 class DaemonAlreadyRunning(CanaryError):
     """Another daemon holds the SQLite database (SQLite supports a single daemon)."""
+
+
+#: Lease rows named ``replica/<owner>`` are each replica's heartbeat (fair share).
+REPLICA_PREFIX = "replica/"
 
 
 def lease_name(canary: str) -> str:
@@ -123,12 +128,13 @@ def _event_for(kind: str, status: str) -> EventName | None:
 
 @dataclass
 class _Work:
-    """What the sync job found for one canary."""
+    """What the sync job found for one canary (light columns only)."""
 
     canary: str
-    analysis: Analysis | None = None  # the active daemon analysis
-    pending: list[Action] = field(default_factory=list)
-    last_round_at: datetime | None = None
+    analysis_id: str | None = None  # the active daemon analysis
+    status: str | None = None
+    started_at: datetime | None = None
+    pending: list[int] = field(default_factory=list)  # pending action ids
 
 
 class Daemon:
@@ -166,6 +172,7 @@ class Daemon:
         self._revisions: dict[str, str] = {}
         self._revision_checked: dict[str, float] = {}
         self._sync_lock = asyncio.Lock()
+        self._in_round: set[str] = set()
         #: (scheduled time, lateness seconds) of recent rounds, for the benchmark.
         self.lateness: deque[float] = deque(maxlen=200_000)
         self.rounds_run = 0
@@ -276,36 +283,62 @@ class Daemon:
     def _find_work(self) -> dict[str, _Work]:
         work: dict[str, _Work] = {}
         with self.sessions.begin() as session:
-            active = session.scalars(
-                select(Analysis).where(
+            active = session.execute(
+                select(Analysis.id, Analysis.canary, Analysis.status, Analysis.started_at).where(
                     Analysis.status.in_(control.ACTIVE), Analysis.source == "daemon"
                 )
             ).all()
-            for analysis in active:
-                item = work.setdefault(analysis.canary, _Work(analysis.canary))
-                if item.analysis is None or analysis.started_at > item.analysis.started_at:
-                    item.analysis = analysis
-            pending = session.scalars(
-                select(Action).where(Action.state == ActionState.PENDING.value).order_by(Action.id)
+            for analysis_id, canary, status, started_at in active:
+                item = work.setdefault(canary, _Work(canary))
+                if item.started_at is None or started_at > item.started_at:
+                    item.analysis_id, item.status, item.started_at = analysis_id, status, started_at
+            pending = session.execute(
+                select(Action.id, Analysis.canary)
+                .join(Analysis, Analysis.id == Action.analysis_id)
+                .where(Action.state == ActionState.PENDING.value)
+                .order_by(Action.id)
             ).all()
-            for action in pending:
-                owner = session.get(Analysis, action.analysis_id)
-                if owner is None:
-                    continue
-                work.setdefault(owner.canary, _Work(owner.canary)).pending.append(action)
-            ids = [w.analysis.id for w in work.values() if w.analysis is not None]
-            if ids:
-                last = session.execute(
-                    select(Round.analysis_id, func.max(Round.recorded_at))
-                    .where(Round.analysis_id.in_(ids))
-                    .group_by(Round.analysis_id)
-                ).all()
-                by_id = dict(last)
-                for item in work.values():
-                    if item.analysis is not None:
-                        item.last_round_at = by_id.get(item.analysis.id)
-            session.expunge_all()
+            for action_id, canary in pending:
+                work.setdefault(canary, _Work(canary)).pending.append(action_id)
         return work
+
+    def _live_replicas(self) -> int:
+        with self.sessions.begin() as session:
+            return int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(Lease)
+                    .where(Lease.name.like(f"{REPLICA_PREFIX}%"), Lease.expires_at >= utcnow())
+                )
+                or 1
+            )
+
+    def _renew_held(self, names: list[str]) -> set[str]:
+        """Renew the leases this replica holds in one statement; the names still held."""
+        if not names:
+            return set()
+        now = utcnow()
+        expires = now + timedelta(seconds=self.lease_ttl)
+        with self.sessions.begin() as session:
+            session.execute(
+                update(Lease)
+                .where(Lease.owner == self.owner, Lease.name.in_(names))
+                .values(expires_at=expires, renewed_at=now)
+            )
+            held = session.scalars(
+                select(Lease.name).where(Lease.owner == self.owner, Lease.name.in_(names))
+            ).all()
+        return set(held)
+
+    def _schedule_info(self, analysis_id: str) -> tuple[CanaryConfig, datetime | None] | None:
+        with self.sessions.begin() as session:
+            analysis = session.get(Analysis, analysis_id)
+            if analysis is None or analysis.status != AnalysisStatus.RUNNING.value:
+                return None
+            last = session.scalar(
+                select(func.max(Round.recorded_at)).where(Round.analysis_id == analysis_id)
+            )
+            return self._canary_config(analysis), last
 
     async def sync(self) -> None:
         """Renew leases, schedule held analyses, reconcile pending actions, auto-start."""
@@ -324,49 +357,82 @@ class Daemon:
             asyncio.get_running_loop().create_task(self.sync())
 
     async def _sync(self) -> None:
+        await self._db(
+            leases.acquire, self.sessions, REPLICA_PREFIX + self.owner, self.owner, self.lease_ttl
+        )
         work = await self._db(self._find_work)
         for name in list(self._held):
             if name not in work:
                 await self._db(leases.release, self.sessions, lease_name(name), self.owner)
                 self._held.discard(name)
+        # Renew what we hold in one statement; notice leases lost meanwhile.
+        names = [lease_name(n) for n in self._held]
+        still = await self._db(self._renew_held, names)
+        for name in list(self._held):
+            if lease_name(name) not in still:
+                log.warning("lost the lease on canary %s", name)
+                self._drop(name, work.get(name))
+        # Fair share: take free canaries only up to ceil(canaries / live replicas).
+        replicas = await self._db(self._live_replicas)
+        fair = math.ceil(len(work) / max(1, replicas))
         for item in work.values():
             if self._stopping.is_set():
                 return
-            held = await self._db(
-                leases.acquire, self.sessions, lease_name(item.canary), self.owner, self.lease_ttl
-            )
-            if not held:
-                if item.canary in self._held:
-                    log.warning("lost the lease on canary %s", item.canary)
-                self._held.discard(item.canary)
-                if item.analysis is not None:
-                    self._unschedule(item.analysis.id)
-                continue
             if item.canary not in self._held:
+                if len(self._held) >= fair:
+                    continue
+                held = await self._db(
+                    leases.acquire,
+                    self.sessions,
+                    lease_name(item.canary),
+                    self.owner,
+                    self.lease_ttl,
+                )
+                if not held:
+                    continue
                 log.info("holding canary %s", item.canary)
                 self._held.add(item.canary)
-            for action in item.pending:
-                await self._apply(action.id)
-            analysis = item.analysis
-            if analysis is None:
+            for action_id in item.pending:
+                await self._apply(action_id)
+            if item.analysis_id is None:
                 continue
-            if analysis.status == AnalysisStatus.RUNNING.value:
-                self._schedule(analysis, item.last_round_at)
+            if item.status == AnalysisStatus.RUNNING.value:
+                await self._schedule(item.analysis_id)
             else:
-                self._unschedule(analysis.id)
+                self._unschedule(item.analysis_id)
+        # Shed canaries above the fair share (not mid-round) so other replicas get them.
+        excess = len(self._held) - fair
+        for name in sorted(self._held):
+            if excess <= 0:
+                break
+            item = work.get(name)
+            if item is not None and item.analysis_id in self._in_round:
+                continue
+            self._drop(name, item)
+            await self._db(leases.release, self.sessions, lease_name(name), self.owner)
+            log.info("released canary %s to other replicas (fair share %d)", name, fair)
+            excess -= 1
         # Jobs of analyses that are no longer active (finished elsewhere).
-        active_ids = {w.analysis.id for w in work.values() if w.analysis is not None}
+        active_ids = {w.analysis_id for w in work.values() if w.analysis_id is not None}
         if self._scheduler is not None:
             for job in self._scheduler.get_jobs():
                 if job.id != "sync" and job.id not in active_ids:
                     job.remove()
         await self._auto_start(work)
 
-    def _schedule(self, analysis: Analysis, last_round_at: datetime | None) -> None:
+    def _drop(self, name: str, item: _Work | None) -> None:
+        self._held.discard(name)
+        if item is not None and item.analysis_id is not None:
+            self._unschedule(item.analysis_id)
+
+    async def _schedule(self, analysis_id: str) -> None:
         scheduler = self._scheduler
-        if scheduler is None or scheduler.get_job(analysis.id) is not None:
+        if scheduler is None or scheduler.get_job(analysis_id) is not None:
             return
-        canary = self._canary_config(analysis)
+        info = await self._db(self._schedule_info, analysis_id)
+        if info is None or scheduler.get_job(analysis_id) is not None:
+            return
+        canary, last_round_at = info
         now = utcnow()
         first = now
         if last_round_at is not None:
@@ -379,12 +445,12 @@ class Daemon:
                 jitter=canary.jitter or None,
                 timezone="UTC",
             ),
-            args=[analysis.id],
-            id=analysis.id,
-            name=f"round {analysis.canary}",
+            args=[analysis_id],
+            id=analysis_id,
+            name=f"round {canary.name}",
             next_run_time=first,
         )
-        log.info("scheduled analysis %s every %.0fs", analysis.id, canary.interval)
+        log.info("scheduled analysis %s every %gs", analysis_id, canary.interval)
 
     def _unschedule(self, analysis_id: str) -> None:
         if self._scheduler is not None and self._scheduler.get_job(analysis_id) is not None:
@@ -466,10 +532,13 @@ class Daemon:
             lateness = max(0.0, (begin - scheduled).total_seconds())
             self.lateness.append(lateness)
             telemetry.LATENESS_SECONDS.observe(lateness)
+        self._in_round.add(analysis_id)
         try:
             await self.run_round(analysis_id, begin)
         except Exception:
             log.exception("round of analysis %s failed", analysis_id)
+        finally:
+            self._in_round.discard(analysis_id)
 
     def _round_context(self, analysis_id: str) -> tuple[Analysis, list[int]]:
         with self.sessions.begin() as session:
@@ -581,7 +650,7 @@ class Daemon:
             if not canary.auto_start or self._stopping.is_set():
                 continue
             item = work.get(canary.name)
-            if item is not None and item.analysis is not None:
+            if item is not None and item.analysis_id is not None:
                 continue
             last = self._revision_checked.get(canary.name, 0.0)
             if time.monotonic() - last < canary.interval:
