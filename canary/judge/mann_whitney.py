@@ -266,7 +266,7 @@ class MannWhitneyJudge:
                     f"passes at the budget from {self.settings.pass_score:g})"
                 ]
         if scored is not None and scored.group_scores:
-            groups_text = ", ".join(f"{g} {s:g}" for g, s in sorted(scored.group_scores.items()))
+            groups_text = ", ".join(f"{g} {s:.4g}" for g, s in sorted(scored.group_scores.items()))
             reasons.append(f"group scores: {groups_text}")
         if pending:
             reasons.append("pending: " + ", ".join(sorted(pending)))
