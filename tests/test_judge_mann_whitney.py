@@ -561,6 +561,16 @@ def test_missing_data_at_the_budget_is_nodata_and_fails_the_score() -> None:
     assert last.verdict is Verdict.FAIL
 
 
+def test_a_budget_too_short_for_the_test_is_inconclusive_not_a_failure() -> None:
+    # 3 vs 3 values can never reach 98%; R would fall back to the data range and a
+    # fully separated pair of samples would look "High".
+    judge = MannWhitneyJudge([MetricConfig(name="cpu", kind="value")], SETTINGS)
+    last = judge_rounds(judge, _value_rounds([5.0, 5.1, 5.2], [1.0, 1.1, 1.2]))[-1]
+    assert last.verdict is Verdict.INCONCLUSIVE and last.round == 3
+    assert "budget reached before cpu had 5 values per arm" in last.reasons[0]
+    assert last.metrics["cpu"].verdict is Verdict.INCONCLUSIVE
+
+
 @pytest.mark.parametrize(("nan_strategy", "idle_values"), [("replace", 1), ("remove", 0)])
 def test_counts_use_the_error_ratio_and_nan_strategy_handles_idle_rounds(
     nan_strategy: str, idle_values: int

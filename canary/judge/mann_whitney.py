@@ -21,10 +21,12 @@ Verdict, round by round — Spinnaker's reading of the two score thresholds (a
 
 A metric is classified only once each arm holds `min_samples` values (by default the
 smallest equal sample size at which the rank-sum test can reach the confidence level
-at all: 5 at 98%), or at the budget; until then it is pending and takes no part in the
-score. A round with `error` set adds no values. Because the test is re-taken every
-round, its false-alarm rate grows with the number of rounds — use the `sequential`
-judge when decisions are taken every round; this judge exists for Kayenta migrations.
+at all: 5 at 98%); until then it is pending and takes no part in the score. At the
+budget an arm without any value is classified (Kayenta's Nodata), while a metric that
+still has too few values leaves the analysis INCONCLUSIVE. A round with `error` set
+adds no values. Because the test is re-taken every round, its false-alarm rate grows
+with the number of rounds — use the `sequential` judge when decisions are taken every
+round; this judge exists for Kayenta migrations.
 
 Per-metric verdicts follow the analysis: metrics that caused a FAIL are FAIL, every
 metric is PASS or INCONCLUSIVE with the analysis at the budget, RUNNING otherwise;
@@ -203,7 +205,10 @@ class MannWhitneyJudge:
             baseline = prepare(
                 values[name]["baseline"], spec.nan_strategy, spec.outliers, self.outlier_factor
             )
-            if not final and min(canary.size, baseline.size) < self.min_samples:
+            smallest = min(canary.size, baseline.size)
+            # Too few values: pending (at the budget too, unless an arm has none at all,
+            # which is Kayenta's Nodata).
+            if smallest < self.min_samples and not (final and smallest == 0):
                 pending[name] = (int(canary.size), int(baseline.size))
                 continue
             classified[name] = classify(
@@ -244,8 +249,13 @@ class MannWhitneyJudge:
             verdict, verdict_round = Verdict.FAIL, int(failed["round"])
             reasons = list(failed["reasons"])
         elif final:
-            assert scored is not None  # at the budget every metric is classified
-            if scored.score >= self.settings.pass_score:
+            if pending or scored is None:
+                verdict = Verdict.INCONCLUSIVE
+                reasons = [
+                    f"budget reached before {', '.join(sorted(pending))} had "
+                    f"{self.min_samples} values per arm"
+                ]
+            elif scored.score >= self.settings.pass_score:
                 verdict = Verdict.PASS
                 reasons = [f"score {scored.score:g} >= pass_score {self.settings.pass_score:g}"]
             else:
