@@ -42,24 +42,33 @@ class BodyLimitMiddleware:
                     return
         received = 0
         started = False
+        exceeded = False
 
         async def limited_receive() -> dict[str, Any]:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    exceeded = True
                     raise _TooLarge(self.max_bytes)
             return message
 
-        async def tracking_send(message: dict[str, Any]) -> None:
+        async def guarded_send(message: dict[str, Any]) -> None:
             nonlocal started
+            if exceeded:
+                # Whatever the app made of the aborted read (FastAPI turns it into a
+                # 400 "error parsing the body"), the answer is 413.
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await self._reject(send, 413, self._message())
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, guarded_send)
         except _TooLarge:
             if not started:
                 await self._reject(send, 413, self._message())

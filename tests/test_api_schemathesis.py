@@ -1,0 +1,60 @@
+"""Schemathesis against the OpenAPI document of the running server: no 5xx, ever.
+
+Bounded: `MAX_EXAMPLES` generated requests per operation (env
+CANARY_SCHEMATHESIS_EXAMPLES raises it for a longer local run).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+
+from tests import api_fixtures
+from tests.api_fixtures import TOKEN, make_config, migrated_sqlite, serve
+from tests.api_harness import ApiServer
+
+backfilled = api_fixtures.backfilled  # fixtures
+prometheus_bin = api_fixtures.prometheus_bin
+
+MAX_EXAMPLES = int(os.environ.get("CANARY_SCHEMATHESIS_EXAMPLES", "25"))
+
+
+@pytest.fixture(scope="module")
+def api_server(backfilled, tmp_path_factory) -> Iterator[ApiServer]:  # type: ignore[no-untyped-def]
+    url = migrated_sqlite(tmp_path_factory.mktemp("schemathesis"))
+    server = serve(url, make_config(backfilled.prometheus.url))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def api_schema(api_server: ApiServer):  # type: ignore[no-untyped-def]
+    return schemathesis.openapi.from_url(f"{api_server.url}/openapi.json")
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+)
+def test_no_server_errors(case, api_server: ApiServer) -> None:  # type: ignore[no-untyped-def]
+    headers = dict(case.headers or {})
+    headers.setdefault("Authorization", f"Bearer {TOKEN}")
+    response = case.call(base_url=api_server.url, headers=headers)
+    case.validate_response(response, checks=[not_a_server_error])
+    if response.status_code >= 400 and case.path != "/metrics":
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        content_type = headers["content-type"]
+        content_type = content_type[0] if isinstance(content_type, list) else content_type
+        assert content_type.startswith("application/json"), (case.path, content_type)
+        assert "error" in response.json()
