@@ -104,6 +104,13 @@ def render_analysis(analysis: Analysis) -> str:
         f'<div class="headline" style="border-color:{color}">{escape(headline(analysis))}</div>',
     ]
     reasons = [r for row in rounds[-1:] for r in row.reasons]
+    reasons += [
+        f"{result.metric}: {reason}"
+        for row in rounds[-1:]
+        for result in row.results
+        if result.verdict in ("fail", "pass", "inconclusive")
+        for reason in result.reasons
+    ]
     if reasons:
         items = "".join(f"<li>{escape(r)}</li>" for r in reasons)
         body.append(f'<ul class="reasons">{items}</ul>')
@@ -161,6 +168,7 @@ def render_analysis(analysis: Analysis) -> str:
                         x_range,
                         thresholds=thresholds,
                         markers=markers,
+                        y_range=_evidence_range(metric.log_e_fail + metric.log_e_pass),
                         css_class="chart evidence",
                     )
                 )
@@ -184,6 +192,14 @@ def render_analysis(analysis: Analysis) -> str:
     body.append("<h2>Rounds</h2>")
     body.append(_round_table(analysis))
     return _page(f"{analysis.canary} {analysis.id}: {analysis.verdict}", "".join(body))
+
+
+def _evidence_range(points: list[tuple[float, float | None]]) -> tuple[float, float]:
+    """log10 e-values clipped to [-4, 12]: the thresholds (about 1-3) stay readable."""
+    values = [y for _, y in points if y is not None]
+    high = min(max([3.0, *values]) + 0.5, 12.0)
+    low = max(min([-1.0, *values]) - 0.5, -4.0)
+    return low, high
 
 
 def _round_table(analysis: Analysis) -> str:

@@ -88,7 +88,7 @@ def _one_metric(analysis: Analysis, rounds: list[Round], name: str) -> MetricSer
                 rate = 1 - failed / total if total else None
                 arms.setdefault(f"{observation.arm}", []).append((x, rate))
             elif "buckets" in delta:
-                kind, unit = "histogram", "latency (bucket bound units, ms for Istio)"
+                kind, unit = "histogram", "latency (ms)"
                 for q in (0.5, 0.99):
                     value = quantile_from_buckets(delta["bounds"], delta["buckets"], q)
                     arms.setdefault(f"{observation.arm} p{int(q * 100)}", []).append((x, value))

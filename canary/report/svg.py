@@ -101,11 +101,16 @@ def render(chart: Chart) -> str:
         f'transform="rotate(-90 14 {TOP + plot_h / 2:.0f})" text-anchor="middle">'
         f"{escape(chart.y_label)}</text>"
     )
-    for y, label, color in chart.thresholds:
+    label_ys: list[float] = []
+    for y, label, color in sorted(chart.thresholds, key=lambda t: -t[0]):
+        label_y = py(y) + 4
+        while any(abs(label_y - taken) < 12 for taken in label_ys):
+            label_y += 12  # keep close thresholds' labels apart
+        label_ys.append(label_y)
         parts.append(
             f'<line class="threshold" x1="{LEFT}" x2="{LEFT + plot_w}" y1="{py(y):.1f}" '
             f'y2="{py(y):.1f}" stroke="{color}" stroke-dasharray="6 4"/>'
-            f'<text x="{LEFT + plot_w + 4}" y="{py(y) + 4:.1f}" font-size="11" '
+            f'<text x="{LEFT + plot_w + 4}" y="{label_y:.1f}" font-size="11" '
             f'fill="{color}">{escape(label)}</text>'
         )
     for marker in chart.markers:
@@ -141,7 +146,7 @@ def render(chart: Chart) -> str:
                     f'cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5" fill="{series.color}">'
                     f"<title>{escape(series.name)}: {_fmt(y)}</title></circle>"
                 )
-        legend_y = TOP + 28 + index * 16
+        legend_y = TOP + plot_h - 6 - (len(chart.series) - 1 - index) * 16
         parts.append(
             f'<rect x="{LEFT + plot_w + 8}" y="{legend_y - 8}" width="10" height="10" '
             f'fill="{series.color}"/><text x="{LEFT + plot_w + 22}" y="{legend_y + 1}" '

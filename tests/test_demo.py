@@ -1,0 +1,36 @@
+"""`canary demo`: the real daemon on a simulated mesh promotes one canary, rolls back one."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import browser
+
+
+def test_demo_promotes_the_healthy_canary_and_rolls_back_the_regression(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "canary", "demo", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(r"^checkout: promoted \(pass\)", result.stdout, re.M), result.stdout
+    assert re.search(r"^payments: rolled_back \(fail\)", result.stdout, re.M), result.stdout
+    reports = {p.name.split("-")[0]: p for p in (tmp_path / "reports").glob("*.html")}
+    assert set(reports) == {"checkout", "payments"}
+
+    page = browser.load(reports["payments"].as_uri())
+    assert page.console == []
+    headline = re.search(r'<div class="headline"[^>]*>(.*?)</div>', page.dom).group(1)
+    assert re.match(r"Rolled back at round \d+ \(t\+\d+s, canary weight \d+%\): failed", headline)
+    assert page.dom.count('class="chart evidence"') == 2
+    browser.screenshot(reports["payments"].as_uri(), "demo-payments-rolled-back.png")
+    promoted = browser.load(reports["checkout"].as_uri())
+    assert promoted.console == []
+    assert "Promoted at round" in promoted.dom
