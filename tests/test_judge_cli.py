@@ -75,7 +75,7 @@ def test_json_lines_are_answered_line_by_line_in_order(capsys, tmp_path):
     lines = [
         analysis("a-pass", 100, rounds=10),
         analysis("b-fail", 400),
-        analysis("c-short", 100, 1),
+        analysis("c-short", 10, 1, 1000),
     ]
     path = write(tmp_path, "many.txt", "\n".join(json.dumps(a) for a in lines) + "\n")
     code, out, _ = run(capsys, "--input", path)
