@@ -1,0 +1,147 @@
+"""The shared round pipeline (`canary.rounds.judge_round`) against a real Prometheus."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from daemon_stack import canary_entry, config_dict, make_config
+from prometheus_harness import LiveStack, free_port, live_stack, prometheus_bin  # noqa: F401
+
+from canary.config import PrometheusConfig
+from canary.model import Counts, Histogram, Verdict
+from canary.rounds import (
+    PrometheusSource,
+    RoundConflict,
+    ensure_analysis,
+    judge_round,
+    recorded_settings,
+)
+from canary.store.analyses import get_analysis, load_analysis_full
+from canary.store.database import connect
+from canary.store.database import sessions as make_sessions
+from canary.store.tables import utcnow
+
+
+@pytest.fixture
+def sessions(migrated_url: str):  # type: ignore[no-untyped-def]
+    engine = connect(migrated_url)
+    yield make_sessions(engine)
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def traffic(live_stack: LiveStack) -> Iterator[LiveStack]:  # noqa: F811
+    for arm in ("canary", "baseline"):
+        live_stack.exporter.configure(arm, rate=100.0, error_ratio=0.1)
+    time.sleep(3.5)  # a few scrapes at these settings
+    yield live_stack
+    live_stack.reset_traffic()
+
+
+def _canary(url: str, **settings):  # type: ignore[no-untyped-def]
+    raw = config_dict(url, "/nonexistent", [canary_entry("app", **settings)])
+    return make_config(raw).canary[0]
+
+
+async def test_first_round_is_the_warm_up_then_rounds_are_judged_incrementally(
+    traffic: LiveStack, sessions
+) -> None:
+    canary = _canary(traffic.prometheus.url)
+    source = PrometheusSource(PrometheusConfig(url=traffic.prometheus.url))
+    analysis_id = ensure_analysis(sessions, canary, key="argo/app/abc", source="argo")
+    assert ensure_analysis(sessions, canary, key="argo/app/abc", source="argo") == analysis_id
+    start = utcnow() - timedelta(seconds=0.5)  # a scraped instant
+    try:
+        warm = await judge_round(
+            sessions, analysis_id, canary, source, start - timedelta(seconds=2)
+        )
+        first = await judge_round(sessions, analysis_id, canary, source, start)
+        second = await judge_round(
+            sessions, analysis_id, canary, source, start + timedelta(seconds=0)
+        )
+    finally:
+        await source.aclose()
+
+    assert warm.warmup and warm.index == 0 and warm.judgement is None
+    assert warm.verdict is Verdict.RUNNING
+    assert (first.index, second.index) == (1, 2) and not first.warmup
+    errors_canary = first.data.canary["errors"]
+    assert isinstance(errors_canary, Counts)
+    # Two seconds of 100 req/s with 10% errors, exact integers from the counters.
+    assert 100 <= errors_canary.total <= 300
+    assert errors_canary.failed == pytest.approx(errors_canary.total * 0.1, abs=3)
+    assert isinstance(first.data.baseline["latency"], Histogram)
+    assert first.judgement is not None and set(first.judgement.metrics) == {"errors", "latency"}
+    assert second.data.canary["errors"] == Counts(0, 0)  # same instant: nothing new
+
+    with sessions.begin() as session:
+        analysis = load_analysis_full(session, analysis_id)
+        assert [r.index for r in analysis.rounds] == [0, 1, 2]
+        assert analysis.rounds[0].verdict == "running" and not analysis.rounds[0].results
+        assert {m.metric for m in analysis.rounds[1].results} == {"errors", "latency"}
+        assert analysis.judge_state and analysis.snapshot["version"]
+        assert recorded_settings(analysis).steps == canary.steps
+
+
+async def test_prometheus_down_gives_an_error_round_and_keeps_the_snapshot(
+    traffic: LiveStack, sessions
+) -> None:
+    canary = _canary(traffic.prometheus.url)
+    good = PrometheusSource(PrometheusConfig(url=traffic.prometheus.url))
+    down = PrometheusSource(
+        PrometheusConfig(url=f"http://127.0.0.1:{free_port()}", timeout=1, retries=0)
+    )
+    analysis_id = ensure_analysis(sessions, canary, key="k-down", source="analyze")
+    try:
+        await judge_round(sessions, analysis_id, canary, good, utcnow())
+        with sessions.begin() as session:
+            snapshot = dict(get_analysis(session, analysis_id).snapshot)
+        failed = await judge_round(sessions, analysis_id, canary, down, utcnow())
+    finally:
+        await good.aclose()
+        await down.aclose()
+
+    assert failed.index == 1 and failed.error and "127.0.0.1" in failed.error
+    assert failed.judgement is None and failed.verdict is Verdict.RUNNING
+    with sessions.begin() as session:
+        analysis = load_analysis_full(session, analysis_id)
+        assert analysis.snapshot == snapshot  # the next round's delta covers both intervals
+        assert analysis.rounds[1].error == failed.error
+
+
+async def test_concurrent_callers_record_a_round_once(traffic: LiveStack, sessions) -> None:
+    canary = _canary(traffic.prometheus.url)
+    source = PrometheusSource(PrometheusConfig(url=traffic.prometheus.url))
+    analysis_id = ensure_analysis(sessions, canary, key="k-race", source="argo")
+    try:
+        await judge_round(sessions, analysis_id, canary, source, utcnow())
+        results = await asyncio.gather(
+            judge_round(sessions, analysis_id, canary, source, utcnow()),
+            judge_round(sessions, analysis_id, canary, source, utcnow()),
+            return_exceptions=True,
+        )
+    finally:
+        await source.aclose()
+    conflicts = [r for r in results if isinstance(r, RoundConflict)]
+    assert len(conflicts) == 1, results
+    with sessions.begin() as session:
+        assert [r.index for r in load_analysis_full(session, analysis_id).rounds] == [0, 1]
+
+
+async def test_the_final_round_without_evidence_is_inconclusive(
+    traffic: LiveStack, sessions
+) -> None:
+    canary = _canary(traffic.prometheus.url, max_rounds=1)
+    source = PrometheusSource(PrometheusConfig(url=traffic.prometheus.url))
+    analysis_id = ensure_analysis(sessions, canary, key="k-final", source="analyze")
+    try:
+        await judge_round(sessions, analysis_id, canary, source, utcnow() - timedelta(seconds=2))
+        last = await judge_round(sessions, analysis_id, canary, source, utcnow())
+    finally:
+        await source.aclose()
+    assert last.final  # derived from max_rounds = 1
+    assert last.verdict is Verdict.INCONCLUSIVE
