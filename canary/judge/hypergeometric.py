@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 from scipy.special import gammaln
 
 __all__ = ["RoundLikelihood", "informative", "round_loglik"]
@@ -108,7 +108,10 @@ def _log_terms(
             start = np.minimum(wlo, hi - width + 1)
             ulo, uhi = int(start.min()), int(start.max()) + width - 1
             _, logw_u = _log_weights(n, m, e, ulo, uhi)
-            terms = sliding_window_view(logw_u, width)[start - ulo]  # a copy, one row per psi
+            windows = as_strided(
+                logw_u, shape=(len(logw_u) - width + 1, width), strides=logw_u.strides * 2
+            )
+            terms = windows[start - ulo]  # a copy, one row per psi
             terms += np.outer(log_psi, np.arange(width, dtype=np.float64))
             row_max = terms.max(axis=1)
             ok_left = (start == lo) | (terms[:, 0] < row_max - _EDGE_DROP)

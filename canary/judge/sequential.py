@@ -91,11 +91,16 @@ _DISPERSION_MIN_ROUNDS = 5
 _DISPERSION_Z = 2.326  # one-sided 1% normal quantile for the Wilson-Hilferty test
 
 
-def _logmeanexp(values: np.ndarray, axis: int = -1) -> np.ndarray:
-    top = np.max(values, axis=axis, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    out = np.log(np.mean(np.exp(values - top), axis=axis)) + np.squeeze(top, axis=axis)
-    return out
+def _logmeanexp(values: np.ndarray) -> float:
+    """log(mean(exp(values))) of a 1-D array, computed stably."""
+    top = float(values.max())
+    return top + math.log(float(np.exp(values - top).sum()) / values.size)
+
+
+def _logmeanexp_rows(values: np.ndarray) -> np.ndarray:
+    """log(mean(exp(row))) for every row of a 2-D array."""
+    top = values.max(axis=1)
+    return top + np.log(np.exp(values - top[:, None]).sum(axis=1) / values.shape[1])
 
 
 class MetricParameters:
@@ -188,7 +193,12 @@ def _new_track(params: MetricParameters) -> dict[str, Any]:
 
 
 class SequentialJudge:
-    """Anytime-valid sequential judge; see the module docstring for the statistics."""
+    """Anytime-valid sequential judge; see the module docstring for the statistics.
+
+    `dispersion_guard=False` turns the over-dispersion guard off; `explain=False`
+    skips the confidence intervals and reasons (same verdicts, for bulk backtests
+    and benchmarks).
+    """
 
     name = "sequential"
 
@@ -198,10 +208,12 @@ class SequentialJudge:
         settings: AnalysisSettings,
         *,
         dispersion_guard: bool = True,
+        explain: bool = True,
     ) -> None:
         self.metrics = list(metrics)
         self.settings = settings
         self.dispersion_guard = dispersion_guard
+        self.explain = explain
         judged = [m for m in self.metrics if m.kind is not MetricKind.VALUE]
         if not judged:
             names = ", ".join(m.name for m in self.metrics) or "none"
@@ -357,7 +369,7 @@ class SequentialJudge:
             verdict, at = Verdict.RUNNING, None
         stats["fail_round"] = entry["fail_round"]
         stats["pass_round"] = entry["pass_round"]
-        reasons = self._reasons(params, entry, stats, verdict, note)
+        reasons = self._reasons(params, entry, stats, verdict, note) if self.explain else []
         result = MetricResult(
             name=params.name,
             verdict=verdict,
@@ -424,11 +436,11 @@ class SequentialJudge:
         fails, passes = [], []
         for track in tracks:
             s = np.asarray(track["loglik"])
-            log_fail = float(_logmeanexp(s[params.i_fail]) - s[params.i_tol])
-            log_pass = float(_logmeanexp(s[params.i_pass]) - s[params.i_margin])
+            log_fail = _logmeanexp(s[params.i_fail]) - float(s[params.i_tol])
+            log_pass = _logmeanexp(s[params.i_pass]) - float(s[params.i_margin])
             fails.append(log_fail)
             passes.append(log_pass)
-            low, high, estimate = _interval(params, s)
+            low, high, estimate = _interval(params, s) if self.explain else (None, None, None)
             per_track.append(
                 {
                     "canary": {"total": track["canary"][0], "failed": track["canary"][1]},
@@ -442,7 +454,7 @@ class SequentialJudge:
                     "phi": track["phi"],
                 }
             )
-        log_fail = float(_logmeanexp(np.array(fails)))
+        log_fail = _logmeanexp(np.array(fails))
         log_pass = float(min(passes))
         stats["e_fail"] = _safe_exp(log_fail)
         stats["e_pass"] = _safe_exp(log_pass)
@@ -538,7 +550,7 @@ def _interval(params: MetricParameters, s: np.ndarray) -> tuple[float | None, fl
     (None, None) means every grid psi0 is rejected: no constant odds ratio fits.
     """
     ci = s[params.ci_slice]
-    log_e = _logmeanexp(ci[params.ci_alternatives], axis=1) - ci
+    log_e = _logmeanexp_rows(ci[params.ci_alternatives]) - ci
     kept = np.nonzero(log_e < params.log_ci_threshold)[0]
     estimate = float(params.ci_psi[int(np.argmax(ci))])
     if len(kept) == 0:
