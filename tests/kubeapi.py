@@ -275,7 +275,7 @@ class KubeApiServer:
 
     def start(self) -> KubeApiServer:
         handler = type("Handler", (_Handler,), {"api": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = _Server(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         if self.tls:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -658,6 +658,12 @@ def _matcher(method: str | None, path: str | None) -> Callable[[str, str], bool]
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _Server(ThreadingHTTPServer):
+    # the default backlog of 5 drops connections when a daemon test or a benchmark
+    # opens many at once (and the client then waits for SYN retransmits)
+    request_queue_size = 256
 
 
 class _Handler(BaseHTTPRequestHandler):
