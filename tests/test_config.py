@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,31 @@ def test_secrets_come_from_files_and_env(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.delenv("CANARY_DATABASE_URL")
     monkeypatch.setenv("CANARY_DATA_DIR", str(tmp_path))
     assert parse_config({}).database.resolved_url() == f"sqlite:///{tmp_path / 'canary.db'}"
+
+
+def test_example_file_documents_every_key() -> None:
+    """Every configuration key appears in config.example.toml (set or commented out)."""
+    from pydantic import BaseModel
+
+    from canary.config import CanaryConfig, Config
+
+    text = (ROOT / "config.example.toml").read_text()
+    written = set(re.findall(r"^#?\s*([a-z_]+)\s*=", text, re.M))
+    written |= set(re.findall(r"[{,]\s*([a-z_]+)\s*=", text))
+    written |= set(re.findall(r"^\[+([a-z_.]+)\]+", text, re.M))
+    written = {part for key in written for part in key.split(".")}
+
+    missing = []
+
+    def walk(model: type[BaseModel], path: str) -> None:
+        for name, field in model.model_fields.items():
+            if name not in written:
+                missing.append(f"{path}{name}")
+            for kind in (field.annotation, *getattr(field.annotation, "__args__", ())):
+                for inner in (kind, *getattr(kind, "__args__", ())):
+                    if isinstance(inner, type) and issubclass(inner, BaseModel):
+                        walk(inner, f"{path}{name}.")
+
+    walk(Config, "")
+    walk(CanaryConfig, "canary.")
+    assert sorted(set(missing)) == []
