@@ -39,6 +39,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_deploy import dockerfile_stages, instructions
 
 import canary
 
@@ -177,6 +178,16 @@ mode = "memory"
         return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
+def _healthcheck(port: int) -> list[str]:
+    """The Dockerfile's HEALTHCHECK command (exec form), with `port` for 8080."""
+    (healthcheck,) = instructions(
+        dockerfile_stages((ROOT / "Dockerfile").read_text())[-1], "HEALTHCHECK"
+    )
+    command = json.loads(healthcheck.split("CMD", 1)[1])
+    assert command[0] == "python"
+    return [sys.executable, *(part.replace(":8080/", f":{port}/") for part in command[1:])]
+
+
 def _get(url: str) -> tuple[int, bytes]:
     with urllib.request.urlopen(url, timeout=2) as response:
         return response.status, response.read()
@@ -255,6 +266,8 @@ def test_canary_run_as_the_container_does(workdir: Path) -> None:
                     pytest.fail("canary run did not serve /healthz within 60 s")
                 time.sleep(0.2)
         assert status == 200, body
+        # The image's HEALTHCHECK command, pointed at this port, agrees.
+        assert subprocess.run(_healthcheck(container.port), timeout=30).returncode == 0
 
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
@@ -271,6 +284,8 @@ def test_canary_run_as_the_container_does(workdir: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+    assert subprocess.run(_healthcheck(container.port), timeout=30).returncode != 0
 
     # Nothing but the data directory (and /tmp) was written; HOME was never created.
     assert not Path("/nonexistent").exists()
