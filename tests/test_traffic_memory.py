@@ -49,3 +49,18 @@ async def test_memory_router_moves_rolls_back_and_detects_drift() -> None:
     rolled = await router.rollback(analysis="a", step=1, force=True)
     assert rolled.after == Weights(0, 100)
     assert not (await router.get()).drift
+
+
+async def test_a_new_analysis_takes_over_from_a_previous_ones_final_weights() -> None:
+    router = MemoryRouter("checkout")
+    await router.set_weights(100, analysis="a-1", step=3)  # a-1 promoted
+    router.external_set(0)  # the release process resets the route to stable
+    with pytest.raises(Drift):  # the same analysis, or an operator, sees drift
+        await router.set_weights(50, analysis="a-1", step=4)
+    with pytest.raises(Drift):
+        await router.set_weights(50)
+    result = await router.set_weights(10, analysis="a-2", step=0)  # a new analysis starts
+    assert (result.before, result.after) == (Weights(0, 100), Weights(10, 90))
+    router.external_set(40)  # and from now on its own record binds it
+    with pytest.raises(Drift, match="analysis a-2 step 0"):
+        await router.set_weights(20, analysis="a-2", step=1)

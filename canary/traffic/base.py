@@ -7,7 +7,8 @@ destinations. Every implementation keeps the same safety rules (DESIGN §6):
 - each write records who wrote which weights (`WriteRecord`); before writing, the
   current weights are compared with the last record, and if someone else changed
   them the write is refused with `Drift` — reported, never overwritten (`force=True`
-  is the operator's explicit override);
+  is the operator's explicit override; a new analysis is not bound by the record of
+  a previous one, see `decide_write`);
 - a write that meets a concurrent writer re-reads, re-checks drift and re-applies,
   a bounded number of times (`Conflict` when exhausted);
 - rollback is one write that sets the canary weight to 0.
@@ -324,8 +325,16 @@ def decide_write(
     current weights must equal the recorded ones (else Drift, unless `force`); a
     write is skipped when the target is in place and the record names the same
     analysis and step (a replayed step is never applied twice).
+
+    A record left by a *different* analysis does not bind a new one: a new analysis
+    takes over from whatever weights are in place (e.g. reset to stable after the
+    previous analysis promoted). Writes without an analysis (an operator's
+    `canary traffic set`) are always checked against the record.
     """
-    if record is not None and record.weights != current and not force:
+    binding = record is not None and not (
+        analysis is not None and record.analysis is not None and record.analysis != analysis
+    )
+    if binding and record is not None and record.weights != current and not force:
         raise Drift(resource, current, record)
     return not (
         current == target
