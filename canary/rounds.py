@@ -414,13 +414,22 @@ def _finish_action(
         mark_action(session, action, state, error=error)
         if halt_reason:
             analysis = get_analysis(session, action.analysis_id, for_update=True)
-            if not AnalysisStatus(analysis.status).is_final:
+            # A promotion that could not be carried out is no promotion: halt instead.
+            if analysis.status not in _ROLLED_BACK:
                 state_json = dict(analysis.engine_state or {})
                 if state_json:
                     state_json["status"] = AnalysisStatus.HALTED.value
                     state_json["reason"] = halt_reason
                     analysis.engine_state = state_json
                 finish_analysis(session, analysis, AnalysisStatus.HALTED, reason=halt_reason)
+                analysis.finished_at = None
+
+
+_ROLLED_BACK = {
+    AnalysisStatus.ROLLED_BACK.value,
+    AnalysisStatus.ABORTED.value,
+    AnalysisStatus.INCONCLUSIVE.value,
+}
 
 
 def _note_action_error(sessions: Sessions, action_id: int, error: str) -> None:

@@ -69,7 +69,10 @@ def _status(args: argparse.Namespace) -> int:
     if not rows:
         console.print("no canaries configured")
         return 0
-    table = Table("canary", "analysis", "status", "weight", "step", "rounds", "verdict", "reason")
+    table = Table()
+    for column in ("canary", "analysis", "status", "weight", "step", "rounds", "verdict"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("reason", ratio=1)
     for row in rows:
         analysis = row["analysis"]
         if analysis is None:
