@@ -207,9 +207,8 @@ def test_dockerfile_promises() -> None:
     assert f":{exposed}/healthz" in command[2]
 
     labels = " ".join(instructions(runtime, "LABEL"))
-    for key in ("title", "description", "version", "revision", "created", "licenses", "source"):
-        if key == "source":
-            continue  # no public repository address yet
+    # OCI annotations (image-spec annotations.md); no `source` until a public repository.
+    for key in ("title", "description", "version", "revision", "created", "licenses"):
         assert f"org.opencontainers.image.{key}=" in labels, f"OCI label {key} missing"
 
 
@@ -243,10 +242,8 @@ def test_the_build_stage_builds_the_wheel_from_the_filtered_context(tmp_path: Pa
     assert not any(f.startswith(("tests/", ".git/", ".ci/")) for f in context)
     assert not any(f.endswith(".db") for f in context)
 
-    build, runtime = (
-        dockerfile_stages(DOCKERFILE.read_text())[0],
-        dockerfile_stages(DOCKERFILE.read_text())[-1],
-    )
+    stages = dockerfile_stages(DOCKERFILE.read_text())
+    build, runtime = stages[0], stages[-1]
     source_dir = tmp_path / "src"
     for copy_args in instructions(build, "COPY") + [
         a for a in instructions(runtime, "COPY") if "--from" not in a
