@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from canary.api.argo_key import ArgoTarget, resolve_target
-from canary.api.argo_view import StoredView, finish, load_view, response_body
+from canary.api.argo_view import StoredView, finish, load_view, response_body, view_after
 from canary.api.auth import bearer_scheme, require_token
 from canary.api.errors import ApiError, error_body
 from canary.api.params import reject_unknown_query
@@ -112,21 +112,25 @@ class ArgoRunner:
 
     def __init__(self) -> None:
         self.tasks: dict[str, asyncio.Task[RoundResult]] = {}
+        self.ids: dict[str, str] = {}  # key -> analysis id (keys never change owner)
 
     async def measure(self, context: Any, target: ArgoTarget) -> JSONResponse:
         if context.source is None:
             raise ApiError(503, "cannot judge: no Prometheus source is configured")
         sessions = context.sessions
         now = context.clock()
-        analysis_id = await asyncio.to_thread(
-            ensure_analysis,
-            sessions,
-            target.canary,
-            key=target.key,
-            source="argo",
-            revision=target.canary_hash,
-            now=now,
-        )
+        analysis_id = self.ids.get(target.key)
+        if analysis_id is None:
+            analysis_id = await asyncio.to_thread(
+                ensure_analysis,
+                sessions,
+                target.canary,
+                key=target.key,
+                source="argo",
+                revision=target.canary_hash,
+                now=now,
+            )
+            self.ids[target.key] = analysis_id
         view = await asyncio.to_thread(load_view, sessions, analysis_id)
         interval = timedelta(seconds=target.canary.interval)
         next_after = view.last_round_at + interval * INTERVAL_SLACK if view.last_round_at else None
@@ -176,8 +180,8 @@ class ArgoRunner:
             return self._answer(view, target, note="another replica recorded this round")
         except CanaryError as exc:
             raise ApiError(503, f"cannot judge: {exc}") from exc
-        view = await asyncio.to_thread(load_view, sessions, analysis_id)
         if result.error is not None:
+            view = await asyncio.to_thread(load_view, sessions, analysis_id)
             return JSONResponse(
                 error_body(
                     503,
@@ -188,6 +192,10 @@ class ArgoRunner:
                 ),
                 status_code=503,
             )
+        finished = result.judgement is not None and (
+            result.final or result.judgement.verdict is Verdict.FAIL
+        )
+        view = view_after(view, result.index, result.judgement, now, finished=finished)
         next_after = now + interval * INTERVAL_SLACK
         return self._answer(view, target, new_round=True, next_after=next_after)
 

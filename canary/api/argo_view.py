@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from canary.model import AnalysisStatus
+from canary.model import AnalysisStatus, Judgement
 from canary.store.analyses import finish_analysis, get_analysis
 from canary.store.tables import Round
 
-__all__ = ["StoredView", "finish", "load_view", "response_body"]
+__all__ = ["StoredView", "finish", "json_safe", "load_view", "response_body", "view_after"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,63 @@ def load_view(sessions: sessionmaker[Session], analysis_id: str) -> StoredView:
             metrics=metrics,
             started_at=analysis.started_at,
         )
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinities as strings (JSON has neither), recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "value") and isinstance(getattr(value, "value", None), str):
+        return value.value
+    return value
+
+
+def view_after(
+    view: StoredView,
+    index: int,
+    judgement: Judgement | None,
+    at: datetime,
+    *,
+    finished: bool,
+) -> StoredView:
+    """The view once round `index` (just recorded, without error) is added to `view`.
+
+    Saves reading back what this process has just written.
+    """
+    if judgement is None:  # the warm-up snapshot
+        return replace(
+            view,
+            round=index,
+            last_round_at=at,
+            last_error=None,
+            reasons=["warm-up: counter snapshot taken; the next round is the first judged"],
+        )
+    metrics = {
+        result.name: {
+            "verdict": result.verdict.value,
+            "verdictRound": result.round,
+            "reasons": list(result.reasons),
+            "statistics": json_safe(dict(result.statistics)),
+        }
+        for result in judgement.metrics.values()
+    }
+    status = AnalysisStatus.COMPLETED.value if finished else view.status
+    return replace(
+        view,
+        status=status,
+        verdict=judgement.verdict.value,
+        verdict_round=judgement.round,
+        round=index,
+        last_round_at=at,
+        last_error=None,
+        score=judgement.score,
+        reasons=list(judgement.reasons),
+        metrics=metrics,
+    )
 
 
 def finish(sessions: sessionmaker[Session], analysis_id: str, reason: str | None) -> None:

@@ -90,8 +90,15 @@ def serve(args: argparse.Namespace) -> int:
 
 
 async def _run(app, host: str, port: int, source) -> None:  # type: ignore[no-untyped-def]
+    from concurrent.futures import ThreadPoolExecutor
+
     import uvicorn
 
+    # Database work runs in threads; the default pool (CPUs + 4) queues concurrent
+    # Argo measurements behind each other.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=32, thread_name_prefix="canary-io")
+    )
     config = uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=False, lifespan="off"
     )
