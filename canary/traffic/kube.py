@@ -29,6 +29,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import ssl
 import subprocess
 import tempfile
@@ -383,8 +384,13 @@ class KubeClient:
         verify: ssl.SSLContext | bool = True
         if connection.server.startswith("https://"):
             verify = connection.ssl_context()
+        # TCP_NODELAY: a request's headers and body leave in separate writes; with
+        # Nagle's algorithm and the server's delayed ACK each PATCH/POST waits ~40 ms
+        transport = httpx.AsyncHTTPTransport(
+            verify=verify, socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+        )
         self._http = httpx.AsyncClient(
-            base_url=connection.server, verify=verify, timeout=timeout, trust_env=False
+            base_url=connection.server, transport=transport, timeout=timeout, trust_env=False
         )
         self._versions: dict[str, str] = {}
 
