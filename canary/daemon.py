@@ -224,9 +224,9 @@ class Daemon:
         self._scheduler = scheduler
         scheduler.start()
         log.info("daemon %s started", self.owner)
-        await asyncio.create_task(self.sync())  # resume every analysis from the database
+        await self.sync()  # resume every analysis from the database at once
         scheduler.add_job(
-            self.sync,
+            self._sync_job,
             IntervalTrigger(seconds=self.sync_interval),
             id="sync",
             name="sync",
@@ -344,17 +344,22 @@ class Daemon:
         """Renew leases, schedule held analyses, reconcile pending actions, auto-start."""
         if self._stopping.is_set():
             return
-        self._track()
         async with self._sync_lock:
             try:
                 await self._sync()
             except Exception:  # a sync failure (database down) must not kill the daemon
                 log.exception("sync failed")
 
+    async def _sync_job(self) -> None:
+        self._track()
+        await self.sync()
+
     def poke(self) -> None:
         """Sync soon (an analysis was started or changed through the API)."""
         if not self._stopping.is_set():
-            asyncio.get_running_loop().create_task(self.sync())
+            task = asyncio.get_running_loop().create_task(self._sync_job())
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
 
     async def _sync(self) -> None:
         await self._db(

@@ -1,0 +1,125 @@
+"""Reconciling pending actions against the VirtualService's actual weights (DESIGN §6).
+
+The daemon's sync is driven directly (no scheduler, no rounds), against the local
+Kubernetes API server: an action is applied once, an action already applied before
+a crash is only marked done, a rollback is carried out even over drift, and any
+other action meeting drift halts the analysis with the reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from daemon_stack import (
+    add_virtual_service,
+    canary_entry,
+    canary_weight,
+    config_dict,
+    kubeconfig,
+    make_config,
+    vs_weight_writes,
+)
+from kubeapi import KubeApiServer
+
+from canary import control
+from canary.daemon import Daemon
+from canary.store.analyses import load_analysis_full
+from canary.store.database import connect
+from canary.store.database import sessions as make_sessions
+
+
+@pytest.fixture
+def sessions(migrated_url: str):  # type: ignore[no-untyped-def]
+    engine = connect(migrated_url)
+    yield make_sessions(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def setup(kube_api: KubeApiServer, tmp_path: Path, sessions):  # type: ignore[no-untyped-def]
+    add_virtual_service(kube_api, "app")
+    raw = config_dict("http://127.0.0.1:9", kubeconfig(kube_api, tmp_path), [canary_entry("app")])
+    config = make_config(raw)
+    return config, Daemon(config, sessions)
+
+
+def _analysis(sessions, analysis_id: str):  # type: ignore[no-untyped-def]
+    with sessions.begin() as session:
+        analysis = load_analysis_full(session, analysis_id)
+        session.expunge_all()
+        return analysis
+
+
+async def test_a_pending_action_is_applied_once(setup, sessions, kube_api) -> None:
+    config, daemon = setup
+    analysis_id = control.start_analysis(sessions, config, "app")
+    await daemon.sync()
+    await daemon.sync()
+    assert vs_weight_writes(kube_api, "app") == [10]
+    assert [a.state for a in _analysis(sessions, analysis_id).actions] == ["done"]
+    await daemon._shutdown()
+
+
+async def test_an_action_applied_before_a_crash_is_only_marked_done(
+    setup, sessions, kube_api
+) -> None:
+    config, daemon = setup
+    analysis_id = control.start_analysis(sessions, config, "app")
+    action = _analysis(sessions, analysis_id).actions[0]
+    # The previous daemon wrote the weights, then died before marking the action.
+    await daemon.router(config.canary[0]).set_weights(
+        action.to_weight, analysis=analysis_id, step=action.id
+    )
+    assert vs_weight_writes(kube_api, "app") == [10]
+    await daemon.sync()
+    assert vs_weight_writes(kube_api, "app") == [10]  # not applied a second time
+    assert [a.state for a in _analysis(sessions, analysis_id).actions] == ["done"]
+    await daemon._shutdown()
+
+
+async def test_a_rollback_is_never_skipped_even_over_drift(setup, sessions, kube_api) -> None:
+    config, daemon = setup
+    analysis_id = control.start_analysis(sessions, config, "app")
+    await daemon.sync()
+    kube_api.modify(  # someone edits the weights by hand
+        "networking.istio.io",
+        "virtualservices",
+        "live",
+        "app",
+        lambda vs: (
+            vs["spec"]["http"][1]["route"][0].update(weight=70)
+            or vs["spec"]["http"][1]["route"][1].update(weight=30)
+        ),
+    )
+    control.abort_analysis(sessions, analysis_id)
+    await daemon.sync()
+    assert canary_weight(kube_api, "app") == 0
+    analysis = _analysis(sessions, analysis_id)
+    assert analysis.status == "aborted"
+    assert [a.state for a in analysis.actions] == ["done", "done"]
+    await daemon._shutdown()
+
+
+async def test_a_promotion_meeting_drift_halts_with_the_reason(setup, sessions, kube_api) -> None:
+    config, daemon = setup
+    analysis_id = control.start_analysis(sessions, config, "app")
+    await daemon.sync()
+    kube_api.modify(
+        "networking.istio.io",
+        "virtualservices",
+        "live",
+        "app",
+        lambda vs: (
+            vs["spec"]["http"][1]["route"][0].update(weight=70)
+            or vs["spec"]["http"][1]["route"][1].update(weight=30)
+        ),
+    )
+    control.promote_analysis(sessions, analysis_id)
+    await daemon.sync()
+    assert canary_weight(kube_api, "app") == 30  # not overwritten
+    analysis = _analysis(sessions, analysis_id)
+    assert analysis.status == "halted"
+    assert "drift" in analysis.reason and "someone else changed the weights" in analysis.reason
+    assert [a.state for a in analysis.actions] == ["done", "failed"]
+    await daemon._shutdown()
