@@ -267,7 +267,10 @@ def test_canary_run_as_the_container_does(workdir: Path) -> None:
                 time.sleep(0.2)
         assert status == 200, body
         # The image's HEALTHCHECK command, pointed at this port, agrees.
-        assert subprocess.run(_healthcheck(container.port), timeout=30).returncode == 0
+        assert (
+            subprocess.run(_healthcheck(container.port), capture_output=True, timeout=30).returncode
+            == 0
+        )
 
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
@@ -285,7 +288,10 @@ def test_canary_run_as_the_container_does(workdir: Path) -> None:
             process.kill()
             process.wait()
 
-    assert subprocess.run(_healthcheck(container.port), timeout=30).returncode != 0
+    assert (
+        subprocess.run(_healthcheck(container.port), capture_output=True, timeout=30).returncode
+        != 0
+    )
 
     # Nothing but the data directory (and /tmp) was written; HOME was never created.
     assert not Path("/nonexistent").exists()
