@@ -171,6 +171,7 @@ class DaemonProcess:
         lease_ttl: float = 15.0,
         sync_interval: float = 1.0,
         extra: Sequence[str] = (),
+        api: bool = False,
     ) -> None:
         self.log_path = log_path
         command = [
@@ -182,7 +183,7 @@ class DaemonProcess:
             "--database-url",
             database_url,
             "run",
-            "--no-api",
+            *(() if api else ("--no-api",)),
             "--lease-ttl",
             str(lease_ttl),
             "--sync-interval",
