@@ -49,6 +49,7 @@ __all__ = [
     "StoredAnalysis",
     "StoredRound",
     "apply_overrides",
+    "backtest",
     "iter_stored",
     "load_stored",
     "recorded_settings",
@@ -697,3 +698,112 @@ def fmt_seconds(seconds: float | None) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.1f}m"
     return f"{seconds / 3600:.1f}h"
+
+
+# --------------------------------------------------------------------------- many analyses
+
+#: (name, configuration) pairs to replay with; None is each analysis' recorded one.
+Configs = Sequence[tuple[str, Config | None]]
+
+
+@dataclass
+class BacktestRun:
+    """Replayed results per configuration name, and analyses that could not be replayed."""
+
+    results: dict[str, list[ReplayResult]]
+    errors: dict[str, list[str]]
+
+
+def _replay_chunk(
+    session: Session,
+    ids: Sequence[str],
+    configs: Configs,
+    judge: str | None,
+    overrides: Sequence[str],
+) -> BacktestRun:
+    run = BacktestRun({name: [] for name, _ in configs}, {name: [] for name, _ in configs})
+    for stored in iter_stored(session, ids):
+        for name, config in configs:
+            try:
+                settings = resolve_settings(stored, config=config, judge=judge, overrides=overrides)
+                run.results[name].append(replay(stored, settings))
+            except UsageError as exc:
+                if overrides or judge:
+                    raise  # a bad override is the user's mistake, not the analysis'
+                run.errors[name].append(f"{stored.id}: {exc}")
+    return run
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(url: str) -> None:
+    from canary.store.database import connect, sessions
+
+    _WORKER["sessions"] = sessions(connect(url))
+
+
+def _worker_chunk(
+    ids: Sequence[str], configs: Configs, judge: str | None, overrides: Sequence[str]
+) -> BacktestRun:
+    with _WORKER["sessions"]() as session:
+        return _replay_chunk(session, ids, configs, judge, overrides)
+
+
+def backtest(
+    url: str,
+    ids: Sequence[str],
+    configs: Configs,
+    *,
+    judge: str | None = None,
+    overrides: Sequence[str] = (),
+    workers: int = 1,
+    chunk: int = 100,
+    progress: Any = None,
+) -> BacktestRun:
+    """Replay `ids` with every configuration; `workers` > 1 judges in that many processes.
+
+    Judging is CPU-bound pure Python/numpy, so processes (not threads) share the
+    work; each worker reads its own chunks of analyses from the store. `progress`
+    (optional) is called with the number of analyses finished since the last call.
+    Results keep the order of `ids`.
+    """
+    from canary.store.database import connect, sessions
+
+    chunks = [list(ids[i : i + chunk]) for i in range(0, len(ids), chunk)]
+    run = BacktestRun({name: [] for name, _ in configs}, {name: [] for name, _ in configs})
+
+    def merge(part: BacktestRun, size: int) -> None:
+        for name in run.results:
+            run.results[name].extend(part.results[name])
+            run.errors[name].extend(part.errors[name])
+        if progress is not None:
+            progress(size)
+
+    if workers <= 1 or len(chunks) <= 1:
+        engine_ = connect(url)
+        try:
+            with sessions(engine_)() as session:
+                for part_ids in chunks:
+                    merge(
+                        _replay_chunk(session, part_ids, configs, judge, overrides), len(part_ids)
+                    )
+        finally:
+            engine_.dispose()
+        return run
+
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: the caller may run threads (a progress bar) that fork would copy
+    # mid-flight; a spawned worker imports canary afresh (about a second).
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_worker_init, initargs=(url,)
+    ) as pool:
+        futures = [
+            pool.submit(_worker_chunk, part_ids, configs, judge, overrides) for part_ids in chunks
+        ]
+        for part_ids, future in zip(chunks, futures, strict=True):
+            merge(future.result(), len(part_ids))
+    return run

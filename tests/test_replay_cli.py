@@ -179,3 +179,18 @@ def test_bad_labels_name_the_line(store, capsys, tmp_path: Path) -> None:  # typ
     code, _, err = run(capsys, url, "replay", "--all", "--labels", str(labels))
     assert code == 2
     assert "line 2" in err and "good or bad" in err
+
+
+def test_backtest_in_worker_processes_matches_one_process(store) -> None:  # type: ignore[no-untyped-def]
+    from canary.replay import backtest
+
+    url, ids = store
+    order = sorted(ids.values())
+    configs = [("replayed", None)]
+    seen: list[int] = []
+    one = backtest(url, order, configs, workers=1, progress=seen.append)
+    two = backtest(url, order, configs, workers=2, chunk=2, progress=seen.append)
+    assert [r.analysis_id for r in two.results["replayed"]] == order  # order kept
+    assert two.results == one.results
+    assert all(r.reproduced for r in two.results["replayed"])
+    assert sum(seen) == 2 * len(order)

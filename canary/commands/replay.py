@@ -11,6 +11,7 @@ configuration(s) to replay with (default: the configuration each analysis record
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -28,8 +29,8 @@ from canary.judge import JUDGES
 from canary.replay import (
     BacktestSummary,
     ReplayResult,
+    backtest,
     fmt_seconds,
-    iter_stored,
     load_stored,
     read_labels,
     recorded_summary,
@@ -86,6 +87,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="--all: ground truth, analysis id -> good|bad (JSON object or 'ID good' lines)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="--all: judge in N processes (default: the CPU count for 400+ analyses)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(handler=replay_command)
 
@@ -110,7 +117,7 @@ def replay_command(args: argparse.Namespace) -> int:
     if args.all == bool(args.analysis_id):
         raise UsageError("give one analysis ID, or --all for a backtest")
     if not args.all:
-        for option in ("canary", "since", "labels"):
+        for option in ("canary", "since", "labels", "workers"):
             if getattr(args, option):
                 raise UsageError(f"--{option} needs --all")
         if len(args.replay_configs) > 1:
@@ -118,6 +125,8 @@ def replay_command(args: argparse.Namespace) -> int:
     parse_overrides(args.overrides)  # a bad --set fails before anything is read
     if args.judge is not None and args.judge not in JUDGES:
         raise UsageError(f"--judge {args.judge!r}: unknown judge (known: {', '.join(JUDGES)})")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError("--workers must be at least 1")
     since = _since(args.since)
     labels = read_labels(args.labels) if args.labels else {}
     configs = _configs(args.replay_configs)
@@ -238,8 +247,9 @@ def _backtest(
 ) -> int:
     with factory() as session:
         ids = select_ids(session, canary=args.canary, since=since)
-    results: dict[str, list[ReplayResult]] = {name: [] for name, _ in configs}
-    errors: dict[str, list[str]] = {name: [] for name, _ in configs}
+    url = factory.kw["bind"].url.render_as_string(hide_password=False)
+    factory.kw["bind"].dispose()
+    workers = args.workers or (min(os.cpu_count() or 1, 8) if len(ids) >= 400 else 1)
     progress = Progress(
         TextColumn("replaying"),
         BarColumn(),
@@ -250,20 +260,18 @@ def _backtest(
         transient=True,
         disable=not sys.stderr.isatty(),
     )
-    with progress, factory() as session:
+    with progress:
         task = progress.add_task("replay", total=len(ids))
-        for stored in iter_stored(session, ids):
-            for name, config in configs:
-                try:
-                    settings = resolve_settings(
-                        stored, config=config, judge=args.judge, overrides=args.overrides
-                    )
-                    results[name].append(replay(stored, settings))
-                except UsageError as exc:
-                    if args.overrides or args.judge:
-                        raise  # a bad override is the user's mistake, not the analysis'
-                    errors[name].append(f"{stored.id}: {exc}")
-            progress.advance(task)
+        run = backtest(
+            url,
+            ids,
+            configs,
+            judge=args.judge,
+            overrides=args.overrides,
+            workers=workers,
+            progress=lambda done: progress.advance(task, done),
+        )
+    results, errors = run.results, run.errors
     every = {r.analysis_id: r for replayed in results.values() for r in replayed}
     summaries = [recorded_summary(every.values(), labels)]
     for name, _ in configs:
