@@ -30,6 +30,7 @@ import os
 import socket
 import time
 import uuid
+import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,6 +72,11 @@ Sessions = sessionmaker[Session]
 class DaemonAlreadyRunning(CanaryError):
     """Another daemon holds the SQLite database (SQLite supports a single daemon)."""
 
+
+#: More analyses than this becoming due in one sync get their first rounds spread.
+BULK_SCHEDULE = 10
+#: The longest spread of first rounds (seconds).
+MAX_SPREAD = 60.0
 
 #: Lease rows named ``replica/<owner>`` are each replica's heartbeat (fair share).
 REPLICA_PREFIX = "replica/"
@@ -380,6 +386,16 @@ class Daemon:
         # Fair share: take free canaries only up to ceil(canaries / live replicas).
         replicas = await self._db(self._live_replicas)
         fair = math.ceil(len(work) / max(1, replicas))
+        scheduler = self._scheduler
+        unscheduled = sum(
+            1
+            for w in work.values()
+            if w.analysis_id
+            and w.status == AnalysisStatus.RUNNING.value
+            and scheduler is not None
+            and scheduler.get_job(w.analysis_id) is None
+        )
+        bulk = unscheduled > BULK_SCHEDULE
         for item in work.values():
             if self._stopping.is_set():
                 return
@@ -402,7 +418,7 @@ class Daemon:
             if item.analysis_id is None:
                 continue
             if item.status == AnalysisStatus.RUNNING.value:
-                await self._schedule(item.analysis_id)
+                await self._schedule(item.analysis_id, spread=bulk)
             else:
                 self._unschedule(item.analysis_id)
         # Shed canaries above the fair share (not mid-round) so other replicas get them.
@@ -430,7 +446,7 @@ class Daemon:
         if item is not None and item.analysis_id is not None:
             self._unschedule(item.analysis_id)
 
-    async def _schedule(self, analysis_id: str) -> None:
+    async def _schedule(self, analysis_id: str, *, spread: bool = False) -> None:
         scheduler = self._scheduler
         if scheduler is None or scheduler.get_job(analysis_id) is not None:
             return
@@ -442,6 +458,11 @@ class Daemon:
         first = now
         if last_round_at is not None:
             first = max(now, last_round_at + timedelta(seconds=canary.interval))
+        if spread and first <= now:
+            # Many analyses due at once (a restart, a bulk start): spread their first
+            # rounds over one interval (stable per analysis) instead of a burst.
+            fraction = zlib.crc32(analysis_id.encode()) / 2**32
+            first = now + timedelta(seconds=fraction * min(canary.interval, MAX_SPREAD))
         scheduler.add_job(
             self._round_job,
             IntervalTrigger(
