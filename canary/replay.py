@@ -465,19 +465,25 @@ def _engine_verdict(status: AnalysisStatus, judgement: Judgement | None) -> str:
 
 
 def _replay_verdicts(
-    stored: StoredAnalysis, settings: AnalysisSettings, start: datetime
+    stored: StoredAnalysis,
+    settings: AnalysisSettings,
+    start: datetime,
+    window_end: bool | None = None,
 ) -> tuple[list[ReplayedRound], Outcome]:
+    judged = _judged(stored)
+    if window_end is None:
+        window_end = _reached_window_end(stored, judged)
     judge = _judge(settings)
     judge_state = judge.initial_state()
     rounds: list[ReplayedRound] = []
-    last: tuple[Judgement, int] | None = None
-    judged = _judged(stored)
+    last: Judgement | None = None
     for round_ in judged:
-        final = _verdict_mode_final(stored, settings, start, round_, round_ is judged[-1])
+        is_last = round_ is judged[-1]
+        final = (window_end and is_last) or _budget_final(settings, start, round_)
         judge_state, judgement = judge.update(judge_state, round_.data, final=final)
         verdict = Verdict.RUNNING.value
         if round_.data.error is None:
-            last = (judgement, round_.index)
+            last = judgement
             verdict = judgement.verdict.value
         rounds.append(
             ReplayedRound(
@@ -491,31 +497,43 @@ def _replay_verdicts(
             )
         )
     if last is None:
-        return rounds, Outcome(Verdict.RUNNING.value, None, None, None)
-    judgement, _index = last
-    return rounds, Outcome(
-        judgement.verdict.value,
-        judgement.round,
-        None,
-        _seconds(stored, start, judgement.round),
-    )
+        verdict = Verdict.INCONCLUSIVE.value if window_end else Verdict.RUNNING.value
+        return rounds, Outcome(verdict, None, None, None)
+    verdict = last.verdict.value
+    if window_end and last.verdict is Verdict.RUNNING:
+        verdict = Verdict.INCONCLUSIVE.value  # as `canary analyze` closes its window
+    return rounds, Outcome(verdict, last.round, None, _seconds(stored, start, last.round))
 
 
-def _verdict_mode_final(
-    stored: StoredAnalysis,
-    settings: AnalysisSettings,
-    start: datetime,
-    round_: StoredRound,
-    is_last: bool,
-) -> bool:
-    """Whether the judge was told the budget is reached at this round.
+_WINDOW_ENDS: dict[str, bool] = {}
 
-    As `canary.rounds.judge_round` decides it: the round index reaching `max_rounds`
-    or the round's end reaching `max_duration` after the start; `canary analyze`
-    also ends its window with the budget.
+
+def _reached_window_end(stored: StoredAnalysis, judged: Sequence[StoredRound]) -> bool:
+    """Whether the last stored round of a `canary analyze` window was its budget.
+
+    `canary analyze` judges the last round of its window with the budget reached and
+    otherwise stops at the first PASS or FAIL. Without a PASS or FAIL at the end, the
+    window's end was reached. With one, both are possible (a judge such as
+    mann_whitney passes only at the budget): the recorded configuration tells — if
+    it reproduces the last verdict without the budget, the window went on.
     """
-    if stored.source == "analyze" and is_last:
+    if stored.source != "analyze" or not judged:
+        return False
+    verdicts = [r.verdict for r in judged if r.data.error is None]
+    if not verdicts or verdicts[-1] not in (Verdict.PASS.value, Verdict.FAIL.value):
         return True
+    if stored.id not in _WINDOW_ENDS:
+        if len(_WINDOW_ENDS) > 50_000:
+            _WINDOW_ENDS.clear()
+        start = _start_time(stored)
+        rounds, _ = _replay_verdicts(stored, resolve_settings(stored), start, window_end=False)
+        _WINDOW_ENDS[stored.id] = rounds[-1].verdict != verdicts[-1]
+    return _WINDOW_ENDS[stored.id]
+
+
+def _budget_final(settings: AnalysisSettings, start: datetime, round_: StoredRound) -> bool:
+    """The budget check of `canary.rounds.judge_round`: the round index reaching
+    `max_rounds`, or the round's end reaching `max_duration` after the start."""
     if settings.max_rounds is not None and round_.index >= settings.max_rounds:
         return True
     if settings.max_duration is not None and round_.data.end is not None:

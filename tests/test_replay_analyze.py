@@ -1,0 +1,51 @@
+"""`canary analyze` against a backfilled Prometheus, then `canary replay` of what it stored.
+
+Uses the session's backfilled Prometheus of tests/test_metrics_backfill.py (real
+Prometheus 2.42, OpenMetrics loaded with promtool).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from metrics_scenarios import BOUNDARIES
+from prometheus_harness import prometheus_bin  # noqa: F401 (fixture of `backfilled`)
+from test_metrics_backfill import backfilled, iso, write_config  # noqa: F401 (fixture)
+
+from canary.cli import main
+
+
+@pytest.mark.parametrize("judge", ["sequential", "mann_whitney"])
+def test_replay_reproduces_canary_analyze(
+    request: pytest.FixtureRequest, migrated_url, tmp_path, capsys, judge
+) -> None:  # type: ignore[no-untyped-def]
+    server, _ = request.getfixturevalue("backfilled")
+    made = []
+    for namespace in ("worse", "resets", "restart", "gaps"):
+        config = write_config(tmp_path / f"{namespace}.toml", server.url, namespace, judge)
+        for interval in ("2m", "60s"):
+            code = main(
+                [
+                    "--config", config, "--database-url", migrated_url,
+                    "analyze", "--canary", "shop", "--interval", interval, "--json",
+                    "--from", iso(BOUNDARIES[0]), "--to", iso(BOUNDARIES[-1]),
+                ]
+            )  # fmt: skip
+            out = json.loads(capsys.readouterr().out)
+            assert code in (0, 1)
+            made.append((out["analysis_id"], out["verdict"], out["round"]))
+    assert "fail" in {verdict for _, verdict, _ in made}
+
+    for analysis_id, verdict, _ in made:
+        code = main(["--database-url", migrated_url, "replay", analysis_id, "--json"])
+        body = json.loads(capsys.readouterr().out)
+        assert code == 0
+        assert body["source"] == "analyze" and body["judge"] == judge
+        assert body["differences"] == [], (analysis_id, body["differences"])
+        assert body["replayed"]["verdict"] == verdict
+        assert body["replayed"] == body["recorded"]
+
+    code = main(["--database-url", migrated_url, "replay", "--all", "--json"])
+    summary = json.loads(capsys.readouterr().out)["configurations"]
+    assert summary[1]["analyses"] == len(made) and summary[1]["decisions_changed"] == 0
