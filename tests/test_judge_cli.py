@@ -83,7 +83,7 @@ def test_json_lines_are_answered_line_by_line_in_order(capsys, tmp_path):
     assert code == 1
     assert [a["id"] for a in answers] == ["a-pass", "b-fail", "c-short"]
     assert [a["verdict"] for a in answers] == ["pass", "fail", "inconclusive"]
-    assert answers[1]["round"] == 1
+    assert answers[1]["round"] == 2  # the guard waits for a second round with data
     assert answers[2]["round"] == 1  # the last round for inconclusive
     assert answers[2]["rounds"][-1]["decision"] == "rollback"  # on_inconclusive default
 

@@ -25,7 +25,10 @@ def counts_round(x: int, n: int, y: int, m: int, name: str = "errors") -> RoundD
 
 
 def one_round_stats(x: int, n: int, y: int, m: int, **metric: object) -> dict:
-    judge = SequentialJudge([MetricConfig(name="errors", **metric)], SETTINGS)
+    """Statistics after one round, without the guard's two-round wait."""
+    judge = SequentialJudge(
+        [MetricConfig(name="errors", **metric)], SETTINGS, dispersion_guard=False
+    )
     _, judgement = judge.update(judge.initial_state(), counts_round(x, n, y, m))
     return dict(judgement.metrics["errors"].statistics)
 
@@ -174,10 +177,14 @@ def test_incremental_equals_batch_and_state_survives_json():
 
 def test_clear_regression_fails_and_reports_a_time_uniform_interval():
     judge = make_judge("sequential", [MetricConfig(name="errors")], SETTINGS)
-    _, judgement = judge.update(judge.initial_state(), counts_round(300, 10000, 100, 10000))
+    state, judgement = judge.update(judge.initial_state(), counts_round(300, 10000, 100, 10000))
+    # The over-dispersion guard waits for a second round with data.
+    assert judgement.verdict is Verdict.RUNNING
+    assert judgement.metrics["errors"].statistics["e_fail"] == 1.0
+    _, judgement = judge.update(state, counts_round(290, 10000, 95, 10000))
     result = judgement.metrics["errors"]
-    assert judgement.verdict is Verdict.FAIL and judgement.round == 1
-    assert result.verdict is Verdict.FAIL and result.round == 1
+    assert judgement.verdict is Verdict.FAIL and judgement.round == 2
+    assert result.verdict is Verdict.FAIL and result.round == 2
     low, high = result.statistics["ci_low"], result.statistics["ci_high"]
     assert 1.0 < low < 3.0 < high  # true odds ratio ~3.06
     assert any("95% time-uniform" in r for r in result.reasons)
@@ -198,8 +205,9 @@ def test_equal_rates_pass_after_enough_evidence_and_fail_is_sticky():
     )
     first_pass = verdicts.index(Verdict.PASS) + 1
     assert judgement.round == first_pass
-    # A later regression still fails the metric: FAIL overrides an earlier PASS.
-    for _ in range(5):
+    # A later regression still fails the metric: FAIL overrides an earlier PASS. (The
+    # over-dispersion guard reads the change as dispersion and slows this down.)
+    for _ in range(10):
         state, judgement = judge.update(state, counts_round(400, 10000, 100, 10000))
     assert judgement.verdict is Verdict.FAIL
 
@@ -229,7 +237,8 @@ def test_value_metrics_are_reported_but_not_judged():
         canary={"errors": Counts(10000, 300), "cpu": 0.9},
         baseline={"errors": Counts(10000, 100), "cpu": 0.1},
     )
-    _, judgement = judge.update(judge.initial_state(), data)
+    state, _ = judge.update(judge.initial_state(), data)
+    _, judgement = judge.update(state, data)
     assert judgement.verdict is Verdict.FAIL
     assert "not judged" in judgement.metrics["cpu"].reasons[0]
     with pytest.raises(ValueError, match="kind value"):
@@ -271,15 +280,17 @@ def test_histogram_warm_up_then_exceedance_tests_per_bound():
     assert entry["bounds"] == [50.0, 100.0, 250.0] and entry["warmup_round"] == 1
     assert all(t["rounds"] == 0 for t in entry["tracks"])  # warm-up adds no evidence
     assert judgement.verdict is Verdict.RUNNING
-    state, judgement = judge.update(
-        state, RoundData(canary={"latency": slow}, baseline={"latency": base})
-    )
+    for _ in range(2):
+        state, judgement = judge.update(
+            state, RoundData(canary={"latency": slow}, baseline={"latency": base})
+        )
     result = judgement.metrics["latency"]
-    assert result.verdict is Verdict.FAIL and result.round == 2
+    assert result.verdict is Verdict.FAIL and result.round == 3
     per_bound = result.statistics["per_bound"]
-    # Slower than 100 ms: canary 2000 - 1600 = 400 of 2000, baseline 2000 - 1900 = 100.
-    assert per_bound[1]["canary"] == {"total": 2000, "failed": 400}
-    assert per_bound[1]["baseline"] == {"total": 2000, "failed": 100}
+    # Slower than 100 ms: canary 2000 - 1600 = 400 of 2000, baseline 2000 - 1900 = 100,
+    # in each of the two rounds after the warm-up.
+    assert per_bound[1]["canary"] == {"total": 4000, "failed": 800}
+    assert per_bound[1]["baseline"] == {"total": 4000, "failed": 200}
     # FAIL is the mean of the per-bound e-processes.
     assert result.statistics["e_fail"] == pytest.approx(
         np.mean([b["e_fail"] for b in per_bound]), rel=1e-9
@@ -305,19 +316,26 @@ def test_histogram_pass_needs_every_bound():
 
 
 def test_dispersion_guard_tempers_heterogeneous_rounds_only():
-    judge = SequentialJudge([MetricConfig(name="errors")], SETTINGS)
-    state = judge.initial_state()
-    for k in range(12):  # canary 3x worse, then 3x better, alternately: no net effect
-        x, y = (300, 100) if k % 2 == 0 else (100, 300)
-        state, _ = judge.update(state, counts_round(x, 10000, y, 10000))
-    assert state["metrics"]["errors"]["tracks"][0]["phi"] > 5
+    guarded = SequentialJudge([MetricConfig(name="errors")], SETTINGS)
+    plain = SequentialJudge([MetricConfig(name="errors")], SETTINGS, dispersion_guard=False)
+    g_state, p_state = guarded.initial_state(), plain.initial_state()
+    # Canary 3x worse, 3x worse, then 2x better, alternately: bursts, not a shift.
+    for k in range(9):
+        x, y = (300, 100) if k % 3 != 2 else (100, 200)
+        g_state, g = guarded.update(g_state, counts_round(x, 10000, y, 10000))
+        p_state, p = plain.update(p_state, counts_round(x, 10000, y, 10000))
+    assert p.verdict is Verdict.FAIL  # the plain test believes the bursts
+    stats = g.metrics["errors"].statistics
+    assert stats["phi"] > 5
+    assert stats["e_fail"] < p.metrics["errors"].statistics["e_fail"]
+    assert "over-dispersion" in " ".join(g.metrics["errors"].reasons)
 
     rng = np.random.default_rng(3)
-    state = judge.initial_state()
+    state = guarded.initial_state()
     for _ in range(30):
         x, y = int(rng.binomial(10000, 0.01)), int(rng.binomial(10000, 0.01))
-        state, _ = judge.update(state, counts_round(x, 10000, y, 10000))
-    assert state["metrics"]["errors"]["tracks"][0]["phi"] == 1.0
+        state, judgement = guarded.update(state, counts_round(x, 10000, y, 10000))
+    assert judgement.metrics["errors"].statistics["phi"] == 1.0
 
 
 # ---------------------------------------------------------------------- combination

@@ -35,13 +35,18 @@ verdict (use the threshold or mann_whitney judge for them).
 Over-dispersion guard (on by default). The guarantee assumes that within a round
 whether a request lands on canary or baseline is independent of its outcome; a bad
 pod whose error rate jumps from round to round breaks that and inflates false FAILs.
-The guard keeps Q = sum_k (x_k - E_psi^[x_k])^2 / Var_psi^[x_k] (Pearson dispersion
-at the running estimate psi^, kept for every grid psi in the state) and, once it is
-significant at 1% (Wilson-Hilferty chi-square quantile, at least 5 rounds with data),
-tempers later rounds' likelihood ratios: LR_k^(1/phi) with phi = Q / (rounds - 1),
-fixed before round k is seen. E[LR^(1/phi)] <= E[LR]^(1/phi) <= 1 (Jensen), so the
-guarantees above still hold; under over-dispersion it is a quasi-likelihood
-correction (McCullagh & Nelder, §4.5), a mitigation rather than a guarantee.
+The guard keeps, besides S(psi), Q(psi) = sum_k (x_k - E_psi[x_k])^2 / Var_psi[x_k]
+(Pearson's dispersion statistic, for every grid psi). At the estimate psi^ (the grid
+maximum of S) with r rounds of data, when Q(psi^) is significant at 1% (chi-square,
+r - 1 degrees of freedom), phi is the upper 95% confidence bound of the dispersion,
+Q(psi^) / chi2_0.05(r - 1), else 1 (a conservative choice: few rounds give a loose
+estimate, and a too-small phi is the dangerous side), and every e-value is computed
+from S / phi instead of S (quasi-likelihood, McCullagh & Nelder, §4.5). For any
+phi >= 1, even one chosen from the data, mean_psi exp(S(psi) / phi) <= (mean_psi
+exp(S(psi)))^(1/phi) (Jensen: x^(1/phi) is concave), so a tempered e-value above
+1/alpha implies an untempered one above it: the guarantees above still hold. With the
+guard, FAIL and PASS also wait for 2 rounds with data (one round cannot show
+dispersion). Under over-dispersion this is a mitigation, not a guarantee.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from scipy.stats import chi2
 
 from canary.config import AnalysisSettings, MetricConfig
 from canary.judge.combine import combine
@@ -87,8 +93,12 @@ CONFIDENCE = 0.95
 # each psi0 is tested against psi0 * 10^(+-s/20) for the steps below (x1.26 ... x5).
 _CI_LOG10 = np.arange(-20, 21) / 20.0
 _CI_STEPS = (2, 4, 6, 10, 14)
-_DISPERSION_MIN_ROUNDS = 5
-_DISPERSION_Z = 2.326  # one-sided 1% normal quantile for the Wilson-Hilferty test
+#: With the guard, a track needs this many rounds with data before it can FAIL or PASS.
+GUARD_MIN_ROUNDS = 2
+_DISPERSION_LEVEL = 0.01
+_CHI2_CRITICAL = chi2.isf(_DISPERSION_LEVEL, np.arange(1, 1001))  # index df - 1
+#: phi is the upper 95% confidence bound of the dispersion: Q / chi2_{0.05}(df).
+_CHI2_LOWER = chi2.ppf(0.05, np.arange(1, 1001))
 
 
 def _logmeanexp(values: np.ndarray) -> float:
@@ -186,7 +196,6 @@ def _new_track(params: MetricParameters) -> dict[str, Any]:
         "loglik": [0.0] * size,  # S(psi) on params.log_psi
         "dispersion": [0.0] * (params.ci_slice.stop),  # Q(psi) on the CI grid
         "rounds": 0,  # rounds with an informative table
-        "phi": 1.0,  # tempering for the next round (over-dispersion guard)
         "canary": [0, 0],  # requests, events
         "baseline": [0, 0],
     }
@@ -389,7 +398,6 @@ class SequentialJudge:
         track["baseline"] = [old["baseline"][0] + m, old["baseline"][1] + y]
         if not informative(x, n, y, m):
             return track
-        phi = float(old["phi"])
         lik = round_loglik(
             x,
             n,
@@ -399,7 +407,7 @@ class SequentialJudge:
             moments=self.dispersion_guard,
             moment_rows=params.ci_slice.stop,
         )
-        loglik = np.asarray(old["loglik"]) + lik.loglik / phi
+        loglik = np.asarray(old["loglik"]) + lik.loglik
         track["loglik"] = loglik.tolist()
         rounds = int(old["rounds"]) + 1
         track["rounds"] = rounds
@@ -409,7 +417,6 @@ class SequentialJudge:
                 resid = np.where(lik.var[ci] > 0, (x - lik.mean[ci]) ** 2 / lik.var[ci], 0.0)
             q = np.asarray(old["dispersion"]) + resid
             track["dispersion"] = q.tolist()
-            track["phi"] = _dispersion_phi(float(q[int(np.argmax(loglik[ci]))]), rounds)
         return track
 
     # ------------------------------------------------------------------ summaries
@@ -436,8 +443,16 @@ class SequentialJudge:
         fails, passes = [], []
         for track in tracks:
             s = np.asarray(track["loglik"])
+            phi = 1.0
+            if self.dispersion_guard:
+                q = track["dispersion"][int(np.argmax(s[params.ci_slice]))]
+                phi = _dispersion_phi(q, track["rounds"])
+                s = s / phi
             log_fail = _logmeanexp(s[params.i_fail]) - float(s[params.i_tol])
             log_pass = _logmeanexp(s[params.i_pass]) - float(s[params.i_margin])
+            if self.dispersion_guard and track["rounds"] < GUARD_MIN_ROUNDS:
+                # Shrinking an e-value keeps it valid: min(e, 1) until dispersion is seen.
+                log_fail, log_pass = min(log_fail, 0.0), min(log_pass, 0.0)
             fails.append(log_fail)
             passes.append(log_pass)
             low, high, estimate = _interval(params, s) if self.explain else (None, None, None)
@@ -451,7 +466,7 @@ class SequentialJudge:
                     "odds_ratio": estimate,
                     "ci_low": low,
                     "ci_high": high,
-                    "phi": track["phi"],
+                    "phi": phi,
                 }
             )
         log_fail = _logmeanexp(np.array(fails))
@@ -521,7 +536,7 @@ class SequentialJudge:
                 f"pass evidence reached but only {entry['requests']} of "
                 f"{params.min_requests} canary requests (min_requests)"
             )
-        if any(float(t["phi"]) > 1.0 for t in entry["tracks"]):
+        if any(float(t.get("phi", 1.0)) > 1.0 for t in stats.get("per_bound", [stats])):
             reasons.append("over-dispersion between rounds detected: evidence tempered")
         if note:
             reasons.append(note)
@@ -532,15 +547,21 @@ class SequentialJudge:
 
 
 def _dispersion_phi(q: float, rounds: int) -> float:
-    """phi = Q / (rounds - 1) when Q is significant at 1% (Wilson-Hilferty), else 1."""
-    if rounds < _DISPERSION_MIN_ROUNDS:
+    """Upper 95% bound of the dispersion, Q / chi2_0.05(df), when Q exceeds the chi-square
+    1% critical value (df = rounds - 1), else 1."""
+    if rounds < 2:
         return 1.0
     df = rounds - 1
-    a = 2.0 / (9.0 * df)
-    critical = df * (1.0 - a + _DISPERSION_Z * math.sqrt(a)) ** 3
+    if df <= len(_CHI2_CRITICAL):
+        critical = float(_CHI2_CRITICAL[df - 1])
+        lower = float(_CHI2_LOWER[df - 1])
+    else:  # Wilson-Hilferty approximation beyond the table
+        a = 2.0 / (9.0 * df)
+        critical = df * (1.0 - a + 2.3263 * math.sqrt(a)) ** 3
+        lower = df * (1.0 - a - 1.6449 * math.sqrt(a)) ** 3
     if q <= critical:
         return 1.0
-    return q / df
+    return max(1.0, q / lower)
 
 
 def _interval(params: MetricParameters, s: np.ndarray) -> tuple[float | None, float | None, float]:
