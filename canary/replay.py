@@ -39,7 +39,7 @@ from canary.config import AnalysisSettings, Config
 from canary.errors import UsageError
 from canary.judge import JUDGES, make_judge
 from canary.model import AnalysisStatus, Decision, Judgement, RoundData, Verdict
-from canary.store.analyses import list_analyses, load_analysis_full, round_data
+from canary.store.analyses import load_analysis_full, round_data
 from canary.store.tables import Analysis, Observation, Round
 
 __all__ = [
@@ -201,9 +201,13 @@ def iter_stored(
 def select_ids(
     session: Session, *, canary: str | None = None, since: datetime | None = None
 ) -> list[str]:
-    """Ids of the analyses in range, oldest first."""
-    rows = list_analyses(session, canary=canary, since=since)
-    return [row.id for row in reversed(rows)]
+    """Ids of the analyses in range, oldest first (one query, ids only)."""
+    query = select(Analysis.id).order_by(Analysis.started_at, Analysis.id)
+    if canary:
+        query = query.where(Analysis.canary == canary)
+    if since:
+        query = query.where(Analysis.started_at >= since)
+    return list(session.scalars(query))
 
 
 # --------------------------------------------------------------------------- settings
