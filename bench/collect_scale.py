@@ -129,21 +129,24 @@ def percentile(values: list[float], q: float) -> float:
 
 async def one_round(client, canaries, at, snapshots):  # type: ignore[no-untyped-def]
     client.stats.latencies.clear()
+    cpu = time.process_time()
     started = time.perf_counter()
     results = await asyncio.gather(
         *(collect_round(client, c, at, snapshots.get(c.name)) for c in canaries)
     )
     wall = time.perf_counter() - started
+    client.stats.cpu = time.process_time() - cpu  # type: ignore[attr-defined]
     return wall, results, list(client.stats.latencies)
 
 
-def report(label: str, wall: float, latencies: list[float], canaries: int) -> None:
+def report(label: str, wall: float, latencies: list[float], canaries: int, cpu: float) -> None:
+    load = os.getloadavg()[0]
     print(
         f"{label}: {wall:.2f} s for {canaries} canaries ({len(latencies)} queries) -> "
         f"{1 / wall:.3f} full rounds/s, {canaries / wall:.0f} canary-rounds/s; query latency "
         f"p50 {statistics.median(latencies) * 1000:.1f} ms, "
         f"p99 {percentile(latencies, 0.99) * 1000:.1f} ms, "
-        f"max {max(latencies) * 1000:.1f} ms"
+        f"max {max(latencies) * 1000:.1f} ms; canary CPU {cpu:.2f} s; load average {load:.1f}"
     )
 
 
@@ -154,11 +157,11 @@ async def measure(url: str, canaries: int, pods: int, concurrency: int, repeats:
         warm_at = datetime.fromtimestamp(SCRAPES[1], UTC)
         round_at = datetime.fromtimestamp(SCRAPES[3], UTC)
         wall, results, latencies = await one_round(client, configs, warm_at, {})
-        report("warm-up round", wall, latencies, canaries)
+        report("warm-up round", wall, latencies, canaries, client.stats.cpu)
         snapshots = {c.name: snap for c, (_, snap) in zip(configs, results, strict=True)}
         for attempt in range(repeats):
             wall, results, latencies = await one_round(client, configs, round_at, snapshots)
-            report(f"judged round #{attempt + 1}", wall, latencies, canaries)
+            report(f"judged round #{attempt + 1}", wall, latencies, canaries, client.stats.cpu)
         errors = [data.error for data, _ in results if data.error]
         if errors:
             raise SystemExit(f"{len(errors)} rounds failed, e.g. {errors[0]}")
@@ -176,7 +179,7 @@ def main() -> None:
     parser.add_argument("--canaries", type=int, default=1000)
     parser.add_argument("--pods", type=int, default=10, help="pods per arm")
     parser.add_argument("--concurrency", type=int, default=16, help="max_concurrency")
-    parser.add_argument("--repeats", type=int, default=3, help="judged rounds to time")
+    parser.add_argument("--repeats", type=int, default=2, help="judged rounds to time")
     parser.add_argument("--data-dir", help="reuse/keep the backfilled TSDB here")
     args = parser.parse_args()
 

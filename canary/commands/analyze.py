@@ -209,7 +209,7 @@ async def analyze_window(
             result = await judge_round(sessions, analysis_id, canary, source, at, final=final)
             results.append(result)
             if index == 0 and result.error:
-                _finish(sessions, analysis_id, AnalysisStatus.ABORTED, None, result.error)
+                _finish(sessions, analysis_id, AnalysisStatus.ABORTED, result.error, at)
                 raise CanaryError(
                     f"the warm-up snapshot at {at.isoformat()} failed: {result.error}"
                 )
@@ -238,6 +238,7 @@ async def analyze_window(
                 AnalysisStatus.COMPLETED,
                 verdict=verdict,
                 reason="; ".join(reasons) or None,
+                now=results[-1].data.end or points[-1],  # the window's time, not the wall clock
             )
 
     await asyncio.to_thread(finish)
@@ -256,13 +257,13 @@ async def analyze_window(
     }
 
 
-def _finish(sessions: Any, analysis_id: str, status: AnalysisStatus, verdict, reason: str) -> None:  # type: ignore[no-untyped-def]
+def _finish(
+    sessions: Any, analysis_id: str, status: AnalysisStatus, reason: str, now: datetime
+) -> None:
     from canary.store.analyses import finish_analysis, get_analysis
 
     with sessions.begin() as session:
-        finish_analysis(
-            session, get_analysis(session, analysis_id), status, verdict=verdict, reason=reason
-        )
+        finish_analysis(session, get_analysis(session, analysis_id), status, reason=reason, now=now)
 
 
 def run(args: argparse.Namespace) -> int:

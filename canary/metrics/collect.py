@@ -39,8 +39,8 @@ the next round's deltas cover both intervals and nothing is lost or counted twic
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
-import json
 import logging
 import math
 import re
@@ -75,7 +75,7 @@ __all__ = [
 
 log = logging.getLogger("canary.metrics")
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 #: How far before a round canary looks for the earlier counters of a pod it has
 #: never seen; a pod without a sample in this span started inside the round.
 NEW_POD_LOOKBACK = 3600.0
@@ -139,9 +139,14 @@ def counts_from_deltas(deltas: Mapping[Key, int], failure_codes: str) -> Counts:
     return Counts(total=total, failed=failed)
 
 
+@functools.lru_cache(maxsize=4096)
+def _le_value(raw: str) -> float:
+    return float(raw.replace("Inf", "inf"))
+
+
 def _parse_le(raw: str, pod: str, where: str) -> float:
     try:
-        return float(raw.replace("Inf", "inf"))
+        return _le_value(raw)
     except ValueError:
         raise MetricsDataError(
             f"{where}: pod {pod!r} has a bucket le={raw!r} that is not a number"
@@ -242,25 +247,22 @@ def groups_from_result(
 # --------------------------------------------------------------------------- snapshot form
 
 
-def _key_text(key: Key) -> str:
-    return json.dumps(list(key), ensure_ascii=False)
-
-
-def _key_from_text(text: str) -> Key:
-    pod, second = json.loads(text)
-    return (str(pod), str(second))
-
-
 def _arm_to_json(series: ArmSeries) -> dict[str, Any]:
-    return {
-        "series": {_key_text(k): [v, round(seen, 3)] for k, (v, seen) in sorted(series.items())}
-    }
+    """``{"pods": {pod: {code_or_le: [value, last_seen_unix]}}}`` (plain JSON keys)."""
+    pods: dict[str, dict[str, list]] = {}
+    for (pod, second), (value, seen) in series.items():
+        pods.setdefault(pod, {})[second] = [value, seen]
+    return {"pods": pods}
 
 
 def _arm_from_json(data: Mapping[str, Any] | None) -> ArmSeries:
     if not data:
         return {}
-    return {_key_from_text(k): (int(v), float(seen)) for k, (v, seen) in data["series"].items()}
+    return {
+        (pod, second): (int(value), float(seen))
+        for pod, by_second in data.get("pods", {}).items()
+        for second, (value, seen) in by_second.items()
+    }
 
 
 def raw_snapshots(snapshot: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -298,22 +300,23 @@ def combine_queries(queries: list[str]) -> str:
 
 
 def split_combined(result: QueryResult, queries: list[str]) -> list[QueryResult]:
-    """The per-part results of a `combine_queries` answer (the tag label removed)."""
+    """The per-part results of a `combine_queries` answer."""
     if result.result_type != "vector":
         raise MetricsDataError(
             f"a snapshot query must return an instant vector, got {result.result_type}",
             query=result.query,
         )
     parts: list[list[Sample]] = [[] for _ in queries]
-    for sample in result.samples:
-        labels = dict(sample.labels)
-        index = labels.pop(PART_LABEL, None)
-        if index is None or not index.isdigit() or int(index) >= len(queries):
+    count = len(queries)
+    for sample in result.samples:  # the tag stays in the labels: no copy per sample
+        index = sample.labels.get(PART_LABEL)
+        if index is None or not index.isdigit() or int(index) >= count:
             raise MetricsDataError(
-                f"series {labels} of a combined snapshot query has no valid {PART_LABEL!r}",
+                f"series {dict(sample.labels)} of a combined snapshot query has no valid "
+                f"{PART_LABEL!r}",
                 query=result.query,
             )
-        parts[int(index)].append(Sample(labels, sample.value, sample.timestamp))
+        parts[int(index)].append(sample)
     return [
         QueryResult(
             query=query,
