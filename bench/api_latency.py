@@ -1,0 +1,262 @@
+"""Latency of the Argo measurement endpoint under 50 concurrent Argo-like clients.
+
+Setup (all real, on 127.0.0.1): an Istio-like exporter playing the sidecars of
+`--canaries` Argo rollouts (two canary and two stable pods each, named
+<rollout>-<pod-template-hash>-<suffix>), a Prometheus 2.42 scraping it every second,
+and `canary serve` in its own process (SQLite by default, `--database-url` for
+PostgreSQL). Every client owns one rollout and calls
+GET /api/v1/argo/measure once per `--interval` (the canaries' interval, default
+10 s, so every call runs a real round: 4 instant queries, the sequential judge, one
+transaction), starting at a random phase.
+Right after each measurement the same client times the bare Prometheus instant query
+a round issues (the canary arm's request counters), so both distributions are
+measured in the same run under the same load.
+
+    python bench/api_latency.py                  # 50 clients, one call per 10 s each, 60 s
+    python bench/api_latency.py --interval 1     # saturation: 50 rounds/s wanted
+    python bench/api_latency.py --clients 50 --seconds 60 \
+        --database-url postgresql+psycopg://postgres@127.0.0.1:5432/test
+
+Prints p50/p99 of the endpoint (new rounds only, and cached answers separately),
+p50/p99 of the bare Prometheus query, and the ratio. Target: endpoint p99 <= 2x the
+Prometheus query p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.prometheus_harness import (  # noqa: E402
+    ArmTraffic,
+    IstioExporter,
+    PrometheusServer,
+    free_port,
+    wait_for_series,
+)
+
+NAMESPACE = "bench"
+TOKEN = "bench-token"
+
+
+def hashes(i: int) -> tuple[str, str]:
+    return f"c{i:04d}abcd", f"s{i:04d}efgh"
+
+
+def write_config(
+    path: Path, prometheus_url: str, listen: str, canaries: int, interval: float = 1.0
+) -> None:
+    lines = [
+        "[prometheus]",
+        f'url = "{prometheus_url}"',
+        'timeout = "5s"',
+        "max_concurrency = 64",
+        "[server]",
+        f'listen = "{listen}"',
+        'api_token_env = "CANARY_API_TOKEN"',
+        "[defaults]",
+        f'interval = "{interval:g}s"',
+        'max_duration = "1h"',
+    ]
+    for i in range(canaries):
+        name = f"svc{i}"
+        lines += [
+            "[[canary]]",
+            f'name = "{name}"',
+            f'namespace = "{NAMESPACE}"',
+            "[canary.traffic]",
+            f'virtual_service = "{name}"',
+            f'canary = {{ host = "{name}-canary" }}',
+            f'stable = {{ host = "{name}-stable" }}',
+            "[canary.arms.canary]",
+            f'match = {{ destination_workload = "{name}" }}',
+            "[canary.arms.baseline]",
+            f'match = {{ destination_workload = "{name}" }}',
+        ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_exporter(clients: int) -> None:
+    """Child process: the Istio-like exporter of every rollout; prints its target."""
+    arms = {}
+    for i in range(clients):
+        c_hash, s_hash = hashes(i)
+        pods_c = [f"svc{i}-{c_hash}-{s}" for s in ("k2x7p", "m4b9q")]
+        pods_s = [f"svc{i}-{s_hash}-{s}" for s in ("r5t8w", "z3v6n")]
+        arms[f"c{i}"] = ArmTraffic(NAMESPACE, f"svc{i}", pods_c, "v2", 10.0, 0.01)
+        arms[f"s{i}"] = ArmTraffic(NAMESPACE, f"svc{i}", pods_s, "v1", 10.0, 0.01)
+    exporter = IstioExporter(arms, tick=0.2).start()
+    print(exporter.target, flush=True)
+    while True:
+        time.sleep(3600)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def client(
+    i: int,
+    api: str,
+    prometheus: str,
+    seconds: float,
+    interval: float,
+    out: dict[str, list[float]],
+) -> None:
+    c_hash, s_hash = hashes(i)
+    params = {"canary": f"svc{i}", "canaryHash": c_hash, "stableHash": s_hash}
+    query = (
+        "sum by (pod, response_code) (istio_requests_total{"
+        f'reporter="destination", destination_workload_namespace="{NAMESPACE}", '
+        f'destination_workload="svc{i}", pod=~".+-{c_hash}-[a-z0-9]{{5}}"}})'
+    )
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(timeout=15) as http:
+        await asyncio.sleep(random.Random(i).uniform(0, interval))  # runs start apart
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            tick = time.monotonic()
+            t0 = time.perf_counter()
+            response = await http.get(f"{api}/api/v1/argo/measure", params=params, headers=headers)
+            elapsed = time.perf_counter() - t0
+            body = response.json()
+            if response.status_code != 200:
+                out["errors"].append(elapsed)
+            elif body.get("stale"):
+                out["stale"].append(elapsed)
+            elif body.get("newRound"):
+                out["round"].append(elapsed)
+            else:
+                out["cached"].append(elapsed)
+            t0 = time.perf_counter()
+            bare = await http.post(
+                f"{prometheus}/api/v1/query", data={"query": query, "time": f"{time.time():.3f}"}
+            )
+            bare.raise_for_status()
+            out["prometheus"].append(time.perf_counter() - t0)
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - tick)))
+
+
+def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--exporter":
+        run_exporter(int(sys.argv[2]))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--database-url", help="default: a temporary SQLite file")
+    parser.add_argument(
+        "--interval", type=float, default=10.0, help="the canaries' interval = each client's period"
+    )
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="canary-bench-api-"))
+    # The exporter runs in its own process so its Python work does not slow the clients.
+    exporter = subprocess.Popen(
+        [sys.executable, __file__, "--exporter", str(args.clients)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    target = exporter.stdout.readline().strip()  # type: ignore[union-attr]
+    prometheus = PrometheusServer(work / "data", scrape_targets=[target]).start()
+    server = None
+    try:
+        wait_for_series(prometheus, "istio_requests_total", timeout=60)
+        port = free_port()
+        config = work / "canary.toml"
+        write_config(config, prometheus.url, f"127.0.0.1:{port}", args.clients, args.interval)
+        database = args.database_url or f"sqlite:///{work / 'canary.db'}"
+        env = {**os.environ, "CANARY_API_TOKEN": TOKEN, "CANARY_DATABASE_URL": database}
+        cli = [sys.executable, "-m", "canary", "--config", str(config), "--log-level", "WARNING"]
+        subprocess.run([*cli, "db", "upgrade"], env=env, check=True, capture_output=True)
+        server = subprocess.Popen([*cli, "serve"], env=env, cwd=ROOT)
+        api = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                if httpx.get(f"{api}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        time.sleep(2)  # a few more scrapes
+        out: dict[str, list[float]] = {
+            k: [] for k in ("round", "cached", "stale", "errors", "prometheus")
+        }
+
+        async def run() -> None:
+            await asyncio.gather(
+                *(
+                    client(i, api, prometheus.url, args.seconds, args.interval, out)
+                    for i in range(args.clients)
+                )
+            )
+
+        cpu_before = cpu_seconds(server.pid)
+        started = time.perf_counter()
+        asyncio.run(run())
+        wall = time.perf_counter() - started
+        cpu_after = cpu_seconds(server.pid)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=20)
+        prometheus.stop()
+        exporter.terminate()
+        exporter.wait(timeout=20)
+
+    def line(name: str, values: list[float]) -> str:
+        if not values:
+            return f"{name:<34} n=0"
+        return (
+            f"{name:<34} n={len(values):<6d} p50={1000 * statistics.median(values):7.1f} ms  "
+            f"p99={1000 * percentile(values, 0.99):7.1f} ms  max={1000 * max(values):7.1f} ms"
+        )
+
+    db = "PostgreSQL" if database.startswith("postgres") else "SQLite"
+    print(
+        f"canary API latency: {args.clients} Argo-like clients, one call per {args.interval:g} s "
+        f"each, {wall:.0f} s, {db}"
+    )
+    print(line("measure (new round)", out["round"]))
+    print(line("measure (cached, < interval)", out["cached"]))
+    print(line("measure (stale, time-boxed)", out["stale"]))
+    print(line("measure (non-200)", out["errors"]))
+    print(line("bare Prometheus instant query", out["prometheus"]))
+    ours, theirs = percentile(out["round"], 0.99), percentile(out["prometheus"], 0.99)
+    ratio = ours / theirs if theirs else float("nan")
+    verdict = "met" if ratio <= 2.0 else "NOT met"
+    print(f"p99 ratio endpoint/Prometheus = {ratio:.2f} (target <= 2.0: {verdict})")
+    print(f"rounds/s = {len(out['round']) / wall:.1f}")
+    rounds = max(1, len(out["round"]))
+    print(
+        f"canary serve CPU: {cpu_after - cpu_before:.1f} s over the run = "
+        f"{1000 * (cpu_after - cpu_before) / rounds:.1f} ms per round; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
