@@ -7,6 +7,8 @@ import base64
 import http.server
 import json
 import math
+import ssl
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -36,7 +38,7 @@ SUCCESS = {"status": "success", "data": {"resultType": "vector", "result": []}}
 class FaultServer:
     """A local HTTP server answering /api/v1/* the way it is told to."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self.mode = "ok"
         self.body: dict = SUCCESS
         self.delay = 0.0
@@ -118,7 +120,11 @@ class FaultServer:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "http"
+        if ssl_context is not None:
+            self.server.socket = ssl_context.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
@@ -341,6 +347,32 @@ def test_readiness_falls_back_to_a_query_when_there_is_no_ready_endpoint(
     assert asyncio.run(ready(fault.url))
     assert fault.requests[-1]["form"]["query"] == ["1"]
     assert not asyncio.run(ready("http://127.0.0.1:9"))
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FaultServer, Path]]:
+    """The fault server behind TLS with a self-signed certificate for 127.0.0.1."""
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = FaultServer(context)
+    yield server, cert
+    server.stop()
+
+
+def test_tls_with_a_ca_file_insecure_skip_verify_and_an_unknown_ca(tls_server) -> None:
+    server, cert = tls_server
+    assert run_query(config(server.url, ca_file=str(cert))).empty
+    assert run_query(config(server.url, insecure_skip_verify=True)).empty
+    with pytest.raises(PrometheusUnreachable, match="CERTIFICATE_VERIFY_FAILED"):
+        run_query(config(server.url, retries=0))
 
 
 # --------------------------------------------------------------------------- a real Prometheus
