@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="run only scenarios whose name contains this")
     args = parser.parse_args(argv)
     if args.quick:
-        args.reps_null, args.reps_regression = 4, 3
+        args.reps_null, args.reps_regression = 2, 2
     started = time.time()
     all_scenarios = scenarios()
     chosen = [i for i, s in enumerate(all_scenarios) if not args.only or args.only in s.name]
@@ -440,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     notes = [f"- {s.name}: {s.note}" for i, s in enumerate(all_scenarios) if i in chosen and s.note]
     if notes:
         print("\nNotes:\n" + "\n".join(notes))
-    counts_ms, hist_ms = judge_cpu(30 if args.quick else 300)
+    counts_ms, hist_ms = judge_cpu(10 if args.quick else 300)
     print(f"\nJudge CPU at 10,000 requests per arm per round: {counts_ms:.3f} ms (counts metric, "
           f"1% errors), {hist_ms:.3f} ms (histogram metric, 3 bounds) per round")  # fmt: skip
     print(f"Wall time: {time.time() - started:.0f} s with {args.workers} worker(s)")
