@@ -561,6 +561,10 @@ class Daemon:
         self._in_round.add(analysis_id)
         try:
             await self.run_round(analysis_id, begin)
+        except asyncio.CancelledError:
+            # Abandoned at shutdown: a round is persisted in one transaction, so nothing
+            # is half-written; an unapplied action stays pending for the next owner.
+            log.info("round of analysis %s abandoned at shutdown", analysis_id)
         except Exception:
             log.exception("round of analysis %s failed", analysis_id)
         finally:
@@ -622,9 +626,7 @@ class Daemon:
             outcome.reason,
             extra={"owner": self.owner},
         )
-        telemetry.ROUND_SECONDS.labels(canary=analysis.canary).observe(
-            time.perf_counter() - started
-        )
+        telemetry.ROUND_SECONDS.observe(time.perf_counter() - started)
         self._observe(analysis, outcome)
 
     def _observe(self, analysis: Analysis, outcome: DaemonRoundResult) -> None:

@@ -316,7 +316,7 @@ async def _collect(
         )
     from canary import telemetry
 
-    telemetry.QUERY_SECONDS.labels(canary=loaded.canary).observe(time.perf_counter() - started)
+    telemetry.QUERY_SECONDS.observe(time.perf_counter() - started)
     return collected
 
 

@@ -29,15 +29,13 @@ ROUNDS = Counter(
 )
 ROUND_SECONDS = Histogram(
     "canary_round_duration_seconds",
-    "Wall time of one round: collect, judge, decide, persist, act.",
-    ["canary"],
+    "Wall time of one round: collect, judge, decide, persist, act (all canaries).",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
 QUERY_SECONDS = Histogram(
     "canary_query_duration_seconds",
-    "Wall time of one round's Prometheus collection (all its queries).",
-    ["canary"],
+    "Wall time of one round's Prometheus collection, all its queries (all canaries).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )

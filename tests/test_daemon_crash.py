@@ -5,7 +5,7 @@ analysis from the database, reconcile a pending action against the VirtualServic
 actual weights, and never apply a step twice. Every analysis must end promoted with
 exactly the writes 10, 20, 50, 100 on its VirtualService.
 
-The number of kills per database is `CANARY_CRASH_TRIALS` (default 5 here; the full
+The number of kills per database is `CANARY_CRASH_TRIALS` (default 4 here; the full
 20 with `CANARY_CRASH_TRIALS=20`, see bench/README or docs/readme/daemon.md).
 """
 
@@ -37,7 +37,7 @@ from canary.store.analyses import load_analysis_full
 from canary.store.database import connect
 from canary.store.database import sessions as make_sessions
 
-TRIALS = int(os.environ.get("CANARY_CRASH_TRIALS", "5"))
+TRIALS = int(os.environ.get("CANARY_CRASH_TRIALS", "4"))
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60 + 25 * TRIALS)]
 
