@@ -93,7 +93,11 @@ def test_kill_9_at_random_points_never_applies_a_step_twice(
                 kills += 1
                 continue
             try:
-                wait_until(lambda: _finished(sessions, analysis_id), 40, what=analysis_id)  # noqa: B023
+                wait_until(
+                    lambda a=analysis_id: _finished(sessions, a),
+                    40,
+                    what=f"{analysis_id} (seed {seed})",
+                )
             finally:
                 assert daemon.terminate() == 0
     if kills < TRIALS or not analyses:
@@ -103,7 +107,7 @@ def test_kill_9_at_random_points_never_applies_a_step_twice(
     if not _finished(sessions, last):
         daemon = DaemonProcess(config_path, migrated_url, log_path, lease_ttl=2, sync_interval=0.5)
         try:
-            wait_until(lambda: _finished(sessions, last), 40, what=last)
+            wait_until(lambda: _finished(sessions, last), 40, what=f"{last} (seed {seed})")
         finally:
             assert daemon.terminate() == 0
 
