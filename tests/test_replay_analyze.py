@@ -49,3 +49,22 @@ def test_replay_reproduces_canary_analyze(
     code = main(["--database-url", migrated_url, "replay", "--all", "--json"])
     summary = json.loads(capsys.readouterr().out)["configurations"]
     assert summary[1]["analyses"] == len(made) and summary[1]["decisions_changed"] == 0
+
+    # history, show, export and import work on what `canary analyze` stored
+    assert main(["--database-url", migrated_url, "history", "--json"]) == 0
+    listed = {row["id"] for row in json.loads(capsys.readouterr().out)}
+    assert listed == {analysis_id for analysis_id, _, _ in made}
+    analysis_id = made[0][0]
+    assert main(["--database-url", migrated_url, "show", analysis_id, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["source"] == "analyze" and shown["rounds"][1]["observations"]["errors"]
+    export = tmp_path / "export.json"
+    ids = [analysis_id for analysis_id, _, _ in made]
+    assert main(["--database-url", migrated_url, "export", *ids, "--out", str(export)]) == 0
+    laptop = f"sqlite:///{tmp_path / 'laptop.db'}"
+    assert main(["--database-url", laptop, "db", "upgrade"]) == 0
+    assert main(["--database-url", laptop, "import", str(export)]) == 0
+    capsys.readouterr()
+    assert main(["--database-url", laptop, "replay", "--all", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)["configurations"]
+    assert summary[1]["analyses"] == len(made) and summary[1]["decisions_changed"] == 0

@@ -88,3 +88,11 @@ async def test_replay_reproduces_daemon_rollouts(
         assert body["replayed"] == body["recorded"]
         expected = "promote" if name == "healthy" else "rollback"
         assert body["replayed"]["decision"] == expected
+
+    code = await asyncio.to_thread(
+        main, ["--database-url", migrated_url, "show", made["broken"], "--json"]
+    )
+    shown = json.loads(capsys.readouterr().out)
+    assert code == 0 and shown["status"] == "rolled_back"
+    assert shown["rounds"][-1]["actions"][0]["kind"] == "rollback"
+    assert shown["rounds"][-1]["actions"][0]["state"] == "done"
