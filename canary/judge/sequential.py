@@ -428,8 +428,8 @@ class SequentialJudge:
         stats: dict[str, Any] = {
             "requests": entry["requests"],
             "min_requests": params.min_requests,
-            "fail_threshold": math.exp(params.log_fail_threshold),
-            "pass_threshold": math.exp(params.log_pass_threshold),
+            "fail_threshold": params.n_judged / params.alpha_fail,
+            "pass_threshold": 1.0 / params.alpha_pass,
             "tolerance": params.tolerance,
             "margin": params.margin,
         }
@@ -515,14 +515,14 @@ class SequentialJudge:
         if verdict is Verdict.FAIL:
             reasons.insert(
                 0,
-                f"FAIL at round {entry['fail_round']}: canary worse than {params.tolerance:g}x "
-                f"baseline odds",
+                f"FAIL at round {entry['fail_round']}: canary odds above the tolerance "
+                f"({params.tolerance:g}x baseline)",
             )
         elif verdict is Verdict.PASS:
             reasons.insert(
                 0,
-                f"PASS at round {entry['pass_round']}: canary within {params.margin:g}x "
-                "baseline odds",
+                f"PASS at round {entry['pass_round']}: canary odds below the margin "
+                f"({params.margin:g}x baseline)",
             )
         elif verdict is Verdict.INCONCLUSIVE:
             reasons.insert(0, "budget reached without enough evidence either way")
