@@ -297,6 +297,20 @@ def test_histogram_warm_up_then_exceedance_tests_per_bound():
     )
 
 
+def test_histogram_round_without_the_chosen_bound_adds_no_evidence():
+    judge = SequentialJudge([MetricConfig(name="latency", kind=MetricKind.HISTOGRAM)], SETTINGS)
+    base = histogram([400, 800, 700, 90, 10])
+    state, _ = judge.update(
+        judge.initial_state(), RoundData(canary={"latency": base}, baseline={"latency": base})
+    )
+    other = Histogram((10.0, 75.0, math.inf), (400, 1900, 2000))  # buckets changed
+    after, judgement = judge.update(
+        state, RoundData(canary={"latency": other}, baseline={"latency": other})
+    )
+    assert after["metrics"]["latency"]["tracks"] == state["metrics"]["latency"]["tracks"]
+    assert "missing" in judgement.metrics["latency"].reasons[-1]
+
+
 def test_histogram_pass_needs_every_bound():
     judge = SequentialJudge([MetricConfig(name="latency", kind=MetricKind.HISTOGRAM)], SETTINGS)
     base = histogram([4000, 8000, 7000, 900, 100])

@@ -328,15 +328,19 @@ class SequentialJudge:
                 else:
                     note = "warm-up: waiting for baseline data"
             elif isinstance(canary, Histogram) and isinstance(baseline, Histogram):
-                tables = []
-                for b in entry["bounds"]:
-                    if b not in canary.bounds or b not in baseline.bounds:
-                        raise ValueError(
-                            f"metric {params.name!r}: bucket bound {_fmt_bound(b)} chosen at "
-                            "warm-up is missing from this round's buckets"
-                        )
-                    c, bl = canary.exceeding(b), baseline.exceeding(b)
-                    tables.append((c.failed, c.total, bl.failed, bl.total))
+                missing = [
+                    b for b in entry["bounds"] if b not in canary.bounds or b not in baseline.bounds
+                ]
+                if missing:
+                    note = (
+                        f"bucket bound {_fmt_bound(missing[0])} chosen at warm-up is missing "
+                        "from this round's buckets: no evidence"
+                    )
+                else:
+                    tables = []
+                    for b in entry["bounds"]:
+                        c, bl = canary.exceeding(b), baseline.exceeding(b)
+                        tables.append((c.failed, c.total, bl.failed, bl.total))
             else:
                 note = "no data in one arm, no evidence" if canary or baseline else "no data"
 
