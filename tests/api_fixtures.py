@@ -80,10 +80,10 @@ def _write(start: float, minutes: int) -> tuple[str, int]:
 def backfilled(
     prometheus_bin: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Backfilled]:
-    """One Prometheus over 17 minutes of the three scenarios, inside one 2-hour block."""
+    """One Prometheus over 20 minutes of the three scenarios, inside one 2-hour block."""
     block = 7200
     start = (int(time.time()) // block) * block - 3 * block + 600
-    text, samples = _write(start, 12)
+    text, samples = _write(start, 15)
     data = tmp_path_factory.mktemp("api-prometheus") / "data"
     backfill(text, data, expected_samples=samples)
     server = PrometheusServer(data).start()
