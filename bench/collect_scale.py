@@ -127,8 +127,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+PROMETHEUS_PID: int | None = None
+
+
 async def one_round(client, canaries, at, snapshots):  # type: ignore[no-untyped-def]
     client.stats.latencies.clear()
+    prometheus_cpu = process_cpu(PROMETHEUS_PID) if PROMETHEUS_PID else 0.0
     cpu = time.process_time()
     started = time.perf_counter()
     results = await asyncio.gather(
@@ -136,17 +146,25 @@ async def one_round(client, canaries, at, snapshots):  # type: ignore[no-untyped
     )
     wall = time.perf_counter() - started
     client.stats.cpu = time.process_time() - cpu  # type: ignore[attr-defined]
+    if PROMETHEUS_PID:
+        client.stats.prometheus_cpu = process_cpu(PROMETHEUS_PID) - prometheus_cpu  # type: ignore[attr-defined]
     return wall, results, list(client.stats.latencies)
 
 
-def report(label: str, wall: float, latencies: list[float], canaries: int, cpu: float) -> None:
+def report(
+    label: str, wall: float, latencies: list[float], canaries: int, cpu: float, prom: float
+) -> None:
     load = os.getloadavg()[0]
     print(
         f"{label}: {wall:.2f} s for {canaries} canaries ({len(latencies)} queries) -> "
         f"{1 / wall:.3f} full rounds/s, {canaries / wall:.0f} canary-rounds/s; query latency "
         f"p50 {statistics.median(latencies) * 1000:.1f} ms, "
         f"p99 {percentile(latencies, 0.99) * 1000:.1f} ms, "
-        f"max {max(latencies) * 1000:.1f} ms; canary CPU {cpu:.2f} s; load average {load:.1f}"
+        f"max {max(latencies) * 1000:.1f} ms"
+    )
+    print(
+        f"    CPU: canary {cpu:.2f} s, Prometheus {prom:.2f} s; machine load average {load:.1f} "
+        f"(on 2 otherwise idle cores the round would need about {max(cpu, (cpu + prom) / 2):.1f} s)"
     )
 
 
@@ -157,11 +175,25 @@ async def measure(url: str, canaries: int, pods: int, concurrency: int, repeats:
         warm_at = datetime.fromtimestamp(SCRAPES[1], UTC)
         round_at = datetime.fromtimestamp(SCRAPES[3], UTC)
         wall, results, latencies = await one_round(client, configs, warm_at, {})
-        report("warm-up round", wall, latencies, canaries, client.stats.cpu)
+        report(
+            "warm-up round",
+            wall,
+            latencies,
+            canaries,
+            client.stats.cpu,
+            client.stats.prometheus_cpu,
+        )
         snapshots = {c.name: snap for c, (_, snap) in zip(configs, results, strict=True)}
         for attempt in range(repeats):
             wall, results, latencies = await one_round(client, configs, round_at, snapshots)
-            report(f"judged round #{attempt + 1}", wall, latencies, canaries, client.stats.cpu)
+            report(
+                f"judged round #{attempt + 1}",
+                wall,
+                latencies,
+                canaries,
+                client.stats.cpu,
+                client.stats.prometheus_cpu,
+            )
         errors = [data.error for data, _ in results if data.error]
         if errors:
             raise SystemExit(f"{len(errors)} rounds failed, e.g. {errors[0]}")
@@ -197,6 +229,8 @@ def main() -> None:
         loaded = backfill(backfill_text, data, expected_samples=samples)
         print(f"promtool loaded {loaded} samples in {time.perf_counter() - started:.1f} s")
     server = PrometheusServer(data).start(timeout=120)
+    global PROMETHEUS_PID
+    PROMETHEUS_PID = server.process.pid if server.process else None
     try:
         series = server.query('count({__name__=~"istio_.*"})', SCRAPES[3])[0]["value"][1]
         print(f"Prometheus {server.url}: {series} series")
