@@ -30,7 +30,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from canary.api.argo_key import ArgoTarget, resolve_target
-from canary.api.argo_view import StoredView, finish, load_view, response_body, view_after
+from canary.api.argo_view import (
+    StoredView,
+    finish,
+    load_state,
+    load_view,
+    response_body,
+    view_after,
+)
 from canary.api.auth import bearer_scheme, require_token
 from canary.api.errors import ApiError, error_body
 from canary.api.params import reject_unknown_query
@@ -131,14 +138,16 @@ class ArgoRunner:
                 now=now,
             )
             self.ids[target.key] = analysis_id
-        view = await asyncio.to_thread(load_view, sessions, analysis_id)
+        view = await asyncio.to_thread(load_state, sessions, analysis_id)
         interval = timedelta(seconds=target.canary.interval)
         next_after = view.last_round_at + interval * INTERVAL_SLACK if view.last_round_at else None
 
         if view.final:
+            view = await asyncio.to_thread(load_view, sessions, analysis_id)
             return self._answer(view, target, note=f"analysis is {view.status}")
         running = self.tasks.get(target.key)
         if running is not None and not running.done():
+            view = await asyncio.to_thread(load_view, sessions, analysis_id)
             return self._answer(
                 view, target, stale=True, note="a round is still in progress", next_after=next_after
             )
@@ -149,6 +158,7 @@ class ArgoRunner:
                 extra={"verdict": view.verdict, "analysisId": analysis_id, "round": view.round},
             )
         if next_after is not None and now < next_after:
+            view = await asyncio.to_thread(load_view, sessions, analysis_id)
             return self._answer(
                 view,
                 target,

@@ -15,7 +15,15 @@ from canary.model import AnalysisStatus, Judgement
 from canary.store.analyses import finish_analysis, get_analysis
 from canary.store.tables import Round
 
-__all__ = ["StoredView", "finish", "json_safe", "load_view", "response_body", "view_after"]
+__all__ = [
+    "StoredView",
+    "finish",
+    "json_safe",
+    "load_state",
+    "load_view",
+    "response_body",
+    "view_after",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +144,31 @@ def view_after(
         reasons=list(judgement.reasons),
         metrics=metrics,
     )
+
+
+def load_state(sessions: sessionmaker[Session], analysis_id: str) -> StoredView:
+    """What deciding about a new round needs (two small reads): no per-metric results."""
+    with sessions() as session:
+        analysis = get_analysis(session, analysis_id)
+        latest = session.execute(
+            select(Round.index, Round.recorded_at, Round.error)
+            .where(Round.analysis_id == analysis_id)
+            .order_by(Round.index.desc())
+            .limit(1)
+        ).first()
+        return StoredView(
+            analysis_id=analysis.id,
+            status=analysis.status,
+            verdict=analysis.verdict,
+            verdict_round=analysis.verdict_round,
+            round=latest.index if latest else None,
+            last_round_at=latest.recorded_at if latest else None,
+            last_error=latest.error if latest else None,
+            score=None,
+            reasons=[],
+            metrics={},
+            started_at=analysis.started_at,
+        )
 
 
 def finish(sessions: sessionmaker[Session], analysis_id: str, reason: str | None) -> None:
