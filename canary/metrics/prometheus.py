@@ -298,7 +298,7 @@ class PrometheusClient:
     def _parse(self, response: httpx.Response, query: str, url: str) -> QueryResult:
         status = response.status_code
         try:
-            body = response.json()
+            body = json.loads(response.content)
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
             body = None
         if 400 <= status < 500:
