@@ -38,7 +38,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_SUBMITTED, JobSubmissionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import func, select, update
@@ -179,9 +179,12 @@ class Daemon:
         self._revision_checked: dict[str, float] = {}
         self._sync_lock = asyncio.Lock()
         self._in_round: set[str] = set()
+        self._confirmed: dict[str, float] = {}  # canary -> when its lease was last renewed
         #: (scheduled time, lateness seconds) of recent rounds, for the benchmark.
         self.lateness: deque[float] = deque(maxlen=200_000)
         self.rounds_run = 0
+        #: Scheduled rounds skipped because the previous round was still running.
+        self.skipped = 0
 
     # ------------------------------------------------------------------ plumbing
 
@@ -227,6 +230,7 @@ class Daemon:
             timezone="UTC",
         )
         scheduler.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
+        scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES)
         self._scheduler = scheduler
         scheduler.start()
         log.info("daemon %s started", self.owner)
@@ -277,6 +281,11 @@ class Daemon:
     def _on_submitted(self, event: JobSubmissionEvent) -> None:
         if event.scheduled_run_times:
             self._scheduled[event.job_id] = event.scheduled_run_times[-1]
+
+    def _on_skipped(self, event: JobSubmissionEvent) -> None:
+        if event.job_id != "sync":
+            self.skipped += 1
+            telemetry.ROUNDS_SKIPPED.inc()
 
     def _track(self) -> None:
         task = asyncio.current_task()
@@ -378,7 +387,11 @@ class Daemon:
                 self._held.discard(name)
         # Renew what we hold in one statement; notice leases lost meanwhile.
         names = [lease_name(n) for n in self._held]
+        renewed_at = time.monotonic()
         still = await self._db(self._renew_held, names)
+        for name in self._held:
+            if lease_name(name) in still:
+                self._confirmed[name] = renewed_at
         for name in list(self._held):
             if lease_name(name) not in still:
                 log.warning("lost the lease on canary %s", name)
@@ -411,6 +424,7 @@ class Daemon:
                 )
                 if not held:
                     continue
+                self._confirmed[item.canary] = time.monotonic()
                 log.info("holding canary %s", item.canary)
                 self._held.add(item.canary)
             for action_id in item.pending:
@@ -443,6 +457,7 @@ class Daemon:
 
     def _drop(self, name: str, item: _Work | None) -> None:
         self._held.discard(name)
+        self._confirmed.pop(name, None)
         if item is not None and item.analysis_id is not None:
             self._unschedule(item.analysis_id)
 
@@ -570,6 +585,23 @@ class Daemon:
         finally:
             self._in_round.discard(analysis_id)
 
+    async def _holds(self, canary: str) -> bool:
+        """True if this replica holds the canary's lease, renewed within half its TTL.
+
+        The sync job renews every held lease in one statement; a round renews its own
+        only when that is older than half the TTL (saving a write per round).
+        """
+        confirmed = self._confirmed.get(canary)
+        fresh = confirmed is not None and time.monotonic() - confirmed < self.lease_ttl / 2
+        if canary in self._held and fresh:
+            return True
+        held = await self._db(
+            leases.acquire, self.sessions, lease_name(canary), self.owner, self.lease_ttl
+        )
+        if held:
+            self._confirmed[canary] = time.monotonic()
+        return bool(held)
+
     def _round_context(self, analysis_id: str) -> tuple[Analysis, list[int]]:
         with self.sessions.begin() as session:
             analysis = session.get(Analysis, analysis_id)
@@ -592,10 +624,7 @@ class Daemon:
         if analysis.status != AnalysisStatus.RUNNING.value:
             self._unschedule(analysis_id)
             return
-        held = await self._db(
-            leases.acquire, self.sessions, lease_name(analysis.canary), self.owner, self.lease_ttl
-        )
-        if not held:
+        if not await self._holds(analysis.canary):
             self._held.discard(analysis.canary)
             self._unschedule(analysis_id)
             return

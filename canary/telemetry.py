@@ -14,6 +14,7 @@ __all__ = [
     "QUERY_SECONDS",
     "REGISTRY",
     "ROUNDS",
+    "ROUNDS_SKIPPED",
     "ROUND_SECONDS",
     "WEIGHT",
     "observe_judgement",
@@ -25,6 +26,11 @@ ROUNDS = Counter(
     "canary_rounds_total",
     "Analysis rounds run, by canary and outcome (the round's decision, warmup or error).",
     ["canary", "outcome"],
+    registry=REGISTRY,
+)
+ROUNDS_SKIPPED = Counter(
+    "canary_rounds_skipped_total",
+    "Scheduled rounds skipped because the analysis' previous round was still running.",
     registry=REGISTRY,
 )
 ROUND_SECONDS = Histogram(

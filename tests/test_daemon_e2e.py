@@ -172,7 +172,9 @@ async def test_error_rate_rising_midway_rolls_back_to_zero(
     assert analysis.status == "rolled_back"
     assert analysis.verdict == "fail"
     assert "errors" in (analysis.reason or "")
-    assert len(analysis.rounds) - rounds_before <= 6  # within a few rounds
+    # Within a few rounds: the judge's over-dispersion tempering (a jump of the error
+    # rate looks over-dispersed) makes it ~8 one-second rounds for 50% vs 10% errors.
+    assert len(analysis.rounds) - rounds_before <= 10
     assert canary_weight(kube_api, "app") == 0
     assert vs_weight_writes(kube_api, "app") == [10, 20, 0]
     await asyncio.sleep(0.5)
@@ -218,3 +220,27 @@ async def test_prometheus_stopped_midway_halts_after_the_limit_without_promotion
     await asyncio.sleep(0.5)
     assert hook.events()[-1] == "halted"
     assert "Prometheus" in hook.bodies[-1]["reason"]
+
+
+async def test_auto_start_when_the_canary_revision_label_changes(
+    traffic: LiveStack, kube_api: KubeApiServer, tmp_path: Path, sessions, hook, start_daemon
+) -> None:
+    config = _setup(
+        kube_api, tmp_path, traffic.prometheus.url, hook.url, auto_start=True, steps=((10, 60),)
+    )
+    # The previous rollout analysed v1; the canary pods now serve v2 (exporter label).
+    previous = control.start_analysis(sessions, config, "app", revision="v1")
+    control.abort_analysis(sessions, previous)
+    start_daemon(config, sessions)
+
+    def started() -> Any:
+        with sessions.begin() as session:
+            return control.active_analysis(session, "app")
+
+    deadline = time.monotonic() + 20
+    while (analysis := started()) is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.25)
+    assert analysis is not None, "no analysis was auto-started"
+    assert analysis.revision == "v2" and analysis.id != previous
+    await _wait_status(sessions, analysis.id, 20, lambda a: len(a.rounds) >= 2)
+    assert canary_weight(kube_api, "app") == 10
