@@ -46,4 +46,14 @@ def create_app(context: AppContext) -> FastAPI:
     # Outermost first: the limit answers 413 before anything reads the body.
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.request_metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=context.config.server.max_body_bytes)
+    _warm_judges(context)
     return app
+
+
+def _warm_judges(context: AppContext) -> None:
+    """Import the configured canaries' judges now (scipy takes a second or two to
+    import), so the first Argo measurements do not all wait for it at once."""
+    from canary.judge import make_judge
+
+    for canary in context.config.canary:
+        make_judge(canary.judge, canary.metrics, canary.settings())
