@@ -120,7 +120,12 @@ async def measure(args: argparse.Namespace, config, sessions) -> dict[str, float
     daemon = Daemon(config, sessions, sync_interval=5.0, lease_ttl=60.0)
     task = asyncio.create_task(daemon.run())
     began = time.monotonic()
-    print(f"warm-up: {args.interval:.0f} s (first rounds spread over one interval)")
+    while daemon.scheduled_count() < args.analyses:  # the first sync applies 1,000 starts
+        await asyncio.sleep(1)
+    print(
+        f"all analyses scheduled after {time.monotonic() - began:.1f} s; warm-up: "
+        f"{args.interval:.0f} s (first rounds spread over one interval)"
+    )
     await asyncio.sleep(args.interval + 5)
     daemon.lateness.clear()
     cpu0, wall0, t0 = cpu_seconds(), time.monotonic(), utcnow()

@@ -75,6 +75,8 @@ class DaemonAlreadyRunning(CanaryError):
 
 #: More analyses than this becoming due in one sync get their first rounds spread.
 BULK_SCHEDULE = 10
+#: Canaries settled concurrently by one sync (pending actions, scheduling).
+SYNC_CONCURRENCY = 8
 #: The longest spread of first rounds (seconds).
 MAX_SPREAD = 60.0
 
@@ -179,6 +181,7 @@ class Daemon:
         self._revision_checked: dict[str, float] = {}
         self._sync_lock = asyncio.Lock()
         self._in_round: set[str] = set()
+        self._canaries: dict[str, CanaryConfig] = {}
         self._confirmed: dict[str, float] = {}  # canary -> when its lease was last renewed
         #: (scheduled time, lateness seconds) of recent rounds, for the benchmark.
         self.lateness: deque[float] = deque(maxlen=200_000)
@@ -213,10 +216,14 @@ class Daemon:
         return router
 
     def _canary_config(self, analysis: Analysis) -> CanaryConfig:
-        recorded = recorded_canary(analysis)
-        if recorded is not None:
-            return recorded
-        return self.config.get_canary(analysis.canary)
+        """The canary as recorded when the analysis started (cached: it never changes)."""
+        cached = self._canaries.get(analysis.id)
+        if cached is None:
+            cached = recorded_canary(analysis) or self.config.get_canary(analysis.canary)
+            if len(self._canaries) > 10_000:
+                self._canaries.clear()
+            self._canaries[analysis.id] = cached
+        return cached
 
     def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
         return asyncio.to_thread(fn, *args)
@@ -281,6 +288,12 @@ class Daemon:
     def _on_submitted(self, event: JobSubmissionEvent) -> None:
         if event.scheduled_run_times:
             self._scheduled[event.job_id] = event.scheduled_run_times[-1]
+
+    def scheduled_count(self) -> int:
+        """How many analyses have a round job on this replica."""
+        if self._scheduler is None:
+            return 0
+        return sum(1 for job in self._scheduler.get_jobs() if job.id != "sync")
 
     def _on_skipped(self, event: JobSubmissionEvent) -> None:
         if event.job_id != "sync":
@@ -409,6 +422,7 @@ class Daemon:
             and scheduler.get_job(w.analysis_id) is None
         )
         bulk = unscheduled > BULK_SCHEDULE
+        mine: list[_Work] = []
         for item in work.values():
             if self._stopping.is_set():
                 return
@@ -427,14 +441,25 @@ class Daemon:
                 self._confirmed[item.canary] = time.monotonic()
                 log.info("holding canary %s", item.canary)
                 self._held.add(item.canary)
-            for action_id in item.pending:
-                await self._apply(action_id)
-            if item.analysis_id is None:
-                continue
-            if item.status == AnalysisStatus.RUNNING.value:
-                await self._schedule(item.analysis_id, spread=bulk)
-            else:
-                self._unschedule(item.analysis_id)
+            mine.append(item)
+        # Canaries are independent: settle them concurrently (actions of one canary
+        # stay in order), bounded so a restart with many analyses does not stampede.
+        limit = asyncio.Semaphore(SYNC_CONCURRENCY)
+
+        async def settle(item: _Work) -> None:
+            async with limit:
+                if self._stopping.is_set():
+                    return
+                for action_id in item.pending:
+                    await self._apply(action_id)
+                if item.analysis_id is None:
+                    return
+                if item.status == AnalysisStatus.RUNNING.value:
+                    await self._schedule(item.analysis_id, spread=bulk)
+                else:
+                    self._unschedule(item.analysis_id)
+
+        await asyncio.gather(*(settle(item) for item in mine))
         # Shed canaries above the fair share (not mid-round) so other replicas get them.
         excess = len(self._held) - fair
         for name in sorted(self._held):
