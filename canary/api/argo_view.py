@@ -11,9 +11,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from canary.errors import NotFoundError
 from canary.model import AnalysisStatus, Judgement
 from canary.store.analyses import finish_analysis, get_analysis
-from canary.store.tables import Round
+from canary.store.tables import Analysis, Round
 
 __all__ = [
     "StoredView",
@@ -45,10 +46,26 @@ class StoredView:
         return AnalysisStatus(self.status).is_final
 
 
+def _head(session: Session, analysis_id: str) -> Any:
+    """The analysis' scalar columns only (not its settings, judge state or snapshot)."""
+    row = session.execute(
+        select(
+            Analysis.id,
+            Analysis.status,
+            Analysis.verdict,
+            Analysis.verdict_round,
+            Analysis.started_at,
+        ).where(Analysis.id == analysis_id)
+    ).first()
+    if row is None:
+        raise NotFoundError(f"no analysis with id {analysis_id!r}")
+    return row
+
+
 def load_view(sessions: sessionmaker[Session], analysis_id: str) -> StoredView:
     """The analysis, its latest round and the per-metric results of its latest judged round."""
     with sessions() as session:
-        analysis = get_analysis(session, analysis_id)
+        analysis = _head(session, analysis_id)
         rounds = list(
             session.scalars(
                 select(Round)
@@ -149,7 +166,7 @@ def view_after(
 def load_state(sessions: sessionmaker[Session], analysis_id: str) -> StoredView:
     """What deciding about a new round needs (two small reads): no per-metric results."""
     with sessions() as session:
-        analysis = get_analysis(session, analysis_id)
+        analysis = _head(session, analysis_id)
         latest = session.execute(
             select(Round.index, Round.recorded_at, Round.error)
             .where(Round.analysis_id == analysis_id)
