@@ -139,8 +139,9 @@ class RoundData:
     end: datetime | None = None
     error: str | None = None
 
-    def arm(self, arm: Arm) -> Mapping[str, Observation]:
-        return self.canary if arm is Arm.CANARY else self.baseline
+    def arm(self, arm: Arm | str) -> Mapping[str, Observation]:
+        """The observations of one arm (`Arm` or its name; anything else is an error)."""
+        return self.canary if Arm(arm) is Arm.CANARY else self.baseline
 
 
 # --------------------------------------------------------------------------- judgements
