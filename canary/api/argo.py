@@ -41,7 +41,7 @@ from canary.api.argo_view import (
 from canary.api.auth import bearer_scheme, require_token
 from canary.api.errors import ApiError, error_body
 from canary.api.params import reject_unknown_query
-from canary.errors import CanaryError
+from canary.errors import CanaryError, NotFoundError
 from canary.model import Verdict
 from canary.rounds import RoundResult, ensure_analysis, judge_round
 from canary.store.analyses import RoundConflict
@@ -126,19 +126,7 @@ class ArgoRunner:
             raise ApiError(503, "cannot judge: no Prometheus source is configured")
         sessions = context.sessions
         now = context.clock()
-        analysis_id = self.ids.get(target.key)
-        if analysis_id is None:
-            analysis_id = await asyncio.to_thread(
-                ensure_analysis,
-                sessions,
-                target.canary,
-                key=target.key,
-                source="argo",
-                revision=target.canary_hash,
-                now=now,
-            )
-            self.ids[target.key] = analysis_id
-        view = await asyncio.to_thread(load_state, sessions, analysis_id)
+        analysis_id, view = await self._state(context, target, now)
         interval = timedelta(seconds=target.canary.interval)
         next_after = view.last_round_at + interval * INTERVAL_SLACK if view.last_round_at else None
 
@@ -219,6 +207,29 @@ class ArgoRunner:
                 reason = "; ".join(result.judgement.reasons) or f"verdict {verdict.value}"
                 await asyncio.to_thread(finish, context.sessions, analysis_id, reason)
         return result
+
+    async def _state(self, context: Any, target: ArgoTarget, now: Any) -> tuple[str, StoredView]:
+        """The analysis of `target` (created on the first call) and its stored state."""
+        for _ in range(2):
+            analysis_id = self.ids.get(target.key)
+            if analysis_id is None:
+                analysis_id = await asyncio.to_thread(
+                    ensure_analysis,
+                    context.sessions,
+                    target.canary,
+                    key=target.key,
+                    source="argo",
+                    revision=target.canary_hash,
+                    now=now,
+                )
+                self.ids[target.key] = analysis_id
+            try:
+                return analysis_id, await asyncio.to_thread(
+                    load_state, context.sessions, analysis_id
+                )
+            except NotFoundError:
+                self.ids.pop(target.key, None)  # deleted meanwhile: look it up again
+        raise ApiError(503, f"cannot judge: the analysis of {target.key} keeps disappearing")
 
     def _forget(self, key: str, task: asyncio.Task[RoundResult]) -> None:
         if self.tasks.get(key) is task:
