@@ -7,6 +7,7 @@ together — or not at all (DESIGN §6: persist before acting).
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from collections.abc import Mapping, Sequence
@@ -144,13 +145,24 @@ def list_analyses(
 
 
 def _json_safe(value: Any) -> Any:
-    """JSON columns refuse NaN/Inf on PostgreSQL: store them as strings."""
+    """JSON columns refuse NaN/Inf on PostgreSQL: store them as strings.
+
+    The common case (nothing to replace) is checked by the C JSON encoder at once.
+    """
+    try:
+        json.dumps(value, allow_nan=False)
+        return value
+    except (ValueError, TypeError):
+        return _replace_non_finite(value)
+
+
+def _replace_non_finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
     if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): _replace_non_finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [_replace_non_finite(v) for v in value]
     if hasattr(value, "value") and isinstance(getattr(value, "value", None), str):
         return value.value  # enums
     return value
