@@ -27,6 +27,7 @@ import asyncio
 import logging
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -117,7 +118,12 @@ def config_for(args: argparse.Namespace, prometheus_url: str):  # type: ignore[n
 
 
 async def measure(args: argparse.Namespace, config, sessions) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    daemon = Daemon(config, sessions, sync_interval=5.0, lease_ttl=60.0)
+    from canary.metrics.prometheus import PrometheusClient
+    from canary.rounds import PrometheusSource
+
+    client = PrometheusClient(config.prometheus, record_latencies=True)
+    source = PrometheusSource(config.prometheus, client=client)
+    daemon = Daemon(config, sessions, source=source, sync_interval=5.0, lease_ttl=60.0)
     task = asyncio.create_task(daemon.run())
     began = time.monotonic()
     while daemon.scheduled_count() < args.analyses:  # the first sync applies 1,000 starts
@@ -128,6 +134,8 @@ async def measure(args: argparse.Namespace, config, sessions) -> dict[str, float
     )
     await asyncio.sleep(args.interval + 5)
     daemon.lateness.clear()
+    client.stats.latencies.clear()
+    sums0 = _sums()
     cpu0, wall0, t0 = cpu_seconds(), time.monotonic(), utcnow()
     skipped0 = daemon.skipped
     errors0 = _errors()
@@ -141,6 +149,8 @@ async def measure(args: argparse.Namespace, config, sessions) -> dict[str, float
         )
     lateness = list(daemon.lateness)
     current, peak = rss_mb()
+    sums = {k: (v[0] - sums0[k][0], v[1] - sums0[k][1]) for k, v in _sums().items()}
+    queries = list(client.stats.latencies)
     daemon.stop()
     await task
     return {
@@ -157,7 +167,25 @@ async def measure(args: argparse.Namespace, config, sessions) -> dict[str, float
         "errors": _errors() - errors0,
         "skipped": daemon.skipped - skipped0,
         "total_s": time.monotonic() - began,
+        "round_mean": sums["round"][0] / max(1, sums["round"][1]),
+        "collect_mean": sums["query"][0] / max(1, sums["query"][1]),
+        "query_p50": percentile(queries, 0.5) if queries else float("nan"),
+        "query_p99": percentile(queries, 0.99) if queries else float("nan"),
+        "queries_per_s": len(queries) / wall,
     }
+
+
+def _sums() -> dict[str, tuple[float, float]]:
+    """(sum, count) of the round and collection duration histograms."""
+    out = {}
+    for key, name in (
+        ("round", "canary_round_duration_seconds"),
+        ("query", "canary_query_duration_seconds"),
+    ):
+        total = telemetry.REGISTRY.get_sample_value(f"{name}_sum") or 0.0
+        count = telemetry.REGISTRY.get_sample_value(f"{name}_count") or 0.0
+        out[key] = (total, count)
+    return out
 
 
 def _errors() -> float:
@@ -179,6 +207,7 @@ def main() -> int:
     parser.add_argument("--workloads", type=int, default=20)
     parser.add_argument("--database-url")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up the children
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.ERROR)  # skipped runs are counted
 
@@ -229,6 +258,12 @@ def main() -> int:
         f"lateness: p50 {result['lateness_p50'] * 1000:.0f} ms, "
         f"p99 {result['lateness_p99'] * 1000:.0f} ms, "
         f"max {result['lateness_max'] * 1000:.0f} ms (n={result['lateness_n']})  [target p99 < 2 s]"
+    )
+    print(
+        f"round wall time: mean {result['round_mean'] * 1000:.0f} ms, of which collection "
+        f"{result['collect_mean'] * 1000:.0f} ms; Prometheus queries "
+        f"{result['queries_per_s']:.0f}/s, latency p50 {result['query_p50'] * 1000:.0f} ms, "
+        f"p99 {result['query_p99'] * 1000:.0f} ms"
     )
     print(
         f"daemon CPU: {result['cpu_per_s'] * 100:.0f}% of one core; "

@@ -33,6 +33,7 @@ import uuid
 import zlib
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -232,6 +233,13 @@ class Daemon:
 
     async def run(self) -> None:
         """Run until `stop()` is called; then shut down within `shutdown_timeout`."""
+        # Database work runs in worker threads. SQLite has one writer: a single worker
+        # avoids writers sleeping in SQLite's busy handler; PostgreSQL gets several.
+        bind = self.sessions.kw.get("bind")
+        sqlite = bind is not None and bind.url.get_backend_name() == "sqlite"
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=1 if sqlite else 8, thread_name_prefix="canary-db")
+        )
         scheduler = AsyncIOScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone="UTC",
