@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_SUBMITTED, JobSubmissionEvent
@@ -635,10 +636,13 @@ class Daemon:
             self._confirmed[canary] = time.monotonic()
         return bool(held)
 
-    def _round_context(self, analysis_id: str) -> tuple[Analysis, list[int]]:
+    def _round_context(self, analysis_id: str) -> tuple[str, str, list[int]]:
+        """(status, canary, pending action ids) of an analysis: light columns only."""
         with self.sessions.begin() as session:
-            analysis = session.get(Analysis, analysis_id)
-            if analysis is None:
+            row = session.execute(
+                select(Analysis.status, Analysis.canary).where(Analysis.id == analysis_id)
+            ).one_or_none()
+            if row is None:
                 raise UsageError(f"analysis {analysis_id} disappeared")
             pending = session.scalars(
                 select(Action.id)
@@ -648,17 +652,24 @@ class Daemon:
                 )
                 .order_by(Action.id)
             ).all()
+            return row.status, row.canary, list(pending)
+
+    def _analysis(self, analysis_id: str) -> Analysis:
+        with self.sessions.begin() as session:
+            analysis = session.get(Analysis, analysis_id)
+            if analysis is None:
+                raise UsageError(f"analysis {analysis_id} disappeared")
             session.expunge(analysis)
-            return analysis, list(pending)
+            return analysis
 
     async def run_round(self, analysis_id: str, at: datetime | None = None) -> None:
         """One scheduled round of one analysis, if this replica holds its canary."""
-        analysis, pending = await self._db(self._round_context, analysis_id)
-        if analysis.status != AnalysisStatus.RUNNING.value:
+        status, canary_name, pending = await self._db(self._round_context, analysis_id)
+        if status != AnalysisStatus.RUNNING.value:
             self._unschedule(analysis_id)
             return
-        if not await self._holds(analysis.canary):
-            self._held.discard(analysis.canary)
+        if not await self._holds(canary_name):
+            self._held.discard(canary_name)
             self._unschedule(analysis_id)
             return
         for action_id in pending:  # traffic must be where the analysis thinks it is
@@ -666,7 +677,9 @@ class Daemon:
             if result is not None and result.state is not ActionState.DONE:
                 log.warning("analysis %s: round skipped, action %s pending", analysis_id, action_id)
                 return
-        canary = self._canary_config(analysis)
+        canary = self._canaries.get(analysis_id)
+        if canary is None:
+            canary = self._canary_config(await self._db(self._analysis, analysis_id))
         started = time.perf_counter()
         try:
             outcome = await daemon_round(
@@ -689,7 +702,15 @@ class Daemon:
             extra={"owner": self.owner},
         )
         telemetry.ROUND_SECONDS.observe(time.perf_counter() - started)
-        self._observe(analysis, outcome)
+        state = outcome.state
+        view = SimpleNamespace(
+            id=analysis_id,
+            canary=canary_name,
+            step=state.step if state else 0,
+            weight=state.weight if state else 0,
+            verdict=outcome.round.verdict.value,
+        )
+        self._observe(view, outcome)  # type: ignore[arg-type]
 
     def _observe(self, analysis: Analysis, outcome: DaemonRoundResult) -> None:
         judged = outcome.round
