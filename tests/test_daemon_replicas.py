@@ -8,7 +8,6 @@ on the others within the lease expiry.
 
 from __future__ import annotations
 
-import itertools
 import re
 import time
 from collections import Counter
@@ -161,9 +160,10 @@ def test_three_replicas_share_thirty_canaries_and_take_over_a_killed_one(
         by_analysis.setdefault(analysis_id, []).append((index, at))
     for analysis_id, seq in by_analysis.items():
         assert [i for i, _ in seq] == list(range(len(seq))), analysis_id  # no gaps, no doubles
-        gaps = [(b - a).total_seconds() for (_, a), (_, b) in itertools.pairwise(seq)]
-        # Rounds of one analysis never ran concurrently on two replicas.
-        assert min(gaps) > INTERVAL * 0.4, (analysis_id, min(gaps))
+    # No replica ever ran a round of a canary another replica was running: that would
+    # show as a round lost to the (analysis, index) uniqueness ("recorded already").
+    conflicts = [d.log().count("is recorded already") for d in daemons.values()]
+    assert sum(conflicts) == 0, conflicts
     # Leases were released by the replicas that stopped cleanly.
     assert not any(o in ("replica-a", "replica-c") for o in _owners(sessions).values())
     assert lease_name("svc00") == "canary/svc00"
