@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_readme_applies_the_tested_template_file() -> None:
-    readme = (ROOT / "docs" / "readme" / "api.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     applied = re.findall(r"kubectl apply -n \S+ -f (\S+)", readme)
     assert applied == ["deploy/argo/analysis-template.yaml"]
     assert ROOT / applied[0] == TEMPLATE_FILE

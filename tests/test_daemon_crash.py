@@ -6,7 +6,7 @@ actual weights, and never apply a step twice. Every analysis must end promoted w
 exactly the writes 10, 20, 50, 100 on its VirtualService.
 
 The number of kills per database is `CANARY_CRASH_TRIALS` (default 4 here; the full
-20 with `CANARY_CRASH_TRIALS=20`, see bench/README or docs/readme/daemon.md).
+20 with `CANARY_CRASH_TRIALS=20`, see bench/README or docs/daemon.md).
 """
 
 from __future__ import annotations
