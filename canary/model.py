@@ -7,6 +7,7 @@ can exchange it without importing each other. See DESIGN.md §2.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -204,3 +205,28 @@ def observation_from_json(data: Mapping[str, Any] | None) -> Observation:
         return Counts(total=int(data["total"]), failed=int(data["failed"]))
     value = data.get("value")
     return None if value is None else float(value)
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with NaN and infinities as the strings "NaN", "+Inf", "-Inf", recursively.
+
+    JSON has neither (PostgreSQL's JSON columns and strict clients refuse them). The
+    common case, nothing to replace, is checked by the C JSON encoder at once.
+    """
+    try:
+        json.dumps(value, allow_nan=False)
+        return value
+    except (ValueError, TypeError):
+        return _replace_non_finite(value)
+
+
+def _replace_non_finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
+    if isinstance(value, Mapping):
+        return {str(k): _replace_non_finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_replace_non_finite(v) for v in value]
+    if isinstance(value, StrEnum):
+        return value.value
+    return value

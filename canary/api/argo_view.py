@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -12,14 +10,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from canary.errors import NotFoundError
-from canary.model import AnalysisStatus, Judgement
+from canary.model import AnalysisStatus, Judgement, json_safe
 from canary.store.analyses import finish_analysis, get_analysis
 from canary.store.tables import Analysis, Round
 
 __all__ = [
     "StoredView",
     "finish",
-    "json_safe",
     "load_state",
     "load_view",
     "response_body",
@@ -104,19 +101,6 @@ def load_view(sessions: sessionmaker[Session], analysis_id: str) -> StoredView:
             metrics=metrics,
             started_at=analysis.started_at,
         )
-
-
-def json_safe(value: Any) -> Any:
-    """NaN and infinities as strings (JSON has neither), recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if hasattr(value, "value") and isinstance(getattr(value, "value", None), str):
-        return value.value
-    return value
 
 
 def view_after(

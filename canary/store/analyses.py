@@ -7,8 +7,6 @@ together — or not at all (DESIGN §6: persist before acting).
 
 from __future__ import annotations
 
-import json
-import math
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from canary.model import (
     Judgement,
     RoundData,
     Verdict,
+    json_safe,
     observation_from_json,
     observation_to_json,
 )
@@ -144,30 +143,6 @@ def list_analyses(
     return list(session.scalars(query))
 
 
-def _json_safe(value: Any) -> Any:
-    """JSON columns refuse NaN/Inf on PostgreSQL: store them as strings.
-
-    The common case (nothing to replace) is checked by the C JSON encoder at once.
-    """
-    try:
-        json.dumps(value, allow_nan=False)
-        return value
-    except (ValueError, TypeError):
-        return _replace_non_finite(value)
-
-
-def _replace_non_finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
-    if isinstance(value, Mapping):
-        return {str(k): _replace_non_finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_replace_non_finite(v) for v in value]
-    if hasattr(value, "value") and isinstance(getattr(value, "value", None), str):
-        return value.value  # enums
-    return value
-
-
 def record_round(
     session: Session,
     analysis: Analysis,
@@ -217,8 +192,8 @@ def record_round(
                     metric=metric,
                     arm=arm.value,
                     kind=_kind(observation),
-                    delta=_json_safe(observation_to_json(observation)),
-                    snapshot=_json_safe(raw) if raw is not None else None,
+                    delta=json_safe(observation_to_json(observation)),
+                    snapshot=json_safe(raw) if raw is not None else None,
                 )
             )
     if judgement:
@@ -229,8 +204,8 @@ def record_round(
                     verdict=result.verdict.value,
                     verdict_round=result.round,
                     reasons=list(result.reasons),
-                    statistics=_json_safe(dict(result.statistics)),
-                    evidence=_json_safe(dict(result.evidence[-1])) if result.evidence else {},
+                    statistics=json_safe(dict(result.statistics)),
+                    evidence=json_safe(dict(result.evidence[-1])) if result.evidence else {},
                 )
             )
     action_row = None
@@ -254,13 +229,13 @@ def record_round(
         raise RoundConflict(f"round {index} of analysis {analysis.id} is recorded already") from exc
 
     analysis.rounds_done = max(analysis.rounds_done, index)
-    analysis.judge_state = _json_safe(dict(judge_state))
-    analysis.snapshot = _json_safe(dict(snapshot))
+    analysis.judge_state = json_safe(dict(judge_state))
+    analysis.snapshot = json_safe(dict(snapshot))
     analysis.updated_at = now
     analysis.weight = weight
     analysis.step = step
     if engine_state is not None:
-        analysis.engine_state = _json_safe(dict(engine_state))
+        analysis.engine_state = json_safe(dict(engine_state))
     if judgement:
         analysis.verdict = judgement.verdict.value
         analysis.verdict_round = judgement.round
