@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from canary import engine
 from canary.config import AnalysisSettings, MetricConfig, StepConfig
 from canary.judge import make_judge
-from canary.model import AnalysisStatus, Counts, Histogram, RoundData, Verdict
+from canary.model import AnalysisStatus, Counts, Histogram, RoundData, Verdict, json_safe
 from canary.replay import (
     BacktestSummary,
     backtest,
@@ -46,7 +46,6 @@ from canary.replay import (
     resolve_settings,
     select_ids,
 )
-from canary.store.analyses import _json_safe
 from canary.store.database import connect, migrate, sessions
 from canary.store.tables import Analysis, MetricResultRow, Observation, Round
 
@@ -219,8 +218,8 @@ def fill(url: str, analyses: int, rounds: int, seed: int) -> None:
                         verdict=result.verdict.value,
                         verdict_round=result.round,
                         reasons=list(result.reasons),
-                        statistics=_json_safe(dict(result.statistics)),
-                        evidence=_json_safe(dict(result.evidence[-1])) if result.evidence else {},
+                        statistics=json_safe(dict(result.statistics)),
+                        evidence=json_safe(dict(result.evidence[-1])) if result.evidence else {},
                     )
                 )
         if len(batch["analyses"]) >= 200 or number == analyses - 1:

@@ -25,7 +25,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 from scipy.special import gammaln
 
 __all__ = ["RoundLikelihood", "informative", "round_loglik"]
@@ -54,7 +53,8 @@ def _log_weights(n: int, m: int, e: int, lo: int, hi: int) -> tuple[np.ndarray, 
     w_{j+1} / w_j = (n - j)(e - j) / ((j + 1)(m - e + j + 1)), accumulated in log space.
     """
     j = np.arange(lo, hi + 1, dtype=np.float64)
-    first = -(gammaln(lo + 1) + gammaln(n - lo + 1) + gammaln(e - lo + 1) + gammaln(m - e + lo + 1))
+    g = gammaln(np.array([lo + 1, n - lo + 1, e - lo + 1, m - e + lo + 1], dtype=np.float64))
+    first = -(float(g[0]) + float(g[1]) + float(g[2]) + float(g[3]))
     logw = np.empty_like(j)
     logw[0] = first
     if len(j) > 1:
@@ -71,57 +71,110 @@ _WINDOW_SD = 8.0
 _EDGE_DROP = 30.0
 
 
+class _Grid:
+    """Per-grid constants reused by every round: the grid with psi = 1 appended, psi,
+    the psi-only factors of `_windows`, and outer(grid, 0..w-1) for any width w."""
+
+    __slots__ = ("c_disc", "c_mu", "grid", "index", "outer", "psi", "squares")
+
+    def __init__(self, log_psi: np.ndarray) -> None:
+        self.grid = np.append(np.asarray(log_psi, dtype=np.float64), 0.0)
+        self.psi = np.exp(self.grid)
+        self.c_disc = 4.0 * (1.0 - self.psi) * self.psi
+        self.c_mu = 2.0 * self.psi
+        self._grow(64)
+
+    def _grow(self, width: int) -> None:
+        self.index = np.arange(width, dtype=np.float64)
+        self.squares = self.index * self.index
+        self.outer = np.outer(self.grid, self.index)
+
+    def steps(self, width: int) -> np.ndarray:
+        """outer(grid, arange(width)): log psi_p * i, a view of a cached matrix."""
+        if width > self.outer.shape[1]:
+            if width > _MAX_CACHED_WIDTH:
+                return np.outer(self.grid, np.arange(width, dtype=np.float64))
+            self._grow(max(width, 2 * self.outer.shape[1]))
+        return self.outer[:, :width]
+
+    def offsets(self, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """(i, i * i) for i = 0..width-1."""
+        if width > self.index.shape[0]:
+            index = np.arange(width, dtype=np.float64)
+            return index, index * index
+        return self.index[:width], self.squares[:width]
+
+
+_MAX_CACHED_WIDTH = 1 << 14
+_GRIDS: dict[bytes, _Grid] = {}
+
+
+def _grid(log_psi: np.ndarray) -> _Grid:
+    log_psi = np.asarray(log_psi, dtype=np.float64)
+    key = log_psi.tobytes()
+    grid = _GRIDS.get(key)
+    if grid is None:
+        if len(_GRIDS) >= 64:
+            _GRIDS.clear()
+        grid = _GRIDS[key] = _Grid(log_psi)
+    return grid
+
+
 def _windows(
-    n: int, m: int, e: int, psi: np.ndarray, lo: int, hi: int
+    n: int, m: int, e: int, grid: _Grid, lo: int, hi: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per psi, a j-range around the approximate mean holding all but ~e^-30 of the sum.
 
     Approximate mean: the root of mu (m - e + mu) = psi (n - mu)(e - mu) (Cornfield
     1956); variance: 1 / (1/mu + 1/(n-mu) + 1/(e-mu) + 1/(m-e+mu)) (Stevens 1951).
     """
+    psi = grid.psi
     b = m - e + psi * (n + e)
-    disc = np.maximum(b * b + 4.0 * (1.0 - psi) * psi * n * e, 0.0)
-    mu = 2.0 * psi * n * e / (b + np.sqrt(disc))
-    mu = np.clip(mu, lo, hi)
-    with np.errstate(divide="ignore"):
-        inv = 1 / np.maximum(mu, 0.5) + 1 / np.maximum(n - mu, 0.5)
-        inv += 1 / np.maximum(e - mu, 0.5) + 1 / np.maximum(m - e + mu, 0.5)
+    disc = np.maximum(b * b + grid.c_disc * n * e, 0.0)
+    mu = grid.c_mu * n * e / (b + np.sqrt(disc))
+    mu = np.minimum(np.maximum(mu, lo), hi)
+    # Every divisor is at least 0.5: no division by zero.
+    inv = 1 / np.maximum(mu, 0.5) + 1 / np.maximum(n - mu, 0.5)
+    inv += 1 / np.maximum(e - mu, 0.5) + 1 / np.maximum(m - e + mu, 0.5)
     half = np.ceil(_WINDOW_SD * np.sqrt(1.0 / inv)) + 6
-    wlo = np.clip(np.floor(mu - half), lo, hi).astype(np.int64)
-    whi = np.clip(np.ceil(mu + half), lo, hi).astype(np.int64)
+    wlo = np.minimum(np.maximum(np.floor(mu - half), lo), hi).astype(np.int64)
+    whi = np.minimum(np.maximum(np.ceil(mu + half), lo), hi).astype(np.int64)
     return wlo, whi
 
 
 def _log_terms(
-    x: int, n: int, y: int, m: int, log_psi: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(terms, start, offset) with log w_j + j log psi_p = terms[p, i] + offset[p] for
-    j = start[p] + i: each row covers the j-window that holds its psi's mass."""
+    x: int, n: int, y: int, m: int, grid: _Grid
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """(terms, start, offset, row_max) with log w_j + j log psi_p = terms[p, i] + offset[p]
+    for j = start[p] + i: each row covers the j-window that holds its psi's mass.
+    row_max (the rows' maxima) is None when not computed yet."""
+    log_psi = grid.grid
     e = x + y
     lo, hi = max(0, e - m), min(n, e)
     size = hi - lo + 1
     if size > 256:
-        wlo, whi = _windows(n, m, e, np.exp(log_psi), lo, hi)
+        wlo, whi = _windows(n, m, e, grid, lo, hi)
         width = int((whi - wlo).max()) + 1
         if 2 * width < size:
             # Same width for every row (shifted left at the top end), so no masking.
             start = np.minimum(wlo, hi - width + 1)
             ulo, uhi = int(start.min()), int(start.max()) + width - 1
             _, logw_u = _log_weights(n, m, e, ulo, uhi)
-            windows = as_strided(
-                logw_u, shape=(len(logw_u) - width + 1, width), strides=logw_u.strides * 2
+            stride = logw_u.strides[0]
+            windows = np.ndarray(
+                (len(logw_u) - width + 1, width), np.float64, logw_u, 0, (stride, stride)
             )
             terms = windows[start - ulo]  # a copy, one row per psi
-            terms += np.outer(log_psi, np.arange(width, dtype=np.float64))
+            terms += grid.steps(width)
             row_max = terms.max(axis=1)
             ok_left = (start == lo) | (terms[:, 0] < row_max - _EDGE_DROP)
             ok_right = (start + width - 1 == hi) | (terms[:, -1] < row_max - _EDGE_DROP)
-            if bool(np.all(ok_left & ok_right)):
-                return terms, start, start * log_psi
-    j, logw = _log_weights(n, m, e, lo, hi)
-    terms = logw[None, :] + np.outer(log_psi, j - lo)
+            if (ok_left & ok_right).all():
+                return terms, start, start * log_psi, row_max
+    _, logw = _log_weights(n, m, e, lo, hi)
+    terms = logw[None, :] + grid.steps(size)
     start = np.full(len(log_psi), lo, dtype=np.int64)
-    return terms, start, lo * log_psi
+    return terms, start, lo * log_psi, None
 
 
 def round_loglik(
@@ -143,9 +196,11 @@ def round_loglik(
     are at least e^30 below its largest), so the cost stays O(len(log_psi) * sd) even
     for millions of requests.
     """
-    grid = np.append(np.asarray(log_psi, dtype=np.float64), 0.0)  # last row: psi = 1
-    terms, start, offset = _log_terms(x, n, y, m, grid)
-    row_max = terms.max(axis=1)
+    cached = _grid(log_psi)
+    grid = cached.grid  # log_psi and a last row psi = 1
+    terms, start, offset, row_max = _log_terms(x, n, y, m, cached)
+    if row_max is None:
+        row_max = terms.max(axis=1)
     terms -= row_max[:, None]
     expo = np.exp(terms, out=terms)
     total = expo.sum(axis=1)
@@ -156,7 +211,7 @@ def round_loglik(
         return RoundLikelihood(loglik=loglik, mean=empty, var=empty)
     rows = len(grid) - 1 if moment_rows is None else moment_rows
     # Offsets i within each row's window are small, so E[i^2] - E[i]^2 does not cancel.
-    i = np.arange(expo.shape[1], dtype=np.float64)
+    i, i2 = cached.offsets(expo.shape[1])
     mean_i = (expo[:rows] @ i) / total[:rows]
-    var = np.maximum((expo[:rows] @ (i * i)) / total[:rows] - mean_i * mean_i, 0.0)
+    var = np.maximum((expo[:rows] @ i2) / total[:rows] - mean_i * mean_i, 0.0)
     return RoundLikelihood(loglik=loglik, mean=mean_i + start[:rows], var=var)
