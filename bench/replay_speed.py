@@ -281,7 +281,7 @@ def backtest_split(url: str) -> None:
             reading += after_read - mark
             if stored is None:
                 break
-            result = replay(stored, resolve_settings(stored))
+            result = replay(stored, resolve_settings(stored), explain=False)  # as backtest()
             judging += time.perf_counter() - after_read
             summary.add(result)
             rounds += len(stored.rounds)

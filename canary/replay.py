@@ -22,6 +22,7 @@ over ten thousand analyses does not load an object graph per round.
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -378,18 +379,22 @@ def _recorded_outcome(stored: StoredAnalysis, start: datetime) -> Outcome:
     return Outcome(stored.verdict, stored.verdict_round, None, seconds)
 
 
-def replay(stored: StoredAnalysis, settings: AnalysisSettings) -> ReplayResult:
+def replay(
+    stored: StoredAnalysis, settings: AnalysisSettings, *, explain: bool = True
+) -> ReplayResult:
     """Re-run `settings.judge` (and the engine, for daemon analyses) on the stored rounds.
 
     This mirrors `canary.rounds`: every round after the warm-up updates the judge (a
     round whose queries failed changes no evidence and gives the engine no
     judgement); a warm-up whose queries failed counts as a failed round.
+    `explain=False` (backtests) lets the sequential judge skip its confidence
+    intervals and reasons: the same verdicts and decisions, shorter round reasons.
     """
     start = _start_time(stored)
     if stored.mode == "engine":
-        rounds, replayed = _replay_engine(stored, settings, start)
+        rounds, replayed = _replay_engine(stored, settings, start, explain)
     else:
-        rounds, replayed = _replay_verdicts(stored, settings, start)
+        rounds, replayed = _replay_verdicts(stored, settings, start, explain=explain)
     return ReplayResult(
         analysis_id=stored.id,
         canary=stored.canary,
@@ -402,18 +407,41 @@ def replay(stored: StoredAnalysis, settings: AnalysisSettings) -> ReplayResult:
     )
 
 
-def _judge(settings: AnalysisSettings) -> Any:
-    """The judge named by the settings; UsageError when it cannot judge these metrics."""
+_JUDGES: dict[str, Any] = {}
+
+
+def _judge(settings: AnalysisSettings, explain: bool = True) -> Any:
+    """The judge named by the settings; UsageError when it cannot judge these metrics.
+
+    Sequential judges keep no state of their own (it travels in `judge_state`), so one
+    is built per distinct configuration and reused across analyses.
+    """
+    key = None
+    if settings.judge == "sequential":
+        key = f"{explain}:{settings.model_dump_json()}"
+        cached = _JUDGES.get(key)
+        if cached is not None:
+            return cached
     try:
-        return make_judge(settings.judge, settings.metrics, settings)
+        if key is not None and not explain:
+            from canary.judge.sequential import SequentialJudge
+
+            judge = SequentialJudge(settings.metrics, settings, explain=False)
+        else:
+            judge = make_judge(settings.judge, settings.metrics, settings)
     except ValueError as exc:
         raise UsageError(f"the {settings.judge} judge cannot replay this analysis: {exc}") from None
+    if key is not None:
+        if len(_JUDGES) >= 256:
+            _JUDGES.clear()
+        _JUDGES[key] = judge
+    return judge
 
 
 def _replay_engine(
-    stored: StoredAnalysis, settings: AnalysisSettings, start: datetime
+    stored: StoredAnalysis, settings: AnalysisSettings, start: datetime, explain: bool = True
 ) -> tuple[list[ReplayedRound], Outcome]:
-    judge = _judge(settings)
+    judge = _judge(settings, explain)
     judge_state = judge.initial_state()
     state, _weight = engine.start(settings, start)
     rounds: list[ReplayedRound] = []
@@ -473,11 +501,12 @@ def _replay_verdicts(
     settings: AnalysisSettings,
     start: datetime,
     window_end: bool | None = None,
+    explain: bool = True,
 ) -> tuple[list[ReplayedRound], Outcome]:
     judged = _judged(stored)
     if window_end is None:
         window_end = _reached_window_end(stored, judged)
-    judge = _judge(settings)
+    judge = _judge(settings, explain)
     judge_state = judge.initial_state()
     rounds: list[ReplayedRound] = []
     last: Judgement | None = None
@@ -530,7 +559,8 @@ def _reached_window_end(stored: StoredAnalysis, judged: Sequence[StoredRound]) -
         if len(_WINDOW_ENDS) > 50_000:
             _WINDOW_ENDS.clear()
         start = _start_time(stored)
-        rounds, _ = _replay_verdicts(stored, resolve_settings(stored), start, window_end=False)
+        settings = resolve_settings(stored)
+        rounds, _ = _replay_verdicts(stored, settings, start, window_end=False, explain=False)
         _WINDOW_ENDS[stored.id] = rounds[-1].verdict != verdicts[-1]
     return _WINDOW_ENDS[stored.id]
 
@@ -565,7 +595,6 @@ def read_labels(path: str) -> dict[str, str]:
     Accepts a JSON object (``{"id": "good"}``) or text lines ``ID good`` / ``ID,bad``
     (``#`` comments and blank lines ignored). UsageError names the bad line.
     """
-    import json
 
     try:
         with open(path, encoding="utf-8") as handle:
@@ -744,11 +773,27 @@ def _replay_chunk(
     overrides: Sequence[str],
 ) -> BacktestRun:
     run = BacktestRun({name: [] for name, _ in configs}, {name: [] for name, _ in configs})
+    # Analyses of one canary mostly share their recorded settings: validate each once.
+    resolved: dict[tuple[str, str], AnalysisSettings] = {}
     for stored in iter_stored(session, ids):
         for name, config in configs:
             try:
-                settings = resolve_settings(stored, config=config, judge=judge, overrides=overrides)
-                run.results[name].append(replay(stored, settings))
+                if config is None:
+                    key = (
+                        name,
+                        json.dumps([stored.judge, stored.settings], sort_keys=True, default=str),
+                    )
+                else:
+                    key = (name, stored.canary)
+                settings = resolved.get(key)
+                if settings is None:
+                    settings = resolve_settings(
+                        stored, config=config, judge=judge, overrides=overrides
+                    )
+                    if len(resolved) >= 1024:
+                        resolved.clear()
+                    resolved[key] = settings
+                run.results[name].append(replay(stored, settings, explain=False))
             except UsageError as exc:
                 if overrides or judge:
                     raise  # a bad override is the user's mistake, not the analysis'

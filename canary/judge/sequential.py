@@ -158,6 +158,9 @@ class MetricParameters:
         start = n_ci + 2
         self.i_fail = np.arange(start, start + len(fail_grid))
         self.i_pass = np.arange(start + len(fail_grid), start + len(fail_grid) + len(pass_grid))
+        # The same points as slices (views, cheaper than index arrays).
+        self.fail_slice = slice(start, start + len(fail_grid))
+        self.pass_slice = slice(start + len(fail_grid), start + len(fail_grid) + len(pass_grid))
         idx = np.arange(n_ci)
         steps = np.array([s for step in _CI_STEPS for s in (step, -step)])
         self.ci_alternatives = np.clip(idx[:, None] + steps[None, :], 0, n_ci - 1)
@@ -417,8 +420,9 @@ class SequentialJudge:
         track["rounds"] = rounds
         if self.dispersion_guard:
             ci = params.ci_slice
-            with np.errstate(divide="ignore", invalid="ignore"):
-                resid = np.where(lik.var[ci] > 0, (x - lik.mean[ci]) ** 2 / lik.var[ci], 0.0)
+            var = lik.var[ci]
+            # (x - mean)^2 / var where var > 0, else 0 (no division warnings to silence).
+            resid = np.divide((x - lik.mean[ci]) ** 2, var, out=np.zeros_like(var), where=var > 0)
             q = np.asarray(old["dispersion"]) + resid
             track["dispersion"] = q.tolist()
         return track
@@ -448,12 +452,13 @@ class SequentialJudge:
         for track in tracks:
             s = np.asarray(track["loglik"])
             phi = 1.0
-            if self.dispersion_guard:
-                q = track["dispersion"][int(np.argmax(s[params.ci_slice]))]
+            if self.dispersion_guard and track["rounds"] >= 2:  # phi is 1 before two rounds
+                q = track["dispersion"][int(s[params.ci_slice].argmax())]
                 phi = _dispersion_phi(q, track["rounds"])
-                s = s / phi
-            log_fail = _logmeanexp(s[params.i_fail]) - float(s[params.i_tol])
-            log_pass = _logmeanexp(s[params.i_pass]) - float(s[params.i_margin])
+                if phi != 1.0:  # s / 1.0 is s
+                    s = s / phi
+            log_fail = _logmeanexp(s[params.fail_slice]) - float(s[params.i_tol])
+            log_pass = _logmeanexp(s[params.pass_slice]) - float(s[params.i_margin])
             if self.dispersion_guard and track["rounds"] < GUARD_MIN_ROUNDS:
                 # Shrinking an e-value keeps it valid: min(e, 1) until dispersion is seen.
                 log_fail, log_pass = min(log_fail, 0.0), min(log_pass, 0.0)
@@ -473,7 +478,8 @@ class SequentialJudge:
                     "phi": phi,
                 }
             )
-        log_fail = _logmeanexp(np.array(fails))
+        # The mean of one e-value is itself (log(exp(0) / 1) = 0).
+        log_fail = fails[0] + 0.0 if len(fails) == 1 else _logmeanexp(np.array(fails))
         log_pass = float(min(passes))
         stats["e_fail"] = _safe_exp(log_fail)
         stats["e_pass"] = _safe_exp(log_pass)
