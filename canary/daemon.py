@@ -459,8 +459,10 @@ class Daemon:
             async with limit:
                 if self._stopping.is_set():
                     return
-                for action_id in item.pending:
-                    await self._apply(action_id)
+                # A round in progress carries out (and announces) its own action.
+                if item.analysis_id not in self._in_round:
+                    for action_id in item.pending:
+                        await self._apply(action_id)
                 if item.analysis_id is None:
                     return
                 if item.status == AnalysisStatus.RUNNING.value:
