@@ -14,7 +14,7 @@ the deltas since the previous snapshot; the first round only takes the snapshot.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -30,7 +30,7 @@ __all__ = ["SimulatedCanary", "SimulatedMesh"]
 
 @dataclass
 class SimulatedCanary:
-    """The traffic of one canary; change `canary` while running to make it regress."""
+    """The traffic of one canary: requests per second and the two arms' models."""
 
     rps: float = 1000.0
     baseline: ArmModel = field(default_factory=lambda: ArmModel(error_rate=0.01))
@@ -56,11 +56,6 @@ class SimulatedMesh:
         self.weight_of = weight_of
         self.speed = speed
         self._rng = np.random.default_rng(seed)
-
-    def set_canary(self, name: str, **changes: float) -> None:
-        """Change the canary arm of `name` (e.g. error_rate=0.05) from now on."""
-        traffic = self.canaries[name]
-        traffic.canary = replace(traffic.canary, **changes)
 
     async def collect(
         self, canary: CanaryConfig, at: datetime, previous_snapshot: Mapping[str, Any]
