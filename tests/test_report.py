@@ -13,9 +13,9 @@ import pytest
 from canary.config import AnalysisSettings, StepConfig
 from canary.engine import decide, start
 from canary.judge import make_judge
+from canary.judge.round_values import bucket_quantile
 from canary.model import ActionState, Counts, Histogram, RoundData
 from canary.report import render_analysis, render_index
-from canary.report.series import quantile_from_buckets
 from canary.store.analyses import (
     ActionIntent,
     create_analysis,
@@ -103,9 +103,9 @@ def report_db(tmp_path: Path) -> str:
 
 
 def test_quantiles_interpolate_inside_the_bucket() -> None:
-    assert quantile_from_buckets([10, 20, "+Inf"], [0, 100, 100], 0.5) == 15.0
-    assert quantile_from_buckets([10, "+Inf"], [0, 10], 0.5) == 10.0
-    assert quantile_from_buckets([10, "+Inf"], [0, 0], 0.5) is None
+    assert bucket_quantile(0.5, Histogram((10.0, 20.0, math.inf), (0, 100, 100))) == 15.0
+    assert bucket_quantile(0.5, Histogram((10.0, math.inf), (0, 10))) == 10.0
+    assert math.isnan(bucket_quantile(0.5, Histogram((10.0, math.inf), (0, 0))))
 
 
 def test_rolled_back_report_shows_when_and_why(report_db: str, tmp_path: Path) -> None:

@@ -56,7 +56,7 @@ from canary.judge.kayenta import (
     prepare,
 )
 from canary.judge.kayenta_score import ScoredMetric, ScoreResult, score
-from canary.judge.round_values import histogram_quantile_of, round_value
+from canary.judge.round_values import histogram_quantile_of, round_value, value_description
 from canary.model import Judgement, MetricKind, MetricResult, RoundData, Verdict
 
 __all__ = ["DEFAULT_GROUP", "MannWhitneyJudge", "min_samples_for"]
@@ -360,7 +360,9 @@ class MannWhitneyJudge:
             "confidence": self.confidence,
             "tolerance": self.tolerance,
             "effect_size_measure": spec.effect.measure,
-            "per_round_value": self._value_description(spec),
+            "per_round_value": value_description(
+                spec.config.kind, counts_as="error_ratio", quantile=spec.quantile
+            ),
         }
         if pending is not None:
             reasons = [
@@ -412,13 +414,3 @@ class MannWhitneyJudge:
         if result.critical:
             text += " (critical)"
         return text
-
-    @staticmethod
-    def _value_description(spec: _Spec) -> str:
-        if spec.config.kind is MetricKind.COUNTS:
-            return "error ratio failed/total"
-        if spec.config.kind is MetricKind.HISTOGRAM:
-            if spec.quantile is None:
-                return "mean estimated from buckets"
-            return f"p{spec.quantile * 100:g} interpolated in buckets (histogram_quantile)"
-        return "value"

@@ -24,7 +24,13 @@ from typing import Literal
 from canary.config import MetricConfig
 from canary.model import Counts, Histogram, MetricKind, Observation
 
-__all__ = ["bucket_mean", "bucket_quantile", "histogram_quantile_of", "round_value"]
+__all__ = [
+    "bucket_mean",
+    "bucket_quantile",
+    "histogram_quantile_of",
+    "round_value",
+    "value_description",
+]
 
 CountsAs = Literal["error_ratio", "success_rate"]
 
@@ -101,6 +107,21 @@ def histogram_quantile_of(metric: MetricConfig) -> float | None:
     if not 0.0 < q < 1.0:
         raise ValueError(f"metric {metric.name!r}: quantiles[0] must be in (0, 1), got {q}")
     return q
+
+
+def value_description(
+    kind: MetricKind, *, counts_as: CountsAs, quantile: float | None = None
+) -> str:
+    """How `round_value` reduces a metric of `kind` to one number, in words."""
+    if kind is MetricKind.COUNTS:
+        if counts_as == "error_ratio":
+            return "error ratio failed/total"
+        return "success rate 1 - failed/total"
+    if kind is MetricKind.HISTOGRAM:
+        if quantile is None:
+            return "mean estimated from buckets"
+        return f"p{quantile * 100:g} interpolated in buckets (histogram_quantile)"
+    return "value"
 
 
 def round_value(

@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from canary.config import AnalysisSettings, MetricConfig
 from canary.judge.combine import combine
-from canary.judge.round_values import histogram_quantile_of, round_value
+from canary.judge.round_values import histogram_quantile_of, round_value, value_description
 from canary.model import Judgement, MetricKind, MetricResult, RoundData, Verdict
 
 __all__ = ["ThresholdJudge"]
@@ -183,7 +183,9 @@ class ThresholdJudge:
             "inconclusive": current["inconclusive"],
             "failed_in_a_row": current["run"],
             "last_value": None if last is None else last.get("value"),
-            "per_round_value": self._value_description(spec),
+            "per_round_value": value_description(
+                spec.config.kind, counts_as="success_rate", quantile=spec.quantile
+            ),
         }
         limit = f"{current['failed']} failed in total, {current['run']} in a row; limit "
         limit += f"{spec.failure_limit} {kind}"
@@ -210,13 +212,3 @@ class ThresholdJudge:
             statistics=statistics,
             evidence=list(current["evidence"]),
         )
-
-    @staticmethod
-    def _value_description(spec: _Spec) -> str:
-        if spec.config.kind is MetricKind.COUNTS:
-            return "success rate 1 - failed/total"
-        if spec.config.kind is MetricKind.HISTOGRAM:
-            if spec.quantile is None:
-                return "mean estimated from buckets"
-            return f"p{spec.quantile * 100:g} interpolated in buckets (histogram_quantile)"
-        return "value"

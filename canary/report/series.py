@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from canary.judge.round_values import bucket_quantile
+from canary.model import observation_from_json
 from canary.store.tables import Analysis, Round
 
 
@@ -32,28 +33,6 @@ def judged_rounds(analysis: Analysis) -> list[Round]:
 
 def seconds(analysis: Analysis, row: Round) -> float:
     return (row.window_end - analysis.started_at).total_seconds()
-
-
-def quantile_from_buckets(bounds: Sequence[Any], buckets: Sequence[int], q: float) -> float | None:
-    """Linear interpolation inside the bucket, as PromQL's histogram_quantile does.
-
-    For display only: the judges never use interpolated quantiles (DESIGN §4.1).
-    """
-    total = buckets[-1] if buckets else 0
-    if total <= 0:
-        return None
-    rank = q * total
-    previous_bound, previous_count = 0.0, 0
-    for bound, count in zip(bounds, buckets, strict=True):
-        upper = math.inf if bound in ("+Inf", math.inf) else float(bound)
-        if count >= rank:
-            if math.isinf(upper):
-                return previous_bound  # as histogram_quantile: the highest finite bound
-            width = count - previous_count
-            fraction = (rank - previous_count) / width if width else 1.0
-            return previous_bound + (upper - previous_bound) * fraction
-        previous_bound, previous_count = upper, count
-    return previous_bound
 
 
 def metric_series(analysis: Analysis) -> list[MetricSeries]:
@@ -89,9 +68,13 @@ def _one_metric(analysis: Analysis, rounds: list[Round], name: str) -> MetricSer
                 arms.setdefault(f"{observation.arm}", []).append((x, rate))
             elif "buckets" in delta:
                 kind, unit = "histogram", "latency (ms)"
+                histogram = observation_from_json(delta)
                 for q in (0.5, 0.99):
-                    value = quantile_from_buckets(delta["bounds"], delta["buckets"], q)
-                    arms.setdefault(f"{observation.arm} p{int(q * 100)}", []).append((x, value))
+                    # For display only: the judges never test interpolated quantiles.
+                    value = bucket_quantile(q, histogram)
+                    arms.setdefault(f"{observation.arm} p{int(q * 100)}", []).append(
+                        (x, None if math.isnan(value) else value)
+                    )
             else:
                 kind, unit = "value", "value"
                 value = delta.get("value")
