@@ -34,6 +34,7 @@ __all__ = [
     "command",
     "decide",
     "start",
+    "weight_applied",
 ]
 
 ManualOp = Literal["pause", "resume", "abort", "promote"]
@@ -94,6 +95,22 @@ def start(settings: AnalysisSettings, now: datetime) -> tuple[EngineState, int]:
         status=AnalysisStatus.RUNNING, step=0, weight=first, started_at=now, step_started_at=now
     )
     return state, first
+
+
+def weight_applied(state: EngineState, kind: str, applied_at: datetime) -> EngineState:
+    """The state once the weight of a `start` or `advance` action is in place.
+
+    A step's clock starts when its weight reaches the traffic, not when it was
+    decided: an action carried out late (the daemon was down, the Kubernetes API
+    answered 404) gives the step its full duration. A round that carries out its own
+    action passes its own time, which leaves the clock where the decision put it. The
+    budget (`max_duration`) likewise starts when the first weight is applied.
+    """
+    if kind not in ("start", "advance") or state.status is not AnalysisStatus.RUNNING:
+        return state
+    step_started_at = max(state.step_started_at, applied_at)
+    started_at = max(state.started_at, applied_at) if kind == "start" else state.started_at
+    return replace(state, step_started_at=step_started_at, started_at=started_at)
 
 
 def budget_reached(state: EngineState, settings: AnalysisSettings, now: datetime) -> bool:
@@ -175,8 +192,13 @@ def command(state: EngineState, op: ManualOp, now: datetime, settings: AnalysisS
     if op == "resume":
         if state.status is AnalysisStatus.RUNNING:
             raise ValueError("analysis is already running")
+        # The step's clock starts over: a halted or paused step gathered no evidence.
         resumed = replace(
-            state, status=AnalysisStatus.RUNNING, failed_rounds=0, reason="resumed by operator"
+            state,
+            status=AnalysisStatus.RUNNING,
+            failed_rounds=0,
+            step_started_at=now,
+            reason="resumed by operator",
         )
         return Outcome(Decision.CONTINUE, resumed, None, "resumed by operator")
     if op == "abort":

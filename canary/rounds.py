@@ -405,6 +405,7 @@ def _finish_action(
     state: ActionState,
     error: str | None,
     halt_reason: str | None,
+    applied_at: datetime | None = None,
 ) -> None:
     with sessions.begin() as session:
         action = session.get(Action, action_id)
@@ -412,6 +413,8 @@ def _finish_action(
         if action.state != ActionState.PENDING.value:
             return  # reconciled by someone else meanwhile
         mark_action(session, action, state, error=error)
+        if state is ActionState.DONE:
+            _start_step_clock(session, action, applied_at or utcnow())
         if halt_reason:
             analysis = get_analysis(session, action.analysis_id, for_update=True)
             # A promotion that could not be carried out is no promotion: halt instead.
@@ -423,6 +426,19 @@ def _finish_action(
                     analysis.engine_state = state_json
                 finish_analysis(session, analysis, AnalysisStatus.HALTED, reason=halt_reason)
                 analysis.finished_at = None
+
+
+def _start_step_clock(session: Session, action: Action, applied_at: datetime) -> None:
+    """Record in the engine state that the action's weight is in place (its step starts)."""
+    analysis = get_analysis(session, action.analysis_id, for_update=True)
+    if not analysis.engine_state:
+        return
+    state = rollout.EngineState.from_json(analysis.engine_state)
+    if state.weight != action.to_weight:
+        return  # a later decision (or an operator) moved on meanwhile
+    applied = rollout.weight_applied(state, action.kind, applied_at)
+    if applied != state:
+        analysis.engine_state = applied.to_json()
 
 
 _ROLLED_BACK = {
@@ -439,8 +455,14 @@ def _note_action_error(sessions: Sessions, action_id: int, error: str) -> None:
             action.error = error
 
 
-async def apply_action(sessions: Sessions, router: Any, action_id: int) -> ActionResult:
+async def apply_action(
+    sessions: Sessions, router: Any, action_id: int, *, applied_at: datetime | None = None
+) -> ActionResult:
     """Carry out a pending action through `router` and mark it done (or failed).
+
+    A `start` or `advance` action that took effect starts its step's clock at
+    `applied_at` (default: now; the round that decided the action passes its own
+    time), see `canary.engine.weight_applied`.
 
     Idempotent: the router records (analysis, action) with each write and skips a
     write whose target is already in place for the same pair, so re-applying after
@@ -473,7 +495,9 @@ async def apply_action(sessions: Sessions, router: Any, action_id: int) -> Actio
         log.warning("action %s on %s not applied yet: %s", action_id, action.analysis_id, exc)
         await asyncio.to_thread(_note_action_error, sessions, action_id, str(exc))
         return ActionResult(action_id, ActionState.PENDING, error=str(exc))
-    await asyncio.to_thread(_finish_action, sessions, action_id, ActionState.DONE, None, None)
+    await asyncio.to_thread(
+        _finish_action, sessions, action_id, ActionState.DONE, None, None, applied_at
+    )
     return ActionResult(action_id, ActionState.DONE, changed=result.changed)
 
 
@@ -598,7 +622,7 @@ async def daemon_round(
     result = RoundResult(loaded.id, loaded.index, judgement, warmup, data, final)
     action = None
     if action_id is not None:
-        action = await apply_action(sessions, router, action_id)
+        action = await apply_action(sessions, router, action_id, applied_at=at)
     if outcome is None:
         return DaemonRoundResult(result, None, "warm-up: counter snapshot taken", state, action)
     return DaemonRoundResult(result, outcome.decision, outcome.reason, outcome.state, action)

@@ -40,6 +40,7 @@ from canary.model import AnalysisStatus
 from canary.store.analyses import load_analysis_full
 from canary.store.database import connect
 from canary.store.database import sessions as make_sessions
+from canary.store.tables import utcnow
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -244,3 +245,50 @@ async def test_auto_start_when_the_canary_revision_label_changes(
     assert analysis.revision == "v2" and analysis.id != previous
     await _wait_status(sessions, analysis.id, 20, lambda a: len(a.rounds) >= 2)
     assert canary_weight(kube_api, "app") == 10
+
+
+async def test_a_step_lasts_its_duration_from_when_its_weight_is_applied(
+    traffic: LiveStack, kube_api: KubeApiServer, tmp_path: Path, sessions, hook, start_daemon
+) -> None:
+    """The Kubernetes API answers 404 (no VirtualService yet) for longer than the first
+    step lasts, then the VirtualService appears: the first step still gets its full
+    duration at 10%. The same after a pause and a resume."""
+    raw = config_dict(
+        traffic.prometheus.url,
+        kubeconfig(kube_api, tmp_path),
+        [canary_entry("app", steps=((10, 4), (20, 4), (50, 60)))],
+    )
+    config = make_config(raw)
+    analysis_id = control.start_analysis(sessions, config, "app")
+    start_daemon(config, sessions)
+    await asyncio.sleep(6)  # the start action meets 404 meanwhile
+    pending = await _wait_status(sessions, analysis_id, 1, lambda a: True)
+    assert [(a.kind, a.state) for a in pending.actions] == [("start", "pending")]
+    assert "404" in (pending.actions[0].error or "") or "not found" in (
+        pending.actions[0].error or ""
+    )
+    add_virtual_service(kube_api, "app")
+
+    at_20 = await _wait_status(
+        sessions,
+        analysis_id,
+        30,
+        lambda a: any(x.kind == "advance" and x.state == "done" for x in a.actions),
+    )
+    start, advance = at_20.actions[0], at_20.actions[1]
+    assert (advance.created_at - start.done_at).total_seconds() >= 4
+    assert vs_weight_writes(kube_api, "app") == [10, 20]
+
+    control.pause_analysis(sessions, analysis_id)
+    await asyncio.sleep(5)  # longer than the step: a paused step gathers no evidence
+    resumed_at = utcnow()
+    resumed = control.resume_analysis(sessions, analysis_id)
+    assert resumed.status is AnalysisStatus.RUNNING
+
+    at_50 = await _wait_status(
+        sessions, analysis_id, 30, lambda a: sum(x.kind == "advance" for x in a.actions) == 2
+    )
+    second = [x for x in at_50.actions if x.kind == "advance"][1]
+    assert second.to_weight == 50
+    assert (second.created_at - resumed_at).total_seconds() >= 4
+    assert vs_weight_writes(kube_api, "app") == [10, 20, 50]
