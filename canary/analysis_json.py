@@ -180,6 +180,32 @@ def _observation(
     return Histogram(bounds=bounds, buckets=buckets)
 
 
+def _pods(
+    metrics: Sequence[tuple[MetricConfig, tuple[float, ...] | None]],
+    raw: Any,
+    where: str,
+    field: str,
+) -> dict[str, dict[str, Observation]]:
+    """An arm's optional ``"pods": {pod: {metric: observation}}`` as {metric: {pod: obs}}."""
+    if not isinstance(raw, Mapping):
+        raise _fail(where, field, 'expected {"pod name": {"metric": observation}}')
+    known = {config.name: (config, bounds) for config, bounds in metrics}
+    out: dict[str, dict[str, Observation]] = {}
+    for pod, observations in raw.items():
+        if not isinstance(observations, Mapping):
+            raise _fail(where, f"{field}.{pod}", "expected an object of metric observations")
+        for name, value in observations.items():
+            if name not in known:
+                raise _fail(where, f"{field}.{pod}.{name}", "not a metric of this analysis")
+            config, bounds = known[name]
+            if config.kind is MetricKind.VALUE:
+                raise _fail(where, f"{field}.{pod}.{name}", "value metrics have no pods")
+            obs = _observation(config, bounds, value, where, f"{field}.{pod}.{name}")
+            if obs is not None:
+                out.setdefault(name, {})[str(pod)] = obs
+    return out
+
+
 def _time(raw: Any, where: str, field: str) -> datetime | None:
     if raw is None:
         return None
@@ -214,6 +240,8 @@ def parse_analysis(doc: Any, *, where: str, line: int | None = None) -> Analysis
     raw_metrics = doc.get("metrics")
     if not isinstance(raw_metrics, Mapping) or not raw_metrics:
         raise _fail(where, "metrics", 'required: an object of metrics, e.g. {"errors": {}}')
+    if "pods" in raw_metrics:
+        raise _fail(where, "metrics.pods", '"pods" is reserved for the per-pod breakdown')
     metrics: list[tuple[MetricConfig, tuple[float, ...] | None]] = [
         _metric(str(name), raw, where) for name, raw in raw_metrics.items()
     ]
@@ -233,6 +261,7 @@ def parse_analysis(doc: Any, *, where: str, line: int | None = None) -> Analysis
         if error is not None and not isinstance(error, str):
             raise _fail(where, f"{field}.error", "expected a string (why the round has no data)")
         arms: dict[str, dict[str, Observation]] = {}
+        pods: dict[str, dict[str, dict[str, Observation]]] = {}
         for arm in ("canary", "baseline"):
             raw_arm = raw_round.get(arm)
             if raw_arm is None:
@@ -242,8 +271,12 @@ def parse_analysis(doc: Any, *, where: str, line: int | None = None) -> Analysis
             if not isinstance(raw_arm, Mapping):
                 raise _fail(where, f"{field}.{arm}", "expected an object of metric observations")
             for name in raw_arm:
-                if name not in known:
+                if name not in known and name != "pods":
                     raise _fail(where, f"{field}.{arm}.{name}", "not a metric of this analysis")
+            if raw_arm.get("pods") is not None:
+                by_metric = _pods(metrics, raw_arm["pods"], where, f"{field}.{arm}.pods")
+                if by_metric:
+                    pods[arm] = by_metric
             arms[arm] = {
                 config.name: _observation(
                     config, bounds, raw_arm.get(config.name), where, f"{field}.{arm}.{config.name}"
@@ -257,6 +290,7 @@ def parse_analysis(doc: Any, *, where: str, line: int | None = None) -> Analysis
                 start=_time(raw_round.get("start"), where, f"{field}.start"),
                 end=_time(raw_round.get("end"), where, f"{field}.end"),
                 error=error,
+                pods=pods,
             )
         )
     return AnalysisInput(
@@ -363,6 +397,12 @@ def analysis_to_json(
                 for name, obs in observations.items()
                 if name in kinds
             }
+            by_pod: dict[str, dict[str, Any]] = {}
+            for name in kinds:
+                for pod, obs in round_data.pod_observations(arm, name).items():
+                    by_pod.setdefault(pod, {})[name] = _observation_json(obs, kinds[name])
+            if by_pod:
+                item[arm]["pods"] = by_pod
         if round_data.error:
             item["error"] = round_data.error
         if round_data.start:

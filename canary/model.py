@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -78,16 +79,38 @@ class ActionState(StrEnum):
 # --------------------------------------------------------------------------- observations
 
 
+def _count(value: Any, what: str) -> int:
+    """`value` as a non-negative int; integral floats (5000.0) are accepted, anything
+    else (NaN, infinities, 5000.5, negatives, booleans, strings) is a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{what} must be a non-negative integer, got {value!r}")
+    if not isinstance(value, numbers.Integral):
+        number = float(value)
+        if not math.isfinite(number) or not number.is_integer():
+            raise ValueError(f"{what} must be a non-negative integer, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{what} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
 @dataclass(frozen=True, slots=True)
 class Counts:
-    """Requests and failures of one arm within one round (exact integer deltas)."""
+    """Requests and failures of one arm within one round (exact integer deltas).
+
+    Whatever the caller, both are non-negative integers with failed <= total: NaN,
+    infinities, fractions and negatives are refused with a ValueError.
+    """
 
     total: int
     failed: int
 
     def __post_init__(self) -> None:
-        if self.total < 0 or self.failed < 0 or self.failed > self.total:
-            raise ValueError(f"invalid counts: failed={self.failed} of total={self.total}")
+        total = _count(self.total, "counts total")
+        failed = _count(self.failed, "counts failed")
+        if failed > total:
+            raise ValueError(f"invalid counts: failed={failed} of total={total}")
+        object.__setattr__(self, "total", total)
+        object.__setattr__(self, "failed", failed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +128,12 @@ class Histogram:
     def __post_init__(self) -> None:
         if len(self.bounds) != len(self.buckets):
             raise ValueError("histogram bounds and buckets differ in length")
+        buckets = tuple(_count(b, f"histogram bucket {i}") for i, b in enumerate(self.buckets))
+        object.__setattr__(self, "buckets", buckets)
+        for bound in self.bounds:
+            if isinstance(bound, bool) or not isinstance(bound, numbers.Real) or bound != bound:
+                raise ValueError(f"histogram bound must be a number, got {bound!r}")
+        object.__setattr__(self, "bounds", tuple(float(b) for b in self.bounds))
         if any(b < a for a, b in zip(self.buckets, self.buckets[1:], strict=False)):
             raise ValueError("histogram buckets must be cumulative (non-decreasing)")
         if any(b <= a for a, b in zip(self.bounds, self.bounds[1:], strict=False)):
@@ -130,8 +159,10 @@ Observation: TypeAlias = Counts | Histogram | float | None
 class RoundData:
     """The per-arm observations of one round, as the judges see them.
 
-    `error` is set when the round's queries failed; such a round carries no evidence
-    (DESIGN §5: "a round whose queries failed changes no evidence").
+    `error` is set when the round's queries failed; such a round carries no evidence.
+    `pods` optionally breaks the counter metrics down by pod:
+    ``{arm name: {metric: {pod: Counts | Histogram}}}`` (empty when unknown); the
+    per-arm observations stay the sums the judges use by default.
     """
 
     canary: Mapping[str, Observation]
@@ -139,10 +170,15 @@ class RoundData:
     start: datetime | None = None
     end: datetime | None = None
     error: str | None = None
+    pods: Mapping[str, Mapping[str, Mapping[str, Observation]]] = field(default_factory=dict)
 
     def arm(self, arm: Arm | str) -> Mapping[str, Observation]:
         """The observations of one arm (`Arm` or its name; anything else is an error)."""
         return self.canary if Arm(arm) is Arm.CANARY else self.baseline
+
+    def pod_observations(self, arm: Arm | str, metric: str) -> Mapping[str, Observation]:
+        """Per-pod observations of `metric` in one arm ({} when not broken down)."""
+        return self.pods.get(Arm(arm).value, {}).get(metric, {})
 
 
 # --------------------------------------------------------------------------- judgements

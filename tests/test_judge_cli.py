@@ -240,3 +240,85 @@ def test_analysis_json_round_trip():
     [again] = read_analyses(json.dumps(doc))
     assert again.rounds == parsed.rounds
     assert [m.name for m in again.metrics] == ["errors", "latency", "cpu"]
+
+
+# ---------------------------------------------------------------------- --all-rounds
+
+
+def _pass_then_regress(pass_rounds: int = 4, bad_rounds: int = 12) -> dict:
+    """Equal 1% error rates (a PASS), then the canary at 10% (a FAIL if still judged)."""
+    good = {"canary": {"errors": counts(20000, 200)}, "baseline": {"errors": counts(20000, 200)}}
+    bad = {"canary": {"errors": counts(20000, 2000)}, "baseline": {"errors": counts(20000, 200)}}
+    return {
+        "id": "late",
+        "metrics": {"errors": {"kind": "counts"}},
+        "rounds": [good] * pass_rounds + [bad] * bad_rounds,
+    }
+
+
+def test_all_rounds_reports_the_pass_and_the_later_fail(tmp_path, capsys):
+    path = write(tmp_path, "a.json", json.dumps(_pass_then_regress()))
+    code, out, _ = run(capsys, "--input", path, "--json")
+    first = json.loads(out)
+    assert code == 0 and first["verdict"] == "pass"
+    assert "pass_round" not in first  # without the flag: stop at the first verdict
+    code, out, _ = run(capsys, "--input", path, "--json", "--all-rounds")
+    doc = json.loads(out)
+    assert code == 1 and doc["verdict"] == "fail"
+    assert doc["pass_round"] == first["round"] <= 4
+    assert doc["fail_round"] == doc["round"] >= 5
+    assert len(doc["rounds"]) == doc["fail_round"]
+    code, out, _ = run(capsys, "--input", path, "--all-rounds")
+    assert f"passed at round {doc['pass_round']}, failed later at round" in out
+
+
+def test_all_rounds_without_a_later_fail_keeps_the_pass(tmp_path, capsys):
+    path = write(tmp_path, "a.json", json.dumps(_pass_then_regress(bad_rounds=0)))
+    code, out, _ = run(capsys, "--input", path, "--json", "--all-rounds")
+    doc = json.loads(out)
+    assert code == 0 and doc["verdict"] == "pass" and doc["fail_round"] is None
+    assert len(doc["rounds"]) == 4
+
+
+# ---------------------------------------------------------------------- pods
+
+
+def test_pods_per_arm_are_read_and_written_back(tmp_path, capsys):
+    doc = analysis("p", 10, rounds=1)
+    doc["rounds"][0]["canary"]["pods"] = {"c-1": {"errors": counts(6000, 6)},
+                                          "c-2": {"errors": counts(4000, 4)}}  # fmt: skip
+    (parsed,) = read_analyses(json.dumps(doc))
+    pods = parsed.rounds[0].pod_observations("canary", "errors")
+    assert {p: (o.total, o.failed) for p, o in pods.items()} == {
+        "c-1": (6000, 6),
+        "c-2": (4000, 4),
+    }
+    assert parsed.rounds[0].pod_observations("baseline", "errors") == {}
+    again = analysis_to_json(parsed.id, parsed.metrics, parsed.rounds)
+    assert again["rounds"][0]["canary"]["pods"] == doc["rounds"][0]["canary"]["pods"]
+    code, out, _ = run(capsys, "--input", write(tmp_path, "p.json", json.dumps(doc)), "--json")
+    assert code in (0, 1) and json.loads(out)["id"] == "p"
+
+
+@pytest.mark.parametrize(
+    ("pods", "message"),
+    [
+        ({"c-1": {"latency": counts(1, 0)}}, "rounds[0].canary.pods.c-1.latency: not a metric"),
+        ({"c-1": {"errors": counts(1, 2)}}, "rounds[0].canary.pods.c-1.errors.failed: 2 failed"),
+        ({"c-1": {"errors": counts(1.5, 0)}}, "rounds[0].canary.pods.c-1.errors.total: expected"),
+        ([1, 2], "rounds[0].canary.pods: expected"),
+    ],
+)
+def test_bad_pods_are_refused_with_the_field(tmp_path, capsys, pods, message):
+    doc = analysis("p", 10, rounds=1)
+    doc["rounds"][0]["canary"]["pods"] = pods
+    code, _, err = run(capsys, "--input", write(tmp_path, "p.json", json.dumps(doc)))
+    assert code == 2
+    assert message in err
+
+
+def test_a_metric_named_pods_is_refused(tmp_path, capsys):
+    doc = analysis("p", 10, rounds=1)
+    doc["metrics"]["pods"] = {"kind": "counts"}
+    code, _, err = run(capsys, "--input", write(tmp_path, "p.json", json.dumps(doc)))
+    assert code == 2 and "metrics.pods" in err and "reserved" in err

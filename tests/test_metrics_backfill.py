@@ -120,6 +120,14 @@ def test_deltas_equal_the_generated_counts_exactly(backfilled, scenario, canary,
                 index + 1,
                 arm,
             )
+            # The per-pod breakdown sums to the arm's observation, pod by pod.
+            pods = data.pod_observations(arm, "errors")
+            assert pods and all(isinstance(c, Counts) for c in pods.values())
+            assert sum(c.total for c in pods.values()) == total
+            assert sum(c.failed for c in pods.values()) == failed
+            hist = data.pod_observations(arm, "latency")
+            summed = [sum(h.buckets[i] for h in hist.values()) for i in range(len(ENVOY_BUCKETS))]
+            assert tuple(summed) == expected_histogram(expected, index, arm).buckets
     # every round carried traffic: the generated scenario is not trivially empty
     assert all(d.canary["errors"].total > 0 for d, _ in rounds[1:])
 

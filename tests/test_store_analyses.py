@@ -41,6 +41,8 @@ def _round(index: int) -> RoundData:
         baseline={"errors": Counts(total=900, failed=3), "latency": histogram, "cpu": 0.4},
         start=T0 + timedelta(minutes=index - 1),
         end=T0 + timedelta(minutes=index),
+        # The per-pod breakdown is stored with the round, so replay judges the same data.
+        pods={"canary": {"errors": {"c-1": Counts(60, index), "c-2": Counts(40, 0)}}},
     )
 
 

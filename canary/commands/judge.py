@@ -1,7 +1,7 @@
 """`canary judge`: judge analyses given as JSON (no Prometheus needed).
 
     canary judge --input FILE [--judge sequential|mann_whitney|threshold]
-                 [--set key=value ...] [--json]
+                 [--set key=value ...] [--all-rounds] [--json]
 
 FILE (or `-` for stdin) holds one JSON document or JSON Lines, one analysis per line
 (format: `canary.analysis_json`). JSON Lines are answered with one JSON line per
@@ -11,7 +11,10 @@ analysis, in the same order. Exit code 1 when any analysis fails, 2 for bad inpu
 for every metric (`alpha_fail=0.001`) or for one metric (`errors.margin=2`). Values
 are JSON (`fail_grid=[1.5,2,4]`) or plain strings. Precedence: the input's own
 settings < `--set key` < `--set metric.key`. The end of the input is the budget unless
-`max_rounds` says otherwise; each analysis stops at its first FAIL or PASS.
+`max_rounds` says otherwise; each analysis stops at its first FAIL or PASS — or, with
+`--all-rounds`, judges every round as the daemon does after a PASS (it keeps judging
+until the last step, and a later FAIL wins): the answer then names the first PASS
+round (`pass_round`) and a later FAIL round (`fail_round`).
 """
 
 from __future__ import annotations
@@ -58,6 +61,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="override a setting: max_rounds=30, alpha_fail=0.001, errors.margin=2",
+    )
+    parser.add_argument(
+        "--all-rounds",
+        action="store_true",
+        help="judge every round, as the daemon does after a PASS (a later FAIL wins)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(handler=run)
@@ -178,8 +186,14 @@ def judge_analysis(
     judge_name: str,
     overrides: tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]],
     where: str,
+    *,
+    all_rounds: bool = False,
 ) -> dict[str, Any]:
-    """Judge one analysis round by round up to its first FAIL/PASS or its budget."""
+    """Judge one analysis round by round up to its first FAIL/PASS or its budget.
+
+    With `all_rounds`, a PASS does not stop the judging (only a FAIL does), as in the
+    daemon after a PASS; the result then carries `pass_round` and `fail_round`.
+    """
     metrics, settings = apply_overrides(analysis, overrides, where)
     try:
         judge = make_judge(judge_name, metrics, settings)
@@ -190,6 +204,8 @@ def judge_analysis(
     state = judge.initial_state()
     out_rounds: list[dict[str, Any]] = []
     judgement: Judgement | None = None
+    pass_round: int | None = None
+    fail_round: int | None = None
     for index, round_data in enumerate(rounds[:budget]):
         final = index + 1 == budget
         try:
@@ -207,7 +223,12 @@ def judge_analysis(
                 },
             }
         )
-        if judgement.verdict in (Verdict.FAIL, Verdict.PASS):
+        if judgement.verdict is Verdict.PASS and pass_round is None:
+            pass_round = index + 1
+        if judgement.verdict is Verdict.FAIL:
+            fail_round = index + 1
+            break
+        if judgement.verdict is Verdict.PASS and not all_rounds:
             break
     if judgement is None:
         return {
@@ -220,11 +241,15 @@ def judge_analysis(
             "metrics": {},
             "rounds": [],
         }
+    extra: dict[str, Any] = {}
+    if all_rounds:
+        extra = {"pass_round": pass_round, "fail_round": fail_round}
     return {
         "id": analysis.id,
         "judge": judge_name,
         "verdict": judgement.verdict.value,
         "round": judgement.round,
+        **extra,
         "reasons": list(judgement.reasons),
         "score": judgement.score,
         "metrics": {
@@ -255,6 +280,12 @@ def _print_text(result: Mapping[str, Any]) -> None:
     ident = result["id"] or "analysis"
     at = f" at round {result['round']}" if result["round"] is not None else ""
     console.print(f"{ident}: {result['verdict'].upper()}{at}", markup=False)
+    if result.get("pass_round") is not None and result.get("fail_round") is not None:
+        console.print(
+            f"  passed at round {result['pass_round']}, failed later at round "
+            f"{result['fail_round']} (a later FAIL wins)",
+            markup=False,
+        )
     for reason in result["reasons"]:
         console.print(f"  {reason}", markup=False)
     for name, metric in result["metrics"].items():
@@ -271,7 +302,9 @@ def run(args: argparse.Namespace) -> int:
     lines = True if source.endswith((".jsonl", ".ndjson")) else None
     analyses = read_analyses(text, source, lines=lines)
     results = [
-        judge_analysis(analysis, judge_name, overrides, _where(analysis, source))
+        judge_analysis(
+            analysis, judge_name, overrides, _where(analysis, source), all_rounds=args.all_rounds
+        )
         for analysis in analyses
     ]
     json_lines = bool(lines) or any(a.line is not None for a in analyses)

@@ -200,6 +200,33 @@ def histogram_from_deltas(
     return Histogram(bounds=bounds, buckets=tuple(totals))
 
 
+def pod_breakdown(
+    deltas: Mapping[Key, int],
+    kind: MetricKind,
+    failure_codes: str,
+    present_pods: Iterable[str],
+    *,
+    where: str,
+) -> dict[str, Observation]:
+    """The round's observation per pod (the arm's observation is their sum).
+
+    Only pods with series in this round are listed; a pod whose series are all
+    carried forward contributes nothing to the round and is left out.
+    """
+    present = set(present_pods)
+    by_pod: dict[str, dict[Key, int]] = {}
+    for key, value in deltas.items():
+        if key[0] in present:
+            by_pod.setdefault(key[0], {})[key] = value
+    out: dict[str, Observation] = {}
+    for pod in sorted(by_pod):
+        if kind is MetricKind.COUNTS:
+            out[pod] = counts_from_deltas(by_pod[pod], failure_codes)
+        else:
+            out[pod] = histogram_from_deltas(by_pod[pod], [pod], where=where)
+    return out
+
+
 def _bounds_text(bounds: Iterable[float]) -> str:
     return "[" + ", ".join("+Inf" if math.isinf(b) else f"{b:g}" for b in bounds) + "]"
 
@@ -388,14 +415,14 @@ async def _counter_observation(
     previous: Mapping[str, Any] | None,
     prev_at: float | None,
     at: float,
-) -> tuple[Observation, dict[str, Any], list[str]]:
+) -> tuple[Observation, dict[str, Any], list[str], dict[str, Observation]]:
     where = _where(canary, plan)
     kind = plan.metric.kind
     current = groups_from_result(result, kind, canary.pod_label, where)
     notes: list[str] = []
     if previous is None or prev_at is None:  # warm-up for this metric
         kept: ArmSeries = {key: (value, at) for key, value in current.items()}
-        return None, _arm_to_json(kept), notes
+        return None, _arm_to_json(kept), notes, {}
     before = _arm_from_json(previous)
     new_pods = _pods(current) - _pods(before)
     base: dict[Key, int] = {}
@@ -413,14 +440,19 @@ async def _counter_observation(
             )
     deltas, kept = series_deltas(before, current, at=at, base=base)
     if not current and not kept:
-        return None, _arm_to_json(kept), notes
+        return None, _arm_to_json(kept), notes, {}
     if kind is MetricKind.COUNTS:
         observation: Observation = counts_from_deltas(deltas, plan.metric.failure_codes)
     elif current:
         observation = histogram_from_deltas(deltas, _pods(current), where=where)
     else:
         observation = None  # only carried series: no pod reported in this round
-    return observation, _arm_to_json(kept), notes
+    pods = (
+        pod_breakdown(deltas, kind, plan.metric.failure_codes, _pods(current), where=where)
+        if observation is not None
+        else {}
+    )
+    return observation, _arm_to_json(kept), notes, pods
 
 
 def _value_observation(
@@ -478,21 +510,21 @@ async def collect_round(
 
     async def one(
         plan: _Plan, result: QueryResult | None
-    ) -> tuple[_Plan, Observation, dict[str, Any] | float | None, list]:
+    ) -> tuple[_Plan, Observation, dict[str, Any] | float | None, list, dict[str, Observation]]:
         if result is None:
             result = await client.query(plan.query, at_unix)
         notes = [f"{_where(canary, plan)}: Prometheus warning: {w}" for w in result.warnings]
         if plan.metric.kind is MetricKind.VALUE:
             value, more = _value_observation(canary, plan, result)
-            return plan, (None if warm_up else value), value, notes + more
+            return plan, (None if warm_up else value), value, notes + more, {}
         stored = prev_metrics.get(plan.metric.name)
         before = None
         if stored is not None and stored.get("kind") == plan.metric.kind.value:
             before = (stored.get("arms") or {}).get(plan.arm.value, {"series": {}})
-        observation, raw, more = await _counter_observation(
+        observation, raw, more, pods = await _counter_observation(
             client, canary, plan, templates, result, before, prev_at if before else None, at_unix
         )
-        return plan, observation, raw, notes + more
+        return plan, observation, raw, notes + more, pods
 
     # All counter snapshots of the canary in one request (see `combine_queries`).
     results: dict[int, QueryResult] = {}
@@ -522,9 +554,12 @@ async def collect_round(
     sides: dict[Arm, dict[str, Observation]] = {Arm.CANARY: {}, Arm.BASELINE: {}}
     metrics: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
+    pods: dict[str, dict[str, dict[str, Observation]]] = {}
     for outcome in outcomes:
-        plan, observation, raw, more = outcome  # type: ignore[misc]
+        plan, observation, raw, more, by_pod = outcome  # type: ignore[misc]
         sides[plan.arm][plan.metric.name] = observation
+        if by_pod:
+            pods.setdefault(plan.arm.value, {})[plan.metric.name] = by_pod
         entry = metrics.setdefault(
             plan.metric.name, {"kind": plan.metric.kind.value, "query": plan.template}
         )
@@ -543,5 +578,7 @@ async def collect_round(
         "metrics": metrics,
         "notes": notes,
     }
-    data = RoundData(canary=sides[Arm.CANARY], baseline=sides[Arm.BASELINE], start=start, end=at)
+    data = RoundData(
+        canary=sides[Arm.CANARY], baseline=sides[Arm.BASELINE], start=start, end=at, pods=pods
+    )
     return data, snapshot

@@ -187,12 +187,16 @@ def record_round(
     for arm in Arm:
         for metric, observation in data.arm(arm).items():
             raw = (raw_snapshots or {}).get(metric, {}).get(arm.value)
+            delta = observation_to_json(observation)
+            by_pod = data.pod_observations(arm, metric)
+            if delta is not None and by_pod:  # the per-pod breakdown, for replay
+                delta["pods"] = {pod: observation_to_json(obs) for pod, obs in by_pod.items()}
             row.observations.append(
                 Observation(
                     metric=metric,
                     arm=arm.value,
                     kind=_kind(observation),
-                    delta=json_safe(observation_to_json(observation)),
+                    delta=json_safe(delta),
                     snapshot=json_safe(raw) if raw is not None else None,
                 )
             )
@@ -308,15 +312,21 @@ def load_analysis_full(session: Session, analysis_id: str) -> Analysis:
 def round_data(row: Round) -> RoundData:
     """The judges' view of a stored round (for replay)."""
     sides: dict[str, dict[str, Any]] = {Arm.CANARY.value: {}, Arm.BASELINE.value: {}}
+    pods: dict[str, dict[str, dict[str, Any]]] = {}
     for observation in row.observations:
         delta = observation.delta
         if isinstance(delta, dict) and isinstance(delta.get("value"), str):
             delta = {"value": float(delta["value"].replace("Inf", "inf"))}
         sides[observation.arm][observation.metric] = observation_from_json(delta)
+        if isinstance(delta, dict) and isinstance(delta.get("pods"), dict):
+            pods.setdefault(observation.arm, {})[observation.metric] = {
+                pod: observation_from_json(obs) for pod, obs in delta["pods"].items()
+            }
     return RoundData(
         canary=sides[Arm.CANARY.value],
         baseline=sides[Arm.BASELINE.value],
         start=row.window_start,
         end=row.window_end,
         error=row.error,
+        pods=pods,
     )
