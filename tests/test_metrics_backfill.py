@@ -399,7 +399,10 @@ def test_analyze_judges_a_past_window_and_stores_it(
         observation = next(
             o for o in stored.rounds[1].observations if o.metric == "errors" and o.arm == "canary"
         )
+        pods = observation.delta.pop("pods")  # the per-pod breakdown, stored for replay
         assert observation.delta == {"total": total, "failed": failed}
+        assert sum(p["total"] for p in pods.values()) == total
+        assert sum(p["failed"] for p in pods.values()) == failed
         assert observation.snapshot["pods"]  # raw per-series counters kept for audit
 
     # text output and a shorter interval
