@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import func, select
@@ -280,6 +280,18 @@ def _load(sessions: Sessions, analysis_id: str) -> _Loaded:
         )
 
 
+def _check_window(loaded: _Loaded, at: datetime, min_window: timedelta) -> None:
+    start = loaded.snapshot.get("at_unix")
+    if start is None:
+        return
+    seconds = at.timestamp() - float(start)
+    if seconds < min_window.total_seconds():
+        raise RoundConflict(
+            f"round {loaded.index} of analysis {loaded.id}: its window would be "
+            f"{seconds:.3f}s (at least {min_window.total_seconds():g}s): a round was just recorded"
+        )
+
+
 def _budget_final(loaded: _Loaded, at: datetime) -> bool:
     """Budget check of the judged-only path (no engine state): the last allowed round."""
     settings = loaded.settings
@@ -353,6 +365,7 @@ async def judge_round(
     at: datetime,
     *,
     final: bool | None = None,
+    min_window: timedelta | None = None,
 ) -> RoundResult:
     """Collect and judge the next round of a judged-only analysis (Argo, analyze).
 
@@ -360,9 +373,15 @@ async def judge_round(
     `final=None` derives the budget from the recorded settings (max_rounds,
     max_duration); True forces the last round (neither PASS nor FAIL becomes
     INCONCLUSIVE). Raises NotFoundError for an unknown id and RoundConflict when a
-    concurrent caller recorded this round first.
+    concurrent caller recorded this round first, or, with `min_window`, when the
+    round's window (from the stored snapshot to `at`) would be shorter than that:
+    a caller that raced another one must not judge a window of milliseconds (or a
+    negative one). The recorded index is checked again when writing, so the check
+    holds across processes too.
     """
     loaded = await asyncio.to_thread(_load, sessions, analysis_id)
+    if min_window is not None:
+        _check_window(loaded, at, min_window)
     collected = await _collect(source, canary, at, loaded)
     if loaded.index == 0:
         await asyncio.to_thread(

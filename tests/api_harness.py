@@ -17,7 +17,8 @@
   conditions.
 - `ApiServer`: the real app on uvicorn on 127.0.0.1 in a thread (stop/start = a
   process restart as far as the API is concerned).
-- `SlowProxy`: an HTTP server in front of a Prometheus that delays every query.
+- `SlowProxy`: an HTTP server in front of a Prometheus that delays every query, or
+  drops every connection while `down`.
 """
 
 from __future__ import annotations
@@ -301,17 +302,22 @@ class ApiServer:
 
 
 class SlowProxy:
-    """Forwards to `upstream` after sleeping `delay` seconds on every query."""
+    """Forwards to `upstream` after sleeping `delay` seconds on every query; while
+    `down` is set it drops every connection unanswered (Prometheus unreachable)."""
 
-    def __init__(self, upstream: str, delay: float) -> None:
+    def __init__(self, upstream: str, delay: float = 0.0) -> None:
         self.upstream = upstream
         self.delay = delay
+        self.down = False
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                if proxy.down:
+                    self.close_connection = True
+                    return
                 if self.path.startswith("/api/"):
                     time.sleep(proxy.delay)
                 try:

@@ -48,4 +48,33 @@ def test_rollout_uses_both_templates_with_pod_template_hashes() -> None:
         required -= {"api-token"}  # from the Secret
         assert required <= set(args)
     services = {d["metadata"]["name"] for d in docs if d["kind"] == "Service"}
-    assert {canary["canaryService"], canary["stableService"]} == services
+    assert {canary["canaryService"], canary["stableService"]} <= services
+
+
+def test_every_host_of_the_example_is_a_service_of_its_pods() -> None:
+    """The VirtualService's host and destinations resolve to Services in the file,
+    each selecting the Rollout's pods on a port they expose, and the pods get Istio's
+    sidecar (without it neither the weights nor canary's metrics apply)."""
+    docs = list(yaml.safe_load_all((ROOT / "deploy" / "argo" / "rollout.yaml").read_text()))
+    rollout = next(d for d in docs if d["kind"] == "Rollout")
+    namespace = rollout["metadata"]["namespace"]
+    pod = rollout["spec"]["template"]
+    ports = {p["containerPort"] for c in pod["spec"]["containers"] for p in c["ports"]}
+    services = {
+        (d["metadata"]["name"], d["metadata"]["namespace"]): d
+        for d in docs
+        if d["kind"] == "Service"
+    }
+    vs = next(d for d in docs if d["kind"] == "VirtualService")
+    hosts = list(vs["spec"]["hosts"])
+    hosts += [r["destination"]["host"] for h in vs["spec"]["http"] for r in h["route"]]
+    for host in hosts:
+        parts = host.split(".")
+        name, ns = parts[0], parts[1] if len(parts) > 1 else vs["metadata"]["namespace"]
+        assert len(parts) in (1, 5) and parts[2:] in ([], ["svc", "cluster", "local"]), host
+        assert (name, ns) in services, f"no Service for host {host}"
+        spec = services[(name, ns)]["spec"]
+        assert spec["selector"].items() <= pod["metadata"]["labels"].items(), host
+        assert {p["targetPort"] for p in spec["ports"]} <= ports, host
+    assert ns == namespace
+    assert pod["metadata"]["labels"].get("sidecar.istio.io/inject") == "true"

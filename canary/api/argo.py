@@ -8,12 +8,22 @@ same arguments as a JSON object (values may be strings, as Argo sends them).
 - A call runs one round through `canary.rounds.judge_round` unless less than 90% of
   the canary's `interval` has passed since the last round; then it answers with the
   latest stored judgement (`newRound: false`), so fast callers do not fabricate rounds.
+  After a failed round the next call runs a fresh round at once: Argo retries an
+  Error every 10 s whatever the metric's interval (argo-rollouts
+  `analysis/analysis.go`, `DefaultErrorRetryInterval` in `utils/defaults`), and a
+  replayed error would abort the rollout over one Prometheus blip.
+- Decisions are taken one at a time per key, and a round never judges a window
+  shorter than 90% of the interval (`judge_round(min_window=...)`), so concurrent
+  first calls cannot judge a round milliseconds after the warm-up.
 - A round is time-boxed (`AppContext.round_timeout`, 8 s by default, under Argo's
   10 s timeout): past it the answer is the stored judgement with `stale: true`, and
-  the round finishes (and is stored) in the background.
+  the round finishes (and is stored) in the background. When the latest stored
+  round failed, that answer is the 503 of the failure instead, so a Prometheus that
+  stays slower than its timeout counts towards Argo's `consecutiveErrorLimit`.
 - 200 with a JSON verdict whenever a judgement exists or is being built; 503 when the
   round's queries failed (Prometheus unreachable, errors): Argo counts an Error,
-  retries, and fails the run after `consecutiveErrorLimit`. 400 names the bad field.
+  retries 10 s later, and errors the run once consecutive errors exceed
+  `consecutiveErrorLimit`. 400 names the bad field.
 - A FAIL verdict, or the budget's end (max_rounds / max_duration), closes the
   analysis (status `completed`); later calls answer the final verdict.
 """
@@ -22,7 +32,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+import weakref
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -39,7 +50,7 @@ from canary.api.argo_view import (
     view_after,
 )
 from canary.api.auth import bearer_scheme, require_token
-from canary.api.errors import ApiError, error_body
+from canary.api.errors import ApiError
 from canary.api.params import reject_unknown_query
 from canary.errors import CanaryError, NotFoundError
 from canary.model import Verdict
@@ -120,42 +131,36 @@ class ArgoRunner:
     def __init__(self) -> None:
         self.tasks: dict[str, asyncio.Task[RoundResult]] = {}
         self.ids: dict[str, str] = {}  # key -> analysis id (keys never change owner)
+        self.locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def measure(self, context: Any, target: ArgoTarget) -> JSONResponse:
         if context.source is None:
             raise ApiError(503, "cannot judge: no Prometheus source is configured")
-        sessions = context.sessions
-        now = context.clock()
-        analysis_id, view = await self._state(context, target, now)
         interval = timedelta(seconds=target.canary.interval)
-        next_after = view.last_round_at + interval * INTERVAL_SLACK if view.last_round_at else None
-
-        if view.final:
-            view = await asyncio.to_thread(load_view, sessions, analysis_id)
-            return self._answer(view, target, note=f"analysis is {view.status}")
-        running = self.tasks.get(target.key)
-        if running is not None and not running.done():
-            view = await asyncio.to_thread(load_view, sessions, analysis_id)
-            return self._answer(
-                view, target, stale=True, note="a round is still in progress", next_after=next_after
-            )
-        if next_after is not None and now < next_after and view.last_error:
-            raise ApiError(
-                503,
-                f"cannot judge: the last round's queries failed: {view.last_error}",
-                extra={"verdict": view.verdict, "analysisId": analysis_id, "round": view.round},
-            )
-        if next_after is not None and now < next_after:
-            view = await asyncio.to_thread(load_view, sessions, analysis_id)
-            return self._answer(
-                view,
-                target,
-                note="less than the canary's interval since the last round: latest judgement",
-                next_after=next_after,
-            )
-        task = asyncio.create_task(self._round(context, analysis_id, target, now))
-        self.tasks[target.key] = task
-        task.add_done_callback(lambda t, key=target.key: self._forget(key, t))
+        # One decision at a time per key: two first calls must not both see "no round
+        # yet" (the second would judge a round milliseconds after the warm-up).
+        async with self._lock(target.key):
+            now = context.clock()
+            analysis_id, view = await self._state(context, target, now)
+            if view.final:
+                view = await self._view(context, analysis_id)
+                return self._answer(view, target, note=f"analysis is {view.status}")
+            running = self.tasks.get(target.key)
+            if running is not None and not running.done():
+                view = await self._view(context, analysis_id)
+                return self._stale(view, target, "a round is still in progress")
+            next_after = _next_round_after(view, interval)
+            if next_after is not None and now < next_after:
+                view = await self._view(context, analysis_id)
+                return self._answer(
+                    view,
+                    target,
+                    note="less than the canary's interval since the last round: latest judgement",
+                    next_after=next_after,
+                )
+            task = asyncio.create_task(self._round(context, analysis_id, target, now, interval))
+            self.tasks[target.key] = task
+            task.add_done_callback(lambda t, key=target.key: self._forget(key, t))
         done, _ = await asyncio.wait({task}, timeout=context.round_timeout)
         if not done:
             log.warning(
@@ -163,33 +168,22 @@ class ArgoRunner:
                 analysis_id,
                 context.round_timeout,
             )
-            view = await asyncio.to_thread(load_view, sessions, analysis_id)
-            return self._answer(
+            view = await self._view(context, analysis_id)
+            return self._stale(
                 view,
                 target,
-                stale=True,
-                note=f"round still running after {context.round_timeout:g}s "
-                "(slow Prometheus): latest stored judgement",
+                f"round still running after {context.round_timeout:g}s (slow Prometheus)",
             )
         try:
             result = task.result()
         except RoundConflict:
-            view = await asyncio.to_thread(load_view, sessions, analysis_id)
-            return self._answer(view, target, note="another replica recorded this round")
+            view = await self._view(context, analysis_id)
+            return self._answer(view, target, note="another call recorded this round")
         except CanaryError as exc:
             raise ApiError(503, f"cannot judge: {exc}") from exc
         if result.error is not None:
-            view = await asyncio.to_thread(load_view, sessions, analysis_id)
-            return JSONResponse(
-                error_body(
-                    503,
-                    f"cannot judge: queries failed: {result.error}",
-                    verdict=view.verdict,
-                    analysisId=view.analysis_id,
-                    round=view.round,
-                ),
-                status_code=503,
-            )
+            view = await self._view(context, analysis_id)
+            raise _round_failed(view, f"cannot judge: queries failed: {result.error}")
         finished = result.judgement is not None and (
             result.final or result.judgement.verdict is Verdict.FAIL
         )
@@ -197,10 +191,40 @@ class ArgoRunner:
         next_after = now + interval * INTERVAL_SLACK
         return self._answer(view, target, new_round=True, next_after=next_after)
 
+    def _lock(self, key: str) -> asyncio.Lock:
+        lock = self.locks.get(key)
+        if lock is None:
+            lock = asyncio.Lock()
+            self.locks[key] = lock  # dropped once no call holds or awaits it
+        return lock
+
+    @staticmethod
+    async def _view(context: Any, analysis_id: str) -> StoredView:
+        return await asyncio.to_thread(load_view, context.sessions, analysis_id)
+
+    def _stale(self, view: StoredView, target: ArgoTarget, why: str) -> JSONResponse:
+        """The stored judgement while a round runs; an error if the last round failed.
+
+        A stale 200 over failing rounds would count as a success in Argo for as long
+        as Prometheus stays slow, so then the answer is the 503 of the failed round.
+        """
+        if view.last_error:
+            raise _round_failed(
+                view, f"cannot judge: the last round's queries failed ({view.last_error}); {why}"
+            )
+        return self._answer(view, target, stale=True, note=f"{why}: latest stored judgement")
+
     async def _round(
-        self, context: Any, analysis_id: str, target: ArgoTarget, at: Any
+        self, context: Any, analysis_id: str, target: ArgoTarget, at: Any, interval: timedelta
     ) -> RoundResult:
-        result = await judge_round(context.sessions, analysis_id, target.canary, context.source, at)
+        result = await judge_round(
+            context.sessions,
+            analysis_id,
+            target.canary,
+            context.source,
+            at,
+            min_window=interval * INTERVAL_SLACK,
+        )
         if result.error is None and result.judgement is not None:
             verdict = result.judgement.verdict
             if verdict is Verdict.FAIL or result.final:
@@ -261,6 +285,23 @@ class ArgoRunner:
             next_round_after=next_after,
         )
         return JSONResponse(body, status_code=200)
+
+
+def _next_round_after(view: StoredView, interval: timedelta) -> datetime | None:
+    """When the next round may run: at once after a failed round (Argo retries an
+    Error every 10 s, whatever the metric's interval), else 90% of the interval after
+    the last round; None before the first round."""
+    if view.last_round_at is None or view.last_error:
+        return None
+    return view.last_round_at + interval * INTERVAL_SLACK
+
+
+def _round_failed(view: StoredView, message: str) -> ApiError:
+    return ApiError(
+        503,
+        message,
+        extra={"verdict": view.verdict, "analysisId": view.analysis_id, "round": view.round},
+    )
 
 
 async def _measure(request: Request, args: dict[str, str | None]) -> JSONResponse:
