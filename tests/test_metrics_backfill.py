@@ -202,6 +202,165 @@ def test_a_failed_round_keeps_the_previous_snapshot_and_loses_nothing(backfilled
     assert data.start == at(BOUNDARIES[0])
 
 
+class PartialAnswers:
+    """A proxy in front of Prometheus that, while `drop` is set, removes the series
+    with that `le` of the canary pods from query answers (a partial answer, as a
+    federated or remote-read Prometheus or a truncating proxy can give)."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.server
+        import json
+        import threading
+        from urllib.parse import parse_qs, urlsplit
+
+        import httpx
+
+        self.drop: str | None = None
+        self.only_at: float | None = None  # drop only from queries at this time
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                response = httpx.request(
+                    self.command,
+                    upstream + self.path,
+                    content=body,
+                    headers={"Content-Type": self.headers.get("Content-Type", "")},
+                    timeout=30,
+                )
+                data = response.content
+                form = parse_qs(urlsplit(self.path).query) | parse_qs((body or b"").decode())
+                when = float(form.get("time", ["nan"])[0])
+                if (
+                    proxy.drop is not None
+                    and urlsplit(self.path).path == "/api/v1/query"
+                    and (proxy.only_at is None or when == proxy.only_at)
+                ):
+                    answer = json.loads(data)
+                    answer["data"]["result"] = [
+                        series
+                        for series in answer["data"]["result"]
+                        if not (
+                            series["metric"].get("le") == proxy.drop
+                            and any(v.startswith("app-canary-") for v in series["metric"].values())
+                        )
+                    ]
+                    data = json.dumps(answer).encode()
+                self.send_response(response.status_code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = _forward
+            do_POST = _forward
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def partial(backfilled) -> Iterator[PartialAnswers]:
+    proxy = PartialAnswers(backfilled[0].url)
+    yield proxy
+    proxy.close()
+
+
+def test_a_partial_histogram_answer_fails_the_round_and_the_next_answer_recovers(
+    backfilled, partial
+) -> None:
+    _, scenarios = backfilled
+    _, expected = scenarios["worse"]
+    config = canary_config("worse", "app-canary", "app-primary")
+
+    async def run() -> list:
+        async with PrometheusClient(PrometheusConfig(url=partial.url)) as client:
+            _, snapshot = await collect_round(client, config, at(BOUNDARIES[0]), None)
+            partial.drop = "50"  # every canary pod lacks one of its buckets
+            failed, kept = await collect_round(client, config, at(BOUNDARIES[1]), snapshot)
+            partial.drop = None
+            data, after = await collect_round(client, config, at(BOUNDARIES[2]), kept)
+            later, _ = await collect_round(client, config, at(BOUNDARIES[3]), after)
+            return [snapshot, failed, kept, data, later]
+
+    snapshot, failed, kept, data, later = asyncio.run(run())
+    assert failed.error and "incomplete answer" in failed.error and "le=50" in failed.error
+    assert "arm canary" in failed.error
+    assert kept == snapshot  # the partial answer did not touch the stored snapshot
+    assert data.error is None, data.error
+    # the next complete answer covers both intervals exactly, and so on
+    t0, f0 = expected.counts(0, "canary")
+    t1, f1 = expected.counts(1, "canary")
+    assert data.canary["errors"] == Counts(t0 + t1, f0 + f1)
+    first, second = expected.buckets[0]["canary"], expected.buckets[1]["canary"]
+    both = [a + b for a, b in zip(first, second, strict=True)]
+    assert data.canary["latency"] == Histogram(bounds=ENVOY_BUCKETS, buckets=tuple(both))
+    assert later.error is None and later.canary["latency"] == expected_histogram(
+        expected, 2, "canary"
+    )
+
+
+def test_a_partial_warm_up_answer_is_completed_from_the_earlier_buckets(
+    backfilled, partial
+) -> None:
+    _, scenarios = backfilled
+    _, expected = scenarios["worse"]
+    config = canary_config("worse", "app-canary", "app-primary")
+
+    async def run() -> list:
+        async with PrometheusClient(PrometheusConfig(url=partial.url)) as client:
+            partial.drop = "50"
+            _, snapshot = await collect_round(client, config, at(BOUNDARIES[0]), None)
+            partial.drop = None
+            data, after = await collect_round(client, config, at(BOUNDARIES[1]), snapshot)
+            later, _ = await collect_round(client, config, at(BOUNDARIES[2]), after)
+            return [data, later]
+
+    data, later = asyncio.run(run())
+    assert data.error is None, data.error
+    assert data.canary["latency"] == expected_histogram(expected, 0, "canary")
+    assert later.error is None, later.error
+    assert later.canary["latency"] == expected_histogram(expected, 1, "canary")
+
+
+def test_analyze_through_a_partial_answer_records_an_error_round_and_recovers(
+    backfilled, partial, migrated_url: str, tmp_path, capsys
+) -> None:
+    import json
+
+    from canary.cli import main
+
+    _, scenarios = backfilled
+    _, expected = scenarios["worse"]
+    partial.drop, partial.only_at = "50", float(BOUNDARIES[1])
+    config = write_config(tmp_path / "canary.toml", partial.url, "worse")
+    argv = ["--config", config, "--database-url", migrated_url, "analyze", "--canary", "shop"]
+    window = ["--from", iso(BOUNDARIES[0]), "--to", iso(BOUNDARIES[-1]), "--json"]
+
+    assert main([*argv, *window]) == 1
+    rounds = json.loads(capsys.readouterr().out)["rounds"]
+    assert "incomplete answer" in rounds[1]["error"]
+    assert rounds[2]["error"] is None
+    t0, f0 = expected.counts(0, "canary")
+    t1, f1 = expected.counts(1, "canary")
+    assert rounds[2]["observations"]["canary"]["errors"] == {"total": t0 + t1, "failed": f0 + f1}
+
+
 # --------------------------------------------------------------------------- threshold queries
 
 

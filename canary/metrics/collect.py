@@ -29,7 +29,11 @@ Rules, per series keyed by (pod, code) or (pod, le):
 Histograms: per pod, bounds are the `le` values parsed as floats (`le="1"` and
 `le="1.0"` in one pod is an error), deltas must be cumulative (non-decreasing in
 `le`) and end with `+Inf`, and every pod of an arm must have the same bounds —
-otherwise the round fails with an error naming the pods.
+otherwise the round fails with an error naming the pods. A pod that reports some of
+its buckets but lacks others it reported before is a partial answer and fails the
+round (Envoy keeps all buckets of a live pod); a known pod reporting a bucket the
+snapshot lacks has that bucket's earlier value looked up like a new pod's. A failed
+round keeps the previous snapshot, so the next complete answer recovers.
 
 The first round of an analysis only takes the snapshot (warm-up). A round whose
 queries fail returns `RoundData(error=...)` and the previous snapshot unchanged, so
@@ -225,6 +229,35 @@ def pod_breakdown(
         else:
             out[pod] = histogram_from_deltas(by_pod[pod], [pod], where=where)
     return out
+
+
+def _check_complete(
+    before: Mapping[Key, tuple[int, float]], current: Mapping[Key, int], where: str
+) -> None:
+    """Fail a histogram answer in which a reporting pod lacks buckets it had before.
+
+    Envoy keeps every bucket of a histogram as long as the pod lives, so a pod that
+    reports some buckets but not others is a partial answer (a proxy, a federated or
+    remote-read Prometheus cutting series). Accepting it would carry the missing
+    buckets' old values into the snapshot, and every later round's deltas would mix
+    two intervals. A pod whose counters went down restarted: its old buckets are
+    forgotten instead (see `series_deltas`).
+    """
+    present = _pods(current)
+    reset = {key[0] for key, value in current.items() if key in before and value < before[key][0]}
+    missing: dict[str, list[str]] = {}
+    for pod, le in before:
+        if pod in present and pod not in reset and (pod, le) not in current:
+            missing.setdefault(pod, []).append(le)
+    if missing:
+        described = "; ".join(
+            f"pod {pod!r} lacks le={', '.join(sorted(les, key=_le_value))}"
+            for pod, les in sorted(missing.items())
+        )
+        raise MetricsDataError(
+            f"{where}: incomplete answer, {described} (reported at the previous round); "
+            "the round is not counted and the snapshot is kept"
+        )
 
 
 def _bounds_text(bounds: Iterable[float]) -> str:
@@ -425,6 +458,12 @@ async def _counter_observation(
         return None, _arm_to_json(kept), notes, {}
     before = _arm_from_json(previous)
     new_pods = _pods(current) - _pods(before)
+    if kind is MetricKind.HISTOGRAM:
+        _check_complete(before, current, where)
+        # Envoy creates all buckets of a pod at once: a known pod with a bucket the
+        # stored snapshot lacks means that snapshot was partial. Its earlier value is
+        # looked up like a new pod's, so the round's buckets all cover one interval.
+        new_pods |= {pod for (pod, le) in current if (pod, le) not in before}
     base: dict[Key, int] = {}
     if new_pods:
         query = _lookback_query(plan, templates, new_pods)
