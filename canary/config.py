@@ -219,7 +219,6 @@ class KubernetesConfig(_Model):
     dry_run: bool = False
     timeout: Duration = 10.0
     retries: int = Field(default=3, ge=0, le=10)
-    lease_namespace: str | None = None
 
 
 class WebhookConfig(_Model):
@@ -258,19 +257,56 @@ class WebhookConfig(_Model):
 
 
 class DestinationConfig(_Model):
-    """An Istio route destination: a host and, for subset routing, a subset."""
+    """A route destination: an Istio host (and subset), or an HTTPRoute's backend Service
+    (``host`` = the Service name, ``name.namespace`` for another namespace)."""
 
     host: str
     subset: str | None = None
 
 
 class TrafficConfig(_Model):
-    """The VirtualService route whose weights canary moves."""
+    """The route whose weights canary moves: a VirtualService http route (default) or a
+    Gateway API HTTPRoute rule (``kind = "HTTPRoute"``)."""
 
-    virtual_service: str
+    kind: Literal["VirtualService", "HTTPRoute"] = "VirtualService"
+    virtual_service: str | None = None
     route: str | None = None  # the http route's `name`; None: find it by destinations
+    http_route: str | None = None
+    rule: str | None = None  # the HTTPRoute rule's `name`; None: find it by backendRefs
     canary: DestinationConfig
     stable: DestinationConfig
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> TrafficConfig:
+        if self.kind == "VirtualService":
+            if not self.virtual_service:
+                raise ValueError("virtual_service: required with kind = 'VirtualService'")
+            for key in ("http_route", "rule"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key}: only for kind = 'HTTPRoute'")
+        else:
+            if not self.http_route:
+                raise ValueError("http_route: required with kind = 'HTTPRoute'")
+            for key in ("virtual_service", "route"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key}: only for kind = 'VirtualService'")
+            for arm in ("canary", "stable"):
+                if getattr(self, arm).subset is not None:
+                    raise ValueError(
+                        f"{arm}.subset: an HTTPRoute routes to Services; name the backend"
+                        " Service in host"
+                    )
+        return self
+
+    @property
+    def resource_name(self) -> str:
+        """The routed resource's name (VirtualService or HTTPRoute)."""
+        return (self.virtual_service if self.kind == "VirtualService" else self.http_route) or ""
+
+    @property
+    def route_name(self) -> str | None:
+        """The configured route (VirtualService) or rule (HTTPRoute) name, if any."""
+        return self.route if self.kind == "VirtualService" else self.rule
 
 
 class ArmConfig(_Model):

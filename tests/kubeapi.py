@@ -5,7 +5,8 @@ No kube-apiserver can run here (DESIGN §8), so this implements the part canary 
 - discovery: ``/api``, ``/apis``, ``/apis/<group>``, ``/apis/<group>/<version>``;
 - ``networking.istio.io`` VirtualServices in v1, v1beta1 and v1alpha3 (one stored
   object, served in whichever version is asked; the served versions and the
-  preferred one are configurable), coordination.k8s.io/v1 Leases, core/v1 Events;
+  preferred one are configurable), ``gateway.networking.k8s.io`` HTTPRoutes in v1
+  and v1beta1 (likewise configurable), coordination.k8s.io/v1 Leases, core/v1 Events;
 - GET, list, POST (409 AlreadyExists, ``generateName``), PUT (409 on a stale
   ``metadata.resourceVersion``; custom resources require it), PATCH with
   ``application/merge-patch+json`` (RFC 7386) and ``application/json-patch+json``
@@ -14,7 +15,14 @@ No kube-apiserver can run here (DESIGN §8), so this implements the part canary 
   409 Conflict, exactly as the API server's optimistic concurrency does;
 - resourceVersion taken from one global counter and bumped on every write,
   ``metadata.generation`` bumped when ``spec`` changes;
-- Istio's weight validation as a 422 (integers 0..100 summing to 100 per route);
+- Istio's weight validation as a 422 (istio/istio pkg/config/validation,
+  ``validateHTTPRouteDestinations``: no negative weight, and a route with more than
+  one destination must not total 0; any other sum is valid);
+- the HTTPRoute CRD's defaulting and validation (kubernetes-sigs/gateway-api
+  apis/v1/httproute_types.go and shared_types.go): on every write, a backendRef's
+  omitted ``group``, ``kind`` and ``weight`` become ``""``, ``Service`` and ``1``;
+  weights are integers in 0..1000000, a Service backendRef must have a ``port``, at
+  most 16 rules and 16 backendRefs per rule, rule names unique (422 otherwise);
 - bearer-token checks (401), optional TLS with client certificates, RBAC denials
   (403) per verb and resource, 5xx answers and slow answers on demand.
 
@@ -45,12 +53,15 @@ import yaml
 
 ISTIO = "networking.istio.io"
 ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")
+GATEWAY = "gateway.networking.k8s.io"
+GATEWAY_VERSIONS = ("v1", "v1beta1")
 COORDINATION = "coordination.k8s.io"
 
 #: (group, plural) -> kind, namespaced, custom resource
 RESOURCES: dict[tuple[str, str], tuple[str, bool]] = {
     (ISTIO, "virtualservices"): ("VirtualService", True),
     (ISTIO, "destinationrules"): ("DestinationRule", True),
+    (GATEWAY, "httproutes"): ("HTTPRoute", True),
     (COORDINATION, "leases"): ("Lease", False),
     ("", "events"): ("Event", False),
 }
@@ -208,7 +219,12 @@ def json_patch(doc: Any, ops: Any) -> Any:
 
 
 def istio_weight_problems(vs: dict[str, Any]) -> list[str]:
-    """What Istio's validating webhook says about a VirtualService's http weights."""
+    """What Istio's validating webhook says about a VirtualService's http weights.
+
+    istio/istio pkg/config/validation: ``validateWeight`` refuses a negative weight,
+    ``validateHTTPRouteDestinations`` a total of 0 when there is more than one
+    destination; the weights are proportions, their sum is otherwise free.
+    """
     problems = []
     for i, route in enumerate((vs.get("spec") or {}).get("http") or []):
         dests = (route or {}).get("route") or []
@@ -218,12 +234,67 @@ def istio_weight_problems(vs: dict[str, Any]) -> list[str]:
             if isinstance(weight, bool) or not isinstance(weight, int):
                 problems.append(f"spec.http[{i}].route[{j}].weight: must be an integer")
                 continue
-            if not 0 <= weight <= 100:
-                problems.append(f"spec.http[{i}].route[{j}].weight: must be in range 0..100")
+            if weight < 0:
+                problems.append(f"weight {weight} < 0")
             total += weight
-        if len(dests) > 1 and total != 100:
-            problems.append(f"spec.http[{i}]: total destination weight {total} != 100")
+        if len(dests) > 1 and total == 0:
+            problems.append("total destination weight = 0")
     return problems
+
+
+def httproute_defaults(route: dict[str, Any]) -> None:
+    """The HTTPRoute CRD's defaults, applied in place as the API server does on writes."""
+    for rule in (route.get("spec") or {}).get("rules") or []:
+        for ref in (rule or {}).get("backendRefs") or []:
+            if isinstance(ref, dict):
+                ref.setdefault("group", "")
+                ref.setdefault("kind", "Service")
+                ref.setdefault("weight", 1)
+
+
+def httproute_problems(route: dict[str, Any]) -> list[str]:
+    """What the HTTPRoute CRD's schema and CEL rules say about its rules (after defaults)."""
+    problems = []
+    rules = (route.get("spec") or {}).get("rules") or []
+    if len(rules) > 16:
+        problems.append(f"spec.rules: Too many: {len(rules)}: must have at most 16 items")
+    names = [r.get("name") for r in rules if isinstance(r, dict) and r.get("name")]
+    if len(names) != len(set(names)):
+        problems.append("spec.rules: Invalid value: Rule name must be unique within the route")
+    for i, rule in enumerate(rules):
+        refs = (rule or {}).get("backendRefs") or []
+        if len(refs) > 16:
+            problems.append(f"spec.rules[{i}].backendRefs: Too many: must have at most 16 items")
+        for j, ref in enumerate(refs):
+            where = f"spec.rules[{i}].backendRefs[{j}]"
+            weight = ref.get("weight")
+            if isinstance(weight, bool) or not isinstance(weight, int):
+                problems.append(f"{where}.weight: Invalid value: must be of type integer")
+            elif not 0 <= weight <= 1_000_000:
+                problems.append(f"{where}.weight: Invalid value: {weight}: must be in 0..1000000")
+            if ref.get("group") == "" and ref.get("kind") == "Service" and "port" not in ref:
+                problems.append(f"{where}: Invalid value: Must have port for Service reference")
+    return problems
+
+
+def _admission(kind: str, obj: dict[str, Any]) -> None:
+    """Defaulting and validation of the custom resources (422 Invalid like the server)."""
+    if kind == "VirtualService" and (problems := istio_weight_problems(obj)):
+        raise ApiStatus(
+            422,
+            "Invalid",
+            'admission webhook "validation.istio.io" denied the request: '
+            "configuration is invalid: " + "; ".join(problems),
+        )
+    if kind == "HTTPRoute":
+        httproute_defaults(obj)
+        if problems := httproute_problems(obj):
+            name = (obj.get("metadata") or {}).get("name")
+            raise ApiStatus(
+                422,
+                "Invalid",
+                f'HTTPRoute.{GATEWAY} "{name}" is invalid: ' + ", ".join(problems),
+            )
 
 
 # --------------------------------------------------------------------------- server
@@ -237,6 +308,7 @@ class KubeApiServer:
         *,
         istio_versions: tuple[str, ...] = ISTIO_VERSIONS,
         preferred: str | None = None,
+        gateway_versions: tuple[str, ...] = GATEWAY_VERSIONS,
         tokens: set[str] | None = None,
         tls: tuple[str, str] | None = None,
         client_ca: str | None = None,
@@ -244,6 +316,7 @@ class KubeApiServer:
     ) -> None:
         self.istio_versions = tuple(istio_versions)
         self.preferred = preferred or (self.istio_versions[0] if self.istio_versions else "")
+        self.gateway_versions = tuple(gateway_versions)
         #: Accepted bearer tokens; None accepts anonymous requests.
         self.tokens = tokens
         self.user = user
@@ -342,7 +415,10 @@ class KubeApiServer:
         meta = obj.setdefault("metadata", {})
         key = (group, plural, meta.get("namespace", "default"), meta["name"])
         with self.lock:
-            stored = self._stamp(copy.deepcopy(obj), None)
+            stored = copy.deepcopy(obj)
+            if kind == "HTTPRoute":
+                httproute_defaults(stored)
+            stored = self._stamp(stored, None)
             self.objects[key] = stored
             return copy.deepcopy(stored)
 
@@ -353,6 +429,9 @@ class KubeApiServer:
     def virtual_service(self, namespace: str, name: str) -> dict[str, Any]:
         return self.get(ISTIO, "virtualservices", namespace, name)
 
+    def http_route(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.get(GATEWAY, "httproutes", namespace, name)
+
     def modify(
         self, group: str, plural: str, namespace: str, name: str, change: Callable[[dict], None]
     ) -> dict[str, Any]:
@@ -361,6 +440,8 @@ class KubeApiServer:
             key = (group, plural, namespace, name)
             obj = copy.deepcopy(self.objects[key])
             change(obj)
+            if obj.get("kind") == "HTTPRoute":
+                httproute_defaults(obj)
             self.objects[key] = self._stamp(obj, self.objects[key])
             return copy.deepcopy(self.objects[key])
 
@@ -521,13 +602,7 @@ class KubeApiServer:
                 )
             if new_meta.get("name") != name or new_meta.get("namespace", namespace) != namespace:
                 raise ApiStatus(422, "Invalid", "metadata.name and namespace are immutable")
-            if kind == "VirtualService" and (problems := istio_weight_problems(new)):
-                raise ApiStatus(
-                    422,
-                    "Invalid",
-                    'admission webhook "validation.istio.io" denied the request: '
-                    + "; ".join(problems),
-                )
+            _admission(kind, new)
             new.pop("apiVersion", None)
             self.objects[key] = self._stamp(new, current)
             return 200, self._out(self.objects[key], api_version)
@@ -605,8 +680,7 @@ class KubeApiServer:
         if key in self.objects:
             qualified = f"{plural}.{group}" if group else plural
             raise ApiStatus(409, "AlreadyExists", f'{qualified} "{meta["name"]}" already exists')
-        if kind == "VirtualService" and (problems := istio_weight_problems(obj)):
-            raise ApiStatus(422, "Invalid", "; ".join(problems))
+        _admission(kind, obj)
         obj.pop("apiVersion", None)
         obj["kind"] = kind
         self.objects[key] = self._stamp(obj, None)
@@ -620,6 +694,8 @@ class KubeApiServer:
     def _serves(self, group: str, version: str) -> bool:
         if group == ISTIO:
             return version in self.istio_versions
+        if group == GATEWAY:
+            return version in self.gateway_versions
         return (group, version) in (("", "v1"), (COORDINATION, "v1"))
 
     def _groups(self) -> list[dict[str, Any]]:
@@ -628,6 +704,15 @@ class KubeApiServer:
             versions = [{"groupVersion": f"{ISTIO}/{v}", "version": v} for v in self.istio_versions]
             preferred = {"groupVersion": f"{ISTIO}/{self.preferred}", "version": self.preferred}
             groups.append({"name": ISTIO, "versions": versions, "preferredVersion": preferred})
+        if self.gateway_versions:
+            versions = [
+                {"groupVersion": f"{GATEWAY}/{v}", "version": v} for v in self.gateway_versions
+            ]
+            preferred = {
+                "groupVersion": f"{GATEWAY}/{self.gateway_versions[0]}",
+                "version": self.gateway_versions[0],
+            }
+            groups.append({"name": GATEWAY, "versions": versions, "preferredVersion": preferred})
         coordination = {"groupVersion": f"{COORDINATION}/v1", "version": "v1"}
         groups.append(
             {"name": COORDINATION, "versions": [coordination], "preferredVersion": coordination}
@@ -815,6 +900,57 @@ def virtual_service(
     }
 
 
+def http_route(
+    name: str = "checkout", namespace: str = "shop", api_version: str = f"{GATEWAY}/v1"
+) -> dict[str, Any]:
+    """An HTTPRoute on a Gateway and as a mesh route (parentRef to the Service): a named
+    90/10 split with filters and timeouts, a header-matched rule to the canary only,
+    and an unnamed rule to a legacy Service with an omitted weight."""
+    return {
+        "apiVersion": api_version,
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app": name},
+            "annotations": {"owner": "team-shop"},
+        },
+        "spec": {
+            "parentRefs": [
+                {"group": "", "kind": "Service", "name": name, "port": 80},
+                {"name": "public", "namespace": "istio-ingress", "sectionName": "https"},
+            ],
+            "hostnames": [f"{name}.example.com"],
+            "rules": [
+                {
+                    "name": "beta-testers",
+                    "matches": [{"headers": [{"name": "x-beta", "value": "1"}]}],
+                    "backendRefs": [{"name": f"{name}-canary", "port": 80}],
+                },
+                {
+                    "name": "primary",
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                    "filters": [
+                        {
+                            "type": "RequestHeaderModifier",
+                            "requestHeaderModifier": {"set": [{"name": "x-route", "value": "1"}]},
+                        }
+                    ],
+                    "backendRefs": [
+                        {"name": f"{name}-stable", "port": 80, "weight": 90},
+                        {"name": f"{name}-canary", "port": 80, "weight": 10},
+                    ],
+                    "timeouts": {"request": "10s"},
+                },
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/legacy"}}],
+                    "backendRefs": [{"name": f"{name}-legacy", "port": 8080}],
+                },
+            ],
+        },
+    }
+
+
 # --------------------------------------------------------------------------- fixtures
 
 TEST_TOKEN = "test-token"
@@ -834,11 +970,15 @@ def kubeconfig_file(kube_api: KubeApiServer, tmp_path: Path) -> Path:
 
 
 __all__ = [
+    "GATEWAY",
     "ISTIO",
     "TEST_TOKEN",
     "ApiStatus",
     "KubeApiServer",
     "Request",
+    "http_route",
+    "httproute_defaults",
+    "httproute_problems",
     "istio_weight_problems",
     "json_patch",
     "kube_api",

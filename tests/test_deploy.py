@@ -468,7 +468,6 @@ def test_config_map_is_a_valid_config_that_matches_the_deployment(
     if config.database.url_file is None:
         assert config.database.data_dir in (None, DATA_DIR)
     assert config.kubernetes.mode == "in-cluster"
-    assert config.kubernetes.lease_namespace == deployment["metadata"]["namespace"]
 
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
@@ -495,18 +494,27 @@ def test_service_pdb_and_network_policy_select_the_pods(
 
     service_account = the(docs, "ServiceAccount")["metadata"]
     assert pod["serviceAccountName"] == service_account["name"]
-    bound = [
-        subject
-        for doc in docs
-        if doc["kind"] in ("RoleBinding", "ClusterRoleBinding")
-        for subject in doc.get("subjects", [])
-    ]
-    assert any(
-        s["kind"] == "ServiceAccount"
-        and s["name"] == service_account["name"]
-        and s.get("namespace") == service_account["namespace"]
-        for s in bound
-    ), "the RBAC must be bound to the Deployment's ServiceAccount"
+    # The ClusterRole is bound per target namespace with the RoleBinding that rbac.yaml
+    # shows in a comment: it must name that ClusterRole and the Deployment's account.
+    role = the(docs, "ClusterRole")["metadata"]["name"]
+    text = (ROOT / "deploy" / "kubernetes" / "base" / "rbac.yaml").read_text()
+    template = text.split("# or as YAML:", 1)[1]
+    binding = yaml.safe_load(
+        "\n".join(line.removeprefix("#").removeprefix("   ") for line in template.splitlines())
+    )
+    assert binding["kind"] == "RoleBinding"
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": role,
+    }
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": service_account["name"],
+            "namespace": service_account["namespace"],
+        }
+    ], "the RBAC must be bound to the Deployment's ServiceAccount"
 
 
 def _ports(rule: dict[str, Any]) -> set[tuple[str, int]]:

@@ -147,3 +147,36 @@ def test_installed_command_through_kubeconfig_env(
     assert done.returncode == 0, done.stderr
     assert "canary weight 10 -> 40 (stable 60)" in done.stdout
     assert weights(kube_api) == [60, 40]
+
+
+def test_two_canaries_on_two_routes_set_and_show_without_drift(
+    tmp_path: Path,
+    kube_api: KubeApiServer,
+    kubeconfig_file: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    vs = virtual_service()
+    vs["spec"]["http"][0] = {
+        "name": "search",
+        "route": [
+            {"destination": {"host": "search", "subset": "stable"}, "weight": 100},
+            {"destination": {"host": "search", "subset": "canary"}, "weight": 0},
+        ],
+    }
+    kube_api.create(vs)
+    second = (
+        CONFIG.split("[[canary]]")[1]
+        .replace('name = "checkout"', 'name = "search"')
+        .replace('route = "primary"', 'route = "search"')
+        .replace('{ host = "checkout", subset', '{ host = "search", subset')
+    )
+    path = tmp_path / "canary.toml"
+    path.write_text((CONFIG + "[[canary]]" + second).format(kubeconfig=kubeconfig_file))
+    assert run(path, "set", "checkout", "--weight", "20") == 0
+    assert run(path, "set", "search", "--weight", "30") == 0
+    assert run(path, "set", "checkout", "--weight", "40") == 0
+    capsys.readouterr()
+    for name, weight in (("checkout", 40), ("search", 30)):
+        assert run(path, "show", name) == 0
+        out = capsys.readouterr().out
+        assert "drift        no" in out and f"canary        {weight}%" in out

@@ -69,7 +69,9 @@ async def test_weights_round_trip_on_a_real_cluster() -> None:
             after = await client.request("GET", f"{base}/{name}", verb="get", resource=resource)
             route = after["spec"]["http"][1]["route"]
             assert [d["weight"] for d in route] == [70, 30]
-            assert json.loads(after["metadata"]["annotations"][ANNOTATION])["canary"] == 30
+            assert (
+                json.loads(after["metadata"]["annotations"][ANNOTATION])["primary"]["canary"] == 30
+            )
 
             def strip(vs: dict) -> dict:
                 out = copy.deepcopy(vs["spec"])

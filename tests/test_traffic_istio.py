@@ -115,7 +115,7 @@ async def test_round_trip_changes_only_the_two_weights(version: str) -> None:
     assert after["spec"]["http"][2] == before["spec"]["http"][2]  # timeout: 10s route
     assert after["spec"]["http"][2]["timeout"] == "10s"
     assert after["metadata"]["annotations"]["owner"] == "team-shop"
-    record = json.loads(after["metadata"]["annotations"][ANNOTATION])
+    record = json.loads(after["metadata"]["annotations"][ANNOTATION])["primary"]
     assert (record["analysis"], record["step"], record["canary"], record["stable"]) == (
         "a-1",
         1,
@@ -363,7 +363,7 @@ async def test_dry_run_logs_the_exact_patch_and_sends_nothing(
 ) -> None:
     kube_api.create(virtual_service())
     router = IstioRouter(client, canary_config(), dry_run=True)
-    with caplog.at_level(logging.INFO, logger="canary.traffic.istio"):
+    with caplog.at_level(logging.INFO, logger="canary.traffic"):
         result = await router.set_weights(20, analysis="a", step=1)
     assert result.dry_run and result.after == Weights(20, 80)
     assert kube_api.writes() == []
@@ -524,3 +524,137 @@ async def test_make_router_memory_and_kubeconfig(
     async with make_router(config, canary_config()) as router:
         assert isinstance(router, IstioRouter)
         assert (await router.get()).weights == Weights(10, 90)
+
+
+# --------------------------------------------------------------------------- Istio's weight rules
+
+
+@pytest.mark.parametrize(
+    ("declared", "expected"),
+    [
+        ((3, 1), Weights(25, 75)),  # stable 3 : canary 1, sum 4
+        ((180, 20), Weights(10, 90)),  # sum 200
+        ((2, 1), Weights(33, 67)),  # a third, rounded
+        ((0, 7), Weights(100, 0)),
+    ],
+)
+async def test_weights_are_read_as_istio_applies_them(
+    kube_api: KubeApiServer, client: KubeClient, declared: tuple[int, int], expected: Weights
+) -> None:
+    vs = virtual_service()
+    route = vs["spec"]["http"][1]["route"]
+    route[0]["weight"], route[1]["weight"] = declared
+    kube_api.create(vs)
+    router = IstioRouter(client, canary_config())
+    state = await router.get()
+    assert state.weights == expected
+    assert state.declared == {"canary": declared[1], "stable": declared[0]}
+    # and a write always leaves a sum of 100
+    await router.set_weights(40)
+    assert weights_of(kube_api.virtual_service("shop", "checkout")) == [60, 40]
+
+
+async def test_a_lone_destination_takes_all_traffic_whatever_its_weight(
+    kube_api: KubeApiServer, client: KubeClient
+) -> None:
+    vs = virtual_service()
+    vs["spec"]["http"][1]["route"] = [vs["spec"]["http"][1]["route"][0]]
+    vs["spec"]["http"][1]["route"][0]["weight"] = 0  # Istio sends it everything anyway
+    kube_api.create(vs)
+    router = IstioRouter(client, canary_config())
+    assert (await router.get()).weights == Weights(0, 100)
+    await router.set_weights(10)
+    assert weights_of(kube_api.virtual_service("shop", "checkout")) == [90, 10]
+
+
+async def test_a_zero_total_is_invalid_and_nothing_is_written(
+    kube_api: KubeApiServer, client: KubeClient
+) -> None:
+    vs = virtual_service()
+    route = vs["spec"]["http"][1]["route"]
+    route[0]["weight"], route[1]["weight"] = 0, 0
+    # Istio's webhook refuses this; a VirtualService stored before it was installed can
+    # still hold it
+    key = kube_api.create(virtual_service())["metadata"]["name"]
+    kube_api.modify(
+        ISTIO,
+        "virtualservices",
+        "shop",
+        key,
+        lambda o: o["spec"].__setitem__("http", vs["spec"]["http"]),
+    )
+    router = IstioRouter(client, canary_config())
+    with pytest.raises(InvalidWeights, match="route primary: the weights sum to 0"):
+        await router.set_weights(10)
+    assert kube_api.writes() == []
+
+
+# --------------------------------------------------------------------------- records per route
+
+
+def _two_route_vs() -> dict[str, Any]:
+    """checkout's VirtualService with a second weighted route for another canary."""
+    vs = virtual_service()
+    vs["spec"]["http"][0] = {
+        "name": "search",
+        "match": [{"uri": {"prefix": "/search"}}],
+        "route": [
+            {"destination": {"host": "search", "subset": "stable"}, "weight": 100},
+            {"destination": {"host": "search", "subset": "canary"}, "weight": 0},
+        ],
+    }
+    return vs
+
+
+async def test_canaries_on_two_routes_of_one_virtual_service_never_see_drift(
+    kube_api: KubeApiServer, client: KubeClient
+) -> None:
+    kube_api.create(_two_route_vs())
+    checkout = IstioRouter(client, canary_config())
+    search = IstioRouter(
+        client,
+        canary_config(
+            route="search",
+            canary={"host": "search", "subset": "canary"},
+            stable={"host": "search", "subset": "stable"},
+        ),
+    )
+    await checkout.set_weights(20, analysis="a-checkout", step=0)
+    await search.set_weights(10, analysis="a-search", step=0)
+    await checkout.set_weights(50, analysis="a-checkout", step=1)
+    await search.set_weights(30)  # an operator on the other route: checked against its record
+    for router, weights in ((checkout, Weights(50, 50)), (search, Weights(30, 70))):
+        state = await router.get()
+        assert state.weights == weights and state.last_write is not None
+        assert state.last_write.weights == weights and not state.drift
+    stored = kube_api.virtual_service("shop", "checkout")
+    book = json.loads(stored["metadata"]["annotations"][ANNOTATION])
+    assert set(book) == {"primary", "search"}
+    assert book["primary"]["analysis"] == "a-checkout" and book["search"]["canary"] == 30
+
+    # someone else moves the search route: only the search canary sees drift
+    def move(vs: dict[str, Any]) -> None:
+        vs["spec"]["http"][0]["route"][0]["weight"] = 50
+        vs["spec"]["http"][0]["route"][1]["weight"] = 50
+
+    kube_api.modify(ISTIO, "virtualservices", "shop", "checkout", move)
+    assert (await search.get()).drift and not (await checkout.get()).drift
+    with pytest.raises(Drift):
+        await search.set_weights(40)
+    await checkout.set_weights(100, analysis="a-checkout", step=2)
+
+
+async def test_a_record_in_the_old_single_form_is_ignored_then_replaced(
+    kube_api: KubeApiServer, client: KubeClient
+) -> None:
+    vs = virtual_service()
+    vs["metadata"]["annotations"][ANNOTATION] = json.dumps({"canary": 50, "stable": 50})
+    kube_api.create(vs)
+    router = IstioRouter(client, canary_config())
+    state = await router.get()
+    assert state.last_write is None and not state.drift
+    await router.set_weights(20)
+    book = json.loads(
+        kube_api.virtual_service("shop", "checkout")["metadata"]["annotations"][ANNOTATION]
+    )
+    assert list(book) == ["primary"] and book["primary"]["canary"] == 20

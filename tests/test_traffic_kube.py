@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from kubeapi import TEST_TOKEN, KubeApiServer, self_signed, virtual_service, write_kubeconfig
+from kubeapi import KubeApiServer, self_signed, virtual_service, write_kubeconfig
 
 from canary.config import KubernetesConfig
-from canary.traffic import ApiError, Conflict, NotFound, Unauthorized
+from canary.traffic import ApiError, NotFound, Unauthorized
 from canary.traffic import kube as kube_module
 from canary.traffic.kube import (
     Connection,
@@ -250,38 +250,6 @@ def test_client_key_data_is_written_privately_and_removed(tmp_path: Path) -> Non
         kube_module._write_private = original  # type: ignore[assignment]
     assert [mode for _, mode in seen] == [0o600, 0o600]
     assert not any(os.path.exists(path) for path, _ in seen)
-
-
-# --------------------------------------------------------------------------- leases
-
-
-async def test_leases_get_create_update_with_resource_versions(kube_api: KubeApiServer) -> None:
-    async with KubeClient(Connection(server=kube_api.url, token=TEST_TOKEN), retries=0) as client:
-        with pytest.raises(NotFound, match=r"leases\.coordination\.k8s\.io/canary-checkout"):
-            await client.get_lease("canary-system", "canary-checkout")
-        spec = {"holderIdentity": "replica-a", "leaseDurationSeconds": 30}
-        created = await client.create_lease(
-            "canary-system", {"metadata": {"name": "canary-checkout"}, "spec": spec}
-        )
-        with pytest.raises(Conflict, match="create leases"):
-            await client.create_lease(
-                "canary-system", {"metadata": {"name": "canary-checkout"}, "spec": spec}
-            )
-        lease = await client.get_lease("canary-system", "canary-checkout")
-        assert lease["spec"]["holderIdentity"] == "replica-a"
-        assert lease["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
-
-        lease["spec"]["holderIdentity"] = "replica-b"
-        updated = await client.update_lease("canary-system", lease)
-        assert int(updated["metadata"]["resourceVersion"]) > int(
-            lease["metadata"]["resourceVersion"]
-        )
-        # a second replica still holding the old version loses the race
-        lease["spec"]["holderIdentity"] = "replica-c"
-        with pytest.raises(Conflict, match=r"update leases\.coordination\.k8s\.io/canary-checkout"):
-            await client.update_lease("canary-system", lease)
-        final = await client.get_lease("canary-system", "canary-checkout")
-        assert final["spec"]["holderIdentity"] == "replica-b"
 
 
 async def test_transport_errors_are_retried_then_typed() -> None:

@@ -79,13 +79,24 @@ async def test_merge_patch_put_and_their_preconditions(kube_api: KubeApiServer) 
             )
         assert info.value.status == 415
 
+        # Istio's rule: weights are proportions; only a negative weight or a zero total
+        # (with more than one destination) is invalid
         two = [{"destination": {"host": h}, "weight": 60} for h in ("a", "b")]
-        bad = {"spec": {"http": [{"route": two}]}}
-        with pytest.raises(ApiError, match="total destination weight 120 != 100") as info:
-            await kube.request(
-                "PATCH", PATH, verb="patch", resource="vs", body=bad, content_type=MERGE_PATCH
-            )
-        assert info.value.status == 422
+        ok = {"spec": {"http": [{"route": two}]}}
+        await kube.request(
+            "PATCH", PATH, verb="patch", resource="vs", body=ok, content_type=MERGE_PATCH
+        )
+        for weights, message in (((0, 0), "total destination weight = 0"), ((-1, 3), "< 0")):
+            dests = [
+                {"destination": {"host": h}, "weight": w}
+                for h, w in zip("ab", weights, strict=True)
+            ]
+            bad = {"spec": {"http": [{"route": dests}]}}
+            with pytest.raises(ApiError, match=message) as info:
+                await kube.request(
+                    "PATCH", PATH, verb="patch", resource="vs", body=bad, content_type=MERGE_PATCH
+                )
+            assert info.value.status == 422
 
         listed = await kube.request(
             "GET", f"/apis/{ISTIO}/v1/namespaces/shop/virtualservices", verb="list", resource="vs"

@@ -65,6 +65,7 @@ def _canary_summary(canary: CanaryConfig) -> dict[str, Any]:
         "steps": [{"weight": s.weight, "duration": s.duration} for s in canary.steps],
         "metrics": [{"name": m.name, "kind": m.kind.value} for m in canary.metrics],
         "virtualService": canary.traffic.virtual_service,
+        "httpRoute": canary.traffic.http_route,
     }
 
 

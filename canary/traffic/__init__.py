@@ -1,8 +1,11 @@
-"""Where weights go: the Istio VirtualService router and an in-memory one.
+"""Where weights go: Istio VirtualServices, Gateway API HTTPRoutes, or memory.
 
-`make_router` picks the implementation from ``[kubernetes].mode``: ``memory`` gives a
-`MemoryRouter` (demo, tests; no cluster), every other mode an `IstioRouter` talking
-to the Kubernetes API (in-cluster or through a kubeconfig, see `canary.traffic.kube`).
+`make_router` picks the implementation: ``[kubernetes].mode = "memory"`` gives a
+`MemoryRouter` (demo, tests; no cluster); otherwise the canary's
+``[canary.traffic].kind`` gives an `IstioRouter` (VirtualService) or an
+`HTTPRouteRouter` (HTTPRoute), both talking to the Kubernetes API (in-cluster or
+through a kubeconfig, see `canary.traffic.kube`) with the one write protocol of
+`canary.traffic.kuberouter`.
 """
 
 from __future__ import annotations
@@ -63,18 +66,20 @@ def make_router(
     if kubernetes_config.mode == "memory":
         from canary.traffic.memory import MemoryRouter
 
+        traffic = canary_config.traffic
         return MemoryRouter(
             canary_config.name,
-            resource=f"memory route of {canary_config.namespace}/"
-            f"{canary_config.traffic.virtual_service}",
-            route=canary_config.traffic.route or "(by destinations)",
+            resource=f"memory route of {canary_config.namespace}/{traffic.resource_name}",
+            route=traffic.route_name or "(by destinations)",
         )
+    from canary.traffic.gatewayapi import HTTPRouteRouter
     from canary.traffic.istio import IstioRouter
     from canary.traffic.kube import KubeClient
 
     owns = client is None
     kube = KubeClient.from_config(kubernetes_config) if client is None else client
-    return IstioRouter(
+    router = HTTPRouteRouter if canary_config.traffic.kind == "HTTPRoute" else IstioRouter
+    return router(
         kube,
         canary_config,
         dry_run=kubernetes_config.dry_run,

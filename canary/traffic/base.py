@@ -3,9 +3,13 @@
 A router moves traffic for one configured canary between its *stable* and *canary*
 destinations. Every implementation keeps the same safety rules (DESIGN §6):
 
-- weights are integers in 0..100 that sum to 100 (`InvalidWeights` otherwise);
-- each write records who wrote which weights (`WriteRecord`); before writing, the
-  current weights are compared with the last record, and if someone else changed
+- the weights canary writes are integers in 0..100 that sum to 100 (`InvalidWeights`
+  otherwise); weights read from the cluster are proportional, as the meshes define
+  them (`Weights.proportional`: a destination receives weight / sum of weights);
+- each write records who wrote which weights (`WriteRecord`), one record per route
+  of the resource (`RecordBook`), so canaries on different routes of one resource
+  never see each other's writes as drift; before writing, the current weights are
+  compared with the route's last record, and if someone else changed
   them the write is refused with `Drift` — reported, never overwritten (`force=True`
   is the operator's explicit override; a new analysis is not bound by the record of
   a previous one, see `decide_write`);
@@ -21,6 +25,8 @@ from __future__ import annotations
 
 import abc
 import json
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +41,7 @@ __all__ = [
     "Forbidden",
     "InvalidWeights",
     "NotFound",
+    "RecordBook",
     "Router",
     "TrafficError",
     "TrafficState",
@@ -44,7 +51,10 @@ __all__ = [
     "WriteResult",
 ]
 
-#: The annotation on the VirtualService recording our last write (JSON, see WriteRecord).
+log = logging.getLogger(__name__)
+
+#: The annotation on the routed resource recording our last write per route: a JSON
+#: object ``{route key: record}`` (see `RecordBook` and `WriteRecord`).
 ANNOTATION = "canary.analysis/last-write"
 
 
@@ -158,6 +168,28 @@ class Weights:
             raise InvalidWeights(f"canary weight must be within 0..100, got {canary}")
         return cls(canary, 100 - canary)
 
+    @classmethod
+    def proportional(cls, canary: int, stable: int) -> Weights:
+        """The percentages that weights `canary` and `stable` declare, rounded half up.
+
+        Istio and the Gateway API both read weights as proportions: a destination
+        receives weight / (sum of weights), and the sum need not be 100 (Istio's
+        ``validateHTTPRouteDestinations`` in istio/istio pkg/config/validation only
+        rejects negative weights and a zero total; the Gateway API's
+        ``BackendRef.Weight`` in kubernetes-sigs/gateway-api apis/v1/shared_types.go).
+        A zero total sends no traffic anywhere and is refused here.
+        """
+        for name, value in (("canary", canary), ("stable", stable)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidWeights(f"{name} weight must be an integer, got {value!r}")
+            if value < 0:
+                raise InvalidWeights(f"{name} weight must not be negative, got {value}")
+        total = canary + stable
+        if total == 0:
+            raise InvalidWeights("the weights sum to 0: no destination receives traffic")
+        share = (200 * canary + total) // (2 * total)
+        return cls(share, 100 - share)
+
     def as_dict(self) -> dict[str, int]:
         return {"canary": self.canary, "stable": self.stable}
 
@@ -209,6 +241,52 @@ class WriteRecord:
         return json.loads(self.to_json())
 
 
+class RecordBook:
+    """The last-write records of every route of one resource, in one annotation.
+
+    The annotation holds ``{route key: record}``; a write replaces its own route's
+    entry and keeps the others (the resourceVersion precondition of the write makes
+    this read-modify-write safe). A route key is the route's (or rule's) name, or
+    ``#<index>`` for an unnamed one. An annotation in the old single-record form
+    names no route and is ignored (with a warning) until the next write replaces it.
+    """
+
+    def __init__(self, obj: Mapping[str, Any]) -> None:
+        annotations = (obj.get("metadata") or {}).get("annotations")
+        self._has_annotations = isinstance(annotations, dict)
+        self.records: dict[str, WriteRecord] = {}
+        self._raw: dict[str, Any] = {}
+        value = annotations.get(ANNOTATION) if isinstance(annotations, dict) else None
+        if not value:
+            return
+        try:
+            data = json.loads(value)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or "canary" in data:
+            log.warning("ignoring %s annotation without per-route records: %r", ANNOTATION, value)
+            return
+        for key, entry in data.items():
+            record = WriteRecord.from_json(json.dumps(entry))
+            if record is None:
+                log.warning("ignoring unreadable %s record of route %r", ANNOTATION, key)
+                continue
+            self.records[str(key)] = record
+            self._raw[str(key)] = entry
+
+    def get(self, key: str) -> WriteRecord | None:
+        return self.records.get(key)
+
+    def patch_ops(self, key: str, record: WriteRecord) -> list[dict[str, Any]]:
+        """JSON-patch operations writing `record` for route `key`, keeping the others."""
+        book = {**self._raw, key: record.as_dict()}
+        value = json.dumps(book, separators=(",", ":"), sort_keys=True)
+        if self._has_annotations:
+            path = "/metadata/annotations/" + ANNOTATION.replace("~", "~0").replace("/", "~1")
+            return [{"op": "add", "path": path, "value": value}]
+        return [{"op": "add", "path": "/metadata/annotations", "value": {ANNOTATION: value}}]
+
+
 @dataclass(frozen=True)
 class TrafficState:
     """The weights as read now, where they live and the last write we recorded."""
@@ -219,6 +297,9 @@ class TrafficState:
     last_write: WriteRecord | None = None
     api_version: str | None = None
     resource_version: str | None = None
+    #: The weights as written in the resource (proportional), when they differ in form
+    #: from the percentages, e.g. ``{"canary": 1, "stable": 3}`` for 25/75.
+    declared: dict[str, int] | None = None
 
     @property
     def drift(self) -> bool:
@@ -232,6 +313,7 @@ class TrafficState:
             "apiVersion": self.api_version,
             "resourceVersion": self.resource_version,
             "weights": self.weights.as_dict(),
+            "declaredWeights": self.declared,
             "lastWrite": self.last_write.as_dict() if self.last_write else None,
             "drift": self.drift,
         }

@@ -1,8 +1,8 @@
 """A thin async Kubernetes API client on httpx: just what canary needs.
 
-Why not lightkube (<1.0)? We touch a handful of endpoints — one Istio custom
-resource in whichever of three versions the cluster serves, core Events and
-coordination Leases — and need exact control over what lightkube would hide: the
+Why not lightkube (<1.0)? We touch a handful of endpoints — one routing custom
+resource (an Istio VirtualService or a Gateway API HTTPRoute) in whichever version
+the cluster serves, and core Events — and need exact control over what lightkube would hide: the
 JSON patch body with its resourceVersion precondition (logged verbatim in dry-run),
 the mapping of every status to a typed error naming the resource and the verb,
 bounded retries on 5xx, and the service-account token re-read when the kubelet
@@ -56,7 +56,6 @@ __all__ = [
     "KubeClient",
     "KubeconfigError",
     "TokenSource",
-    "lease_path",
 ]
 
 log = logging.getLogger(__name__)
@@ -339,11 +338,6 @@ def kubeconfig_connection(path: str | None = None, context: str | None = None) -
 # --------------------------------------------------------------------------- client
 
 
-def lease_path(namespace: str, name: str | None = None) -> str:
-    base = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
-    return f"{base}/{name}" if name else base
-
-
 def _detail(response: httpx.Response) -> str:
     try:
         body = response.json()
@@ -517,38 +511,6 @@ class KubeClient:
         self._versions[group] = chosen
         return chosen
 
-    # -- leases (coordination.k8s.io/v1), for the daemon
-
-    async def get_lease(self, namespace: str, name: str) -> dict[str, Any]:
-        """The Lease object; NotFound when it does not exist."""
-        return await self.request(
-            "GET", lease_path(namespace, name), verb="get", resource=_lease(namespace, name)
-        )
-
-    async def create_lease(self, namespace: str, lease: dict[str, Any]) -> dict[str, Any]:
-        """Create a Lease; Conflict when one of that name already exists."""
-        name = (lease.get("metadata") or {}).get("name", "")
-        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", **lease}
-        return await self.request(
-            "POST",
-            lease_path(namespace),
-            verb="create",
-            resource=_lease(namespace, name),
-            body=body,
-        )
-
-    async def update_lease(self, namespace: str, lease: dict[str, Any]) -> dict[str, Any]:
-        """Replace a Lease; its metadata.resourceVersion is the precondition (Conflict)."""
-        name = lease["metadata"]["name"]
-        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", **lease}
-        return await self.request(
-            "PUT",
-            lease_path(namespace, name),
-            verb="update",
-            resource=_lease(namespace, name),
-            body=body,
-        )
-
     # -- events (core/v1)
 
     async def create_event(self, namespace: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -562,7 +524,3 @@ class KubeClient:
             body=body,
             retries=0,
         )
-
-
-def _lease(namespace: str, name: str) -> str:
-    return f"leases.coordination.k8s.io/{name} in namespace {namespace}"

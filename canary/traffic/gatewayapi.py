@@ -1,0 +1,226 @@
+"""Gateway API router: an HTTPRoute rule's backendRef weights through the Kubernetes API.
+
+The Gateway API is how Istio's own documentation now configures traffic, in sidecar
+and in ambient mode (kubernetes-sigs/gateway-api ``apis/v1/httproute_types.go``):
+
+- The rule is found by its ``name`` (``traffic.rule``; rule names exist since
+  Gateway API 1.2) or, without one, as the one rule with a backendRef to the stable
+  Service (preferring rules that also reference the canary Service).
+- A backendRef matches a destination when it references a core ``Service`` (group
+  ``""`` and kind ``Service``, the API's defaults) of that name in that namespace
+  (the backendRef's ``namespace``, defaulting to the route's). ``host`` names the
+  Service: ``checkout``, ``checkout.shop`` or ``checkout.shop.svc.cluster.local``.
+- Weights are proportional (a backend receives weight / sum of the rule's weights),
+  an omitted weight is 1 (the CRD default) and weight 0 receives nothing; a rule
+  whose weights sum to 0 sends no traffic at all and is refused. canary always writes
+  percentages summing to 100 on the two backendRefs only, adding the canary
+  backendRef (with the stable one's port) when the rule has none yet.
+- ``gateway.networking.k8s.io`` v1, or v1beta1 where only that is served.
+
+The write protocol (resourceVersion precondition and re-apply on 409, a per-rule
+last-write record, drift refusal, rollback in one write, Events, dry run) is
+`canary.traffic.kuberouter.KubeRouter`'s, shared with the VirtualService router.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from canary.config import CanaryConfig, DestinationConfig
+from canary.traffic.base import InvalidWeights, NotFound, TrafficError, Weights
+from canary.traffic.kube import KubeClient
+from canary.traffic.kuberouter import KubeRouter, Located
+
+__all__ = ["GROUP", "VERSIONS", "HTTPRouteRouter", "RuleRef", "locate_rule"]
+
+GROUP = "gateway.networking.k8s.io"
+#: Supported versions, most preferred first.
+VERSIONS = ("v1", "v1beta1")
+
+
+def service_of(dest: DestinationConfig, namespace: str) -> tuple[str, str]:
+    """(Service name, namespace) that a destination's `host` names."""
+    parts = dest.host.split(".")
+    return parts[0], parts[1] if len(parts) > 1 else namespace
+
+
+def _matches(ref: Any, service: tuple[str, str], namespace: str) -> bool:
+    if not isinstance(ref, dict):
+        return False
+    return (
+        (ref.get("group") or "") == ""
+        and (ref.get("kind") or "Service") == "Service"
+        and ref.get("name") == service[0]
+        and (ref.get("namespace") or namespace) == service[1]
+    )
+
+
+def backend_weight(ref: dict[str, Any]) -> int:
+    """A backendRef's declared weight: omitted is 1 (the Gateway API's default)."""
+    value = ref.get("weight", 1)
+    if value is None:
+        value = 1
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidWeights(f"backendRef weight {value!r} is not an integer")
+    if value < 0:
+        raise InvalidWeights(f"backendRef weight {value} is negative")
+    return value
+
+
+def _describe(service: tuple[str, str]) -> str:
+    return f"Service {service[1]}/{service[0]}"
+
+
+@dataclass(frozen=True)
+class RuleRef:
+    """Where the weights live: the rule's index and its backendRefs' indexes."""
+
+    index: int
+    name: str
+    stable: int
+    canary: int | None  # None: the rule has no canary backendRef yet (weight 0)
+
+    @property
+    def label(self) -> str:
+        return self.name or f"#{self.index} (unnamed)"
+
+
+def locate_rule(route: dict[str, Any], canary: CanaryConfig, resource: str) -> RuleRef:
+    """The configured rule of an HTTPRoute; NotFound/TrafficError say what is wrong."""
+    traffic, ns = canary.traffic, canary.namespace
+    stable_svc = service_of(traffic.stable, ns)
+    canary_svc = service_of(traffic.canary, ns)
+    rules = (route.get("spec") or {}).get("rules")
+    if not isinstance(rules, list) or not rules:
+        raise NotFound(f"rules of {resource}", "get", "the HTTPRoute has no spec.rules")
+
+    def refs(rule: Any) -> list[Any]:
+        backends = rule.get("backendRefs") if isinstance(rule, dict) else None
+        return backends if isinstance(backends, list) else []
+
+    if traffic.rule:
+        candidates = [
+            i for i, r in enumerate(rules) if isinstance(r, dict) and r.get("name") == traffic.rule
+        ]
+        if not candidates:
+            names = [r.get("name") for r in rules if isinstance(r, dict) and r.get("name")]
+            raise NotFound(
+                f"rule {traffic.rule!r} of {resource}",
+                "get",
+                f"rules named: {', '.join(names) or 'none'}",
+            )
+    else:
+        candidates = [
+            i for i, r in enumerate(rules) if any(_matches(b, stable_svc, ns) for b in refs(r))
+        ]
+        if not candidates:
+            raise NotFound(
+                f"a rule with a backendRef to the stable {_describe(stable_svc)} in {resource}",
+                "get",
+            )
+        both = [i for i in candidates if any(_matches(b, canary_svc, ns) for b in refs(rules[i]))]
+        candidates = both or candidates
+        if len(candidates) > 1:
+            raise TrafficError(
+                f"{resource}: rules {candidates} all send traffic to the stable"
+                f" {_describe(stable_svc)}; name the rule with traffic.rule"
+            )
+    index = candidates[0]
+    backends = refs(rules[index])
+    name = rules[index].get("name") or ""
+    label = name or f"#{index} (unnamed)"
+    stable = [j for j, b in enumerate(backends) if _matches(b, stable_svc, ns)]
+    canary_at = [j for j, b in enumerate(backends) if _matches(b, canary_svc, ns)]
+    if not stable:
+        raise NotFound(
+            f"backendRef to the stable {_describe(stable_svc)} in rule {label} of {resource}",
+            "get",
+        )
+    if stable_svc == canary_svc:
+        raise TrafficError(
+            f"{resource}: canary and stable destinations are the same {_describe(stable_svc)}"
+        )
+    if len(stable) > 1 or len(canary_at) > 1:
+        raise TrafficError(f"{resource}: rule {label} lists the same backend twice")
+    ref = RuleRef(index, name, stable[0], canary_at[0] if canary_at else None)
+    others = [
+        b
+        for j, b in enumerate(backends)
+        if j not in (ref.stable, ref.canary) and backend_weight(b) != 0
+    ]
+    if others:
+        names = ", ".join(str(b.get("name")) for b in others)
+        raise InvalidWeights(
+            f"{resource}: rule {label} also sends weighted traffic to {names}; canary moves"
+            " traffic between exactly two backends"
+        )
+    return ref
+
+
+def read_weights(
+    route: dict[str, Any], ref: RuleRef, resource: str
+) -> tuple[Weights, tuple[int, int]]:
+    """The rule's split as the Gateway API defines it, and the weights as written."""
+    backends = route["spec"]["rules"][ref.index]["backendRefs"]
+    stable = backend_weight(backends[ref.stable])
+    canary = 0 if ref.canary is None else backend_weight(backends[ref.canary])
+    try:
+        return Weights.proportional(canary, stable), (canary, stable)
+    except InvalidWeights as exc:
+        raise InvalidWeights(f"{resource}: rule {ref.label}: {exc}") from None
+
+
+class HTTPRouteRouter(KubeRouter):
+    """Moves one canary's HTTPRoute backendRef weights (see the module docstring)."""
+
+    GROUP = GROUP
+    VERSIONS = VERSIONS
+    PLURAL = "httproutes"
+    KIND = "HTTPRoute"
+
+    def __init__(
+        self,
+        client: KubeClient,
+        canary: CanaryConfig,
+        *,
+        dry_run: bool = False,
+        retries: int | None = None,
+        owns_client: bool = False,
+    ) -> None:
+        name = canary.traffic.http_route or ""
+        super().__init__(
+            client, canary, name, dry_run=dry_run, retries=retries, owns_client=owns_client
+        )
+
+    def locate(self, obj: dict[str, Any]) -> Located:
+        ref = locate_rule(obj, self.canary, self.resource)
+        weights, declared = read_weights(obj, ref, self.resource)
+        key = ref.name or f"#{ref.index}"
+        return Located(key=key, label=ref.label, weights=weights, declared=declared, ref=ref)
+
+    def weight_ops(
+        self, obj: dict[str, Any], located: Located, target: Weights
+    ) -> list[dict[str, Any]]:
+        ref: RuleRef = located.ref
+        path = f"/spec/rules/{ref.index}/backendRefs"
+        backends = obj["spec"]["rules"][ref.index]["backendRefs"]
+        ops: list[dict[str, Any]] = []
+
+        def set_weight(j: int, value: int) -> None:
+            op = "replace" if "weight" in backends[j] else "add"
+            ops.append({"op": op, "path": f"{path}/{j}/weight", "value": value})
+
+        set_weight(ref.stable, target.stable)
+        if ref.canary is not None:
+            set_weight(ref.canary, target.canary)
+        elif target.canary > 0:
+            name, namespace = service_of(self.canary.traffic.canary, self.namespace)
+            backend: dict[str, Any] = {"name": name}
+            if namespace != self.namespace:
+                backend["namespace"] = namespace
+            if "port" in backends[ref.stable]:
+                backend["port"] = backends[ref.stable]["port"]
+            backend["weight"] = target.canary
+            ops.append({"op": "add", "path": f"{path}/-", "value": backend})
+        return ops
