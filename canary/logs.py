@@ -41,9 +41,32 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+#: Library warnings that say nothing a user can act on: (logger prefix, message part).
+#: APScheduler warns when a job's previous run is still going or started late; the
+#: daemon counts those itself (canary_rounds_skipped_total, round lateness).
+ROUTINE_WARNINGS: tuple[tuple[str, str], ...] = (
+    ("apscheduler", "maximum number of running instances reached"),
+    ("apscheduler", "was missed by"),
+)
+
+
+class DemoteRoutine(logging.Filter):
+    """Turns `ROUTINE_WARNINGS` into debug records, shown only when the root logs debug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and any(
+            record.name.startswith(prefix) and part in str(record.msg)
+            for prefix, part in ROUTINE_WARNINGS
+        ):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
 def setup_logging(fmt: Literal["text", "json"] = "text", level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(DemoteRoutine())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

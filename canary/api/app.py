@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from canary import __version__
 from canary.api import argo, health, metrics, rest
 from canary.api.argo import ArgoRunner
 from canary.api.context import AppContext
@@ -28,7 +29,7 @@ def create_app(context: AppContext) -> FastAPI:
     app = FastAPI(
         title="canary",
         summary="Progressive-delivery canary analysis for Istio meshes",
-        version="0.1.0",
+        version=__version__,
         description=(
             "Argo Rollouts web metric provider, REST control of analyses, health and "
             "Prometheus metrics. Everything under /api needs `Authorization: Bearer <token>`."

@@ -7,11 +7,16 @@ change (a pending action) within a few seconds. See `canary.control`.
 from __future__ import annotations
 
 import argparse
+import time
+from datetime import datetime
 
+from rich.live import Live
 from rich.table import Table
 
 from canary import control
 from canary.commands._common import add_json_flag, console, load, open_engine, print_json
+from canary.errors import UsageError
+from canary.history import latest_words
 from canary.store.database import sessions as make_sessions
 
 HELP = {
@@ -62,24 +67,50 @@ def _operate(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     config, sessions = _sessions(args)
-    rows = control.status(sessions, config)
     if args.json:
-        print_json(rows)
+        print_json(control.status(sessions, config))
         return 0
+    if not args.watch:
+        console.print(_status_table(sessions, config))
+        return 0
+    if args.interval <= 0:
+        raise UsageError("--interval must be positive")
+    with Live(console=console, auto_refresh=False, screen=False) as live:
+        try:
+            while True:
+                live.update(_status_table(sessions, config, watching=args.interval), refresh=True)
+                time.sleep(args.interval)
+        except KeyboardInterrupt:  # Ctrl-C ends watching, not an error
+            pass
+    return 0
+
+
+def _status_table(sessions, config, watching: float | None = None) -> Table | str:  # type: ignore[no-untyped-def]
+    """Canaries, their analyses and the latest evidence in plain words."""
+    rows = control.status(sessions, config)
     if not rows:
-        console.print("no canaries configured")
-        return 0
-    table = Table()
+        return "no canaries configured"
+    ids = [row["analysis"]["analysisId"] for row in rows if row["analysis"]]
+    with sessions() as session:
+        words = latest_words(session, ids)
+    title = None
+    if watching is not None:
+        title = f"{datetime.now():%H:%M:%S}  every {watching:g}s, Ctrl-C to stop"
+    table = Table(title=title, title_justify="left")
     for column in ("canary", "analysis", "status", "weight", "step", "rounds", "verdict"):
         table.add_column(column, no_wrap=True)
+    table.add_column("evidence", ratio=2)
     table.add_column("reason", ratio=1)
     for row in rows:
         analysis = row["analysis"]
         if analysis is None:
-            table.add_row(row["canary"], "-", "idle", "", "", "", "", "")
+            table.add_row(row["canary"], "-", "idle", "", "", "", "", "", "")
             continue
         pending = analysis["pendingActions"]
         status = analysis["status"] + (" (action pending)" if pending else "")
+        evidence = "\n".join(
+            line for w in words.get(analysis["analysisId"], []) for line in w.lines()
+        )
         table.add_row(
             row["canary"],
             analysis["analysisId"],
@@ -88,10 +119,10 @@ def _status(args: argparse.Namespace) -> int:
             str(analysis["step"]),
             str(analysis["rounds"]),
             analysis["verdict"],
+            evidence,
             analysis["reason"] or "",
         )
-    console.print(table)
-    return 0
+    return table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -106,5 +137,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         add_json_flag(parser)
         parser.set_defaults(handler=_operate, operation=name)
     status = subparsers.add_parser("status", help=HELP["status"])
+    status.add_argument(
+        "--watch", action="store_true", help="refresh the table in place until Ctrl-C"
+    )
+    status.add_argument(
+        "--interval", type=float, default=2.0, help="--watch: seconds between refreshes (2)"
+    )
     add_json_flag(status)
     status.set_defaults(handler=_status)
