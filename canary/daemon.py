@@ -63,6 +63,7 @@ from canary.rounds import (
 )
 from canary.store import leases
 from canary.store.tables import Action, Analysis, Lease, Round, utcnow
+from canary.verdict_words import describe_judgement
 
 __all__ = ["Daemon", "DaemonAlreadyRunning", "lease_name", "single_daemon_lock"]
 
@@ -583,7 +584,9 @@ class Daemon:
         reason: str | None = None,
         round_index: int | None = None,
         verdict: str | None = None,
+        judgement: Any = None,
     ) -> None:
+        evidence = tuple(w.line() for w in describe_judgement(judgement)) if judgement else ()
         self.notifier.emit(
             Event(
                 event=event,
@@ -594,6 +597,7 @@ class Daemon:
                 round=round_index,
                 verdict=verdict or analysis.verdict,
                 reason=reason,
+                evidence=evidence,
             )
         )
 
@@ -747,11 +751,14 @@ class Daemon:
                         reason=outcome.reason,
                         round_index=judged.index,
                         verdict=judged.verdict.value,
+                        judgement=judged.judgement,
                     )
             elif outcome.action.drift:
                 self._notify("halted", analysis, analysis.weight, reason=outcome.action.error)
         elif state is not None and state.status is AnalysisStatus.HALTED:
-            self._notify("halted", analysis, state.weight, reason=outcome.reason)
+            self._notify(
+                "halted", analysis, state.weight, reason=outcome.reason, judgement=judged.judgement
+            )
         if state is not None and state.status is not AnalysisStatus.RUNNING:
             self._unschedule(analysis.id)
 

@@ -13,16 +13,19 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select, tuple_
+from sqlalchemy.orm import Session, selectinload
 
 from canary.model import Verdict
 from canary.store.analyses import list_analyses, load_analysis_full
 from canary.store.tables import Analysis, Round
+from canary.verdict_words import MetricWords, describe_metric
 
 __all__ = [
     "analysis_detail",
     "describe_observation",
     "history_rows",
+    "latest_words",
 ]
 
 
@@ -68,6 +71,28 @@ def history_rows(
         }
         for a in rows
     ]
+
+
+def latest_words(session: Session, analysis_ids: list[str]) -> dict[str, list[MetricWords]]:
+    """Per analysis, its latest judged round's metrics in plain words (two queries)."""
+    if not analysis_ids:
+        return {}
+    latest = (
+        select(Round.analysis_id, func.max(Round.index))
+        .where(Round.analysis_id.in_(analysis_ids), Round.index >= 1)
+        .group_by(Round.analysis_id)
+    )
+    rows = session.scalars(
+        select(Round)
+        .where(tuple_(Round.analysis_id, Round.index).in_(latest))
+        .options(selectinload(Round.results))
+    ).all()
+    return {
+        row.analysis_id: [
+            describe_metric(r.metric, r.verdict, r.statistics, r.reasons) for r in row.results
+        ]
+        for row in rows
+    }
 
 
 def _round_detail(row: Round, actions: list[dict[str, Any]]) -> dict[str, Any]:

@@ -56,6 +56,8 @@ class Event:
     round: int | None = None
     verdict: str | None = None
     reason: str | None = None
+    #: The metrics' evidence in plain words (`canary.verdict_words`), one line each.
+    evidence: tuple[str, ...] = ()
     at: datetime = field(default_factory=utcnow)
 
     def as_dict(self) -> dict[str, Any]:
@@ -68,6 +70,7 @@ class Event:
             "round": self.round,
             "verdict": self.verdict,
             "reason": self.reason,
+            "evidence": list(self.evidence),
             "time": self.at.isoformat(),
         }
 
@@ -84,6 +87,7 @@ def slack_payload(event: Event) -> dict[str, Any]:
     text += ")"
     if event.reason:
         text += f"\n{event.reason}"
+    text += "".join(f"\n• {line}" for line in event.evidence)
     return {"text": text}
 
 

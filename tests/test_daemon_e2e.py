@@ -9,6 +9,7 @@ local Kubernetes API server, SQLite and PostgreSQL, 1 s rounds and short steps.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -181,6 +182,10 @@ async def test_error_rate_rising_midway_rolls_back_to_zero(
     await asyncio.sleep(0.5)
     assert hook.events()[-1] == "rolled_back"
     assert hook.bodies[-1]["weight"] == 0 and hook.bodies[-1]["analysisId"] == analysis_id
+    # The message says it in words: the effect with its interval, the decided evidence.
+    words = "\n".join(hook.bodies[-1]["evidence"])
+    assert re.search(r"errors: fail — error odds \d+\.\d–\S+x baseline", words), words
+    assert "FAIL evidence 100% — decided" in words
 
 
 async def test_prometheus_stopped_midway_halts_after_the_limit_without_promotion(

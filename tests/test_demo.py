@@ -22,6 +22,13 @@ def test_demo_promotes_the_healthy_canary_and_rolls_back_the_regression(tmp_path
     assert result.returncode == 0, result.stderr[-2000:]
     assert re.search(r"^checkout: promoted \(pass\)", result.stdout, re.M), result.stdout
     assert re.search(r"^payments: rolled_back \(fail\)", result.stdout, re.M), result.stdout
+    # The live table speaks plain words: effect with interval, bounded progress.
+    assert re.search(r"errors: fail — error odds \d+\.\d–\S+x baseline", result.stdout)
+    assert "FAIL evidence 100% — decided" in result.stdout
+    assert "PASS evidence 100% — decided" in result.stdout
+    assert not re.search(r"(?<![\w-])\d(\.\d+)?e[+-]\d+", result.stdout), result.stdout
+    # Only the live table and the summary: no log lines, no library warnings.
+    assert result.stderr == "", result.stderr[-2000:]
     reports = {p.name.split("-")[0]: p for p in (tmp_path / "reports").glob("*.html")}
     assert set(reports) == {"checkout", "payments"}
 
@@ -29,7 +36,7 @@ def test_demo_promotes_the_healthy_canary_and_rolls_back_the_regression(tmp_path
     assert page.console == []
     headline = re.search(r'<div class="headline"[^>]*>(.*?)</div>', page.dom).group(1)
     assert re.match(r"Rolled back at round \d+ \(t\+\d+s, canary weight \d+%\): failed", headline)
-    assert page.dom.count('class="chart evidence"') == 2
+    assert page.dom.count('<svg class="chart evidence"') == 2
     browser.screenshot(reports["payments"].as_uri(), "demo-payments-rolled-back.png")
     promoted = browser.load(reports["checkout"].as_uri())
     assert promoted.console == []

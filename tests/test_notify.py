@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -97,3 +98,22 @@ async def test_url_from_the_environment(
     await notifier.send(_event("halted"))
     await notifier.aclose()
     assert receiver.events() == ["halted"]
+
+
+async def test_slack_message_carries_the_evidence_in_words(receiver: WebhookReceiver) -> None:
+    """A Slack message leads with the effect and the decision, not with e-values."""
+    from dataclasses import replace
+
+    from test_verdict_words import judge_counts
+
+    from canary.judge import make_judge
+    from canary.verdict_words import describe_judgement
+
+    judgement = judge_counts(make_judge, failing=True)
+    lines = tuple(w.line() for w in describe_judgement(judgement))
+    notifier = Notifier([WebhookConfig(url=receiver.url, format="slack")])
+    await notifier.send(replace(_event("rolled_back"), evidence=lines))
+    await notifier.aclose()
+    text = receiver.bodies[0]["text"]
+    assert "• errors: fail — error odds " in text and "FAIL evidence 100% — decided" in text
+    assert not re.search(r"\de[+-]\d+", text), text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,8 @@ from canary.store.analyses import (
 from canary.store.database import connect, migrate, sessions
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+#: An e-value or any float in scientific notation.
+RAW = re.compile(r"(?<![\w-])\d(\.\d+)?e[+-]\d+")
 BOUNDS = (5.0, 10.0, 25.0, 50.0, 100.0, 250.0, math.inf)
 
 
@@ -123,17 +126,110 @@ def test_rolled_back_report_shows_when_and_why(report_db: str, tmp_path: Path) -
     headline = re.search(r'<div class="headline"[^>]*>(.*?)</div>', page.dom).group(1)
     assert headline.startswith(f"Rolled back at round {rollback.round_index} (t+")
     assert "failed" in headline and "errors" in headline
-    # Per chart: one point per round per line.
+    # Per chart (the wide rendering): one point per round per line.
     weight_chart = re.search(r'<svg class="chart weight".*?</svg>', page.dom, re.S).group(0)
     assert weight_chart.count('class="point"') == rounds
     evidence = re.findall(r'<svg class="chart evidence".*?</svg>', page.dom, re.S)
     assert len(evidence) == 2  # errors and latency
-    assert evidence[0].count('data-series="fail evidence"') == rounds
+    assert evidence[0].count('class="point" data-series="FAIL evidence"') == rounds
     assert 'class="threshold"' in evidence[0]
     observations = re.search(r'<svg class="chart observations".*?</svg>', page.dom, re.S)
-    assert observations.group(0).count('data-series="canary"') == rounds
+    assert observations.group(0).count('class="point" data-series="canary"') == rounds
     assert page.dom.count('<tr class="round">') == rounds
-    assert chromium.screenshot(path.as_uri(), "report-rolled-back.png").stat().st_size > 10_000
+    # Every chart marks the step changes and the decision.
+    charts = re.findall(r"<svg class=\"chart [^\"]*\".*?</svg>", page.dom, re.S)
+    assert len(charts) == 2 * 5  # weight, 2 x (observations, evidence); wide and narrow
+    for chart in charts:
+        assert chart.count('class="marker decision"') == 1
+        assert "FAIL decided" in chart and "advance 40%" in chart and "rollback 0%" in chart
+    # Plain words lead; raw e-values only in the detail table.
+    summary = re.search(r'<ul class="reasons">.*?</ul>', page.dom, re.S).group(0)
+    assert re.search(r"errors</b> fail — error odds \d+\.\d–\S+x baseline", summary)
+    assert "FAIL evidence 100% — decided" in summary
+    outside_table = page.dom.split('<table class="rounds">')[0]
+    assert not RAW.search(outside_table)
+    assert "e_fail " in page.dom.split('<table class="rounds">')[1]
+    for width in (1280, 390):
+        shot = chromium.screenshot(
+            path.as_uri(), f"report-rolled-back-{width}.png", f"{width},2400"
+        )
+        assert shot.stat().st_size > 10_000
+
+
+def _ticks(svg: str, axis: str) -> list[str]:
+    return re.findall(rf'<text class="{axis}-tick"[^>]*>([^<]*)</text>', svg)
+
+
+def _is_round(value: float) -> bool:
+    """1, 2, 2.5 or 5 times a power of ten (or 0)."""
+    if value == 0:
+        return True
+    mantissa = abs(value) / 10 ** math.floor(math.log10(abs(value)))
+    return any(math.isclose(mantissa, m) for m in (1, 2, 2.5, 5, 10))
+
+
+def test_charts_have_round_ticks_and_a_legend_per_line(report_db: str, tmp_path: Path) -> None:
+    analysis_id = _regressing_analysis(report_db)
+    with sessions(connect(report_db))() as session:
+        html = render_analysis(load_analysis_full(session, analysis_id))
+    path = tmp_path / "report.html"
+    path.write_text(html)
+    dom = chromium.load(path.as_uri()).dom  # the SVG as Chromium parsed it
+    charts = re.findall(r'<svg class="chart observations".*?</svg>', dom, re.S)
+    latency = next(c for c in charts if "latency: canary vs baseline" in c)
+    values = [float(t) for t in _ticks(latency, "y")]
+    assert len(values) >= 3
+    steps = {round(b - a, 9) for a, b in itertools.pairwise(values)}
+    assert len(steps) == 1 and _is_round(steps.pop())  # evenly spaced by a round step
+    assert all(_is_round(v) or _is_round(v % 100) for v in values)
+    assert _ticks(latency, "x")[0] == "t+0" and all(
+        re.fullmatch(r"t\+\d+[smh]", t) for t in _ticks(latency, "x")[1:]
+    )
+    # One legend entry per line; colour tells the arm, dash tells the quantile.
+    entries = dict(
+        re.findall(r'<g class="legend-entry" data-series="([^"]+)"><line ([^>]*)>', latency)
+    )
+    assert set(entries) == {"canary p50", "canary p99", "baseline p50", "baseline p99"}
+
+    def attr(series: str, name: str) -> str:
+        found = re.search(rf'{name}="([^"]*)"', entries[series])
+        return found.group(1) if found else ""
+
+    assert attr("canary p50", "stroke") == attr("canary p99", "stroke")
+    assert attr("canary p50", "stroke") != attr("baseline p50", "stroke")
+    assert attr("canary p50", "stroke-dasharray") == attr("baseline p50", "stroke-dasharray")
+    assert attr("canary p50", "stroke-dasharray") != attr("canary p99", "stroke-dasharray")
+    weight = re.search(r'<svg class="chart weight".*?</svg>', dom, re.S).group(0)
+    assert _ticks(weight, "y") == ["0%", "25%", "50%", "75%", "100%"]
+
+
+def test_values_off_a_fixed_scale_are_marked_not_dropped() -> None:
+    from canary.report.svg import Chart, Series, render
+
+    svg = render(
+        Chart(
+            "c",
+            "score",
+            [Series("score", "#000", [(0, 50.0), (1, 140.0), (2, -5.0)])],
+            (0, 2),
+            y_range=(0, 100),
+        )
+    )
+    assert svg.count('class="point"') == 1
+    clipped = re.findall(r'<path class="clipped"[^>]*>.*?<title>([^<]*)</title>', svg)
+    assert clipped == ["score: 140 (off the scale)", "score: -5 (off the scale)"]
+
+
+def test_long_analyses_show_wall_clock_time() -> None:
+    from canary.report.svg import Chart, Series, render
+
+    points = [(float(t), 1.0) for t in range(0, 7201, 600)]
+    svg = render(Chart("c", "v", [Series("v", "#000", points)], (0, 7200), start=T0))
+    labels = _ticks(svg, "x")
+    assert labels[0] == "12:00 UTC" and labels[-1] == "14:00"
+    assert all(re.fullmatch(r"\d\d:\d[05]( UTC)?", label) for label in labels)
+    short = render(Chart("c", "v", [Series("v", "#000", points[:2])], (0, 600), start=T0))
+    assert _ticks(short, "x")[-1] == "t+10m"
 
 
 def test_index_lists_and_filters(report_db: str, tmp_path: Path) -> None:

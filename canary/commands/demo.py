@@ -36,6 +36,7 @@ from canary.report import render_analysis
 from canary.store.analyses import load_analysis_full
 from canary.store.database import connect, migrate, sessions
 from canary.traffic.memory import MemoryRouter
+from canary.verdict_words import describe_metric
 
 log = logging.getLogger(__name__)
 
@@ -265,14 +266,10 @@ def _progress(factory: Any, ids: dict[str, str]) -> dict[str, dict[str, Any]]:
         for name, analysis_id in ids.items():
             analysis = load_analysis_full(session, analysis_id)
             latest = analysis.rounds[-1] if analysis.rounds else None
-            evidence = {}
-            for result in latest.results if latest else []:
-                stats = result.statistics or {}
-                evidence[result.metric] = (
-                    result.verdict,
-                    stats.get("e_fail"),
-                    stats.get("e_pass"),
-                )
+            evidence = [
+                describe_metric(r.metric, r.verdict, r.statistics, r.reasons)
+                for r in (latest.results if latest else [])
+            ]
             rows[name] = {
                 "status": analysis.status,
                 "weight": analysis.weight,
@@ -284,21 +281,12 @@ def _progress(factory: Any, ids: dict[str, str]) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def _fmt(value: Any) -> str:
-    if not isinstance(value, int | float):
-        return "-"
-    return f"{value:.3g}" if value < 1e4 else f"{value:.1e}"
-
-
 def _table(rows: dict[str, dict[str, Any]]) -> Table:
     table = Table(title="canary demo: simulated mesh, real daemon")
-    for column in ("canary", "status", "weight", "rounds", "verdict", "evidence (fail / pass)"):
+    for column in ("canary", "status", "weight", "rounds", "verdict", "evidence"):
         table.add_column(column)
     for name, row in rows.items():
-        evidence = "\n".join(
-            f"{metric}: {verdict} {_fmt(e_fail)} / {_fmt(e_pass)}"
-            for metric, (verdict, e_fail, e_pass) in row["evidence"].items()
-        )
+        evidence = "\n".join(line for words in row["evidence"] for line in words.lines())
         table.add_row(
             name,
             row["status"],

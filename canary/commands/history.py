@@ -14,10 +14,11 @@ from rich.text import Text
 from canary.commands._common import add_json_flag, console, load, open_engine, print_json
 from canary.config import parse_duration
 from canary.errors import UsageError
-from canary.history import analysis_detail, describe_observation, history_rows
+from canary.history import analysis_detail, describe_observation, history_rows, latest_words
 from canary.model import Verdict
 from canary.replay import fmt_seconds
 from canary.store.database import sessions
+from canary.verdict_words import describe_metric
 
 _VERDICT_STYLE = {"pass": "green", "fail": "red", "inconclusive": "yellow", "running": "cyan"}
 _DECISION_STYLE = {"rollback": "red", "promote": "green", "advance": "blue", "hold": "yellow"}
@@ -58,6 +59,7 @@ def history_command(args: argparse.Namespace) -> int:
         rows = history_rows(
             session, canary=args.canary, since=since, verdict=args.verdict, limit=args.limit
         )
+        words = {} if args.json else latest_words(session, [row["id"] for row in rows])
     if args.json:
         print_json(rows)
         return 0
@@ -69,6 +71,7 @@ def history_command(args: argparse.Namespace) -> int:
     )
     for column in ("id", "canary", "source", "started", "took", "rounds", "verdict", "status"):
         table.add_column(column, no_wrap=True)
+    table.add_column("evidence", overflow="fold", min_width=24)
     table.add_column("reason", overflow="fold", min_width=16)
     for row in rows:
         canary = row["canary"] + (f"@{row['revision']}" if row["revision"] else "")
@@ -82,6 +85,7 @@ def history_command(args: argparse.Namespace) -> int:
             str(row["rounds"]),
             verdict,
             row["status"],
+            "\n".join(f"{w.metric}: {w.summary}" for w in words.get(row["id"], [])),
             row["reason"] or "",
         )
     print_wide(table)
@@ -169,12 +173,20 @@ def _round_lines(round_: dict[str, Any]) -> list[Text]:
         lines.append(line)
         result = round_["metrics"].get(metric)
         if result is not None:
+            words = describe_metric(
+                metric, result["verdict"], result["statistics"], result["reasons"]
+            )
             verdict = Text(" " * (width + 4))
             verdict.append(result["verdict"], style=_VERDICT_STYLE.get(result["verdict"], ""))
             if result["verdictRound"] is not None:
                 verdict.append(f" at round {result['verdictRound']}")
+            if words.effect:
+                verdict.append(f": {words.effect}")
             lines.append(verdict)
-            lines.extend(Text(" " * (width + 6) + reason) for reason in result["reasons"])
+            indent = " " * (width + 6)
+            if words.progress:
+                lines.append(Text(indent + " · ".join(words.progress)))
+            lines.extend(Text(indent + note) for note in words.notes)
     for action in round_["actions"]:
         text = Text(f"  action {action['kind']} {action['fromWeight']}→{action['toWeight']}%")
         text.append(f" {action['state']}", style="green" if action["state"] == "done" else "red")

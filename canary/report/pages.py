@@ -6,10 +6,14 @@ from collections.abc import Callable, Sequence
 from html import escape
 
 from canary.report.series import judged_rounds, metric_series, seconds
-from canary.report.svg import Chart, Marker, Series, render
+from canary.report.svg import NARROW, Chart, Marker, Series
+from canary.report.svg import render as render_svg
 from canary.store.tables import Analysis
+from canary.verdict_words import describe_metric, raw_evidence
 
+#: One colour per arm, one dash pattern per quantile (p50 solid, p99 dashed).
 COLORS = {"canary": "#d97706", "baseline": "#2563eb"}
+DASHES = {"p50": "", "p90": "2 3", "p95": "8 3 2 3", "p99": "6 4"}
 VERDICT_COLORS = {
     "pass": "#15803d",
     "fail": "#b91c1c",
@@ -39,7 +43,19 @@ background:#f9fafb}
 th,td{border-bottom:1px solid #e5e7eb;padding:4px 6px;text-align:left;vertical-align:top}
 th{background:#f3f4f6}td.num{text-align:right;font-variant-numeric:tabular-nums}
 ul.reasons{margin:6px 0 0 18px;padding:0}nav a{margin-right:10px}
+ul.reasons small{color:#4b5563}svg.chart{max-width:100%;height:auto;display:block}
+.scroll{overflow-x:auto}.chart-narrow{display:none}
+@media (max-width:640px){.chart-wide{display:none}.chart-narrow{display:block}
+body{margin:12px auto;padding:0 10px}}
 """
+
+
+def render(chart: Chart) -> str:
+    """A chart twice: wide for screens, narrow for phones (CSS shows one)."""
+    return (
+        f'<div class="chart-wide">{render_svg(chart)}</div>'
+        f'<div class="chart-narrow">{render_svg(chart, NARROW)}</div>'
+    )
 
 
 def _page(title: str, body: str) -> str:
@@ -94,6 +110,16 @@ def render_analysis(analysis: Analysis) -> str:
                     ACTION_COLORS.get(action.kind, "#6b7280"),
                 )
             )
+    decided = by_index.get(analysis.verdict_round or -1)
+    if decided is not None and analysis.verdict in ("pass", "fail", "inconclusive"):
+        markers.append(
+            Marker(
+                seconds(analysis, decided),
+                f"{analysis.verdict.upper()} decided",
+                VERDICT_COLORS[analysis.verdict],
+                kind="decision",
+            )
+        )
     color = VERDICT_COLORS.get(analysis.verdict, "#4b5563")
     body = [
         f"<h1>{escape(analysis.canary)} {_badge(analysis.verdict)}</h1>",
@@ -103,17 +129,19 @@ def render_analysis(analysis: Analysis) -> str:
         f"{analysis.started_at:%Y-%m-%d %H:%M:%S} UTC · {len(rounds)} rounds</div>",
         f'<div class="headline" style="border-color:{color}">{escape(headline(analysis))}</div>',
     ]
-    reasons = [r for row in rounds[-1:] for r in row.reasons]
-    reasons += [
-        f"{result.metric}: {reason}"
-        for row in rounds[-1:]
-        for result in row.results
-        if result.verdict in ("fail", "pass", "inconclusive")
-        for reason in result.reasons
-    ]
-    if reasons:
-        items = "".join(f"<li>{escape(r)}</li>" for r in reasons)
-        body.append(f'<ul class="reasons">{items}</ul>')
+    items = [f"<li>{escape(r)}</li>" for row in rounds[-1:] for r in row.reasons]
+    for row in rounds[-1:]:
+        for result in row.results:
+            words = describe_metric(
+                result.metric, result.verdict, result.statistics, result.reasons
+            )
+            notes = "".join(f"<br><small>{escape(n)}</small>" for n in words.notes)
+            items.append(
+                f'<li class="metric-words"><b>{escape(words.metric)}</b> '
+                f"{escape(words.verdict)} — {escape(words.summary)}{notes}</li>"
+            )
+    if items:
+        body.append(f'<ul class="reasons">{"".join(items)}</ul>')
 
     weights = [(seconds(analysis, r), float(r.weight)) for r in rounds]
     body.append("<h2>Canary weight and actions</h2>")
@@ -126,6 +154,8 @@ def render_analysis(analysis: Analysis) -> str:
                 x_range,
                 markers=markers,
                 y_range=(0, 100),
+                start=analysis.started_at,
+                y_unit="%",
                 css_class="chart weight",
             )
         )
@@ -133,7 +163,12 @@ def render_analysis(analysis: Analysis) -> str:
     for metric in metric_series(analysis):
         body.append(f"<h2>{escape(metric.name)} <small>({escape(metric.kind)})</small></h2>")
         series = [
-            Series(label, COLORS[label.split()[0]], points, dashed=label.endswith("p99"))
+            Series(
+                label,
+                COLORS[label.split()[0]],
+                points,
+                dash=DASHES.get(label.split()[-1], ""),
+            )
             for label, points in metric.arms.items()
             if label.split()[0] in COLORS
         ]
@@ -146,29 +181,32 @@ def render_analysis(analysis: Analysis) -> str:
                         series,
                         x_range,
                         markers=markers,
+                        start=analysis.started_at,
                         css_class="chart observations",
                     )
                 )
             )
-        if metric.log_e_fail or metric.log_e_pass:
-            thresholds = []
-            if metric.fail_threshold is not None:
-                thresholds.append((metric.fail_threshold, "FAIL", "#b91c1c"))
-            if metric.pass_threshold is not None:
-                thresholds.append((metric.pass_threshold, "PASS", "#15803d"))
+        if metric.fail_progress or metric.pass_progress:
             body.append(
                 render(
                     Chart(
-                        f"{metric.name}: evidence",
-                        "log10 e-value",
+                        f"{metric.name}: evidence toward each decision",
+                        "evidence toward decision",
                         [
-                            Series("fail evidence", "#b91c1c", metric.log_e_fail),
-                            Series("pass evidence", "#15803d", metric.log_e_pass),
+                            Series("FAIL evidence", VERDICT_COLORS["fail"], metric.fail_progress),
+                            Series(
+                                "PASS evidence",
+                                VERDICT_COLORS["pass"],
+                                metric.pass_progress,
+                                dash="6 4",
+                            ),
                         ],
                         x_range,
-                        thresholds=thresholds,
+                        thresholds=[(100.0, "decides", "#374151")],
                         markers=markers,
-                        y_range=_evidence_range(metric.log_e_fail + metric.log_e_pass),
+                        y_range=(0, 100),
+                        start=analysis.started_at,
+                        y_unit="%",
                         css_class="chart evidence",
                     )
                 )
@@ -185,6 +223,7 @@ def render_analysis(analysis: Analysis) -> str:
                     x_range,
                     markers=markers,
                     y_range=(0, 100),
+                    start=analysis.started_at,
                     css_class="chart score",
                 )
             )
@@ -194,18 +233,10 @@ def render_analysis(analysis: Analysis) -> str:
     return _page(f"{analysis.canary} {analysis.id}: {analysis.verdict}", "".join(body))
 
 
-def _evidence_range(points: list[tuple[float, float | None]]) -> tuple[float, float]:
-    """log10 e-values clipped to [-4, 12]: the thresholds (about 1-3) stay readable."""
-    values = [y for _, y in points if y is not None]
-    high = min(max([3.0, *values]) + 0.5, 12.0)
-    low = max(min([-1.0, *values]) - 0.5, -4.0)
-    return low, high
-
-
 def _round_table(analysis: Analysis) -> str:
     head = (
         "<tr><th>#</th><th>t</th><th>weight</th><th>decision</th><th>verdict</th>"
-        "<th>canary</th><th>baseline</th><th>metrics</th><th>note</th></tr>"
+        "<th>canary</th><th>baseline</th><th>metrics (raw evidence)</th><th>note</th></tr>"
     )
     rows = []
     for row in analysis.rounds:
@@ -219,7 +250,11 @@ def _round_table(analysis: Analysis) -> str:
             else:
                 text = f"{observation.metric} {delta.get('value', '-')}"
             sides.setdefault(observation.arm, []).append(escape(text))
-        metrics = ", ".join(f"{escape(r.metric)}: {escape(r.verdict)}" for r in row.results)
+        metrics = "<br>".join(
+            f"{escape(r.metric)}: {escape(r.verdict)}"
+            + (f" <small>({escape(raw)})</small>" if (raw := raw_evidence(r.statistics)) else "")
+            for r in row.results
+        )
         note = row.error or ("warm-up: counter snapshot only" if row.index == 0 else "")
         rows.append(
             f'<tr class="round"><td class="num">{row.index}</td>'
@@ -229,7 +264,7 @@ def _round_table(analysis: Analysis) -> str:
             f"<td>{'<br>'.join(sides['baseline'])}</td><td>{metrics}</td>"
             f"<td>{escape(note)}</td></tr>"
         )
-    return f'<table class="rounds">{head}{"".join(rows)}</table>'
+    return f'<div class="scroll"><table class="rounds">{head}{"".join(rows)}</table></div>'
 
 
 def render_index(

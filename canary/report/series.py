@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 from canary.judge.round_values import bucket_quantile
 from canary.model import observation_from_json
 from canary.store.tables import Analysis, Round
+from canary.verdict_words import round_progress
 
 
 @dataclass(frozen=True)
@@ -19,10 +19,8 @@ class MetricSeries:
     kind: str  # counts | histogram | value | none
     arms: dict[str, list[tuple[float, float | None]]]  # "canary p99" -> points
     unit: str
-    log_e_fail: list[tuple[float, float | None]]
-    log_e_pass: list[tuple[float, float | None]]
-    fail_threshold: float | None
-    pass_threshold: float | None
+    fail_progress: list[tuple[float, float | None]]  # share of the way to FAIL, 0-100%
+    pass_progress: list[tuple[float, float | None]]
     verdicts: list[str]
 
 
@@ -51,9 +49,8 @@ def metric_series(analysis: Analysis) -> list[MetricSeries]:
 def _one_metric(analysis: Analysis, rounds: list[Round], name: str) -> MetricSeries:
     kind, unit = "none", ""
     arms: dict[str, list[tuple[float, float | None]]] = {}
-    log_fail: list[tuple[float, float | None]] = []
-    log_pass: list[tuple[float, float | None]] = []
-    fail_threshold = pass_threshold = None
+    fail: list[tuple[float, float | None]] = []
+    passing: list[tuple[float, float | None]] = []
     verdicts = []
     for row in rounds:
         x = seconds(analysis, row)
@@ -85,20 +82,8 @@ def _one_metric(analysis: Analysis, rounds: list[Round], name: str) -> MetricSer
             if result.metric != name:
                 continue
             verdicts.append(result.verdict)
-            evidence, stats = result.evidence or {}, result.statistics or {}
-            if "log_e_fail" in evidence or "log_e_pass" in evidence:
-                log_fail.append((x, _log10(evidence.get("log_e_fail"))))
-                log_pass.append((x, _log10(evidence.get("log_e_pass"))))
-            if isinstance(stats.get("fail_threshold"), int | float):
-                fail_threshold = math.log10(stats["fail_threshold"])
-            if isinstance(stats.get("pass_threshold"), int | float):
-                pass_threshold = math.log10(stats["pass_threshold"])
-    return MetricSeries(
-        name, kind, arms, unit, log_fail, log_pass, fail_threshold, pass_threshold, verdicts
-    )
-
-
-def _log10(natural_log: Any) -> float | None:
-    if not isinstance(natural_log, int | float) or not math.isfinite(natural_log):
-        return None
-    return natural_log / math.log(10)
+            to_fail, to_pass = round_progress(result.evidence, result.statistics)
+            if to_fail is not None or to_pass is not None:
+                fail.append((x, None if to_fail is None else 100 * to_fail))
+                passing.append((x, None if to_pass is None else 100 * to_pass))
+    return MetricSeries(name, kind, arms, unit, fail, passing, verdicts)

@@ -1,0 +1,138 @@
+"""Verdict evidence in plain words: effect and interval first, bounded progress, no
+raw e-values outside `--json` and the report's detail table."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_report import _regressing_analysis
+
+from canary.config import AnalysisSettings, MetricConfig
+from canary.judge import make_judge
+from canary.model import Counts, Judgement, MetricResult, RoundData, Verdict
+from canary.store.database import connect, migrate
+from canary.verdict_words import describe_metric, describe_result, progress_share, raw_evidence
+
+#: An e-value or any float in scientific notation: what people should not have to read.
+RAW = re.compile(r"(?<![\w-])\d(\.\d+)?e[+-]\d+")
+
+
+def judge_counts(make, *, failing: bool, rounds: int = 8) -> Judgement:
+    """The real sequential judge over `rounds` rounds of counts (5% vs 1% errors if failing)."""
+    settings = AnalysisSettings(metrics=[MetricConfig(name="errors", kind="counts")])
+    judge = make("sequential", settings.metrics, settings)
+    state = judge.initial_state()
+    judgement = None
+    for _ in range(rounds):
+        canary = Counts(5000, 250 if failing else 50)
+        data = RoundData(canary={"errors": canary}, baseline={"errors": Counts(50000, 500)})
+        state, judgement = judge.update(state, data)
+    assert judgement is not None
+    return judgement
+
+
+def test_a_failing_metric_leads_with_its_effect_and_decided_evidence() -> None:
+    result = judge_counts(make_judge, failing=True).metrics["errors"]
+    assert result.verdict is Verdict.FAIL
+    words = describe_result(result)
+    # 5% vs 1% errors: error odds about 5.2x; the interval must say so
+    match = re.fullmatch(r"error odds (\d+\.\d)–(\d+\.\d)x baseline", words.effect or "")
+    assert match, words.effect
+    assert float(match.group(1)) < 5.2 < float(match.group(2))
+    assert words.progress[0] == "FAIL evidence 100% — decided"
+    assert words.progress[1] == "PASS evidence 0%"
+    assert not RAW.search(words.line() + " ".join(words.notes)), words
+    # the raw numbers are still there for the detail table
+    assert RAW.search(raw_evidence(result.statistics))
+
+
+def test_a_passing_metric_shows_pass_progress() -> None:
+    result = judge_counts(make_judge, failing=False, rounds=3).metrics["errors"]
+    words = describe_result(result)
+    assert words.effect and words.effect.startswith("error odds ")
+    shares = [p for p in words.progress if p.startswith("PASS evidence ")]
+    assert shares and re.fullmatch(r"PASS evidence (\d+)%.*", shares[0])
+    assert not RAW.search(words.line())
+
+
+def test_progress_is_the_log_share_of_the_threshold() -> None:
+    assert progress_share(1.0, 100.0) == 0.0
+    assert progress_share(0.001, 100.0) == 0.0
+    assert progress_share(10.0, 100.0) == pytest.approx(0.5)
+    assert progress_share(1e300, 100.0) == 1.0
+    assert progress_share(None, 100.0) is None
+    words = describe_metric("errors", "running", {"e_fail": 10.0, "fail_threshold": 100.0})
+    assert words.progress == ["FAIL evidence 50%"]
+
+
+def test_threshold_judge_progress_counts_failed_rounds() -> None:
+    stats = {
+        "min": 0.99,
+        "max": None,
+        "failure_limit": 1,
+        "consecutive": False,
+        "failed": 1,
+        "failed_in_a_row": 1,
+        "last_value": 0.95,
+    }
+    words = describe_metric("success", "running", stats)
+    assert words.effect == "last round 0.95 (must be >= 0.99)"
+    assert words.progress == ["FAIL evidence 50% (1 of 2 failed rounds)"]
+
+
+@pytest.mark.parametrize(
+    "statistics",
+    [
+        None,
+        {},
+        {"e_fail": "lots", "fail_threshold": None, "ci_low": "x"},
+        {"per_bound": [None, {"bound": "slow"}, {"bound": 250.0}]},
+        {"failure_limit": None, "last_value": "n/a"},
+        {"classification": 3, "interval": "wide", "mean_ratio": math.nan},
+        {"new_field_from_a_future_judge": {"nested": [1, 2]}},
+    ],
+)
+def test_unknown_or_malformed_details_never_raise(statistics: object) -> None:
+    words = describe_metric("m", "running", statistics)  # type: ignore[arg-type]
+    assert words.line().startswith("m: running")
+
+
+def test_judge_reasons_that_repeat_e_values_are_left_out() -> None:
+    result = MetricResult(
+        name="errors",
+        verdict=Verdict.RUNNING,
+        reasons=[
+            "fail evidence 2.3e+204 (fails at 200), pass evidence 0.001 (passes at 20)",
+            "no data in one arm, no evidence",
+        ],
+    )
+    assert describe_result(result).notes == ["no data in one arm, no evidence"]
+
+
+def _canary(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "canary", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_show_and_history_speak_words_and_json_keeps_the_numbers(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'canary.db'}"
+    migrate(connect(url))
+    analysis_id = _regressing_analysis(url)
+    show = _canary("show", analysis_id, "--database-url", url)
+    assert show.returncode == 0, show.stderr
+    assert "FAIL evidence 100% — decided" in show.stdout
+    assert re.search(r"fail at round \d+: error odds \d+\.\d–\S+x baseline", show.stdout)
+    assert not RAW.search(show.stdout), show.stdout
+    history = _canary("history", "--database-url", url)
+    assert "FAIL evidence 100% — decided" in history.stdout
+    assert not RAW.search(history.stdout)
+    raw = json.loads(_canary("show", analysis_id, "--json", "--database-url", url).stdout)
+    stats = [m["statistics"] for r in raw["rounds"] for m in r["metrics"].values()]
+    assert any(isinstance(s.get("e_fail"), float) for s in stats)
