@@ -30,6 +30,7 @@ from canary.model import AnalysisStatus, Decision, Judgement, Verdict
 __all__ = [
     "EngineState",
     "Outcome",
+    "at_budget",
     "budget_reached",
     "command",
     "decide",
@@ -113,13 +114,27 @@ def weight_applied(state: EngineState, kind: str, applied_at: datetime) -> Engin
     return replace(state, step_started_at=step_started_at, started_at=started_at)
 
 
+def at_budget(
+    rounds: int, started_at: datetime, now: datetime | None, settings: AnalysisSettings
+) -> bool:
+    """The one budget rule, for every source: True when a round is the last one allowed.
+
+    `rounds` counts the analysis' rounds after the warm-up up to and including this
+    one; `now` is the end of this round's window (None: unknown, only `max_rounds`
+    applies). The round that reaches `max_rounds`, or whose window ends
+    `max_duration` or more after the start, is judged with `final=True` and ends
+    the analysis: neither PASS nor FAIL by then is INCONCLUSIVE.
+    """
+    if settings.max_rounds is not None and rounds >= settings.max_rounds:
+        return True
+    if settings.max_duration is not None and now is not None:
+        return (now - started_at).total_seconds() >= settings.max_duration
+    return False
+
+
 def budget_reached(state: EngineState, settings: AnalysisSettings, now: datetime) -> bool:
     """True when this round is the last the budget allows (judge with `final=True`)."""
-    if settings.max_rounds is not None and state.rounds + 1 >= settings.max_rounds:
-        return True
-    if settings.max_duration is not None:
-        return (now - state.started_at).total_seconds() >= settings.max_duration
-    return False
+    return at_budget(state.rounds + 1, state.started_at, now, settings)
 
 
 def decide(
@@ -209,11 +224,8 @@ def command(state: EngineState, op: ManualOp, now: datetime, settings: AnalysisS
 
 
 def _over_budget(state: EngineState, settings: AnalysisSettings, now: datetime) -> bool:
-    if settings.max_rounds is not None and state.rounds >= settings.max_rounds:
-        return True
-    if settings.max_duration is not None:
-        return (now - state.started_at).total_seconds() >= settings.max_duration
-    return False
+    """`at_budget` of a state that already counts this round."""
+    return at_budget(state.rounds, state.started_at, now, settings)
 
 
 def _why(judgement: Judgement, verb: str) -> str:

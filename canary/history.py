@@ -97,8 +97,11 @@ def latest_words(session: Session, analysis_ids: list[str]) -> dict[str, list[Me
 
 def _round_detail(row: Round, actions: list[dict[str, Any]]) -> dict[str, Any]:
     observations: dict[str, dict[str, Any]] = {}
+    counters: dict[str, dict[str, Any]] = {}
     for observation in row.observations:
         observations.setdefault(observation.metric, {})[observation.arm] = observation.delta
+        if observation.snapshot is not None:
+            counters.setdefault(observation.metric, {})[observation.arm] = observation.snapshot
     results = {
         result.metric: {
             "verdict": result.verdict,
@@ -123,6 +126,8 @@ def _round_detail(row: Round, actions: list[dict[str, Any]]) -> dict[str, Any]:
         "score": row.score,
         "reasons": list(row.reasons or []),
         "observations": observations,
+        # The raw per-series counters Prometheus returned at the round's end (audit).
+        "counters": counters,
         "metrics": results,
         "actions": actions,
     }

@@ -510,9 +510,17 @@ def _replay_verdicts(
     judge_state = judge.initial_state()
     rounds: list[ReplayedRound] = []
     last: Judgement | None = None
+    ended = False  # the budget was reached: later recorded rounds are not judged
     for round_ in judged:
+        if ended:
+            rounds.append(_not_reached(round_))
+            continue
         is_last = round_ is judged[-1]
-        final = (window_end and is_last) or _budget_final(settings, start, round_)
+        at_budget = _budget_final(settings, start, round_)
+        final = (window_end and is_last) or at_budget
+        # As in the daemon and `canary analyze`: the first judged round at the budget
+        # ends the analysis (a round whose queries failed judges nothing).
+        ended = at_budget and round_.data.error is None
         judge_state, judgement = judge.update(judge_state, round_.data, final=final)
         verdict = Verdict.RUNNING.value
         if round_.data.error is None:
@@ -529,11 +537,12 @@ def _replay_verdicts(
                 reasons=tuple(judgement.reasons) if round_.data.error is None else (),
             )
         )
+    closed = window_end or ended
     if last is None:
-        verdict = Verdict.INCONCLUSIVE.value if window_end else Verdict.RUNNING.value
+        verdict = Verdict.INCONCLUSIVE.value if closed else Verdict.RUNNING.value
         return rounds, Outcome(verdict, None, None, None)
     verdict = last.verdict.value
-    if window_end and last.verdict is Verdict.RUNNING:
+    if closed and last.verdict is Verdict.RUNNING:
         verdict = Verdict.INCONCLUSIVE.value  # as `canary analyze` closes its window
     return rounds, Outcome(verdict, last.round, None, _seconds(stored, start, last.round))
 
@@ -566,13 +575,8 @@ def _reached_window_end(stored: StoredAnalysis, judged: Sequence[StoredRound]) -
 
 
 def _budget_final(settings: AnalysisSettings, start: datetime, round_: StoredRound) -> bool:
-    """The budget check of `canary.rounds.judge_round`: the round index reaching
-    `max_rounds`, or the round's end reaching `max_duration` after the start."""
-    if settings.max_rounds is not None and round_.index >= settings.max_rounds:
-        return True
-    if settings.max_duration is not None and round_.data.end is not None:
-        return (round_.data.end - start).total_seconds() >= settings.max_duration
-    return False
+    """`canary.engine.at_budget` for a stored round (its index counts the rounds)."""
+    return engine.at_budget(round_.index, start, round_.data.end, settings)
 
 
 def _not_reached(round_: StoredRound) -> ReplayedRound:

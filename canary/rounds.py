@@ -294,12 +294,7 @@ def _check_window(loaded: _Loaded, at: datetime, min_window: timedelta) -> None:
 
 def _budget_final(loaded: _Loaded, at: datetime) -> bool:
     """Budget check of the judged-only path (no engine state): the last allowed round."""
-    settings = loaded.settings
-    if settings.max_rounds is not None and loaded.index >= settings.max_rounds:
-        return True
-    if settings.max_duration is not None:
-        return (at - loaded.started_at).total_seconds() >= settings.max_duration
-    return False
+    return rollout.at_budget(loaded.index, loaded.started_at, at, loaded.settings)
 
 
 def _judge(

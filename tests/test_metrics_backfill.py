@@ -564,6 +564,12 @@ def test_analyze_judges_a_past_window_and_stores_it(
         assert sum(p["failed"] for p in pods.values()) == failed
         assert observation.snapshot["pods"]  # raw per-series counters kept for audit
 
+    # ... and shown by `canary show --json`, as docs/metrics.md says
+    assert main(["--database-url", migrated_url, "show", out["analysis_id"], "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["rounds"][1]["counters"]["errors"]["canary"] == observation.snapshot
+    assert shown["rounds"][0]["counters"]["latency"]["baseline"]["pods"]  # the warm-up's too
+
     # text output and a shorter interval
     code = main([*argv, *window, "--interval", "60s"])
     text = capsys.readouterr().out

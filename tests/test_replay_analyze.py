@@ -40,7 +40,7 @@ def test_replay_reproduces_canary_analyze(
     for analysis_id, verdict, _ in made:
         code = main(["--database-url", migrated_url, "replay", analysis_id, "--json"])
         body = json.loads(capsys.readouterr().out)
-        assert code == 0
+        assert code == (1 if verdict == "fail" else 0)  # as `canary analyze` exits
         assert body["source"] == "analyze" and body["judge"] == judge
         assert body["differences"] == [], (analysis_id, body["differences"])
         assert body["replayed"]["verdict"] == verdict

@@ -35,27 +35,28 @@ def test_replay_one_analysis_json_and_text(store, capsys) -> None:  # type: igno
     url, ids = store
     before = _rows(url)
     code, out, _ = run(capsys, url, "replay", ids["bad"], "--json")
-    assert code == 0
+    assert code == 1  # the replayed verdict is FAIL
     body = json.loads(out)
     assert body["reproduced"] is True and body["differences"] == []
     assert body["recorded"] == body["replayed"]
     assert body["replayed"]["decision"] == "rollback"
 
     code, out, _ = run(capsys, url, "replay", ids["bad"], "--set", "alpha_fail=0.000001")
-    assert code == 0
+    assert code == (1 if "replayed: fail" in out else 0)
     assert "recorded: fail at round" in out
     assert "differ" in out and "rollback" in out and "continue" in out
 
     code, out, _ = run(capsys, url, "replay", ids["argo_bad"])
-    assert code == 0 and "every round reproduced" in out
+    assert code == 1 and "every round reproduced" in out
     assert _rows(url) == before
 
 
 def test_replay_with_another_judge(store, capsys) -> None:  # type: ignore[no-untyped-def]
     url, ids = store
     code, out, _ = run(capsys, url, "replay", ids["bad"], "--judge", "mann_whitney", "--json")
-    assert code == 0
-    assert json.loads(out)["judge"] == "mann_whitney"
+    body = json.loads(out)
+    assert code == (1 if body["replayed"]["verdict"] == "fail" else 0)
+    assert body["judge"] == "mann_whitney"
     # The threshold judge needs bounds the recorded metrics do not have ...
     code, _, err = run(capsys, url, "replay", ids["bad"], "--judge", "threshold")
     assert code == 2 and "needs `min`, `max` or both" in err
@@ -63,7 +64,7 @@ def test_replay_with_another_judge(store, capsys) -> None:  # type: ignore[no-un
     code, out, _ = run(
         capsys, url, "replay", ids["bad"], "--judge", "threshold", "--set", "max=0.0001"
     )
-    assert code == 0
+    assert code == 1
     assert "replayed: fail at round 1, rollback" in out
     assert "were recorded, but the replayed analysis had already ended at round 1" in out
 
@@ -194,3 +195,42 @@ def test_backtest_in_worker_processes_matches_one_process(store) -> None:  # typ
     assert two.results == one.results
     assert all(r.reproduced for r in two.results["replayed"])
     assert sum(seen) == 2 * len(order)
+
+
+def test_a_shorter_budget_ends_every_source_at_the_budget(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """`replay --set max_rounds=5` of an analysis recorded by `canary analyze` (or the
+    Argo endpoint) that failed at a later round answers what `canary judge` with the
+    same budget answers on the same observations: inconclusive at round 5."""
+    from replay_helpers import config, judged_analysis, scenario
+
+    from canary.analysis_json import analysis_to_json
+
+    url = f"sqlite:///{tmp_path / 'budget.db'}"
+    assert main(["--database-url", url, "db", "upgrade"]) == 0
+    script = scenario(7, 14, canary_errors=0.08, regression_from=8)
+    ids = {
+        source: judged_analysis(url, script, source=source, key=source)
+        for source in ("analyze", "argo")
+    }
+    capsys.readouterr()
+    metrics = config().get_canary("checkout").metrics
+    judge_input = tmp_path / "rounds.json"
+    judge_input.write_text(json.dumps(analysis_to_json("same", metrics, script[1:])))
+    code, out, _ = run(
+        capsys, url, "judge", "--input", str(judge_input), "--set", "max_rounds=5", "--json"
+    )
+    judged = json.loads(out)
+    assert (code, judged["verdict"], judged["round"]) == (0, "inconclusive", 5)
+
+    for source, analysis_id in ids.items():
+        code, out, _ = run(capsys, url, "replay", analysis_id, "--json")
+        recorded = json.loads(out)["recorded"]
+        assert recorded["verdict"] == "fail" and recorded["round"] > 5, source
+        assert code == 1  # a replayed FAIL exits 1, as `analyze` and `judge` do
+
+        code, out, _ = run(capsys, url, "replay", analysis_id, "--set", "max_rounds=5", "--json")
+        body = json.loads(out)
+        assert code == 0, source
+        assert (body["replayed"]["verdict"], body["replayed"]["round"]) == ("inconclusive", 5)
+        later = [r for r in body["rounds"] if r["round"] > 5]
+        assert later and all(r["replayedVerdict"] is None for r in later), source

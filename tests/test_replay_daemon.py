@@ -82,7 +82,7 @@ async def test_replay_reproduces_daemon_rollouts(
             main, ["--database-url", migrated_url, "replay", analysis_id, "--json"]
         )
         body = json.loads(capsys.readouterr().out)
-        assert code == 0
+        assert code == (1 if body["replayed"]["verdict"] == "fail" else 0)
         assert body["mode"] == "engine"
         assert body["differences"] == [], (name, body["differences"])
         assert body["replayed"] == body["recorded"]

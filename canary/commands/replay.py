@@ -6,6 +6,10 @@
 Nothing is written: replay reads the store and prints. The global ``--config`` (before
 the command) still names the database; ``--config`` after ``replay`` names the
 configuration(s) to replay with (default: the configuration each analysis recorded).
+
+Exit codes: one analysis exits 1 when its replayed verdict is FAIL (as `canary analyze`
+and `canary judge`), else 0; a backtest (`--all`) is a report and exits 0. Bad input
+exits 2, an unreachable database 3.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from rich.table import Table
 from canary.commands._common import console, load, open_engine, print_json
 from canary.commands.judge import parse_overrides
 from canary.config import Config, load_config, parse_duration
-from canary.errors import UsageError
+from canary.errors import EXIT_FAIL_VERDICT, EXIT_OK, UsageError
 from canary.judge import JUDGES
+from canary.model import Verdict
 from canary.replay import (
     BacktestSummary,
     ReplayResult,
@@ -143,7 +148,8 @@ def replay_command(args: argparse.Namespace) -> int:
             print_json(result_json(result, name, args.overrides))
         else:
             print_result(result, args.replay_configs[0] if args.replay_configs else "recorded")
-        return 0
+        # As `canary analyze` and `canary judge`: 1 when the (replayed) verdict is FAIL.
+        return EXIT_FAIL_VERDICT if result.replayed.verdict == Verdict.FAIL.value else EXIT_OK
     return _backtest(args, factory, configs, labels, since)
 
 
