@@ -272,14 +272,16 @@ def test_the_build_stage_builds_the_wheel_from_the_filtered_context(tmp_path: Pa
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    (wheel,) = out.glob("canary-*.whl")
-    assert wheel.name.startswith(f"canary-{PROJECT_VERSION}-")
+    (wheel,) = out.glob("canary_verdict-*.whl")  # the distribution is canary-verdict
+    assert wheel.name.startswith(f"canary_verdict-{PROJECT_VERSION}-")
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("canary/cli.py", "canary/migrations/env.py", "canary/queries/__init__.py"):
         assert needed in names
     assert any(n.startswith("canary/migrations/versions/0001") for n in names)
     entry_points = (
-        zipfile.ZipFile(wheel).read(f"canary-{PROJECT_VERSION}.dist-info/entry_points.txt").decode()
+        zipfile.ZipFile(wheel)
+        .read(f"canary_verdict-{PROJECT_VERSION}.dist-info/entry_points.txt")
+        .decode()
     )
     assert "canary = canary.cli:entrypoint" in entry_points
 
