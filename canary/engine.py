@@ -1,8 +1,13 @@
-"""The rollout state machine (DESIGN §5): pure, no I/O, no clock of its own.
+"""The rollout state machine and the round step: pure, no I/O, no clock of its own.
 
-`decide(state, judgement, now, settings)` takes the judgement of the analysis so far
-(None when the round's queries failed) and returns the round's decision and the
-next state. `command(state, op, now, settings)` applies an operator's manual gate.
+`step(...)` is one round as every caller takes it (the daemon, the Argo endpoint,
+`canary analyze` and replay): budget -> judge update -> decide. `decide(state,
+judgement, now, settings)` takes the judgement of the analysis so far (None when the
+round's queries failed) and returns the round's decision and the next state;
+`command(state, op, now, settings)` applies an operator's manual gate. A rollout's
+status changes only through these two (`halt` records a halt decided at the edge,
+a promotion the router could not carry out), and `stored_verdict` is the one map
+from a finished rollout to the verdict it is stored with.
 
 Rules, in order:
 
@@ -22,19 +27,27 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from canary.config import AnalysisSettings
-from canary.model import AnalysisStatus, Decision, Judgement, Verdict
+from canary.model import AnalysisStatus, Decision, Judgement, RoundData, Verdict
+
+if TYPE_CHECKING:
+    from canary.judge import Judge
 
 __all__ = [
+    "ACTION_KINDS",
     "EngineState",
     "Outcome",
+    "RoundStep",
     "at_budget",
     "budget_reached",
     "command",
     "decide",
+    "halt",
     "start",
+    "step",
+    "stored_verdict",
     "weight_applied",
 ]
 
@@ -135,6 +148,88 @@ def at_budget(
 def budget_reached(state: EngineState, settings: AnalysisSettings, now: datetime) -> bool:
     """True when this round is the last the budget allows (judge with `final=True`)."""
     return at_budget(state.rounds + 1, state.started_at, now, settings)
+
+
+@dataclass(frozen=True, slots=True)
+class RoundStep:
+    """What one round did: the judge's new state, its judgement and the decision.
+
+    `judgement` is None for a warm-up or a round whose queries failed; `outcome` is
+    None for a judged-only analysis and for a warm-up that took its snapshot.
+    """
+
+    judge_state: dict[str, Any]
+    judgement: Judgement | None
+    final: bool
+    outcome: Outcome | None = None
+
+    @property
+    def finished(self) -> bool:
+        """The rollout left RUNNING with this round."""
+        return self.outcome is not None and self.outcome.state.status is not AnalysisStatus.RUNNING
+
+
+def step(
+    judge: Judge,
+    judge_state: dict[str, Any],
+    data: RoundData,
+    now: datetime,
+    settings: AnalysisSettings,
+    *,
+    index: int,
+    state: EngineState | None = None,
+    started_at: datetime | None = None,
+    final: bool | None = None,
+) -> RoundStep:
+    """One round: budget -> judge update -> decide.
+
+    `state` is the rollout's engine state (daemon analyses); None judges only (the
+    Argo endpoint, `canary analyze`), the budget then counted from `index` and
+    `started_at`. Round 0 is the warm-up: it takes the counter snapshot and judges
+    nothing, but a warm-up whose queries failed counts as a failed round for the
+    engine. `final=None` derives the budget; True forces the last round (neither PASS
+    nor FAIL becomes INCONCLUSIVE).
+    """
+    if index == 0:
+        outcome = None
+        if state is not None and data.error is not None:
+            outcome = decide(state, None, now, settings, error=data.error)
+        return RoundStep(judge_state, None, False, outcome)
+    if final is None:
+        if state is not None:
+            final = budget_reached(state, settings, now)
+        else:
+            assert started_at is not None, "a judged-only round needs the analysis' start"
+            final = at_budget(index, started_at, now, settings)
+    new_state, judgement = judge.update(judge_state or judge.initial_state(), data, final=final)
+    judged = judgement if data.error is None else None
+    outcome = None
+    if state is not None:
+        outcome = decide(state, judged, now, settings, error=data.error)
+    return RoundStep(new_state, judged, final, outcome)
+
+
+#: The action recorded for a decision that moves traffic.
+ACTION_KINDS = {
+    Decision.ADVANCE: "advance",
+    Decision.PROMOTE: "promote",
+    Decision.ROLLBACK: "rollback",
+}
+
+
+def stored_verdict(status: AnalysisStatus, judgement: Judgement | None) -> Verdict | None:
+    """The verdict a finished rollout is stored with; None keeps the last one judged.
+
+    A rollout that ran out of budget is INCONCLUSIVE whatever its last judgement said.
+    """
+    if status is AnalysisStatus.INCONCLUSIVE:
+        return Verdict.INCONCLUSIVE
+    return judgement.verdict if judgement is not None else None
+
+
+def halt(state: EngineState, reason: str) -> EngineState:
+    """The state of a rollout halted at its weight for `reason` (found at the edge)."""
+    return replace(state, status=AnalysisStatus.HALTED, reason=reason)
 
 
 def decide(

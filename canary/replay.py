@@ -384,7 +384,8 @@ def replay(
 ) -> ReplayResult:
     """Re-run `settings.judge` (and the engine, for daemon analyses) on the stored rounds.
 
-    This mirrors `canary.rounds`: every round after the warm-up updates the judge (a
+    Every round goes through `canary.engine.step`, as in the daemon, the Argo
+    endpoint and `canary analyze`: every round after the warm-up updates the judge (a
     round whose queries failed changes no evidence and gives the engine no
     judgement); a warm-up whose queries failed counts as a failed round.
     `explain=False` (backtests) lets the sequential judge skip its confidence
@@ -455,15 +456,11 @@ def _replay_engine(
             rounds.append(_not_reached(round_))
             continue
         now = data.end or start
-        judgement: Judgement | None = None
-        if round_.index >= 1:
-            final = engine.budget_reached(state, settings, now)
-            judge_state, judgement = judge.update(judge_state, data, final=final)
-            if data.error is not None:
-                judgement = None
-            else:
-                last = judgement
-        decided = engine.decide(state, judgement, now, settings, error=data.error)
+        step = engine.step(judge, judge_state, data, now, settings, index=round_.index, state=state)
+        assert step.outcome is not None
+        judge_state, judgement, decided = step.judge_state, step.judgement, step.outcome
+        if judgement is not None:
+            last = judgement
         state = decided.state
         rounds.append(
             ReplayedRound(
@@ -476,24 +473,18 @@ def _replay_engine(
                 reasons=(decided.reason,),
             )
         )
-        if outcome is None and state.status is not AnalysisStatus.RUNNING:
+        if outcome is None and step.finished:
+            verdict = engine.stored_verdict(state.status, last) or Verdict.RUNNING
             outcome = Outcome(
-                _engine_verdict(state.status, last),
+                verdict.value,
                 round_.index,
                 decided.decision.value,
                 (now - start).total_seconds(),
             )
     if outcome is None:  # still running when the recorded data ends
-        verdict = last.verdict.value if last else Verdict.RUNNING.value
-        outcome = Outcome(verdict, None, None, None)
+        verdict_ = last.verdict.value if last else Verdict.RUNNING.value
+        outcome = Outcome(verdict_, None, None, None)
     return rounds, outcome
-
-
-def _engine_verdict(status: AnalysisStatus, judgement: Judgement | None) -> str:
-    """The verdict a finished rollout is stored with (as `canary.rounds` stores it)."""
-    if status is AnalysisStatus.INCONCLUSIVE:
-        return Verdict.INCONCLUSIVE.value
-    return judgement.verdict.value if judgement else Verdict.RUNNING.value
 
 
 def _replay_verdicts(
@@ -515,15 +506,23 @@ def _replay_verdicts(
         if ended:
             rounds.append(_not_reached(round_))
             continue
-        is_last = round_ is judged[-1]
-        at_budget = _budget_final(settings, start, round_)
-        final = (window_end and is_last) or at_budget
+        at_budget = engine.at_budget(round_.index, start, round_.data.end, settings)
         # As in the daemon and `canary analyze`: the first judged round at the budget
         # ends the analysis (a round whose queries failed judges nothing).
         ended = at_budget and round_.data.error is None
-        judge_state, judgement = judge.update(judge_state, round_.data, final=final)
+        step = engine.step(
+            judge,
+            judge_state,
+            round_.data,
+            round_.data.end or start,
+            settings,
+            index=round_.index,
+            started_at=start,
+            final=(window_end and round_ is judged[-1]) or at_budget,
+        )
+        judge_state, judgement = step.judge_state, step.judgement
         verdict = Verdict.RUNNING.value
-        if round_.data.error is None:
+        if judgement is not None:
             last = judgement
             verdict = judgement.verdict.value
         rounds.append(
@@ -534,7 +533,7 @@ def _replay_verdicts(
                 verdict=verdict,
                 decision=round_.decision,
                 weight=None,
-                reasons=tuple(judgement.reasons) if round_.data.error is None else (),
+                reasons=tuple(judgement.reasons) if judgement is not None else (),
             )
         )
     closed = window_end or ended
@@ -572,11 +571,6 @@ def _reached_window_end(stored: StoredAnalysis, judged: Sequence[StoredRound]) -
         rounds, _ = _replay_verdicts(stored, settings, start, window_end=False, explain=False)
         _WINDOW_ENDS[stored.id] = rounds[-1].verdict != verdicts[-1]
     return _WINDOW_ENDS[stored.id]
-
-
-def _budget_final(settings: AnalysisSettings, start: datetime, round_: StoredRound) -> bool:
-    """`canary.engine.at_budget` for a stored round (its index counts the rounds)."""
-    return engine.at_budget(round_.index, start, round_.data.end, settings)
 
 
 def _not_reached(round_: StoredRound) -> ReplayedRound:

@@ -292,21 +292,27 @@ def _check_window(loaded: _Loaded, at: datetime, min_window: timedelta) -> None:
         )
 
 
-def _budget_final(loaded: _Loaded, at: datetime) -> bool:
-    """Budget check of the judged-only path (no engine state): the last allowed round."""
-    return rollout.at_budget(loaded.index, loaded.started_at, at, loaded.settings)
-
-
-def _judge(
-    loaded: _Loaded, data: RoundData, final: bool
-) -> tuple[dict[str, Any], Judgement | None]:
-    """Update the stored judge state with one round (None judgement for an error round)."""
+def _step(
+    loaded: _Loaded,
+    data: RoundData,
+    at: datetime,
+    *,
+    state: rollout.EngineState | None = None,
+    final: bool | None = None,
+) -> rollout.RoundStep:
+    """`canary.engine.step` on the loaded analysis with its recorded judge."""
     judge = make_judge(loaded.judge, loaded.settings.metrics, loaded.settings)
-    state = loaded.judge_state or judge.initial_state()
-    new_state, judgement = judge.update(state, data, final=final)
-    if data.error is not None:
-        return new_state, None
-    return new_state, judgement
+    return rollout.step(
+        judge,
+        loaded.judge_state,
+        data,
+        at,
+        loaded.settings,
+        index=loaded.index,
+        state=state,
+        started_at=loaded.started_at,
+        final=final,
+    )
 
 
 async def _collect(
@@ -378,15 +384,12 @@ async def judge_round(
     if min_window is not None:
         _check_window(loaded, at, min_window)
     collected = await _collect(source, canary, at, loaded)
-    if loaded.index == 0:
-        await asyncio.to_thread(
-            _record_judged, sessions, loaded, collected, None, loaded.judge_state, at
-        )
-        return RoundResult(loaded.id, 0, None, True, collected.data)
-    is_final = _budget_final(loaded, at) if final is None else final
-    judge_state, judgement = _judge(loaded, collected.data, is_final)
-    await asyncio.to_thread(_record_judged, sessions, loaded, collected, judgement, judge_state, at)
-    return RoundResult(loaded.id, loaded.index, judgement, False, collected.data, is_final)
+    step = _step(loaded, collected.data, at, final=final)
+    await asyncio.to_thread(
+        _record_judged, sessions, loaded, collected, step.judgement, step.judge_state, at
+    )
+    warmup = loaded.index == 0
+    return RoundResult(loaded.id, loaded.index, step.judgement, warmup, collected.data, step.final)
 
 
 # --------------------------------------------------------------------------- acting
@@ -433,11 +436,11 @@ def _finish_action(
             analysis = get_analysis(session, action.analysis_id, for_update=True)
             # A promotion that could not be carried out is no promotion: halt instead.
             if analysis.status not in _ROLLED_BACK:
-                state_json = dict(analysis.engine_state or {})
-                if state_json:
-                    state_json["status"] = AnalysisStatus.HALTED.value
-                    state_json["reason"] = halt_reason
-                    analysis.engine_state = state_json
+                if analysis.engine_state:
+                    halted = rollout.halt(
+                        rollout.EngineState.from_json(analysis.engine_state), halt_reason
+                    )
+                    analysis.engine_state = halted.to_json()
                 finish_analysis(session, analysis, AnalysisStatus.HALTED, reason=halt_reason)
                 analysis.finished_at = None
 
@@ -533,23 +536,15 @@ class DaemonRoundResult:
         return self.state.status if self.state else None
 
 
-_ACTION_KIND = {
-    Decision.ADVANCE: "advance",
-    Decision.PROMOTE: "promote",
-    Decision.ROLLBACK: "rollback",
-}
-
-
 def _record_daemon(
     sessions: Sessions,
     loaded: _Loaded,
     collected: Collected,
-    judgement: Judgement | None,
-    judge_state: Mapping[str, Any],
-    outcome: rollout.Outcome | None,
+    step: rollout.RoundStep,
     at: datetime,
 ) -> int | None:
     """Persist the round, the engine state and the intended action in one transaction."""
+    judgement, outcome = step.judgement, step.outcome
     with sessions.begin() as session:
         analysis = get_analysis(session, loaded.id, for_update=True)
         if _next_index(session, analysis.id) != loaded.index:
@@ -562,7 +557,7 @@ def _record_daemon(
         if outcome is not None and outcome.changes_traffic:
             assert outcome.weight is not None
             action = ActionIntent(
-                kind=_ACTION_KIND.get(outcome.decision, outcome.decision.value),
+                kind=rollout.ACTION_KINDS.get(outcome.decision, outcome.decision.value),
                 to_weight=outcome.weight,
                 from_weight=loaded.weight,
             )
@@ -572,7 +567,7 @@ def _record_daemon(
             index=loaded.index,
             data=collected.data,
             judgement=judgement,
-            judge_state=judge_state,
+            judge_state=step.judge_state,
             snapshot=collected.snapshot,
             raw_snapshots=collected.raw,
             decision=outcome.decision if outcome else None,
@@ -582,11 +577,9 @@ def _record_daemon(
             action=action,
             now=at,
         )
-        if outcome is not None and outcome.state.status is not AnalysisStatus.RUNNING:
+        if outcome is not None and step.finished:
             status = outcome.state.status
-            verdict = judgement.verdict if judgement else None
-            if status is AnalysisStatus.INCONCLUSIVE:
-                verdict = Verdict.INCONCLUSIVE
+            verdict = rollout.stored_verdict(status, judgement)
             finish_analysis(session, analysis, status, reason=outcome.reason, verdict=verdict)
         session.flush()
         return action_row.id if action_row is not None else None
@@ -615,33 +608,16 @@ async def daemon_round(
         raise UsageError(f"analysis {analysis_id} has no engine state (not a daemon analysis)")
     state = rollout.EngineState.from_json(loaded.engine_state)
     collected = await _collect(source, canary, at, loaded)
-    data = collected.data
-
-    judgement: Judgement | None = None
-    judge_state: Mapping[str, Any] = loaded.judge_state
-    outcome: rollout.Outcome | None = None
+    step = _step(loaded, collected.data, at, state=state)
+    action_id = await asyncio.to_thread(_record_daemon, sessions, loaded, collected, step, at)
     warmup = loaded.index == 0
-    final = False
-    if warmup:
-        if data.error is not None:
-            outcome = rollout.decide(state, None, at, loaded.settings, error=data.error)
-    else:
-        final = rollout.budget_reached(state, loaded.settings, at)
-        judge_state, judgement = _judge(loaded, data, final)
-        outcome = rollout.decide(state, judgement, at, loaded.settings, error=data.error)
-
-    action_id = await asyncio.to_thread(
-        _record_daemon, sessions, loaded, collected, judgement, judge_state, outcome, at
+    result = RoundResult(
+        loaded.id, loaded.index, step.judgement, warmup, collected.data, step.final
     )
-    result = RoundResult(loaded.id, loaded.index, judgement, warmup, data, final)
+    outcome = step.outcome
     action = None
     if action_id is not None:
         action = await apply_action(sessions, router, action_id, applied_at=at)
     if outcome is None:
         return DaemonRoundResult(result, None, "warm-up: counter snapshot taken", state, action)
     return DaemonRoundResult(result, outcome.decision, outcome.reason, outcome.state, action)
-
-
-def now_utc() -> datetime:
-    """The current time, UTC-aware (what the store expects)."""
-    return utcnow()

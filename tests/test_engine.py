@@ -1,4 +1,4 @@
-"""The rollout state machine: every transition of DESIGN §5."""
+"""The rollout state machine (every transition) and the round step."""
 
 from __future__ import annotations
 
@@ -7,8 +7,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from canary.config import AnalysisSettings, StepConfig
-from canary.engine import EngineState, budget_reached, command, decide, start
-from canary.model import AnalysisStatus, Decision, Judgement, Verdict
+from canary.engine import (
+    EngineState,
+    budget_reached,
+    command,
+    decide,
+    start,
+    step,
+    stored_verdict,
+)
+from canary.model import AnalysisStatus, Decision, Judgement, RoundData, Verdict
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 STEPS = [StepConfig(weight=10, duration=120), StepConfig(weight=50, duration=120)]
@@ -154,3 +162,75 @@ def test_state_roundtrips_through_json() -> None:
     state, _ = start(settings(), T0)
     state = decide(state, None, at(10), settings(), error="boom").state
     assert EngineState.from_json(state.to_json()) == state
+
+
+class _Recorder:
+    """A judge that records the `final` flag it was given and answers `verdict`."""
+
+    name = "recorder"
+
+    def __init__(self, verdict: Verdict) -> None:
+        self.verdict = verdict
+        self.finals: list[bool] = []
+
+    def initial_state(self) -> dict[str, object]:
+        return {"rounds": 0}
+
+    def update(
+        self, state: dict[str, object], round: RoundData, *, final: bool = False
+    ) -> tuple[dict[str, object], Judgement]:
+        self.finals.append(final)
+        return {"rounds": int(state["rounds"]) + 1}, judged(self.verdict)  # type: ignore[call-overload]
+
+
+def data(seconds: float, error: str | None = None) -> RoundData:
+    return RoundData(canary={}, baseline={}, end=at(seconds), error=error)
+
+
+def test_step_warmup_judges_nothing_but_a_failed_warmup_counts() -> None:
+    state, _ = start(settings(), T0)
+    judge = _Recorder(Verdict.PASS)
+    taken = step(judge, {}, data(0), T0, settings(), index=0, state=state)
+    assert taken.outcome is None and taken.judgement is None and judge.finals == []
+    failed = step(judge, {}, data(0, "timeout"), T0, settings(), index=0, state=state)
+    assert failed.outcome is not None and failed.outcome.state.failed_rounds == 1
+    assert failed.judgement is None and judge.finals == []
+
+
+def test_step_carries_the_judge_state_and_decides() -> None:
+    state, _ = start(settings(), T0)
+    judge = _Recorder(Verdict.FAIL)
+    taken = step(judge, {}, data(60), at(60), settings(), index=1, state=state)
+    assert taken.judge_state == {"rounds": 1}
+    assert taken.outcome is not None and taken.outcome.decision is Decision.ROLLBACK
+    assert taken.finished
+    assert stored_verdict(taken.outcome.state.status, taken.judgement) is Verdict.FAIL
+
+
+def test_step_error_round_updates_the_judge_state_but_gives_no_judgement() -> None:
+    state, _ = start(settings(), T0)
+    taken = step(
+        _Recorder(Verdict.FAIL), {}, data(60, "boom"), at(60), settings(), index=1, state=state
+    )
+    assert taken.judgement is None and taken.judge_state == {"rounds": 1}
+    assert taken.outcome is not None and taken.outcome.decision is Decision.CONTINUE
+
+
+def test_step_judged_only_budget_counts_rounds_from_the_start() -> None:
+    judge = _Recorder(Verdict.RUNNING)
+    limited = settings(max_rounds=3)
+    for index in (1, 2, 3):
+        taken = step(
+            judge, {}, data(60 * index), at(60 * index), limited, index=index, started_at=T0
+        )
+        assert taken.outcome is None
+    assert judge.finals == [False, False, True]
+    step(judge, {}, data(60), at(60), limited, index=1, started_at=T0, final=True)
+    assert judge.finals[-1] is True
+
+
+def test_an_inconclusive_rollout_is_stored_inconclusive_whatever_it_judged() -> None:
+    assert stored_verdict(AnalysisStatus.INCONCLUSIVE, judged(Verdict.RUNNING)) is (
+        Verdict.INCONCLUSIVE
+    )
+    assert stored_verdict(AnalysisStatus.HALTED, None) is None
