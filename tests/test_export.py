@@ -65,7 +65,9 @@ def test_export_import_between_databases(store, capsys, tmp_path, migrated_url) 
         _, here, _ = run(capsys, migrated_url, "show", analysis_id, "--json")
         assert _without_row_ids(json.loads(here)) == _without_row_ids(json.loads(there))
         code, out, _ = run(capsys, migrated_url, "replay", analysis_id, "--json")
-        assert code == 0 and json.loads(out)["reproduced"] is True
+        body = json.loads(out)
+        assert body["reproduced"] is True
+        assert code == (1 if body["replayed"]["verdict"] == "fail" else 0)
 
 
 def test_export_to_stdout_and_import_from_stdin(store, capsys, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
