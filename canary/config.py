@@ -406,9 +406,13 @@ class AnalysisSettings(_Model):
     on_inconclusive: Literal["rollback", "hold"] = "rollback"
     max_failed_rounds: int = Field(default=3, ge=1)
     on_failed_rounds: Literal["halt", "rollback"] = "halt"
-    reporter: Literal["destination", "source"] = "destination"
+    # "waypoint": ambient mode, L7 metrics from waypoint proxies (canary.metrics.series_keys)
+    reporter: Literal["destination", "source", "waypoint"] = "destination"
     pod_label: str = "pod"
     revision_label: str = "destination_canonical_revision"
+    destination_pod_label: str | None = None  # ambient: a label naming the destination pod
+    # ambient: how often Prometheus scrapes the waypoints (the resolution of restart tracing)
+    scrape_interval: Duration = Field(default=15.0, gt=0)
     auto_start: bool = False
     jitter: Duration = 0.0
     pass_score: float = Field(default=95.0, ge=0, le=100)  # mann_whitney score thresholds
@@ -436,10 +440,10 @@ class AnalysisSettings(_Model):
             raise ValueError(f"duplicate metric names: {', '.join(duplicates)}")
         return metrics
 
-    @field_validator("pod_label", "revision_label")
+    @field_validator("pod_label", "revision_label", "destination_pod_label")
     @classmethod
-    def _label(cls, value: str) -> str:
-        if not LABEL_NAME.match(value):
+    def _label(cls, value: str | None) -> str | None:
+        if value is not None and not LABEL_NAME.match(value):
             raise ValueError(f"invalid Prometheus label name {value!r}")
         return value
 
@@ -466,6 +470,19 @@ class CanaryConfig(AnalysisSettings):
         if missing:
             raise ValueError(f"missing arm(s): {', '.join(sorted(missing))}")
         return arms
+
+    @model_validator(mode="after")
+    def _arms_by_destination_in_ambient_mode(self) -> CanaryConfig:
+        if self.reporter != "waypoint":
+            return self
+        for name, arm in self.arms.items():
+            if self.pod_label in (*arm.match, *arm.match_regex):
+                raise ValueError(
+                    f"arms.{name}: with reporter = 'waypoint' the {self.pod_label!r} label is"
+                    " the waypoint's pod; tell the arms apart by destination labels"
+                    " (destination_workload, destination_canonical_revision, ...)"
+                )
+        return self
 
     def settings(self) -> AnalysisSettings:
         """This canary's analysis settings alone (what an analysis records)."""

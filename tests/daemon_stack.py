@@ -17,7 +17,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kubeapi import ISTIO, TEST_TOKEN, KubeApiServer, virtual_service, write_kubeconfig
+from kubeapi import (
+    GATEWAY,
+    ISTIO,
+    TEST_TOKEN,
+    KubeApiServer,
+    virtual_service,
+    write_kubeconfig,
+)
 
 from canary.config import Config, parse_config
 
@@ -36,9 +43,26 @@ def canary_entry(
     min_requests: int = 200,
     canary_workload: str = "app-canary",
     baseline_workload: str = "app-primary",
+    mesh: str = "VirtualService",
     **extra: Any,
 ) -> dict[str, Any]:
-    """One `[[canary]]` table routing VirtualService `name` (route `primary`)."""
+    """One `[[canary]]` table routing VirtualService `name` (route `primary`), or with
+    ``mesh="HTTPRoute"`` HTTPRoute `name` (rule `primary`, Services NAME-canary and
+    NAME-primary)."""
+    traffic: dict[str, Any] = {
+        "virtual_service": name,
+        "route": "primary",
+        "canary": {"host": name, "subset": "canary"},
+        "stable": {"host": name, "subset": "stable"},
+    }
+    if mesh == "HTTPRoute":
+        traffic = {
+            "kind": "HTTPRoute",
+            "http_route": name,
+            "rule": "primary",
+            "canary": {"host": f"{name}-canary"},
+            "stable": {"host": f"{name}-primary"},
+        }
     return {
         "name": name,
         "namespace": namespace,
@@ -51,12 +75,7 @@ def canary_entry(
             {"name": "errors", "kind": "counts", "min_requests": min_requests},
             {"name": "latency", "kind": "histogram", "min_requests": min_requests},
         ],
-        "traffic": {
-            "virtual_service": name,
-            "route": "primary",
-            "canary": {"host": name, "subset": "canary"},
-            "stable": {"host": name, "subset": "stable"},
-        },
+        "traffic": traffic,
         "arms": {
             "canary": {"match": {"destination_workload": canary_workload}},
             "baseline": {"match": {"destination_workload": baseline_workload}},
@@ -116,32 +135,75 @@ def add_virtual_service(api: KubeApiServer, name: str, namespace: str = "live") 
     api.create(vs)
 
 
+def add_http_route(api: KubeApiServer, name: str, namespace: str = "live") -> None:
+    """The tests' HTTPRoute (rule `primary`: NAME-primary 100, NAME-canary 0)."""
+    api.create(
+        {
+            "apiVersion": f"{GATEWAY}/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "parentRefs": [{"group": "", "kind": "Service", "name": name, "port": 80}],
+                "rules": [
+                    {
+                        "name": "primary",
+                        "backendRefs": [
+                            {"name": f"{name}-primary", "port": 80, "weight": 100},
+                            {"name": f"{name}-canary", "port": 80, "weight": 0},
+                        ],
+                    }
+                ],
+            },
+        }
+    )
+
+
+def add_route(api: KubeApiServer, name: str, mesh: str, namespace: str = "live") -> None:
+    """The tests' VirtualService or HTTPRoute, all traffic on stable."""
+    if mesh == "HTTPRoute":
+        add_http_route(api, name, namespace)
+    else:
+        add_virtual_service(api, name, namespace)
+
+
 def kubeconfig(api: KubeApiServer, directory: Path) -> Path:
     return write_kubeconfig(directory / "kubeconfig", api.url, token=TEST_TOKEN)
 
 
-def canary_weight(api: KubeApiServer, name: str, namespace: str = "live") -> int:
+def canary_weight(
+    api: KubeApiServer, name: str, namespace: str = "live", mesh: str = "VirtualService"
+) -> int:
+    if mesh == "HTTPRoute":
+        route = api.http_route(namespace, name)
+        return int(route["spec"]["rules"][0]["backendRefs"][1].get("weight") or 0)
     vs = api.virtual_service(namespace, name)
     return int(vs["spec"]["http"][1]["route"][1].get("weight") or 0)
 
 
-def vs_weight_writes(api: KubeApiServer, name: str, namespace: str = "live") -> list[int]:
-    """The canary weight of every write that reached the VirtualService, in order."""
-    path = f"/apis/{ISTIO}/v1/namespaces/{namespace}/virtualservices/{name}"
+def vs_weight_writes(
+    api: KubeApiServer, name: str, namespace: str = "live", mesh: str = "VirtualService"
+) -> list[int]:
+    """The canary weight of every write that reached the VirtualService (or HTTPRoute)."""
+    if mesh == "HTTPRoute":
+        path = f"/apis/{GATEWAY}/v1/namespaces/{namespace}/httproutes/{name}"
+        suffix = "/backendRefs/1/weight"
+    else:
+        path = f"/apis/{ISTIO}/v1/namespaces/{namespace}/virtualservices/{name}"
+        suffix = "/route/1/weight"
     weights = []
     for request in api.writes():
         if request.path != path or request.method not in ("PATCH", "PUT"):
             continue
-        weights.append(_canary_weight_in(request.body))
+        weights.append(_canary_weight_in(request.body, suffix))
     return weights
 
 
-def _canary_weight_in(body: Any) -> int:
-    """The canary weight a PATCH sets (JSON patch op on route[1] or merge patch)."""
+def _canary_weight_in(body: Any, suffix: str = "/route/1/weight") -> int:
+    """The canary weight a PATCH sets (JSON patch op on the canary's weight)."""
     if isinstance(body, list):
         for op in body:
             path = op.get("path", "")
-            if path.endswith("/route/1/weight") and op.get("op") in ("replace", "add"):
+            if path.endswith(suffix) and op.get("op") in ("replace", "add"):
                 return int(op["value"])
     return -1
 

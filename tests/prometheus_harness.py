@@ -16,6 +16,11 @@ Reusable pieces (import them, or add ``pytest_plugins = ["tests.prometheus_harne
 - `IstioExporter`: a small threaded HTTP server exposing `istio_requests_total` and
   `istio_request_duration_milliseconds_bucket/_sum/_count` with the real Istio
   labels, whose rates, error ratios and latencies can be changed while it runs.
+  Sidecar-shaped (``reporter="destination"``, ``pod`` = the workload's pod) or, with
+  arms of ``reporter="waypoint"`` whose pods are waypoint pods, shaped like ambient
+  mode's waypoint metrics (``pod`` = the waypoint's pod, one series per waypoint and
+  destination workload; `restart_waypoint` resets every destination's counters of a
+  waypoint, `add_waypoint` scales out).
   `live_prometheus(exporters)` starts a Prometheus scraping them every second
   (first samples after about 7 s).
 
@@ -89,7 +94,11 @@ def istio_labels(
     reporter: str = "destination",
     source_workload: str = "loadgen",
 ) -> dict[str, str]:
-    """The label set Istio's standard metrics carry (plus the scraped `pod`)."""
+    """The label set Istio's standard metrics carry (plus the scraped `pod`).
+
+    With ``reporter="waypoint"`` (ambient mode) `pod` is the waypoint's pod: the labels
+    are those a waypoint reports for requests to `workload`.
+    """
     service = service or workload.rsplit("-", 1)[0]
     return {
         "reporter": reporter,
@@ -191,6 +200,9 @@ class ArmTraffic:
     _next: int = 0
     served: int = 0
     failed: int = 0
+    #: "destination": sidecar metrics, `pods` are the workload's pods; "waypoint":
+    #: ambient mode, `pods` are the waypoint pods serving this workload's traffic.
+    reporter: str = "destination"
 
     def __post_init__(self) -> None:
         for pod in self.pods:
@@ -199,7 +211,11 @@ class ArmTraffic:
     def add_pod(self, pod: str) -> None:
         if pod not in self.counters:
             labels = istio_labels(
-                namespace=self.namespace, workload=self.workload, pod=pod, revision=self.revision
+                namespace=self.namespace,
+                workload=self.workload,
+                pod=pod,
+                revision=self.revision,
+                reporter=self.reporter,
             )
             self.counters[pod] = PodCounters(labels)
         if pod not in self.pods:
@@ -522,6 +538,18 @@ class IstioExporter:
         with self.lock:
             self.arms[arm].counters[pod].reset()
 
+    def restart_waypoint(self, pod: str) -> None:
+        """A waypoint pod restarts: its counters for every destination start over."""
+        with self.lock:
+            for arm in self.arms.values():
+                arm.counters[pod].reset()
+
+    def add_waypoint(self, pod: str) -> None:
+        """The waypoint scales out: the new pod takes its share of every arm's traffic."""
+        with self.lock:
+            for arm in self.arms.values():
+                arm.add_pod(pod)
+
     def totals(self) -> dict[str, tuple[int, int]]:
         """(served, failed) per arm since the start."""
         with self.lock:
@@ -612,6 +640,35 @@ def live_stack(
     try:
         wait_for_series(server, "istio_requests_total")
         yield LiveStack(exporter, server)
+    finally:
+        server.stop()
+        exporter.stop()
+
+
+#: The waypoint pods of `ambient_stack` (one waypoint Deployment, two replicas).
+WAYPOINTS = ("waypoint-7d9f-0", "waypoint-7d9f-1")
+
+
+@pytest.fixture(scope="session")
+def ambient_stack(
+    prometheus_bin: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveStack]:
+    """Ambient mode: a waypoint-shaped exporter (namespace `ambient`; both arms, canary
+    app-canary v2 and baseline app-primary v1, served through the waypoint pods
+    `WAYPOINTS`, ``reporter="waypoint"``) scraped every second by a real Prometheus."""
+    arms = {
+        "canary": ArmTraffic(
+            "ambient", "app-canary", list(WAYPOINTS), "v2", 20.0, reporter="waypoint"
+        ),
+        "baseline": ArmTraffic(
+            "ambient", "app-primary", list(WAYPOINTS), "v1", 20.0, reporter="waypoint"
+        ),
+    }
+    exporter = IstioExporter(arms).start()
+    server = live_prometheus([exporter], tmp_path_factory.mktemp("ambient-prometheus"))
+    try:
+        wait_for_series(server, 'istio_requests_total{reporter="waypoint"}')
+        yield LiveStack(exporter, server, namespace="ambient")
     finally:
         server.stop()
         exporter.stop()

@@ -3,6 +3,8 @@ local Kubernetes API server, SQLite and PostgreSQL, 1 s rounds and short steps.
 
 (a) a healthy canary walks 10 -> 20 -> 50 -> 100 and is promoted only on PASS evidence;
 (b) a canary whose error rate rises midway is rolled back within a few rounds;
+(a) and (b) run twice: on an Istio VirtualService and on a Gateway API HTTPRoute, with
+the same steps, writes, rounds and notifications;
 (c) Prometheus stopped midway: error rounds, no promotion, halt with the reason.
 """
 
@@ -18,6 +20,7 @@ from typing import Any
 import pytest
 from daemon_stack import (
     WebhookReceiver,
+    add_route,
     add_virtual_service,
     canary_entry,
     canary_weight,
@@ -96,14 +99,22 @@ async def start_daemon() -> AsyncIterator[Any]:
             await r.stop()
 
 
+MESHES = pytest.mark.parametrize("mesh", ["VirtualService", "HTTPRoute"])
+
+
 def _setup(
-    kube_api: KubeApiServer, tmp_path: Path, prometheus_url: str, hook_url: str, **canary: Any
+    kube_api: KubeApiServer,
+    tmp_path: Path,
+    prometheus_url: str,
+    hook_url: str,
+    mesh: str = "VirtualService",
+    **canary: Any,
 ):  # type: ignore[no-untyped-def]
-    add_virtual_service(kube_api, "app")
+    add_route(kube_api, "app", mesh)
     raw = config_dict(
         prometheus_url,
         kubeconfig(kube_api, tmp_path),
-        [canary_entry("app", **canary)],
+        [canary_entry("app", mesh=mesh, **canary)],
         webhook=[{"url": hook_url, "retries": 1, "timeout": 2}],
     )
     return make_config(raw)
@@ -127,10 +138,17 @@ def _final(analysis) -> bool:  # type: ignore[no-untyped-def]
     )
 
 
+@MESHES
 async def test_healthy_canary_walks_the_steps_and_is_promoted_on_pass_evidence(
-    traffic: LiveStack, kube_api: KubeApiServer, tmp_path: Path, sessions, hook, start_daemon
+    traffic: LiveStack,
+    kube_api: KubeApiServer,
+    tmp_path: Path,
+    sessions,
+    hook,
+    start_daemon,
+    mesh: str,
 ) -> None:
-    config = _setup(kube_api, tmp_path, traffic.prometheus.url, hook.url)
+    config = _setup(kube_api, tmp_path, traffic.prometheus.url, hook.url, mesh)
     analysis_id = control.start_analysis(sessions, config, "app", revision="v2")
     start_daemon(config, sessions)
 
@@ -138,8 +156,8 @@ async def test_healthy_canary_walks_the_steps_and_is_promoted_on_pass_evidence(
 
     assert analysis.status == "promoted", analysis.reason
     assert analysis.verdict == "pass"
-    assert vs_weight_writes(kube_api, "app") == [10, 20, 50, 100]
-    assert canary_weight(kube_api, "app") == 100
+    assert vs_weight_writes(kube_api, "app", mesh=mesh) == [10, 20, 50, 100]
+    assert canary_weight(kube_api, "app", mesh=mesh) == 100
     promote = [r for r in analysis.rounds if r.decision == "promote"]
     assert len(promote) == 1
     # Promotion happened on a round whose overall verdict and every metric were PASS,
@@ -157,11 +175,23 @@ async def test_healthy_canary_walks_the_steps_and_is_promoted_on_pass_evidence(
     assert hook.events()[-1] == "promoted"
 
 
+@MESHES
 async def test_error_rate_rising_midway_rolls_back_to_zero(
-    traffic: LiveStack, kube_api: KubeApiServer, tmp_path: Path, sessions, hook, start_daemon
+    traffic: LiveStack,
+    kube_api: KubeApiServer,
+    tmp_path: Path,
+    sessions,
+    hook,
+    start_daemon,
+    mesh: str,
 ) -> None:
     config = _setup(
-        kube_api, tmp_path, traffic.prometheus.url, hook.url, steps=((10, 2), (20, 30), (50, 30))
+        kube_api,
+        tmp_path,
+        traffic.prometheus.url,
+        hook.url,
+        mesh,
+        steps=((10, 2), (20, 30), (50, 30)),
     )
     analysis_id = control.start_analysis(sessions, config, "app")
     start_daemon(config, sessions)
@@ -177,8 +207,11 @@ async def test_error_rate_rising_midway_rolls_back_to_zero(
     # Within a few rounds: the judge's over-dispersion tempering (a jump of the error
     # rate looks over-dispersed) makes it ~8 one-second rounds for 50% vs 10% errors.
     assert len(analysis.rounds) - rounds_before <= 10
-    assert canary_weight(kube_api, "app") == 0
-    assert vs_weight_writes(kube_api, "app") == [10, 20, 0]
+    assert canary_weight(kube_api, "app", mesh=mesh) == 0
+    assert vs_weight_writes(kube_api, "app", mesh=mesh) == [10, 20, 0]
+    events = [e for e in kube_api.events("live") if e["involvedObject"]["name"] == "app"]
+    assert events[-1]["reason"] == "CanaryRolledBack"
+    assert events[-1]["involvedObject"]["kind"] == mesh
     await asyncio.sleep(0.5)
     assert hook.events()[-1] == "rolled_back"
     assert hook.bodies[-1]["weight"] == 0 and hook.bodies[-1]["analysisId"] == analysis_id

@@ -35,6 +35,12 @@ round (Envoy keeps all buckets of a live pod); a known pod reporting a bucket th
 snapshot lacks has that bucket's earlier value looked up like a new pod's. A failed
 round keeps the previous snapshot, so the next complete answer recovers.
 
+Ambient mode (``reporter = "waypoint"``): the series come from waypoint proxies, so a
+series is keyed by the waypoint pod *and* the destination workload and revision
+(`canary.metrics.series_keys`); every rule above applies with "pod" read as "that
+key", except resets, which are detected per waypoint pod (all its destinations'
+counters restart together), and the look-back, which asks for the waypoint pods.
+
 The first round of an analysis only takes the snapshot (warm-up). A round whose
 queries fail returns `RoundData(error=...)` and the previous snapshot unchanged, so
 the next round's deltas cover both intervals and nothing is lost or counted twice.
@@ -48,7 +54,7 @@ import itertools
 import logging
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -64,6 +70,7 @@ from canary.metrics.queries import (
     regex_literal,
     template_for,
 )
+from canary.metrics.series_keys import SeriesKeys
 from canary.model import Arm, Counts, Histogram, MetricKind, Observation, RoundData
 
 __all__ = [
@@ -106,14 +113,20 @@ def series_deltas(
     *,
     at: float,
     base: Mapping[Key, int] | None = None,
+    owner: Callable[[str], str] | None = None,
+    traces: Mapping[Key, Sequence[tuple[float, int]]] | None = None,
 ) -> tuple[dict[Key, int], ArmSeries]:
     """Per-series deltas from `previous` to `current` and the snapshot to keep.
 
     `base` holds earlier values of series of pods absent from `previous` (from the
     look-back query); a series with neither a previous value nor a base counts in
     full (its pod is known, or it started inside the round). See the module doc.
+    With `owner` (ambient mode: a key's first element -> its waypoint pod) the deltas
+    are `traced_deltas` along the series' in-round `traces`.
     """
     base = base or {}
+    if owner is not None:
+        return traced_deltas(previous, current, traces or {}, at=at, base=base, owner=owner)
     old: dict[Key, int] = {}
     for key in current:
         if key in previous:
@@ -130,6 +143,62 @@ def series_deltas(
     kept: ArmSeries = {key: (value, at) for key, value in current.items()}
     for key, (value, seen) in previous.items():
         if key in kept or key[0] in reset_pods or at - seen > CARRY_SECONDS:
+            continue
+        kept[key] = (value, seen)
+    return deltas, kept
+
+
+def traced_deltas(
+    previous: Mapping[Key, tuple[int, float]],
+    current: Mapping[Key, int],
+    traces: Mapping[Key, Sequence[tuple[float, int]]],
+    *,
+    at: float,
+    base: Mapping[Key, int],
+    owner: Callable[[str], str],
+) -> tuple[dict[Key, int], ArmSeries]:
+    """Ambient mode's deltas: reset-adjusted increases along each series' in-round trace.
+
+    `traces` holds each series' (time, value) points inside the round (a subquery at
+    the waypoints' scrape interval, so every scrape Prometheus kept is seen); the
+    boundaries are the previous (or `base`) value and the current one at `at`. A drop
+    of any series of a waypoint between two instants means that waypoint restarted
+    then: from that instant every series of the waypoint counts its value in full,
+    even one whose new value is already above its old one (buckets of a histogram,
+    busy destinations). So a waypoint that restarts and climbs back inside a round is
+    counted exactly, and the requests it served before the restart (up to its last
+    scrape) are kept. A series gone at the boundary (a waypoint scaled in) counts its
+    increase up to its last trace point. Previous series of a waypoint that restarted
+    and did not come back are forgotten (their next appearance counts in full).
+    """
+    chains: dict[Key, list[tuple[float, int]]] = {}
+    for key in {*current, *(k for k in previous if traces.get(k))}:
+        chain = list(traces.get(key, ()))
+        if key in current:
+            chain.append((at, current[key]))
+        chains[key] = chain
+    resets: dict[str, set[float]] = {}  # waypoint -> instants at which it had restarted
+    for key, chain in chains.items():
+        last = previous[key][0] if key in previous else base.get(key, 0)
+        for ts, value in chain:
+            if value < last:
+                resets.setdefault(owner(key[0]), set()).add(ts)
+            last = value
+    deltas: dict[Key, int] = {}
+    kept: ArmSeries = {}
+    for key, chain in chains.items():
+        restarts = sorted(resets.get(owner(key[0]), ()))
+        last = previous[key][0] if key in previous else base.get(key, 0)
+        since = previous[key][1] if key in previous else -math.inf
+        total = 0
+        for ts, value in chain:
+            restarted = any(since < r <= ts for r in restarts)
+            total += value if restarted or value < last else value - last
+            last, since = value, ts
+        deltas[key] = total
+        kept[key] = (last, at)
+    for key, (value, seen) in previous.items():
+        if key in kept or owner(key[0]) in resets or at - seen > CARRY_SECONDS:
             continue
         kept[key] = (value, seen)
     return deltas, kept
@@ -274,9 +343,16 @@ def _integer(value: float, labels: Mapping[str, str], where: str) -> int:
 
 
 def groups_from_result(
-    result: QueryResult, kind: MetricKind, pod_label: str, where: str
+    result: QueryResult, kind: MetricKind, keys: SeriesKeys | str, where: str
 ) -> dict[Key, int]:
-    """The (pod, code|le) -> integer counter map of a counter template's result."""
+    """The (series, code|le) -> integer counter map of a counter template's result.
+
+    `keys` says which labels identify a series (`SeriesKeys`; a label name: the pod
+    label of sidecar mode).
+    """
+    if isinstance(keys, str):
+        keys = SeriesKeys(keys)
+    pod_label = keys.grouping
     if result.result_type != "vector":
         raise MetricsDataError(
             f"{where}: a {kind.value} template must return an instant vector, "
@@ -287,13 +363,14 @@ def groups_from_result(
     groups: dict[Key, int] = {}
     for sample in result.samples:
         labels = sample.labels
-        if pod_label not in labels or second not in labels:
+        series = keys.series(labels)
+        if series is None or second not in labels:
             raise MetricsDataError(
                 f"{where}: series {dict(labels)} lacks the label {pod_label!r} or {second!r}; "
                 f"a {kind.value} template must return one series per {pod_label} and {second}",
                 query=result.query,
             )
-        key = (labels[pod_label], labels[second])
+        key = (series, labels[second])
         if key in groups:
             raise MetricsDataError(
                 f"{where}: two series for {pod_label}={key[0]!r}, {second}={key[1]!r}; "
@@ -403,6 +480,7 @@ class _Plan:
 
 def _plans(canary: CanaryConfig, templates: TemplateSet) -> list[_Plan]:
     plans = []
+    keys = SeriesKeys.of(canary)
     for metric in canary.metrics:
         name = template_for(metric)
         for arm in Arm:
@@ -413,13 +491,16 @@ def _plans(canary: CanaryConfig, templates: TemplateSet) -> list[_Plan]:
                 pod_label=canary.pod_label,
                 window_seconds=canary.interval,
                 failure_codes=metric.failure_codes,
+                series_labels=keys.labels(),
             )
             plans.append(_Plan(metric, arm, name, context, templates.render(name, context)))
     return plans
 
 
-def _lookback_query(plan: _Plan, templates: TemplateSet, pods: Iterable[str]) -> str:
-    pattern = "|".join(regex_literal(p) for p in sorted(pods))
+def _lookback_query(
+    plan: _Plan, templates: TemplateSet, pods: Iterable[str], keys: SeriesKeys
+) -> str:
+    pattern = "|".join(regex_literal(p) for p in sorted({keys.owner(p) for p in pods}))
     context = QueryContext(
         namespace=plan.context.namespace,
         arm=plan.context.arm,
@@ -428,6 +509,7 @@ def _lookback_query(plan: _Plan, templates: TemplateSet, pods: Iterable[str]) ->
         window_seconds=plan.context.window_seconds,
         failure_codes=plan.context.failure_codes,
         extra_match_regex={plan.context.pod_label: pattern},
+        series_labels=plan.context.series_labels,
     )
     inner = templates.render(plan.template, context)
     lookback = format_duration(NEW_POD_LOOKBACK)
@@ -451,7 +533,8 @@ async def _counter_observation(
 ) -> tuple[Observation, dict[str, Any], list[str], dict[str, Observation]]:
     where = _where(canary, plan)
     kind = plan.metric.kind
-    current = groups_from_result(result, kind, canary.pod_label, where)
+    keys = SeriesKeys.of(canary)
+    current = groups_from_result(result, kind, keys, where)
     notes: list[str] = []
     if previous is None or prev_at is None:  # warm-up for this metric
         kept: ArmSeries = {key: (value, at) for key, value in current.items()}
@@ -466,18 +549,31 @@ async def _counter_observation(
         new_pods |= {pod for (pod, le) in current if (pod, le) not in before}
     base: dict[Key, int] = {}
     if new_pods:
-        query = _lookback_query(plan, templates, new_pods)
+        query = _lookback_query(plan, templates, new_pods, keys)
         found = await client.query(query, prev_at)
-        base = groups_from_result(found, kind, canary.pod_label, where)
-        started = sorted(new_pods - _pods(base))
+        base = groups_from_result(found, kind, keys, where)
+        started = sorted(keys.describe(p) for p in new_pods - _pods(base))
         if started:
             notes.append(f"{where}: new pod(s) started in this round: {', '.join(started)}")
         if base:
             notes.append(
                 f"{where}: pod(s) seen before the round counted from their earlier value: "
-                f"{', '.join(sorted(_pods(base)))}"
+                f"{', '.join(sorted(keys.describe(p) for p in _pods(base)))}"
             )
-    deltas, kept = series_deltas(before, current, at=at, base=base)
+    traces: dict[Key, list[tuple[float, int]]] = {}
+    if keys.ambient and at - prev_at > canary.scrape_interval:
+        window = format_duration(at - prev_at)
+        query = f"({plan.query})[{window}:{format_duration(canary.scrape_interval)}]"
+        traced = await client.query(query, at)
+        traces = _traces(traced, kind, keys, where, prev_at, at)
+    deltas, kept = series_deltas(
+        before,
+        current,
+        at=at,
+        base=base,
+        owner=keys.owner if keys.ambient else None,
+        traces=traces,
+    )
     if not current and not kept:
         return None, _arm_to_json(kept), notes, {}
     if kind is MetricKind.COUNTS:
@@ -486,12 +582,60 @@ async def _counter_observation(
         observation = histogram_from_deltas(deltas, _pods(current), where=where)
     else:
         observation = None  # only carried series: no pod reported in this round
-    pods = (
-        pod_breakdown(deltas, kind, plan.metric.failure_codes, _pods(current), where=where)
-        if observation is not None
-        else {}
-    )
+    pods: dict[str, Observation] = {}
+    if observation is not None:
+        evidence, present = _evidence_pods(deltas, _pods(current), keys)
+        if evidence is None:
+            notes.append(
+                f"{where}: waypoint metrics carry no destination pod (set"
+                " destination_pod_label where a Telemetry resource adds one): no per-pod"
+                " evidence"
+            )
+        else:
+            pods = pod_breakdown(evidence, kind, plan.metric.failure_codes, present, where=where)
     return observation, _arm_to_json(kept), notes, pods
+
+
+def _traces(
+    result: QueryResult, kind: MetricKind, keys: SeriesKeys, where: str, after: float, before: float
+) -> dict[Key, list[tuple[float, int]]]:
+    """Each series' values strictly inside (after, before) from a subquery's matrix."""
+    if result.result_type != "matrix":
+        raise MetricsDataError(
+            f"{where}: the in-round trace must be a range vector, got {result.result_type}",
+            query=result.query,
+        )
+    second = "response_code" if kind is MetricKind.COUNTS else "le"
+    traces: dict[Key, list[int]] = {}
+    for series in result.series:
+        name = keys.series(series.labels)
+        if name is None or second not in series.labels:
+            continue  # groups_from_result has already named such a series at the boundary
+        traces[(name, series.labels[second])] = [
+            (ts, _integer(value, series.labels, where))
+            for ts, value in series.points
+            if after < ts < before
+        ]
+    return traces
+
+
+def _evidence_pods(
+    deltas: Mapping[Key, int], present: set[str], keys: SeriesKeys
+) -> tuple[dict[Key, int] | None, set[str]]:
+    """The deltas keyed by the workload pod they went to, for the per-pod evidence.
+
+    Sidecar mode: the keys as they are. Ambient mode: summed over waypoints per
+    destination pod when the metrics carry one; None when they do not.
+    """
+    if not keys.ambient:
+        return dict(deltas), present
+    if keys.destination_pod_label is None:
+        return None, set()
+    by_pod: dict[Key, int] = {}
+    for (series, second), value in deltas.items():
+        pod = keys.evidence_pod(series) or ""
+        by_pod[(pod, second)] = by_pod.get((pod, second), 0) + value
+    return by_pod, {keys.evidence_pod(s) or "" for s in present}
 
 
 def _value_observation(

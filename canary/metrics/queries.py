@@ -10,6 +10,10 @@ dropped. Placeholders use ``${name}`` (``$$`` is a literal ``$``):
                        (quotes included), e.g. ``"shop"``
 - ``${window}``        a PromQL duration, e.g. ``60s``
 - ``${pod_label}``     the label naming the pod (a validated label name, bare)
+- ``${series_labels}`` the labels that identify one counter series besides the code
+                       or ``le``: ``${pod_label}`` in sidecar mode; in ambient mode
+                       (``reporter = "waypoint"``) the waypoint pod plus destination
+                       workload and revision (see `canary.metrics.series_keys`)
 
 Every value that comes from configuration or requests enters the query only as an
 escaped PromQL string literal; label names are checked against the Prometheus
@@ -57,7 +61,16 @@ NAMESPACE_LABEL = "destination_workload_namespace"
 
 _TEMPLATE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _VARIABLES = frozenset(
-    {"selector", "arm_selector", "namespace", "reporter", "failure_codes", "window", "pod_label"}
+    {
+        "selector",
+        "arm_selector",
+        "namespace",
+        "reporter",
+        "failure_codes",
+        "window",
+        "pod_label",
+        "series_labels",
+    }
 )
 _RE2_SPECIAL = frozenset("\\.+*?()|[]{}^$")
 
@@ -138,6 +151,7 @@ class QueryContext:
     failure_codes: str = "5.."
     extra_match: Mapping[str, str] | None = None
     extra_match_regex: Mapping[str, str] | None = None
+    series_labels: tuple[str, ...] = ()  # default: (pod_label,)
 
     def variables(self, where: str = "arm") -> dict[str, str]:
         arm = arm_matchers(self.arm.match, self.arm.match_regex, where=where)
@@ -156,6 +170,10 @@ class QueryContext:
             "failure_codes": promql_string(self.failure_codes),
             "window": format_duration(self.window_seconds),
             "pod_label": check_label_name(self.pod_label, "pod_label"),
+            "series_labels": ", ".join(
+                check_label_name(label, "series labels")
+                for label in (self.series_labels or (self.pod_label,))
+            ),
         }
 
 
