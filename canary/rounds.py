@@ -503,6 +503,9 @@ async def apply_action(
             force=is_rollback,
         )
     except Drift as exc:
+        from canary import telemetry
+
+        telemetry.DRIFT.inc()
         reason = f"halted: {exc}"
         await asyncio.to_thread(
             _finish_action, sessions, action_id, ActionState.FAILED, str(exc), reason

@@ -6,9 +6,16 @@ the API can expose exactly these and tests can read them.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 __all__ = [
+    "DRIFT",
     "EVIDENCE",
     "LATENESS_SECONDS",
     "QUERY_SECONDS",
@@ -18,7 +25,10 @@ __all__ = [
     "ROUND_SECONDS",
     "WEIGHT",
     "observe_judgement",
+    "watch_store",
 ]
+
+log = logging.getLogger(__name__)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -57,6 +67,11 @@ WEIGHT = Gauge(
     ["canary"],
     registry=REGISTRY,
 )
+DRIFT = Counter(
+    "canary_traffic_drift",
+    "Weight changes refused because someone else changed the weights (the analysis halts).",
+    registry=REGISTRY,
+)
 EVIDENCE = Gauge(
     "canary_evidence",
     "Latest evidence per metric: log e-value (sequential judge) or score, by kind.",
@@ -74,3 +89,72 @@ def observe_judgement(canary: str, judgement: object) -> None:
                 continue
             if key.startswith(("log_e", "e_", "score")) or key in ("e_fail", "e_pass"):
                 EVIDENCE.labels(canary=canary, metric=name, kind=key).set(float(value))
+
+
+class StoreCollector(Collector):
+    """Gauges read from the store at scrape time: analyses by canary, status and verdict,
+    and how far each running analysis' next round is overdue (a stuck analysis)."""
+
+    def __init__(self, sessions: Any) -> None:
+        self.sessions = sessions
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return []  # no query at registration
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from datetime import UTC, datetime
+
+        from sqlalchemy import func, select
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from canary.store.tables import Analysis
+
+        analyses = GaugeMetricFamily(
+            "canary_analyses",
+            "Stored analyses by canary, status and verdict.",
+            labels=["canary", "status", "verdict"],
+        )
+        overdue = GaugeMetricFamily(
+            "canary_analysis_round_overdue_seconds",
+            "How long a running analysis' next scheduled round is overdue (0 when on time).",
+            labels=["canary"],
+        )
+        up = GaugeMetricFamily("canary_store_up", "1 when the store answered this scrape.")
+        try:
+            with self.sessions() as session:
+                counts = session.execute(
+                    select(
+                        Analysis.canary, Analysis.status, Analysis.verdict, func.count()
+                    ).group_by(Analysis.canary, Analysis.status, Analysis.verdict)
+                ).all()
+                due = session.execute(
+                    select(Analysis.canary, func.min(Analysis.next_round_at))
+                    .where(Analysis.status == "running", Analysis.next_round_at.is_not(None))
+                    .group_by(Analysis.canary)
+                ).all()
+        except SQLAlchemyError as exc:
+            log.warning("metrics: the store did not answer: %s", exc)
+            up.add_metric([], 0.0)
+            yield up
+            return
+        now = datetime.now(UTC)
+        for canary, status, verdict, count in counts:
+            analyses.add_metric([canary, status, verdict], float(count))
+        for canary, next_round in due:
+            if next_round.tzinfo is None:
+                next_round = next_round.replace(tzinfo=UTC)
+            overdue.add_metric([canary], max(0.0, (now - next_round).total_seconds()))
+        up.add_metric([], 1.0)
+        yield from (analyses, overdue, up)
+
+
+_store_collector: StoreCollector | None = None
+
+
+def watch_store(sessions: Any) -> None:
+    """Export the store gauges (`StoreCollector`) on `REGISTRY` from these sessions."""
+    global _store_collector
+    if _store_collector is not None:
+        REGISTRY.unregister(_store_collector)
+    _store_collector = StoreCollector(sessions)
+    REGISTRY.register(_store_collector)

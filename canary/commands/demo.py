@@ -243,6 +243,7 @@ def _api_server(config: Config, daemon: Daemon, factory: Any, token: str):  # ty
         tokens=[token],
         registry=telemetry.REGISTRY,
     )
+    telemetry.watch_store(factory)
     host, _, port = config.server.listen.rpartition(":")
     server = uvicorn.Server(
         uvicorn.Config(

@@ -86,6 +86,7 @@ def _api_server(args: argparse.Namespace, config: Config, daemon: Daemon):  # ty
         daemon=daemon,
         registry=telemetry.REGISTRY,
     )
+    telemetry.watch_store(daemon.sessions)
     app = create_app(context)
     server_config = uvicorn.Config(
         app, host=host.strip("[]"), port=int(port), log_config=None, lifespan="on"

@@ -82,6 +82,7 @@ def serve(args: argparse.Namespace) -> int:
         round_timeout=args.round_timeout,
         registry=telemetry.REGISTRY,
     )
+    telemetry.watch_store(context.sessions)
     app = create_app(context)
     if args.insecure_no_auth:
         log.warning("serving WITHOUT authentication (--insecure-no-auth) on %s", server.listen)
