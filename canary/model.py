@@ -236,9 +236,10 @@ def observation_from_json(data: Mapping[str, Any] | None) -> Observation:
         bounds = tuple(
             math.inf if b in ("+Inf", "Inf", math.inf) else float(b) for b in data["bounds"]
         )
-        return Histogram(bounds=bounds, buckets=tuple(int(b) for b in data["buckets"]))
+        # The models check the counts (int() would truncate 5.5 and refuse "many" vaguely).
+        return Histogram(bounds=bounds, buckets=tuple(data["buckets"]))
     if "total" in data:
-        return Counts(total=int(data["total"]), failed=int(data["failed"]))
+        return Counts(total=data["total"], failed=data["failed"])
     value = data.get("value")
     return None if value is None else float(value)
 

@@ -12,8 +12,11 @@ engine and judge state, every round's raw observations, results and actions. Row
 makes an import idempotent: an analysis already present with at least as many rounds
 is skipped, one present with fewer rounds is replaced by the newer export.
 
-The whole document is validated before anything is written, and written in one
-transaction: a bad or incompatible file writes nothing.
+The whole document is validated before anything is written — every value with the
+models the store, the engine and the judges use (verdicts, statuses, weights, the
+recorded settings, the engine state, every observation as `Counts`, `Histogram` or
+value) — and written in one transaction: a bad or incompatible file writes nothing,
+and the error names the analysis, the round and the field.
 """
 
 from __future__ import annotations
@@ -25,10 +28,25 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, selectinload
 
+from canary.config import AnalysisSettings
+from canary.engine import EngineState
 from canary.errors import NotFoundError, UsageError
+from canary.judge import JUDGES
+from canary.model import (
+    ActionState,
+    AnalysisStatus,
+    Arm,
+    Counts,
+    Decision,
+    Histogram,
+    MetricKind,
+    Verdict,
+    observation_from_json,
+)
 from canary.store.tables import Action, Analysis, MetricResultRow, Observation, Round
 
 __all__ = [
@@ -41,6 +59,8 @@ __all__ = [
 ]
 
 FORMAT = "canary-analyses"
+#: Who records analyses: the daemon, `canary analyze` and the Argo endpoint.
+SOURCES = ("daemon", "analyze", "argo")
 #: Bumped on an incompatible change of the document; import refuses other versions.
 VERSION = 1
 
@@ -168,6 +188,83 @@ def export_analyses(session: Session, analysis_ids: Sequence[str]) -> dict[str, 
 class _Invalid(Exception):
     def __init__(self, where: str, message: str) -> None:
         super().__init__(f"{where}: {message}")
+        self.round: Any = None  # the round's recorded index, when the problem is in one
+
+
+def _one_of(value: Any, allowed: Any, where: str, *, optional: bool = False) -> None:
+    """`value` must be one of `allowed` (strings), or None when `optional`."""
+    if optional and value is None:
+        return
+    names = [str(a) for a in allowed]
+    if value not in names:
+        raise _Invalid(where, f"{value!r} is not one of {', '.join(names)}")
+
+
+def _weight(value: Any, where: str, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+        raise _Invalid(where, f"expected a weight from 0 to 100, got {value!r}")
+
+
+def _observation(values: Mapping[str, Any], where: str) -> None:
+    """An observation as the store writes it and replay reads it (`round_data`)."""
+    _one_of(values["arm"], Arm, f"{where}.arm")
+    _one_of(values["kind"], MetricKind, f"{where}.kind")
+    delta = values["delta"]
+    if delta is None:
+        return
+    if not isinstance(delta, Mapping):
+        raise _Invalid(f"{where}.delta", "expected an object or null")
+    expected = {"counts": Counts, "histogram": Histogram, "value": float}[values["kind"]]
+    parts = {"": delta}
+    pods = delta.get("pods")
+    if pods is not None:
+        if not isinstance(pods, Mapping):
+            raise _Invalid(f"{where}.delta.pods", "expected an object")
+        parts.update({f".pods.{pod}": obs for pod, obs in pods.items()})
+    for suffix, data in parts.items():
+        here = f"{where}.delta{suffix}"
+        if not isinstance(data, Mapping):
+            raise _Invalid(here, "expected an object")
+        if isinstance(data.get("value"), str):
+            data = {"value": data["value"].replace("Inf", "inf")}
+        try:
+            observation = observation_from_json(data)
+        except (TypeError, ValueError, KeyError) as exc:
+            message = f"lacks {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise _Invalid(here, message) from None
+        if observation is not None and not isinstance(observation, expected):
+            raise _Invalid(here, f"is not a {values['kind']} observation")
+
+
+def _validate_analysis(analysis: Analysis, where: str) -> None:
+    """The analysis columns as the store, the engine and the judges read them."""
+    for name in ("id", "canary"):
+        if not getattr(analysis, name).strip():
+            raise _Invalid(f"{where}.{name}", "must not be empty")
+    _one_of(analysis.source, SOURCES, f"{where}.source")
+    _one_of(analysis.status, AnalysisStatus, f"{where}.status")
+    _one_of(analysis.verdict, Verdict, f"{where}.verdict")
+    _one_of(analysis.judge, JUDGES, f"{where}.judge")
+    _weight(analysis.weight, f"{where}.weight")
+    if analysis.verdict_round is not None and (
+        isinstance(analysis.verdict_round, bool) or not isinstance(analysis.verdict_round, int)
+    ):
+        raise _Invalid(f"{where}.verdict_round", "expected an integer or null")
+    settings = {k: v for k, v in analysis.settings.items() if k in AnalysisSettings.model_fields}
+    try:
+        AnalysisSettings.model_validate(settings)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-"))
+        message = error["msg"].removeprefix("Value error, ")
+        raise _Invalid(f"{where}.settings.{loc}", message) from None
+    if analysis.engine_state:
+        try:
+            EngineState.from_json(analysis.engine_state)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise _Invalid(f"{where}.engine_state", f"not an engine state ({exc})") from None
 
 
 def _time(value: Any, where: str, required: bool) -> datetime | None:
@@ -215,40 +312,19 @@ def _parse_analysis(item: Any, where: str) -> Analysis:
     for name in ("engine_state", "judge_state", "snapshot"):
         values[name] = values[name] if isinstance(values[name], dict) else {}
     analysis = Analysis(**values)
+    _validate_analysis(analysis, where)
     rounds = item.get("rounds", [])
     if not isinstance(rounds, list):
         raise _Invalid(f"{where}.rounds", "expected a list")
     seen: set[int] = set()
     for position, raw in enumerate(rounds):
         here = f"{where}.rounds[{position}]"
-        round_values = _columns(raw, _ROUND_FIELDS, here)
-        _require(round_values, ("index", "weight", "step"), int, here)
-        _require(round_values, ("verdict",), str, here)
-        if round_values["index"] in seen:
-            raise _Invalid(f"{here}.index", f"round {round_values['index']} appears twice")
-        seen.add(round_values["index"])
-        round_values["reasons"] = round_values["reasons"] or []
-        row = Round(**round_values)
-        for kind, fields, table in (
-            ("observations", _OBSERVATION_FIELDS, Observation),
-            ("results", _RESULT_FIELDS, MetricResultRow),
-        ):
-            children = raw.get(kind, [])
-            if not isinstance(children, list):
-                raise _Invalid(f"{here}.{kind}", "expected a list")
-            for number, child in enumerate(children):
-                child_where = f"{here}.{kind}[{number}]"
-                child_values = _columns(child, fields, child_where)
-                _require(child_values, ("metric",), str, child_where)
-                if table is Observation:
-                    _require(child_values, ("arm", "kind"), str, child_where)
-                    row.observations.append(Observation(**child_values))
-                else:
-                    _require(child_values, ("verdict",), str, child_where)
-                    for name, empty in (("reasons", []), ("statistics", {}), ("evidence", {})):
-                        child_values[name] = child_values[name] or empty
-                    row.results.append(MetricResultRow(**child_values))
-        analysis.rounds.append(row)
+        try:
+            analysis.rounds.append(_parse_round(raw, here, seen))
+        except _Invalid as exc:
+            if exc.round is None and isinstance(raw, Mapping):
+                exc.round = raw.get("index")
+            raise
     actions = item.get("actions", [])
     if not isinstance(actions, list):
         raise _Invalid(f"{where}.actions", "expected a list")
@@ -257,8 +333,58 @@ def _parse_analysis(item: Any, where: str) -> Analysis:
         action_values = _columns(raw, _ACTION_FIELDS, here)
         _require(action_values, ("kind", "state"), str, here)
         _require(action_values, ("to_weight",), int, here)
+        _one_of(action_values["state"], ActionState, f"{here}.state")
+        _weight(action_values["to_weight"], f"{here}.to_weight")
+        _weight(action_values["from_weight"], f"{here}.from_weight", optional=True)
         analysis.actions.append(Action(**action_values))
     return analysis
+
+
+def _parse_round(raw: Any, here: str, seen: set[int]) -> Round:
+    round_values = _columns(raw, _ROUND_FIELDS, here)
+    _require(round_values, ("index", "weight", "step"), int, here)
+    _require(round_values, ("verdict",), str, here)
+    if round_values["index"] < 0:
+        raise _Invalid(
+            f"{here}.index", f"expected a round index of 0 or more, got {round_values['index']}"
+        )
+    if round_values["index"] in seen:
+        raise _Invalid(f"{here}.index", f"round {round_values['index']} appears twice")
+    seen.add(round_values["index"])
+    _weight(round_values["weight"], f"{here}.weight")
+    _one_of(round_values["verdict"], Verdict, f"{here}.verdict")
+    _one_of(round_values["decision"], Decision, f"{here}.decision", optional=True)
+    round_values["reasons"] = round_values["reasons"] or []
+    row = Round(**round_values)
+    metrics: set[tuple[str, str]] = set()
+    for kind, fields, table in (
+        ("observations", _OBSERVATION_FIELDS, Observation),
+        ("results", _RESULT_FIELDS, MetricResultRow),
+    ):
+        children = raw.get(kind, [])
+        if not isinstance(children, list):
+            raise _Invalid(f"{here}.{kind}", "expected a list")
+        for number, child in enumerate(children):
+            child_where = f"{here}.{kind}[{number}]"
+            child_values = _columns(child, fields, child_where)
+            _require(child_values, ("metric",), str, child_where)
+            if table is Observation:
+                _require(child_values, ("arm", "kind"), str, child_where)
+                _observation(child_values, child_where)
+                pair = (child_values["metric"], child_values["arm"])
+                if pair in metrics:
+                    raise _Invalid(
+                        child_where, f"metric {pair[0]!r}, arm {pair[1]!r} appears twice"
+                    )
+                metrics.add(pair)
+                row.observations.append(Observation(**child_values))
+            else:
+                _require(child_values, ("verdict",), str, child_where)
+                _one_of(child_values["verdict"], Verdict, f"{child_where}.verdict")
+                for name, empty in (("reasons", []), ("statistics", {}), ("evidence", {})):
+                    child_values[name] = child_values[name] or empty
+                row.results.append(MetricResultRow(**child_values))
+    return row
 
 
 def parse_document(text: str, source: str = "input") -> list[Analysis]:
@@ -285,14 +411,24 @@ def parse_document(text: str, source: str = "input") -> list[Analysis]:
         try:
             analysis = _parse_analysis(item, f"analyses[{position}]")
         except _Invalid as exc:
-            raise UsageError(f"{source}: {exc}") from None
+            raise UsageError(f"{source}: {exc}{_context(item, exc.round)}") from None
         except (TypeError, ValueError) as exc:
-            raise UsageError(f"{source}: analyses[{position}]: {exc}") from None
+            raise UsageError(f"{source}: analyses[{position}]: {exc}{_context(item)}") from None
         if analysis.id in ids:
             raise UsageError(f"{source}: analyses[{position}]: id {analysis.id!r} appears twice")
         ids.add(analysis.id)
         analyses.append(analysis)
     return analyses
+
+
+def _context(item: Any, round_index: Any = None) -> str:
+    """`` (analysis ID, round N)`` for an error message, as far as they are known."""
+    parts = []
+    if isinstance(item, Mapping) and isinstance(item.get("id"), str) and item["id"]:
+        parts.append(f"analysis {item['id']}")
+    if round_index is not None:
+        parts.append(f"round {round_index}")
+    return f" ({', '.join(parts)}); nothing imported" if parts else "; nothing imported"
 
 
 @dataclass

@@ -144,6 +144,65 @@ def test_bad_imports_write_nothing(store, capsys, tmp_path, how, message) -> Non
     assert counts(target) == dict.fromkeys(TABLES, 0)
 
 
+MALFORMED = [
+    # (what the file says, where, the message) - the values of issue reports from users
+    (("rounds", 1, "observations", 0, "delta", "total"), "many", "counts total must be"),
+    (("rounds", 1, "observations", 2, "delta", "buckets"), [1, 2], "differ in length"),
+    (("rounds", 1, "observations", 0, "arm"), "sideways", "'sideways' is not one of"),
+    (("rounds", 1, "observations", 0, "kind"), "banana", "'banana' is not one of"),
+    (("rounds", 1, "observations", 0, "delta", "failed"), 10**9, "invalid counts: failed="),
+    (("rounds", 1, "observations", 0, "delta", "total"), -5, "non-negative integer"),
+    (("rounds", 1, "verdict"), "maybe", "'maybe' is not one of"),
+    (("verdict",), "maybe", "'maybe' is not one of"),
+    (("settings", "interval"), "fast", "settings.interval"),
+    (("id",), "", "id: must not be empty"),
+    (("rounds", 1, "weight"), 400, "expected a weight from 0 to 100"),
+    (("rounds", 1, "decision"), "yolo", "'yolo' is not one of"),
+]
+
+
+def _set(document: dict, path: tuple, value: object) -> str:
+    """Set `value` at `path` in the first analysis; the round's recorded index."""
+    target = document["analyses"][0]
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return str(document["analyses"][0]["rounds"][path[1]]["index"]) if path[0] == "rounds" else ""
+
+
+@pytest.mark.parametrize(("path", "value", "message"), MALFORMED)
+def test_malformed_values_are_refused_naming_analysis_round_and_field(
+    store, capsys, tmp_path, path, value, message
+) -> None:  # type: ignore[no-untyped-def]
+    """Validated with the store's and the judges' models: exit 2 naming the analysis,
+    the round and the field; nothing written; `show` and `replay --all` keep working."""
+    url, ids = store
+    _, out, _ = run(capsys, url, "export", ids["bad"], ids["good"])
+    document = json.loads(out)
+    analysis_id = document["analyses"][0]["id"]
+    # round 1's observations: 0 and 1 counts (errors), 2 and 3 histograms (latency)
+    document["analyses"][0]["rounds"][1]["observations"].sort(key=lambda o: o["kind"])
+    round_index = _set(document, path, value)
+    target = f"sqlite:///{tmp_path / 'target.db'}"
+    migrate(connect(target))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(document))
+
+    code, _, err = run(capsys, target, "import", str(bad))
+
+    assert code == 2, err
+    assert message in err
+    field = ".".join(f"[{p}]" if isinstance(p, int) else p for p in path).replace(".[", "[")
+    assert f"analyses[0].{field}" in err or f"analyses[0].{field.rsplit('.', 1)[0]}" in err
+    if path != ("id",):
+        assert f"analysis {analysis_id}" in err
+    if round_index:
+        assert f"round {round_index}" in err
+    assert len(err.strip().splitlines()) == 1
+    assert counts(target) == dict.fromkeys(TABLES, 0)
+    assert run(capsys, target, "replay", "--all", "--json")[0] == 0
+
+
 def test_import_refuses_a_key_taken_by_another_analysis(store, capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
     url, ids = store
     _, out, _ = run(capsys, url, "export", ids["argo_bad"], ids["good"])
