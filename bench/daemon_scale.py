@@ -119,7 +119,7 @@ def config_for(args: argparse.Namespace, prometheus_url: str):  # type: ignore[n
 
 async def measure(args: argparse.Namespace, config, sessions) -> dict[str, float]:  # type: ignore[no-untyped-def]
     from canary.metrics.prometheus import PrometheusClient
-    from canary.rounds import PrometheusSource
+    from canary.metrics.source import PrometheusSource
 
     client = PrometheusClient(config.prometheus, record_latencies=True)
     source = PrometheusSource(config.prometheus, client=client)

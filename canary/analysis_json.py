@@ -34,7 +34,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from canary.config import AnalysisSettings, MetricConfig
+from canary.config import AnalysisSettings, MetricConfig, validation_problems
 from canary.errors import UsageError
 from canary.model import Counts, Histogram, MetricKind, Observation, RoundData
 
@@ -110,9 +110,7 @@ def _metric(name: str, raw: Any, where: str) -> tuple[MetricConfig, tuple[float,
     try:
         config = MetricConfig(name=name, kind=MetricKind(kind), **options)
     except ValidationError as exc:
-        item = exc.errors()[0]
-        loc = ".".join(str(p) for p in item["loc"])
-        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        loc, message = validation_problems(exc)[0]
         raise _fail(where, f"{field}.{loc}" if loc else field, message) from None
     except TypeError as exc:
         raise _fail(where, field, str(exc)) from None
@@ -233,10 +231,8 @@ def parse_analysis(doc: Any, *, where: str, line: int | None = None) -> Analysis
     try:
         AnalysisSettings.model_validate(settings)
     except ValidationError as exc:
-        item = exc.errors()[0]
-        loc = ".".join(str(p) for p in item["loc"])
-        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
-        raise _fail(where, f"settings.{loc}", message) from None
+        loc, message = validation_problems(exc, ("settings",))[0]
+        raise _fail(where, loc, message) from None
     raw_metrics = doc.get("metrics")
     if not isinstance(raw_metrics, Mapping) or not raw_metrics:
         raise _fail(where, "metrics", 'required: an object of metrics, e.g. {"errors": {}}')

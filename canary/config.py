@@ -531,7 +531,15 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
     return path
 
 
-def _problems(error: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[tuple[str, str]]:
+def validation_problems(
+    error: ValidationError, prefix: tuple[int | str, ...] = ()
+) -> list[tuple[str, str]]:
+    """The one reading of a pydantic error: (key path, message) per problem.
+
+    Paths read as in TOML (``canary[0].steps``); "unknown key" and "required key is
+    missing" replace pydantic's wording. Every CLI message about bad settings (the
+    configuration, `--set`, `canary judge` input, recorded settings) uses it.
+    """
     problems = []
     for item in error.errors():
         # Drop pydantic's internal tags (e.g. 'function-after[...]') from the path.
@@ -554,7 +562,7 @@ def parse_config(raw: Mapping[str, Any], source: str = "configuration") -> Confi
     try:
         AnalysisSettings.model_validate(defaults_raw)
     except ValidationError as exc:
-        raise ConfigError(_problems(exc, ("defaults",)), source) from None
+        raise ConfigError(validation_problems(exc, ("defaults",)), source) from None
 
     canaries = raw.get("canary", [])
     if isinstance(canaries, list):
@@ -564,7 +572,7 @@ def parse_config(raw: Mapping[str, Any], source: str = "configuration") -> Confi
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_problems(exc), source) from None
+        raise ConfigError(validation_problems(exc), source) from None
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:

@@ -52,10 +52,10 @@ from canary.config import CanaryConfig, Config
 from canary.errors import CanaryError, UsageError
 from canary.model import ActionState, AnalysisStatus, Decision
 from canary.notify import Event, EventName, Notifier
+from canary.ports import MetricSource
 from canary.rounds import (
     ActionResult,
     DaemonRoundResult,
-    MetricSource,
     RoundConflict,
     apply_action,
     daemon_round,
@@ -197,7 +197,7 @@ class Daemon:
     @property
     def source(self) -> MetricSource:
         if self._source is None:
-            from canary.rounds import PrometheusSource
+            from canary.metrics.source import PrometheusSource
 
             self._source = PrometheusSource(self.config.prometheus)
         return self._source

@@ -31,7 +31,6 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -40,6 +39,7 @@ from canary.config import AnalysisSettings, Config
 from canary.errors import UsageError
 from canary.judge import JUDGES, make_judge
 from canary.model import AnalysisStatus, Decision, Judgement, RoundData, Verdict
+from canary.overrides import apply_overrides, validate_settings
 from canary.store.analyses import load_analysis_full, round_data
 from canary.store.tables import Analysis, Observation, Round
 
@@ -49,7 +49,6 @@ __all__ = [
     "ReplayedRound",
     "StoredAnalysis",
     "StoredRound",
-    "apply_overrides",
     "backtest",
     "iter_stored",
     "load_stored",
@@ -230,47 +229,6 @@ def config_settings(config: Config, canary: str) -> dict[str, Any]:
         if entry.name == canary:
             return entry.settings().model_dump(mode="json")
     return config.defaults.model_dump(mode="json")
-
-
-def apply_overrides(settings: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply `--set` overrides to a settings dict; UsageError names a bad one.
-
-    The grammar is `canary judge`'s (`canary.commands.judge.parse_overrides`): an
-    analysis setting (``max_rounds=30``, ``promotion=no-failure``), a metric setting
-    for every metric (``alpha_fail=0.005``) or for one (``errors.margin=2``); values
-    are JSON or plain strings. Precedence: ``KEY`` < ``METRIC.KEY``.
-    """
-    from canary.commands.judge import parse_overrides
-
-    top, every, per_metric = parse_overrides(overrides)
-    data = dict(settings)
-    metrics = [dict(m) for m in data.get("metrics", [])]
-    names = [m.get("name") for m in metrics]
-    for name in per_metric:
-        if name not in names:
-            known = ", ".join(str(n) for n in names)
-            raise UsageError(f"--set {name}.*: no metric named {name!r} (known: {known})")
-    for metric in metrics:
-        metric.update(every)
-        metric.update(per_metric.get(metric.get("name"), {}))
-    data.update(top)
-    data["metrics"] = metrics
-    return data
-
-
-def validate_settings(data: Mapping[str, Any], where: str) -> AnalysisSettings:
-    """AnalysisSettings from a dict; UsageError naming the key path and `where`."""
-    try:
-        return AnalysisSettings.model_validate(dict(data))
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            loc = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-"))
-            message = error["msg"].removeprefix("Value error, ")
-            if error["type"] == "extra_forbidden":
-                message = "unknown key"
-            problems.append(f"{loc}: {message}" if loc else message)
-        raise UsageError(f"{where}: " + "; ".join(problems)) from None
 
 
 def resolve_settings(

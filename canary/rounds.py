@@ -22,15 +22,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from canary import engine as rollout
-from canary.config import AnalysisSettings, CanaryConfig, PrometheusConfig
+from canary.config import AnalysisSettings, CanaryConfig
 from canary.errors import CanaryError, UsageError
 from canary.judge import make_judge
 from canary.model import (
@@ -41,6 +41,7 @@ from canary.model import (
     RoundData,
     Verdict,
 )
+from canary.ports import Collected, MetricSource, Router
 from canary.store.analyses import (
     ActionIntent,
     RoundConflict,
@@ -55,10 +56,7 @@ from canary.store.tables import Action, Analysis, Round, utcnow
 
 __all__ = [
     "ActionResult",
-    "Collected",
     "DaemonRoundResult",
-    "MetricSource",
-    "PrometheusSource",
     "RoundResult",
     "apply_action",
     "daemon_round",
@@ -75,80 +73,6 @@ Sessions = sessionmaker[Session]
 
 
 # --------------------------------------------------------------------------- collecting
-
-
-@dataclass(frozen=True, slots=True)
-class Collected:
-    """One round's numbers: the judges' view, the new counter snapshot, the raw series.
-
-    `snapshot` is what the next round's deltas are computed against (stored as
-    `analysis.snapshot`); `raw[metric][arm]` is the raw per-series counter snapshot
-    kept for audit with the round's observations. When the queries failed,
-    `data.error` is set and `snapshot` is the previous snapshot unchanged.
-    """
-
-    data: RoundData
-    snapshot: dict[str, Any]
-    raw: dict[str, Any] = field(default_factory=dict)
-
-
-class MetricSource(Protocol):
-    """Where a round's numbers come from (Prometheus; tests may plug another)."""
-
-    async def collect(
-        self, canary: CanaryConfig, at: datetime, previous_snapshot: Mapping[str, Any]
-    ) -> Collected:
-        """Snapshot the counters at `at` and compute deltas against `previous_snapshot`.
-
-        Never raises for Prometheus faults: returns `data.error` set and the previous
-        snapshot, so a failed round changes no evidence (DESIGN §5).
-        """
-        ...
-
-
-class PrometheusSource:
-    """A MetricSource on the real Prometheus, adapting `canary.metrics.collect`.
-
-    One shared async client (connection pool, concurrency limit) for every canary.
-    A stored snapshot of a different format or other data problems become an error
-    round, never an exception; template problems (configuration errors) do raise.
-    """
-
-    def __init__(self, config: PrometheusConfig, *, client: Any | None = None) -> None:
-        from canary.metrics.prometheus import PrometheusClient
-
-        self.config = config
-        self.client = client if client is not None else PrometheusClient(config)
-        self._templates: Any | None = None
-
-    def _template_set(self) -> Any:
-        if self._templates is None:
-            from canary.metrics.queries import load_templates
-
-            self._templates = load_templates(self.config.templates_dir)
-        return self._templates
-
-    async def collect(
-        self, canary: CanaryConfig, at: datetime, previous_snapshot: Mapping[str, Any]
-    ) -> Collected:
-        from canary.metrics.collect import collect_round, raw_snapshots
-        from canary.metrics.errors import MetricsError, TemplateError
-
-        previous = dict(previous_snapshot) if previous_snapshot else None
-        try:
-            data, snapshot = await collect_round(
-                self.client, canary, at, previous, templates=self._template_set()
-            )
-        except TemplateError:
-            raise
-        except MetricsError as exc:
-            data = RoundData(canary={}, baseline={}, end=at, error=str(exc))
-            return Collected(data, dict(previous or {}))
-        return Collected(data, dict(snapshot or {}), raw_snapshots(snapshot))
-
-    async def aclose(self) -> None:
-        """Release the HTTP client."""
-        await self.client.aclose()
 
 
 # --------------------------------------------------------------------------- settings
@@ -473,7 +397,7 @@ def _note_action_error(sessions: Sessions, action_id: int, error: str) -> None:
 
 
 async def apply_action(
-    sessions: Sessions, router: Any, action_id: int, *, applied_at: datetime | None = None
+    sessions: Sessions, router: Router, action_id: int, *, applied_at: datetime | None = None
 ) -> ActionResult:
     """Carry out a pending action through `router` and mark it done (or failed).
 
@@ -593,7 +517,7 @@ async def daemon_round(
     analysis_id: str,
     canary: CanaryConfig,
     source: MetricSource,
-    router: Any,
+    router: Router,
     at: datetime,
 ) -> DaemonRoundResult:
     """One daemon round: collect -> judge -> decide -> persist round + action -> act.

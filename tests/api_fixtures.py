@@ -23,7 +23,7 @@ import pytest
 
 from canary.api.app import AppContext, create_app
 from canary.config import Config, parse_config
-from canary.rounds import PrometheusSource
+from canary.metrics.source import PrometheusSource
 from canary.store.database import connect, migrate, sessions
 from tests.api_harness import ApiServer
 from tests.prometheus_harness import (

@@ -19,7 +19,8 @@ import numpy as np
 from canary.config import CanaryConfig, Config, parse_config
 from canary.control import abort_analysis, start_analysis
 from canary.model import Counts, Histogram, RoundData
-from canary.rounds import Collected, daemon_round, ensure_analysis, judge_round
+from canary.ports import Collected
+from canary.rounds import daemon_round, ensure_analysis, judge_round
 from canary.store.analyses import get_analysis
 from canary.store.database import connect, migrate, sessions
 from canary.traffic.memory import MemoryRouter

@@ -18,7 +18,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 def _client(backfilled, database_url):  # type: ignore[no-untyped-def]
     from canary.api.app import AppContext, create_app
-    from canary.rounds import PrometheusSource
+    from canary.metrics.source import PrometheusSource
     from canary.store.database import connect, sessions
     from tests.api_harness import ApiServer
 

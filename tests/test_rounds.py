@@ -12,9 +12,9 @@ from daemon_stack import canary_entry, config_dict, make_config
 from prometheus_harness import LiveStack, free_port, live_stack, prometheus_bin  # noqa: F401
 
 from canary.config import PrometheusConfig
+from canary.metrics.source import PrometheusSource
 from canary.model import Counts, Histogram, Verdict
 from canary.rounds import (
-    PrometheusSource,
     RoundConflict,
     ensure_analysis,
     judge_round,

@@ -25,7 +25,7 @@ class AppContext:
 
     - `config`: the validated configuration (canaries, server section, Prometheus).
     - `sessions`: a sessionmaker on a migrated database.
-    - `source`: the round pipeline's metric source (`canary.rounds.MetricSource`);
+    - `source`: the round pipeline's metric source (`canary.ports.MetricSource`);
       None means Prometheus is not configured and the Argo endpoint answers 503.
     - `daemon`: the running daemon when served inside `canary run` (control
       operations then go through it), else None.

@@ -192,7 +192,8 @@ async def analyze_window(
     sessions: Any, canary: CanaryConfig, prometheus: Any, points: list[datetime]
 ) -> dict[str, Any]:
     """Run the rounds of one past window; returns the JSON summary (plus `_results`)."""
-    from canary.rounds import PrometheusSource, ensure_analysis, judge_round
+    from canary.metrics.source import PrometheusSource
+    from canary.rounds import ensure_analysis, judge_round
     from canary.store.analyses import finish_analysis, get_analysis
 
     source = PrometheusSource(prometheus)

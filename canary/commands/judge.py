@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +34,7 @@ from canary.config import AnalysisSettings, MetricConfig
 from canary.errors import EXIT_FAIL_VERDICT, EXIT_OK, UsageError
 from canary.judge import JUDGES, make_judge
 from canary.model import Decision, Judgement, Verdict
-
-#: Analysis settings `--set` may change (steps and metrics come from the input).
-SETTING_KEYS = frozenset(AnalysisSettings.model_fields) - {"metrics", "steps", "judge"}
-#: Metric settings `--set` may change, for every metric or as `metric.key`.
-METRIC_KEYS = frozenset(MetricConfig.model_fields) - {"name", "kind"}
+from canary.overrides import parse_overrides, validation_message
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -71,64 +67,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-# ---------------------------------------------------------------------- --set
-
-
-def _value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def parse_overrides(
-    items: Sequence[str],
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]]:
-    """`--set` items -> (analysis settings, every-metric settings, per-metric settings)."""
-    settings: dict[str, Any] = {}
-    every: dict[str, Any] = {}
-    per_metric: dict[str, dict[str, Any]] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. alpha_fail=0.001")
-        value = _value(raw.strip())
-        if "." in key:
-            metric, _, field = key.partition(".")
-            if field not in METRIC_KEYS:
-                raise UsageError(
-                    f"--set {key}: unknown metric setting {field!r} "
-                    f"(known: {', '.join(sorted(METRIC_KEYS))})"
-                )
-            per_metric.setdefault(metric, {})[field] = value
-        elif key in SETTING_KEYS:
-            settings[key] = value
-        elif key in METRIC_KEYS:
-            every[key] = value
-        else:
-            hint = " (use --judge)" if key == "judge" else ""
-            raise UsageError(f"--set {key}: unknown setting{hint}")
-    # Validate the values once, independently of any input.
-    try:
-        AnalysisSettings.model_validate(settings)
-    except ValidationError as exc:
-        raise UsageError(_validation_message(exc, "--set ")) from None
-    for name, fields in [("", every), *per_metric.items()]:
-        try:
-            MetricConfig.model_validate({"name": name or "metric", **fields})
-        except ValidationError as exc:
-            prefix = f"--set {name}." if name else "--set "
-            raise UsageError(_validation_message(exc, prefix)) from None
-    return settings, every, per_metric
-
-
-def _validation_message(exc: ValidationError, prefix: str) -> str:
-    item = exc.errors()[0]
-    loc = ".".join(str(p) for p in item["loc"])
-    return f"{prefix}{loc}: {item['msg'].removeprefix('Value error, ')}"
-
-
 def _where(analysis: AnalysisInput, source: str) -> str:
     if analysis.line is not None:
         return f"{source} line {analysis.line}"
@@ -157,7 +95,7 @@ def apply_overrides(
                 config = MetricConfig.model_validate({**config.model_dump(), **fields})
             except ValidationError as exc:
                 raise UsageError(
-                    _validation_message(exc, f"{where}: metrics.{config.name}.")
+                    validation_message(exc, f"{where}: metrics.{config.name}.")
                 ) from None
         metrics.append(config)
     settings = AnalysisSettings.model_validate(

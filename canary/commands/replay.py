@@ -26,11 +26,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from canary.commands._common import console, load, open_engine, print_json
-from canary.commands.judge import parse_overrides
 from canary.config import Config, load_config, parse_duration
 from canary.errors import EXIT_FAIL_VERDICT, EXIT_OK, UsageError
 from canary.judge import JUDGES
 from canary.model import Verdict
+from canary.overrides import parse_overrides
 from canary.replay import (
     BacktestSummary,
     ReplayResult,

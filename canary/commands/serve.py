@@ -70,7 +70,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from canary import telemetry
     from canary.api.app import AppContext, create_app
-    from canary.rounds import PrometheusSource
+    from canary.metrics.source import PrometheusSource
 
     source = PrometheusSource(config.prometheus)
     context = AppContext(

@@ -23,7 +23,7 @@ import numpy as np
 from canary.config import CanaryConfig
 from canary.metrics.simulated_traffic import ENVOY_BUCKETS, ArmModel, TrafficModel, simulate
 from canary.model import Counts, Histogram, MetricKind, RoundData
-from canary.rounds import Collected
+from canary.ports import Collected
 
 __all__ = ["SimulatedCanary", "SimulatedMesh"]
 

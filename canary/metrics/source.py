@@ -1,0 +1,58 @@
+"""The Prometheus metric source: `canary.ports.MetricSource` on `canary.metrics.collect`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from canary.config import CanaryConfig, PrometheusConfig
+from canary.model import RoundData
+from canary.ports import Collected
+
+__all__ = ["PrometheusSource"]
+
+
+class PrometheusSource:
+    """A MetricSource on the real Prometheus, adapting `canary.metrics.collect`.
+
+    One shared async client (connection pool, concurrency limit) for every canary.
+    A stored snapshot of a different format or other data problems become an error
+    round, never an exception; template problems (configuration errors) do raise.
+    """
+
+    def __init__(self, config: PrometheusConfig, *, client: Any | None = None) -> None:
+        from canary.metrics.prometheus import PrometheusClient
+
+        self.config = config
+        self.client = client if client is not None else PrometheusClient(config)
+        self._templates: Any | None = None
+
+    def _template_set(self) -> Any:
+        if self._templates is None:
+            from canary.metrics.queries import load_templates
+
+            self._templates = load_templates(self.config.templates_dir)
+        return self._templates
+
+    async def collect(
+        self, canary: CanaryConfig, at: datetime, previous_snapshot: Mapping[str, Any]
+    ) -> Collected:
+        from canary.metrics.collect import collect_round, raw_snapshots
+        from canary.metrics.errors import MetricsError, TemplateError
+
+        previous = dict(previous_snapshot) if previous_snapshot else None
+        try:
+            data, snapshot = await collect_round(
+                self.client, canary, at, previous, templates=self._template_set()
+            )
+        except TemplateError:
+            raise
+        except MetricsError as exc:
+            data = RoundData(canary={}, baseline={}, end=at, error=str(exc))
+            return Collected(data, dict(previous or {}))
+        return Collected(data, dict(snapshot or {}), raw_snapshots(snapshot))
+
+    async def aclose(self) -> None:
+        """Release the HTTP client."""
+        await self.client.aclose()
