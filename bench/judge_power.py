@@ -79,6 +79,11 @@ class Scenario:
     family: str  # "errors" or "latency": what the oracle SPRT tests
     note: str = ""
 
+    @property
+    def change(self) -> int:
+        """1-based round at which the regression starts (1 unless it starts late)."""
+        return self.model.change_round + 1
+
 
 def scenarios() -> list[Scenario]:
     low = TrafficModel(baseline=ArmModel(error_rate=0.001), canary=ArmModel(error_rate=0.001))
@@ -137,6 +142,96 @@ def scenarios() -> list[Scenario]:
             False,
             "latency",
         ),
+        *heterogeneity_scenarios(high),
+        *severity_scenarios(high),
+    ]
+
+
+#: Requests per arm per round -> (rps, canary weight) with equal arms.
+def per_arm(requests: float) -> dict[str, float]:
+    return {"rps": 2 * requests / 60.0, "canary_weight": 0.5}
+
+
+def heterogeneity_scenarios(high: TrafficModel) -> list[Scenario]:
+    """Nulls whose requests are not independent: round-level and pod-level variation."""
+    pods = replace(high, pod_counts=(3, 10))
+    latency = replace(pods, baseline=ArmModel(error_rate=0.01), canary=ArmModel(error_rate=0.01))
+    same30 = ArmModel(error_rate=0.001, latency_median_ms=30.0, latency_sigma=0.6)
+    return [
+        *(
+            Scenario(
+                f"het: Beta rates CV {cv:.0%}",
+                replace(high, rate_cv=cv),
+                True,
+                "errors",
+                "each arm's error rate per round ~ Beta, mean 1%",
+            )
+            for cv in (0.10, 0.31, 0.99)
+        ),
+        Scenario(
+            "het: pod lottery 3+10 pods",
+            replace(pods, pod_bad_prob=0.1, pod_bad_rate=0.03),
+            True,
+            "errors",
+            "each pod, for the whole run, at 3% errors with probability 0.1 (else 1%)",
+        ),
+        Scenario(
+            "het: latency pod medians 5%",
+            replace(latency, pod_latency_cv=0.05),
+            True,
+            "latency",
+            "each pod's latency median x lognormal(0, 0.05), fixed for the run",
+        ),
+        Scenario(
+            "null latency 30 ms sigma 0.6, 3000/arm",
+            TrafficModel(**per_arm(3000), baseline=same30, canary=same30),
+            True,
+            "latency",
+            "identical arms in Envoy's default buckets: must PASS",
+        ),
+    ]
+
+
+def severity_scenarios(high: TrafficModel) -> list[Scenario]:
+    """Regressions: the severity ladder, late starts, small effects, a dead canary."""
+    ladder = replace(high, **per_arm(1000))
+    late = replace(high, **per_arm(5000))
+    return [
+        *(
+            Scenario(
+                f"ladder: errors 1% -> {rate:.0%}, 1000/arm",
+                ladder.with_canary(error_rate=rate),
+                False,
+                "errors",
+            )
+            for rate in (0.05, 0.10, 0.20, 0.50, 1.0)
+        ),
+        Scenario(
+            "late: 1% -> 4% from round 11, 5000/arm",
+            replace(late.with_canary(error_rate=0.04), change_round=10),
+            False,
+            "errors",
+            "rounds to detect counted from the change (1 = the first changed round)",
+        ),
+        Scenario(
+            "late: 1% -> 2% from round 31, 5000/arm",
+            replace(late.with_canary(error_rate=0.02), change_round=30),
+            False,
+            "errors",
+            "rounds to detect counted from the change",
+        ),
+        Scenario(
+            "latency p50 x1.2",
+            high.with_canary(latency_median_ms=54.0),
+            False,
+            "latency",
+        ),
+        Scenario(
+            "dead canary, 200 rps",
+            replace(high, rps=200.0).with_canary(error_rate=1.0),
+            False,
+            "errors",
+        ),
     ]
 
 
@@ -144,9 +239,10 @@ def scenarios() -> list[Scenario]:
 # Each returns (fail_round, pass_round) arrays over replications; NEVER = not reached.
 
 
-def run_sequential(sim: SimulatedRounds, guard: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def run_sequential(sim: SimulatedRounds, **keys: object) -> tuple[np.ndarray, np.ndarray]:
     # explain=False skips intervals and reasons only: the verdicts are the same.
-    judge = SequentialJudge(METRICS, AnalysisSettings(), dispersion_guard=guard, explain=False)
+    metrics = [m.model_copy(update=keys) for m in METRICS]
+    judge = SequentialJudge(metrics, AnalysisSettings(max_rounds=ROUNDS), explain=False)
     reps = sim.replications
     fail = np.full(reps, NEVER)
     passed = np.full(reps, NEVER)
@@ -266,7 +362,7 @@ def run_oracle(
     """Wald's SPRT on the canary alone, H0 = baseline model, H1 = the regressed model."""
     base, alt = regressed.baseline, regressed.canary
     if scenario.family == "errors":
-        p0, p1 = base.error_rate, alt.error_rate
+        p0, p1 = base.error_rate, min(alt.error_rate, 1 - 1e-12)  # a dead canary: p1 = 1
         x, n = sim.canary_failed, sim.canary_total
         llr = x * math.log(p1 / p0) + (n - x) * math.log((1 - p1) / (1 - p0))
     else:
@@ -274,6 +370,7 @@ def run_oracle(
         q1 = np.maximum(bucket_probabilities(alt), 1e-300)
         counts = np.diff(sim.canary_buckets, axis=-1, prepend=0)
         llr = counts @ np.log(q1 / q0)
+    llr = np.where(np.arange(llr.shape[1]) < scenario.change - 1, 0.0, llr)  # knows the change
     s = np.cumsum(llr, axis=1)
     up = s >= math.log(1 / ALPHA_FAIL)
     down = s <= math.log(ALPHA_PASS)
@@ -299,7 +396,7 @@ def regressed_model(scenario: Scenario) -> TrafficModel:
 
 JUDGES: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
     "sequential": run_sequential,
-    "sequential-noguard": lambda sim: run_sequential(sim, guard=False),
+    "sequential-requests": lambda sim: run_sequential(sim, robust=False),
     "mann_whitney": run_mann_whitney,
     "flagger": run_flagger,
     "z_test": run_z_test,
@@ -312,7 +409,9 @@ def run_chunk(args: tuple[int, int, int, bool]) -> dict[str, tuple[np.ndarray, n
     sim = simulate(scenario.model, reps, seed)
     out = {}
     for name, fn in JUDGES.items():
-        if name == "sequential-noguard" and not (with_noguard and "bad pod" in scenario.name):
+        if name == "sequential-requests" and not (
+            with_noguard and ("bad pod" in scenario.name or scenario.name.startswith("het"))
+        ):
             continue
         out[name] = fn(sim)
     out["oracle_sprt"] = run_oracle(sim, scenario, regressed_model(scenario))
@@ -363,14 +462,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps-regression", type=int, default=300)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=20261127)
+    parser.add_argument("--reps", type=int, help="replications for every scenario (quick checks)")
     parser.add_argument("--quick", action="store_true", help="tiny counts, for CI")
-    parser.add_argument("--only", help="run only scenarios whose name contains this")
+    parser.add_argument(
+        "--only", help="run only scenarios whose name contains this (|-separated: any of them)"
+    )
     args = parser.parse_args(argv)
+    if args.reps:
+        args.reps_null = args.reps_regression = args.reps
     if args.quick:
         args.reps_null, args.reps_regression = 2, 2
     started = time.time()
     all_scenarios = scenarios()
-    chosen = [i for i, s in enumerate(all_scenarios) if not args.only or args.only in s.name]
+    wanted = args.only.split("|") if args.only else []
+    chosen = [
+        i for i, s in enumerate(all_scenarios) if not wanted or any(w in s.name for w in wanted)
+    ]
     chunk = 25
     tasks = []
     for i in chosen:
@@ -426,11 +533,14 @@ def main(argv: list[str] | None = None) -> int:
         for name, pairs in merged[i].items():
             fail = np.concatenate([p[0] for p in pairs])
             passed = np.concatenate([p[1] for p in pairs])
-            detected = fail[fail <= ROUNDS]
-            false_pass = passed < fail
+            # Rounds to detect count from the change (1 = its first round); a FAIL
+            # before the change is a false fail and counts as not detected; a PASS
+            # before the change is right (the canary was healthy then).
+            detected = fail[(fail <= ROUNDS) & (fail >= s.change)] - s.change + 1
+            false_pass = (passed < fail) & (passed >= s.change)
             inconclusive = (fail == NEVER) & (passed == NEVER)
             cells = [
-                rate(fail <= ROUNDS),
+                rate((fail <= ROUNDS) & (fail >= s.change)),
                 quantile(detected, 0.5, rng),
                 quantile(detected, 0.9, rng),
                 rate(false_pass),

@@ -346,6 +346,11 @@ class MetricConfig(_Model):
     pass_grid: list[float] | None = None
     min_requests: int | None = Field(default=None, ge=0)
     quantiles: list[float] | None = None  # histogram bounds near these baseline quantiles
+    # FAIL also needs evidence valid without independent requests (docs/judge.md)
+    robust: bool | None = None
+    # round-to-round coefficient of variation of an error rate assumed until the
+    # baseline's own rounds show it
+    robust_cv: float | None = Field(default=None, ge=0)
     # mann_whitney judge (DESIGN §4.2)
     direction: Literal["increase", "decrease", "either"] | None = None
     critical: bool | None = None

@@ -24,5 +24,7 @@ def test_quick_run_prints_the_tables(capsys):
     for scenario in module.scenarios():
         seen = {row.split(" | ")[1] for row in rows if row.startswith(f"| {scenario.name} |")}
         assert judges <= seen, scenario.name
-    assert "sequential-noguard" in out  # the robustness comparison for the bad pod
+    # the request-level process alone, for comparison on the heterogeneous nulls
+    assert "| het: Beta rates CV 99% | sequential-requests |" in out
+    assert "| ladder: errors 1% -> 100%, 1000/arm | sequential |" in out
     assert "Judge CPU at 10,000 requests per arm per round" in out

@@ -12,10 +12,29 @@ M_fail is a nonnegative supermartingale whenever the canary's odds ratio is at m
 `tolerance`, M_pass whenever it is at least `margin` (the noncentral hypergeometric
 is an exponential family in log psi, so E_psi'[LR(psi; psi0)] <= 1 for psi' on the
 far side of psi0 from psi). By Ville's inequality P(ever M >= 1/alpha) <= alpha, so
-re-judging every round costs nothing: FAIL when M_fail >= K / alpha_fail (K judged
-metrics: Bonferroni), PASS when M_pass >= 1 / alpha_pass and the canary has served
-`min_requests`. Mixture e-processes: Robbins (1970); Ramdas, Grünwald, Vovk & Shafer,
-"Game-theoretic statistics and safe anytime-valid inference", Statist. Sci. 38 (2023).
+re-judging every round costs nothing. Mixture e-processes: Robbins (1970); Ramdas,
+Grünwald, Vovk & Shafer, "Game-theoretic statistics and safe anytime-valid
+inference", Statist. Sci. 38 (2023).
+
+FAIL. Two evidence processes per tested event, each a mixture over start times so
+that a regression after a clean period is caught at once: with w_j = 1/(j (j + 1))
+(summing to 1) for the j-th round with evidence,
+
+    E_req = mean_{psi} sum_j w_j prod_{k >= j} LR_k(psi; tolerance)   (request level)
+    E_rob = sum_j w_j mean_eta exp(L_j(eta) / (1 + a_j tau^2))          (robust)
+
+E_req is updated by R_j(psi) = LR_j(psi) (R_{j-1}(psi) + w_j); an average of
+e-processes is an e-process, so Ville's inequality holds for it as for M_fail
+(unlike a Shiryaev-Roberts or CUSUM detector, whose guarantee is an average run
+length). E_rob (`canary.judge.robust`) scores each round by its excess canary
+failures scaled by the baseline's own spread between rounds and pods, with a
+Student-t likelihood ratio; it does not assume independent requests. FAIL when
+min(E_req, E_rob) >= K / alpha_fail (K judged metrics: Bonferroni): if either
+process's null holds, P(ever FAIL) <= alpha_fail — exactly for E_req under
+independent requests, approximately (measured on the benchmark) for E_rob under
+round- and pod-level heterogeneity. `robust = false` drops E_rob (FAIL on E_req).
+
+PASS when M_pass >= 1 / alpha_pass and the canary has served `min_requests`.
 
 The time-uniform confidence interval of the odds ratio is the set of psi0 on a log
 grid whose two-sided mixture e-process stays below 1/(1 - 0.95) (a confidence
@@ -24,29 +43,15 @@ sequence: Howard, Ramdas, McAuliffe & Sekhon, Ann. Statist. 49 (2021)).
 Histogram metrics. The first round with baseline data is the warm-up: bounds b
 nearest the baseline's `quantiles` (default p50, p90, p99) are chosen from it, fixed
 and recorded in the state; that round adds no evidence. Afterwards the event "slower
-than b" (x = n - count(le=b)) is tested per bound as above. FAIL averages the per-bound
-M_fail (an average of e-processes is an e-process); PASS needs every bound to pass.
+than b" (x = n - count(le=b)) is tested per bound as above. FAIL averages each
+process over the bounds (an average of e-processes is an e-process); PASS needs every
+bound that can pass: a bound whose expected exceedances at the warm-up's traffic
+cannot reach PASS within the budget counts for FAIL only (and the reasons say so).
 
 Rounds with `error` set, without data in an arm, or without any (or only) failures
 multiply the evidence by 1. Metrics of kind `value` are not judged by this judge:
 they are reported as inconclusive with a reason and take no part in the overall
 verdict (use the threshold or mann_whitney judge for them).
-
-Over-dispersion guard (on by default). The guarantee assumes that within a round
-whether a request lands on canary or baseline is independent of its outcome; a bad
-pod whose error rate jumps from round to round breaks that and inflates false FAILs.
-The guard keeps, besides S(psi), Q(psi) = sum_k (x_k - E_psi[x_k])^2 / Var_psi[x_k]
-(Pearson's dispersion statistic, for every grid psi). At the estimate psi^ (the grid
-maximum of S) with r rounds of data, when Q(psi^) is significant at 1% (chi-square,
-r - 1 degrees of freedom), phi is the upper 95% confidence bound of the dispersion,
-Q(psi^) / chi2_0.05(r - 1), else 1 (a conservative choice: few rounds give a loose
-estimate, and a too-small phi is the dangerous side), and every e-value is computed
-from S / phi instead of S (quasi-likelihood, McCullagh & Nelder, §4.5). For any
-phi >= 1, even one chosen from the data, mean_psi exp(S(psi) / phi) <= (mean_psi
-exp(S(psi)))^(1/phi) (Jensen: x^(1/phi) is concave), so a tempered e-value above
-1/alpha implies an untempered one above it: the guarantees above still hold. With the
-guard, FAIL and PASS also wait for 2 rounds with data (one round cannot show
-dispersion). Under over-dispersion this is a mitigation, not a guarantee.
 """
 
 from __future__ import annotations
@@ -56,12 +61,28 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import chi2
 
 from canary.config import AnalysisSettings, MetricConfig
 from canary.judge.combine import combine
 from canary.judge.hypergeometric import informative, round_loglik
-from canary.model import Counts, Histogram, Judgement, MetricKind, MetricResult, RoundData, Verdict
+from canary.judge.robust import (
+    BaselineSpread,
+    log_evidence,
+    round_contrast,
+    round_log_ratios,
+    severe_etas,
+    start_weight,
+)
+from canary.model import (
+    Arm,
+    Counts,
+    Histogram,
+    Judgement,
+    MetricKind,
+    MetricResult,
+    RoundData,
+    Verdict,
+)
 
 __all__ = [
     "DEFAULT_ALPHA_FAIL",
@@ -93,12 +114,11 @@ CONFIDENCE = 0.95
 # each psi0 is tested against psi0 * 10^(+-s/20) for the steps below (x1.26 ... x5).
 _CI_LOG10 = np.arange(-20, 21) / 20.0
 _CI_STEPS = (2, 4, 6, 10, 14)
-#: With the guard, a track needs this many rounds with data before it can FAIL or PASS.
-GUARD_MIN_ROUNDS = 2
-_DISPERSION_LEVEL = 0.01
-_CHI2_CRITICAL = chi2.isf(_DISPERSION_LEVEL, np.arange(1, 1001))  # index df - 1
-#: phi is the upper 95% confidence bound of the dispersion: Q / chi2_{0.05}(df).
-_CHI2_LOWER = chi2.ppf(0.05, np.arange(1, 1001))
+DEFAULT_ROBUST_CV = 0.75
+#: Budget in rounds when the settings give neither max_rounds nor max_duration.
+DEFAULT_BUDGET_ROUNDS = 60
+#: log R of a start-time mixture before any start (exp underflows to 0; JSON-safe).
+_LOG_ZERO = -1.0e9
 
 
 def _logmeanexp(values: np.ndarray) -> float:
@@ -116,7 +136,7 @@ def _logmeanexp_rows(values: np.ndarray) -> np.ndarray:
 class MetricParameters:
     """The resolved settings of one metric and the psi grid its state is kept on."""
 
-    def __init__(self, config: MetricConfig, n_judged: int) -> None:
+    def __init__(self, config: MetricConfig, n_judged: int, budget_rounds: int = 60) -> None:
         name = config.name
         self.name = name
         self.kind = config.kind
@@ -139,6 +159,12 @@ class MetricParameters:
         if any(not (0 < q < 1) for q in quantiles):
             raise ValueError(f"metric {name!r}: quantiles must be between 0 and 1")
         self.quantiles = quantiles
+        self.robust = config.robust if config.robust is not None else True
+        self.robust_cv = config.robust_cv if config.robust_cv is not None else DEFAULT_ROBUST_CV
+        self.budget_rounds = budget_rounds
+        #: Relative rate increases the robust process mixes over: psi - 1 per fail_grid,
+        #: then two severe ones set per round from the baseline (`robust.severe_etas`).
+        self.etas = np.array([g - 1.0 for g in fail_grid] + [0.0, 0.0])
         self.n_judged = n_judged
         self.log_fail_threshold = math.log(n_judged / self.alpha_fail)
         self.log_pass_threshold = math.log(1.0 / self.alpha_pass)
@@ -192,24 +218,53 @@ def choose_bounds(histogram: Histogram, quantiles: Sequence[float]) -> list[floa
     return sorted(chosen)
 
 
+def pass_information(fraction: float, canary_per_round: float, rounds: int) -> float:
+    """Expected information sum n p (1 - p) a bound carries over `rounds` rounds."""
+    return canary_per_round * rounds * fraction * (1.0 - fraction)
+
+
+def needed_information(params: MetricParameters) -> float:
+    """n p (1 - p) a track needs to reach PASS against the margin at true odds ratio 1.
+
+    The log-odds estimate has variance about 1 / (n p (1 - p)); the mixture reaches
+    1 / alpha_pass roughly when (log margin)^2 n p (1 - p) / 2 exceeds
+    log(1 / alpha_pass) plus the mixture's cost (log of the grid size) and one
+    standard deviation of slack.
+    """
+    need = math.log(1.0 / params.alpha_pass) + math.log(len(params.pass_grid)) + 1.0
+    return 2.0 * need / math.log(params.margin) ** 2
+
+
 def _new_track(params: MetricParameters) -> dict[str, Any]:
     """Running sums of one tested event (a counts metric, or one histogram bound)."""
     size = len(params.log_psi)
     return {
         "loglik": [0.0] * size,  # S(psi) on params.log_psi
-        "dispersion": [0.0] * (params.ci_slice.stop),  # Q(psi) on the CI grid
         "rounds": 0,  # rounds with an informative table
         "canary": [0, 0],  # requests, events
         "baseline": [0, 0],
+        **_new_restart(params),
+    }
+
+
+def _new_restart(params: MetricParameters) -> dict[str, Any]:
+    """The start-time mixtures of one track (request-level and robust)."""
+    return {
+        # log sum_s w_s prod_{k >= s} LR_k(psi; tolerance), per fail-grid psi
+        "late": [_LOG_ZERO] * len(params.fail_grid),
+        # robust process: per start s, a_s, b_s and log w_s; the baseline's spread
+        "starts": {"a": [], "logs": [], "log_w": []},
+        "spread": BaselineSpread().to_json(),
+        "canary_pods": 0,
     }
 
 
 class SequentialJudge:
     """Anytime-valid sequential judge; see the module docstring for the statistics.
 
-    `dispersion_guard=False` turns the over-dispersion guard off; `explain=False`
-    skips the confidence intervals and reasons (same verdicts, for bulk backtests
-    and benchmarks).
+    `explain=False` skips the confidence intervals and reasons (same verdicts, for
+    bulk backtests and benchmarks). The robustness settings are per metric
+    (`robust`, `robust_cv` in `MetricConfig`).
     """
 
     name = "sequential"
@@ -219,12 +274,10 @@ class SequentialJudge:
         metrics: Sequence[MetricConfig],
         settings: AnalysisSettings,
         *,
-        dispersion_guard: bool = True,
         explain: bool = True,
     ) -> None:
         self.metrics = list(metrics)
         self.settings = settings
-        self.dispersion_guard = dispersion_guard
         self.explain = explain
         judged = [m for m in self.metrics if m.kind is not MetricKind.VALUE]
         if not judged:
@@ -233,7 +286,8 @@ class SequentialJudge:
                 f"the sequential judge judges counts and histogram metrics; {names} "
                 "are of kind value (use the threshold or mann_whitney judge)"
             )
-        self.params = {m.name: MetricParameters(m, len(judged)) for m in judged}
+        budget = _budget_rounds(settings)
+        self.params = {m.name: MetricParameters(m, len(judged), budget) for m in judged}
         self.ignored = [m.name for m in self.metrics if m.kind is MetricKind.VALUE]
 
     # ------------------------------------------------------------------ interface
@@ -301,11 +355,13 @@ class SequentialJudge:
         note: str | None = None
         tables: list[tuple[int, int, int, int]] | None = None
 
+        pods: list[tuple[list[tuple[int, int]], int]] | None = None
         if round.error:
             note = f"round error, no evidence: {round.error}"
         elif params.kind is MetricKind.COUNTS:
             if isinstance(canary, Counts) and isinstance(baseline, Counts):
                 tables = [(canary.failed, canary.total, baseline.failed, baseline.total)]
+                pods = [_pod_events(round, params.name, None)]
             elif canary is not None or baseline is not None:
                 if not (canary is None or isinstance(canary, Counts)) or not (
                     baseline is None or isinstance(baseline, Counts)
@@ -325,6 +381,7 @@ class SequentialJudge:
                         entry["bounds"] = bounds
                         entry["warmup_round"] = k
                         entry["tracks"] = [_new_track(params) for _ in bounds]
+                        entry["pass_bounds"] = _pass_bounds(params, baseline, canary, bounds, k)
                         note = "warm-up: bounds " + ", ".join(_fmt_bound(b) for b in bounds)
                     else:
                         note = "warm-up: baseline data fall in one bucket, bounds not chosen yet"
@@ -341,16 +398,19 @@ class SequentialJudge:
                     )
                 else:
                     tables = []
+                    pods = []
                     for b in entry["bounds"]:
                         c, bl = canary.exceeding(b), baseline.exceeding(b)
                         tables.append((c.failed, c.total, bl.failed, bl.total))
+                        pods.append(_pod_events(round, params.name, b))
             else:
                 note = "no data in one arm, no evidence" if canary or baseline else "no data"
 
         if tables is not None:
+            assert pods is not None
             entry["tracks"] = [
-                self._update_track(params, track, table)
-                for track, table in zip(entry["tracks"], tables, strict=True)
+                self._update_track(params, track, table, k, pod)
+                for track, table, pod in zip(entry["tracks"], tables, pods, strict=True)
             ]
             entry["requests"] = int(old["requests"]) + tables[0][1]
             evidence["canary"] = [{"total": t[1], "failed": t[0]} for t in tables]
@@ -397,34 +457,54 @@ class SequentialJudge:
         return entry, result
 
     def _update_track(
-        self, params: MetricParameters, old: Mapping[str, Any], table: tuple[int, int, int, int]
+        self,
+        params: MetricParameters,
+        old: Mapping[str, Any],
+        table: tuple[int, int, int, int] | None,
+        k: int,
+        pods: tuple[list[tuple[int, int]], int] | None,
     ) -> dict[str, Any]:
-        x, n, y, m = table
+        """Add round k to one track (`table` None: a round without data, no change)."""
         track = dict(old)
+        if "late" not in track:  # a state stored before the restarting mixtures
+            track.update(_new_restart(params))
+        if table is None:
+            return track
+        x, n, y, m = table
         track["canary"] = [old["canary"][0] + n, old["canary"][1] + x]
         track["baseline"] = [old["baseline"][0] + m, old["baseline"][1] + y]
+        spread = BaselineSpread(track["spread"])
+        baseline_pods, canary_pods = pods or ([], 0)
+        spread.add(y, m, baseline_pods)
+        track["spread"] = spread.to_json()
+        track["canary_pods"] = max(int(track.get("canary_pods", 0)), canary_pods)
         if not informative(x, n, y, m):
             return track
-        lik = round_loglik(
-            x,
-            n,
-            y,
-            m,
-            params.log_psi,
-            moments=self.dispersion_guard,
-            moment_rows=params.ci_slice.stop,
-        )
-        loglik = np.asarray(old["loglik"]) + lik.loglik
-        track["loglik"] = loglik.tolist()
+        lik = round_loglik(x, n, y, m, params.log_psi)
+        track["loglik"] = (np.asarray(old["loglik"]) + lik.loglik).tolist()
         rounds = int(old["rounds"]) + 1
         track["rounds"] = rounds
-        if self.dispersion_guard:
-            ci = params.ci_slice
-            var = lik.var[ci]
-            # (x - mean)^2 / var where var > 0, else 0 (no division warnings to silence).
-            resid = np.divide((x - lik.mean[ci]) ** 2, var, out=np.zeros_like(var), where=var > 0)
-            q = np.asarray(old["dispersion"]) + resid
-            track["dispersion"] = q.tolist()
+        # Both start-time mixtures start a new e-process at each round with evidence,
+        # the j-th with weight w_j = 1 / (j (j + 1)).
+        log_w = math.log(start_weight(rounds))
+        # Request-level: R_j(psi) = LR_j(psi; tolerance) (R_{j-1}(psi) + w_j).
+        ell = lik.loglik[params.fail_slice] - lik.loglik[params.i_tol]
+        track["late"] = (np.logaddexp(np.asarray(track["late"], dtype=float), log_w) + ell).tolist()
+        # Robust: round j's score added to every start, the new one included.
+        starts = track["starts"]
+        a = np.append(np.asarray(starts["a"], dtype=float), 0.0)
+        logs = np.asarray(starts["logs"], dtype=float).reshape(-1, len(params.etas))
+        logs = np.vstack([logs, np.zeros(len(params.etas))])
+        weights = [*starts["log_w"], log_w]
+        kappa2 = spread.kappa2(params.robust_cv)
+        contrast = round_contrast(x, n, y, m, params.tolerance, kappa2, spread.rate())
+        if contrast is not None:
+            z, d = contrast
+            etas = params.etas.copy()
+            etas[-2:] = severe_etas(spread.rate(), params.tolerance)
+            a += d * d
+            logs += round_log_ratios(z, d, etas)[None, :]
+        track["starts"] = {"a": a.tolist(), "logs": logs.tolist(), "log_w": weights}
         return track
 
     # ------------------------------------------------------------------ summaries
@@ -448,41 +528,59 @@ class SequentialJudge:
             stats["e_fail"] = stats["e_pass"] = None
             return stats, None, None
         per_track = []
-        fails, passes = [], []
-        for track in tracks:
+        requests_fail, robust_fail, passes = [], [], []
+        pass_bounds = entry.get("pass_bounds")
+        for index, track in enumerate(tracks):
             s = np.asarray(track["loglik"])
-            phi = 1.0
-            if self.dispersion_guard and track["rounds"] >= 2:  # phi is 1 before two rounds
-                q = track["dispersion"][int(s[params.ci_slice].argmax())]
-                phi = _dispersion_phi(q, track["rounds"])
-                if phi != 1.0:  # s / 1.0 is s
-                    s = s / phi
-            log_fail = _logmeanexp(s[params.fail_slice]) - float(s[params.i_tol])
+            log_req = _logmeanexp(np.asarray(track["late"])) if "late" in track else _LOG_ZERO
+            spread = BaselineSpread(track.get("spread"))
+            tau2 = spread.rho2() * _pod_factor(spread.pod_max, int(track.get("canary_pods", 0)))
+            starts = track.get("starts") or {"a": [], "logs": [], "log_w": []}
+            log_rob = log_evidence(
+                np.asarray(starts["a"], dtype=float),
+                np.asarray(starts["logs"], dtype=float).reshape(-1, len(params.etas)),
+                np.asarray(starts["log_w"], dtype=float),
+                tau2,
+            )
+            log_rob = max(log_rob, _LOG_ZERO)
             log_pass = _logmeanexp(s[params.pass_slice]) - float(s[params.i_margin])
-            if self.dispersion_guard and track["rounds"] < GUARD_MIN_ROUNDS:
-                # Shrinking an e-value keeps it valid: min(e, 1) until dispersion is seen.
-                log_fail, log_pass = min(log_fail, 0.0), min(log_pass, 0.0)
-            fails.append(log_fail)
-            passes.append(log_pass)
+            requests_fail.append(log_req)
+            robust_fail.append(log_rob)
+            can_pass = pass_bounds is None or entry["bounds"][index] in pass_bounds
+            if can_pass:
+                passes.append(log_pass)
             low, high, estimate = _interval(params, s) if self.explain else (None, None, None)
             per_track.append(
                 {
                     "canary": {"total": track["canary"][0], "failed": track["canary"][1]},
                     "baseline": {"total": track["baseline"][0], "failed": track["baseline"][1]},
                     "rounds_with_evidence": track["rounds"],
-                    "e_fail": _safe_exp(log_fail),
+                    "e_fail": _safe_exp(min(log_req, log_rob) if params.robust else log_req),
+                    "e_fail_requests": _safe_exp(log_req),
+                    "e_fail_robust": _safe_exp(log_rob),
                     "e_pass": _safe_exp(log_pass),
+                    "counts_for_pass": can_pass,
                     "odds_ratio": estimate,
                     "ci_low": low,
                     "ci_high": high,
-                    "phi": phi,
+                    "round_cv": math.sqrt(spread.kappa2(params.robust_cv)),
+                    "pod_cv": math.sqrt(spread.rho2()),
+                    "pods": {
+                        "canary": int(track.get("canary_pods", 0)),
+                        "baseline": spread.pod_max,
+                    },
                 }
             )
         # The mean of one e-value is itself (log(exp(0) / 1) = 0).
-        log_fail = fails[0] + 0.0 if len(fails) == 1 else _logmeanexp(np.array(fails))
-        log_pass = float(min(passes))
+        log_req = _log_mean(requests_fail)
+        log_rob = _log_mean(robust_fail)
+        log_fail = min(log_req, log_rob) if params.robust else log_req
+        log_pass = float(min(passes)) if passes else None
+        stats["e_fail_requests"] = _safe_exp(log_req)
+        stats["e_fail_robust"] = _safe_exp(log_rob)
+        stats["robust"] = params.robust
         stats["e_fail"] = _safe_exp(log_fail)
-        stats["e_pass"] = _safe_exp(log_pass)
+        stats["e_pass"] = _safe_exp(log_pass) if log_pass is not None else 0.0
         stats["confidence"] = CONFIDENCE
         if params.kind is MetricKind.COUNTS:
             stats.update({k: v for k, v in per_track[0].items()})
@@ -490,6 +588,7 @@ class SequentialJudge:
             for bound, item in zip(entry["bounds"], per_track, strict=True):
                 item["bound"] = bound
             stats["per_bound"] = per_track
+            stats["pass_bounds"] = pass_bounds if pass_bounds is not None else entry["bounds"]
         return stats, log_fail, log_pass
 
     def _reasons(
@@ -546,8 +645,15 @@ class SequentialJudge:
                 f"pass evidence reached but only {entry['requests']} of "
                 f"{params.min_requests} canary requests (min_requests)"
             )
-        if any(float(t.get("phi", 1.0)) > 1.0 for t in stats.get("per_bound", [stats])):
-            reasons.append("over-dispersion between rounds detected: evidence tempered")
+        reasons.extend(_robust_reasons(params, stats))
+        excluded = [
+            b for b in (stats.get("bounds") or []) if b not in (stats.get("pass_bounds") or [])
+        ]
+        if excluded:
+            reasons.append(
+                "judged for FAIL only (too few requests slower than it to PASS within "
+                f"{params.budget_rounds} rounds): " + ", ".join(_fmt_bound(b) for b in excluded)
+            )
         if note:
             reasons.append(note)
         return reasons
@@ -556,22 +662,79 @@ class SequentialJudge:
 # ---------------------------------------------------------------------- helpers
 
 
-def _dispersion_phi(q: float, rounds: int) -> float:
-    """Upper 95% bound of the dispersion, Q / chi2_0.05(df), when Q exceeds the chi-square
-    1% critical value (df = rounds - 1), else 1."""
-    if rounds < 2:
-        return 1.0
-    df = rounds - 1
-    if df <= len(_CHI2_CRITICAL):
-        critical = float(_CHI2_CRITICAL[df - 1])
-        lower = float(_CHI2_LOWER[df - 1])
-    else:  # Wilson-Hilferty approximation beyond the table
-        a = 2.0 / (9.0 * df)
-        critical = df * (1.0 - a + 2.3263 * math.sqrt(a)) ** 3
-        lower = df * (1.0 - a - 1.6449 * math.sqrt(a)) ** 3
-    if q <= critical:
-        return 1.0
-    return max(1.0, q / lower)
+def _budget_rounds(settings: AnalysisSettings) -> int:
+    """The analysis budget in rounds: max_rounds, else max_duration / interval."""
+    if settings.max_rounds is not None:
+        return int(settings.max_rounds)
+    if settings.max_duration is not None and settings.interval > 0:
+        return max(1, math.ceil(float(settings.max_duration) / float(settings.interval)))
+    return DEFAULT_BUDGET_ROUNDS
+
+
+def _pod_events(
+    round: RoundData, metric: str, bound: float | None
+) -> tuple[list[tuple[int, int]], int]:
+    """(baseline (events, requests) per pod, number of canary pods) for one track."""
+    baseline: list[tuple[int, int]] = []
+    for obs in round.pod_observations(Arm.BASELINE, metric).values():
+        if bound is None and isinstance(obs, Counts):
+            baseline.append((obs.failed, obs.total))
+        elif bound is not None and isinstance(obs, Histogram) and bound in obs.bounds:
+            c = obs.exceeding(bound)
+            baseline.append((c.failed, c.total))
+    canary = round.pod_observations(Arm.CANARY, metric)
+    n_canary = sum(
+        1 for obs in canary.values() if isinstance(obs, Counts | Histogram) and _total(obs) > 0
+    )
+    return baseline, n_canary
+
+
+def _total(obs: Counts | Histogram) -> int:
+    return obs.total
+
+
+def _pod_factor(baseline_pods: int, canary_pods: int) -> float:
+    """1/J_c + 1/J_b: the variance of the pods' mean offset per unit pod variance.
+
+    Without a canary breakdown the canary is taken as one pod (the cautious side).
+    """
+    if baseline_pods <= 0:
+        return 0.0
+    return 1.0 / max(canary_pods, 1) + 1.0 / baseline_pods
+
+
+def _pass_bounds(
+    params: MetricParameters,
+    baseline: Histogram,
+    canary: Any,
+    bounds: Sequence[float],
+    k: int,
+) -> list[float]:
+    """The bounds that carry enough expected exceedances to PASS within the budget.
+
+    At the warm-up's traffic, a bound b with baseline fraction p slower than b gives
+    about n p (1 - p) information per round for n canary requests; one that cannot
+    reach `needed_information` in the rounds left is judged for FAIL only. When no
+    bound can, the most informative one stays required (PASS then needs luck or time).
+    """
+    if isinstance(canary, Histogram) and canary.total > 0:
+        per_round = float(canary.total)
+    else:  # no canary data yet: assume a 10% canary
+        per_round = baseline.total / 9.0
+    rounds = max(params.budget_rounds - k, 1)
+    need = needed_information(params)
+    info = {
+        b: pass_information(baseline.exceeding(b).failed / baseline.total, per_round, rounds)
+        for b in bounds
+    }
+    eligible = [b for b in bounds if info[b] >= need]
+    return eligible or [max(bounds, key=lambda b: info[b])]
+
+
+def _log_mean(values: Sequence[float]) -> float:
+    if len(values) == 1:
+        return float(values[0])
+    return _logmeanexp(np.asarray(values, dtype=float))
 
 
 def _interval(params: MetricParameters, s: np.ndarray) -> tuple[float | None, float | None, float]:
@@ -590,6 +753,38 @@ def _interval(params: MetricParameters, s: np.ndarray) -> tuple[float | None, fl
     last = len(ci) - 1
     high = float(params.ci_psi[kept[-1]]) if kept[-1] < last else None
     return low, high, estimate
+
+
+def _robust_reasons(params: MetricParameters, stats: Mapping[str, Any]) -> list[str]:
+    """What the robust evidence allowed for, and what the pods can and cannot show."""
+    if stats.get("e_fail") is None:
+        return []
+    if not params.robust:
+        return [
+            "robust evidence off (robust = false): FAIL assumes independent requests "
+            f"(request-level fail evidence {_fmt_e(stats['e_fail_requests'])})"
+        ]
+    items = stats.get("per_bound") or [stats]
+    round_cv = max(float(t["round_cv"]) for t in items)
+    pod_cv = max(float(t["pod_cv"]) for t in items)
+    pods = items[0]["pods"]
+    reasons = [
+        f"fail evidence: request-level {_fmt_e(stats['e_fail_requests'])}, robust "
+        f"{_fmt_e(stats['e_fail_robust'])} (FAIL needs both); the robust one allows "
+        f"the baseline's spread: {round_cv:.0%} between rounds, {pod_cv:.0%} between pods"
+    ]
+    if pods["baseline"] < 2:
+        reasons.append(
+            "no per-pod breakdown of the baseline: differences between pods are not "
+            "allowed for, only between rounds"
+        )
+    elif pods["canary"] <= 1:
+        reasons.append(
+            "a single canary pod: a difference may be that pod rather than the version; "
+            "the robust evidence allows for the spread of the baseline's "
+            f"{pods['baseline']} pods, but cannot tell a bad pod from a bad version"
+        )
+    return reasons
 
 
 def _safe_exp(value: float) -> float:

@@ -17,7 +17,17 @@ Robustness effects, each off by default:
 - `reset_prob`: a pod of the arm restarts inside the round and the counts it served
   before the restart are lost (binomial thinning, unbiased);
 - `missing_prob`: the round's queries fail; the next round's deltas then hold both
-  rounds (counters are cumulative).
+  rounds (counters are cumulative);
+- `rate_cv`: each arm's error rate in each round is drawn from a Beta distribution with
+  mean `error_rate` and this coefficient of variation, independently per arm and round
+  (every pod of an arm shares the draw: round-level heterogeneity);
+- `pod_counts` = (canary pods, baseline pods): traffic is split evenly over the pods
+  and the rounds carry the per-pod breakdown; with `pod_bad_prob` each pod is, for the
+  whole run, bad (error rate `pod_bad_rate`) with that probability (the pod lottery),
+  and with `pod_latency_cv` each pod's latency median is multiplied by a lognormal
+  factor of that spread, also fixed for the run (pod-level heterogeneity);
+- `change_round`: the canary behaves like the baseline before this round (0-based)
+  and follows its own model from it on (a regression that starts mid-analysis).
 
 The demo and `bench/judge_power.py` share this model.
 """
@@ -109,6 +119,12 @@ class TrafficModel:
     incident_rate: float = 0.2
     reset_prob: float = 0.0
     missing_prob: float = 0.0
+    rate_cv: float = 0.0
+    pod_counts: tuple[int, int] | None = None
+    pod_bad_prob: float = 0.0
+    pod_bad_rate: float = 0.03
+    pod_latency_cv: float = 0.0
+    change_round: int = 0
 
     def weights(self) -> np.ndarray:
         if isinstance(self.canary_weight, int | float):
@@ -134,6 +150,9 @@ class SimulatedRounds:
     baseline_buckets: np.ndarray
     missing: np.ndarray  # bool: the round's queries failed
     bounds: tuple[float, ...] = ENVOY_BUCKETS
+    #: Per-pod breakdown when simulated: arm -> (total, failed, buckets), each with a
+    #: trailing pod axis before the bucket axis: (replications, rounds, pods[, buckets]).
+    pods: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
 
     @property
     def replications(self) -> int:
@@ -145,7 +164,23 @@ class SimulatedRounds:
             if self.missing[rep, k]:
                 yield RoundData(canary={}, baseline={}, error="query failed (simulated)")
                 continue
+            pods: dict[str, dict[str, dict[str, Counts | Histogram]]] = {}
+            for arm, (total, failed, buckets) in (self.pods or {}).items():
+                n_pods = total.shape[2]
+                pods[arm] = {
+                    "errors": {
+                        f"{arm}-{i}": Counts(int(total[rep, k, i]), int(failed[rep, k, i]))
+                        for i in range(n_pods)
+                    },
+                    "latency": {
+                        f"{arm}-{i}": Histogram(
+                            self.bounds, tuple(int(v) for v in buckets[rep, k, i])
+                        )
+                        for i in range(n_pods)
+                    },
+                }
             yield RoundData(
+                pods=pods,
                 canary={
                     "errors": Counts(
                         int(self.canary_total[rep, k]), int(self.canary_failed[rep, k])
@@ -165,6 +200,13 @@ class SimulatedRounds:
             )
 
 
+def _beta(rng: np.random.Generator, mean: np.ndarray, cv: float) -> np.ndarray:
+    """Beta draws with the given means and coefficient of variation."""
+    mean = np.clip(mean, 1e-12, 1 - 1e-12)
+    strength = np.maximum((1 - mean) / (mean * cv * cv) - 1, 1e-6)  # a + b
+    return rng.beta(mean * strength, (1 - mean) * strength)
+
+
 def _arm(
     rng: np.random.Generator,
     model: TrafficModel,
@@ -172,11 +214,18 @@ def _arm(
     share: np.ndarray,
     load: np.ndarray,
     replications: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    before: ArmModel | None = None,
+    n_pods: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
     shape = (replications, model.rounds)
     mean = model.rps * model.round_seconds * share * load
     total = rng.poisson(np.broadcast_to(mean, shape))
-    rate = np.broadcast_to(arm.error_rate * (load if model.diurnal else 1.0), shape).copy()
+    base_rate = np.full(model.rounds, arm.error_rate)
+    if before is not None and model.change_round > 0:
+        base_rate[: model.change_round] = before.error_rate
+    rate = np.broadcast_to(base_rate * (load if model.diurnal else 1.0), shape).copy()
+    if model.rate_cv > 0:
+        rate = _beta(rng, rate, model.rate_cv)
     slow = np.zeros(shape, dtype=bool)
     if model.incident is not None:
         start, length = model.incident
@@ -185,17 +234,28 @@ def _arm(
     if model.bad_pod:
         burst = rng.gamma(model.bad_pod_shape, model.bad_pod_rate / model.bad_pod_shape, shape)
         rate = rate * (1 - 1 / model.pods) + np.minimum(burst, 1.0) / model.pods
+    if n_pods > 0:
+        return _pods(rng, model, arm, total, rate, replications, before, n_pods)
     failed = rng.binomial(total, np.clip(rate, 0.0, 1.0))
     probs = bucket_probabilities(arm)
+    if before is not None and model.change_round > 0:
+        probs = np.broadcast_to(probs, (model.rounds, len(probs))).copy()
+        probs[: model.change_round] = bucket_probabilities(before)
     slow_probs = bucket_probabilities(replace(arm, latency_median_ms=arm.latency_median_ms * 3))
     flat_total = total.reshape(-1)
     flat_slow = slow.reshape(-1)
-    counts = np.empty((flat_total.size, len(probs)), dtype=np.int64)
-    if (~flat_slow).any():
+    counts = np.empty((flat_total.size, probs.shape[-1]), dtype=np.int64)
+    if probs.ndim == 2:  # the canary changes at change_round
+        flat_probs = np.broadcast_to(probs, (*shape, probs.shape[-1])).reshape(-1, probs.shape[-1])
+        for r in range(model.rounds):
+            rows = np.arange(r, flat_total.size, model.rounds)
+            counts[rows] = rng.multinomial(flat_total[rows], flat_probs[r])
+        flat_slow = np.zeros_like(flat_slow)
+    elif (~flat_slow).any():
         counts[~flat_slow] = rng.multinomial(flat_total[~flat_slow], probs)
     if flat_slow.any():
         counts[flat_slow] = rng.multinomial(flat_total[flat_slow], slow_probs)
-    counts = counts.reshape(*shape, len(probs))
+    counts = counts.reshape(*shape, probs.shape[-1])
     if model.reset_prob > 0:
         # A restarted pod (1 of `pods`) loses what it served before the restart.
         reset = rng.random(shape) < model.reset_prob
@@ -206,7 +266,52 @@ def _arm(
         ok = rng.binomial(ok, keep)
         total = failed + ok
         counts = rng.binomial(counts, keep[..., None])  # the latency series lose the same share
-    return total, failed, counts
+    return total, failed, counts, None
+
+
+def _pods(
+    rng: np.random.Generator,
+    model: TrafficModel,
+    arm: ArmModel,
+    total: np.ndarray,
+    rate: np.ndarray,
+    replications: int,
+    before: ArmModel | None,
+    n_pods: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Split an arm's rounds over `n_pods` pods with fixed per-run pod effects."""
+    shape = (replications, model.rounds, n_pods)
+    pod_total = rng.multinomial(total.reshape(-1), np.full(n_pods, 1.0 / n_pods)).reshape(shape)
+    bad = rng.random((replications, 1, n_pods)) < model.pod_bad_prob
+    # A bad pod fails at pod_bad_rate instead of the arm's rate (same relative heterogeneity).
+    scale = np.where(bad, model.pod_bad_rate / max(arm.error_rate, 1e-12), 1.0)
+    if before is not None and model.change_round > 0:
+        scale = np.broadcast_to(scale, shape).copy()
+        scale[:, : model.change_round] = np.where(
+            bad[:, 0, None, :], model.pod_bad_rate / max(before.error_rate, 1e-12), 1.0
+        )
+    pod_rate = np.clip(rate[..., None] * scale, 0.0, 1.0)
+    pod_failed = rng.binomial(pod_total, pod_rate)
+    factors = np.exp(model.pod_latency_cv * rng.standard_normal((replications, n_pods)))
+    n_buckets = len(ENVOY_BUCKETS)
+    counts = np.empty((*shape, n_buckets), dtype=np.int64)
+    for rep in range(replications):
+        for i in range(n_pods):
+            median = arm.latency_median_ms * factors[rep, i]
+            probs = bucket_probabilities(replace(arm, latency_median_ms=median))
+            counts[rep, :, i] = rng.multinomial(pod_total[rep, :, i], probs)
+            if before is not None and model.change_round > 0:
+                median0 = before.latency_median_ms * factors[rep, i]
+                probs0 = bucket_probabilities(replace(before, latency_median_ms=median0))
+                head = pod_total[rep, : model.change_round, i]
+                counts[rep, : model.change_round, i] = rng.multinomial(head, probs0)
+    pod_buckets = np.cumsum(counts, axis=-1)
+    return (
+        pod_total.sum(axis=2),
+        pod_failed.sum(axis=2),
+        counts.sum(axis=2),
+        (pod_total, pod_failed, pod_buckets),
+    )
 
 
 def simulate(model: TrafficModel, replications: int, seed: int) -> SimulatedRounds:
@@ -215,8 +320,13 @@ def simulate(model: TrafficModel, replications: int, seed: int) -> SimulatedRoun
     w = model.weights()
     k = np.arange(model.rounds)
     load = 1.0 + 0.8 * np.sin(2 * np.pi * k / model.rounds) if model.diurnal else np.ones_like(w)
-    c_total, c_failed, c_counts = _arm(rng, model, model.canary, w, load, replications)
-    b_total, b_failed, b_counts = _arm(rng, model, model.baseline, 1.0 - w, load, replications)
+    c_pods, b_pods = model.pod_counts or (0, 0)
+    c_total, c_failed, c_counts, c_by_pod = _arm(
+        rng, model, model.canary, w, load, replications, model.baseline, c_pods
+    )
+    b_total, b_failed, b_counts, b_by_pod = _arm(
+        rng, model, model.baseline, 1.0 - w, load, replications, None, b_pods
+    )
     missing = np.zeros((replications, model.rounds), dtype=bool)
     if model.missing_prob > 0:
         missing = rng.random((replications, model.rounds)) < model.missing_prob
@@ -237,4 +347,9 @@ def simulate(model: TrafficModel, replications: int, seed: int) -> SimulatedRoun
         canary_buckets=np.cumsum(c_counts, axis=-1),
         baseline_buckets=np.cumsum(b_counts, axis=-1),
         missing=missing,
+        pods=(
+            {"canary": c_by_pod, "baseline": b_by_pod}
+            if c_by_pod is not None and b_by_pod is not None
+            else None
+        ),
     )

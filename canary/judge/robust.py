@@ -1,0 +1,225 @@
+"""Evidence that does not rest on independent requests: round contrasts, A/A-scaled.
+
+The request-level e-process (`canary.judge.hypergeometric`) is exact when, within a
+round, which arm a request lands on is independent of whether it fails. Real traffic
+breaks this in two ways: (a) an arm's error rate varies from round to round (all of
+its pods together: load, dependencies, minutes), and (b) pods differ, persistently
+(a bad node, a cold cache): the canary's few pods may be worse than the baseline's
+by chance. This module scores each round by one number and scales it with the
+variation the *baseline's own* data show — an A/A comparison:
+
+For a round with canary x failures of n requests and baseline y of m, let
+q = (y + 1/2)/(m + 1), q_t its odds multiplied by `tolerance`, and
+
+    c = x - n q_t                           (excess canary failures)
+    u = n q_t                               (c's mean per unit relative effect eta)
+    v = n q_t (1 - q_t) + n^2 q (1 - q) / m + 2 n^2 q^2 kappa^2
+
+v is c's variance under the null: binomial parts plus round-level variation (a) of
+relative size kappa (coefficient of variation of an arm's rate between rounds; both
+arms vary). Pod-level variation (b) is a persistent relative offset w of the canary's
+pods against the baseline's, of variance tau^2 = rho^2 (1/J_c + 1/J_b) for J_c canary
+and J_b baseline pods (rho: the relative spread of pod error rates). Modelling
+c_k = u_k (eta + w) + e_k, e_k ~ N(0, v_k), w ~ N(0, tau^2), the likelihood ratio of
+eta against 0 with w integrated out is, with a = sum u_k^2 / v_k, b = sum u_k c_k / v_k,
+
+    log LR(eta) = (eta b - eta^2 a / 2) / (1 + a tau^2)
+
+(a Gaussian random-effects likelihood ratio; the persistent offset caps the evidence
+a run of rounds can give, as it should). A likelihood ratio of the null's joint law
+is a martingale under it, so a mixture over eta is an e-process when the model holds.
+
+kappa and rho come from the baseline only (its round-to-round and pod-to-pod
+spread), never from the canary's failures: more canary failures always mean more
+evidence (the score is monotone in x). Estimates from few rounds or pods are replaced
+by an upper confidence bound (chi-square, `SPREAD_LEVEL`), and kappa is capped at the
+metric's `robust_cv` while the baseline has fewer than two rounds. The Gaussian model,
+the plug-in scales and the cap make this validity approximate: it is *measured* on the
+benchmark's heterogeneous nulls (docs/judge.md), not proved.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy.stats import chi2
+
+__all__ = [
+    "DF",
+    "SPREAD_LEVEL",
+    "BaselineSpread",
+    "log_evidence",
+    "round_contrast",
+    "round_log_ratios",
+    "severe_etas",
+    "start_weight",
+]
+
+#: Upper confidence level of the baseline's spread estimates (one-sided).
+SPREAD_LEVEL = 0.8
+_LOWER = chi2.ppf(1.0 - SPREAD_LEVEL, np.arange(1, 2001))  # index df - 1
+
+
+def _chi2_lower(df: int) -> float:
+    if df <= len(_LOWER):
+        return float(_LOWER[df - 1])
+    a = 2.0 / (9.0 * df)  # Wilson-Hilferty beyond the table
+    return df * (1.0 - a - 1.2816 * math.sqrt(a)) ** 3
+
+
+def start_weight(k: int) -> float:
+    """Weight of the e-process started at round k: 1/(k(k+1)), summing to 1 over k >= 1."""
+    return 1.0 / (k * (k + 1))
+
+
+class BaselineSpread:
+    """Running sums of the baseline's spread between rounds and between pods.
+
+    Stored as a plain dict (`to_json`), so the judge state stays JSON.
+    """
+
+    __slots__ = ("pod_df", "pod_max", "pod_neff", "pod_ss", "rounds", "s_m", "s_m2", "s_y", "s_yy")
+
+    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
+        data = data or {}
+        self.rounds = int(data.get("rounds", 0))
+        self.s_m = float(data.get("s_m", 0.0))
+        self.s_m2 = float(data.get("s_m2", 0.0))
+        self.s_y = float(data.get("s_y", 0.0))
+        self.s_yy = float(data.get("s_yy", 0.0))  # sum y^2 / m
+        self.pod_ss = float(data.get("pod_ss", 0.0))  # sum over rounds of sum_i y_i^2/m_i - y^2/m
+        self.pod_df = int(data.get("pod_df", 0))
+        self.pod_neff = float(data.get("pod_neff", 0.0))
+        self.pod_max = int(data.get("pod_max", 0))
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def add(self, y: int, m: int, pods: Sequence[tuple[int, int]] = ()) -> None:
+        """Add one round of the baseline: y events of m, optionally per pod (y_i, m_i)."""
+        if m <= 0:
+            return
+        self.rounds += 1
+        self.s_m += m
+        self.s_m2 += float(m) * m
+        self.s_y += y
+        self.s_yy += y * y / m
+        pods = [(yi, mi) for yi, mi in pods if mi > 0]
+        if len(pods) >= 2:
+            total = sum(mi for _, mi in pods)
+            events = sum(yi for yi, _ in pods)
+            self.pod_ss += sum(yi * yi / mi for yi, mi in pods) - events * events / total
+            self.pod_df += len(pods) - 1
+            self.pod_neff += total - sum(mi * mi for _, mi in pods) / total
+            self.pod_max = max(self.pod_max, len(pods))
+
+    def rate(self) -> float:
+        """The baseline's pooled rate over the rounds so far (1/2-corrected)."""
+        return self._rate()
+
+    def _rate(self) -> float:
+        return (self.s_y + 0.5) / (self.s_m + 1.0)
+
+    def kappa2(self, cap: float) -> float:
+        """Relative round-to-round variance of an arm's rate: an upper confidence bound
+        (level `SPREAD_LEVEL`) from the baseline's rounds, at most cap^2; cap^2 until
+        the baseline has two rounds."""
+        if self.rounds < 2:
+            return cap * cap
+        p = self._rate()
+        pq = p * (1.0 - p)
+        df = self.rounds - 1
+        x2 = max(self.s_yy - self.s_y * self.s_y / self.s_m, 0.0) / pq
+        upper = x2 * df / _chi2_lower(df)
+        neff = self.s_m - self.s_m2 / self.s_m
+        if neff <= 0:
+            return cap * cap
+        return min(cap * cap, max(upper - df, 0.0) * pq / (p * p * neff))
+
+    def rho2(self) -> float:
+        """Relative pod-to-pod variance of the rate (upper bound; 0 without pods)."""
+        if self.pod_df <= 0 or self.pod_neff <= 0:
+            return 0.0
+        p = self._rate()
+        pq = p * (1.0 - p)
+        x2 = max(self.pod_ss, 0.0) / pq
+        # The pods are the same in every round: pod effects have pod_max - 1 degrees
+        # of freedom however many rounds are pooled.
+        d = max(1, min(self.pod_df, self.pod_max - 1))
+        upper = x2 / self.pod_df * d / _chi2_lower(d) * self.pod_df
+        return max(upper - self.pod_df, 0.0) * pq / (p * p * self.pod_neff)
+
+
+#: Degrees of freedom of a round's Student-t likelihood ratio.
+DF = 5.0
+
+
+def severe_etas(p_bar: float, tolerance: float) -> tuple[float, float]:
+    """Two severe alternatives of a round, from the baseline alone (so predictable):
+    the canary failing every request, eta_dead = (1 - p_t) / p_t, and the geometric
+    mean of 10 and eta_dead (most requests failing)."""
+    p_t = tolerance * p_bar / (1.0 - p_bar + tolerance * p_bar)
+    dead = max((1.0 - p_t) / p_t, 10.0)
+    return math.sqrt(10.0 * dead), dead
+
+
+def round_contrast(
+    x: int,
+    n: int,
+    y: int,
+    m: int,
+    tolerance: float,
+    kappa2: float,
+    p_bar: float,
+) -> tuple[float, float] | None:
+    """(z, d) of one round: the standardized contrast c / sqrt(v) and u / sqrt(v).
+
+    p_bar is the baseline's pooled rate over the rounds so far (the null's mean rate);
+    q, this round's baseline rate, is what the canary is compared with (so changes
+    both arms share cancel). None without requests in both arms.
+    """
+    if n <= 0 or m <= 0:
+        return None
+    q = (y + 0.5) / (m + 1.0)
+    q_t = tolerance * q / (1.0 - q + tolerance * q)
+    p_t = tolerance * p_bar / (1.0 - p_bar + tolerance * p_bar)
+    c = x - n * q_t
+    u = n * p_t
+    v = n * p_t * (1.0 - p_t) + n * n * p_bar * (1.0 - p_bar) / m + 2.0 * n * n * p_bar**2 * kappa2
+    sd = math.sqrt(v)
+    return c / sd, u / sd
+
+
+def round_log_ratios(z: float, d: float, etas: np.ndarray, df: float = DF) -> np.ndarray:
+    """log f(z' - delta) - log f(z') for Student's t density f (`df` degrees of freedom),
+    delta = eta d and z' = min(z, z*), z* = (delta + sqrt(delta^2 + 4 df)) / 2.
+
+    Under the null z has mean <= 0 and scale about 1; a t likelihood ratio gives one
+    extreme round bounded evidence, so skewed or heavy-tailed round-to-round variation
+    (a bursty pod, Beta-distributed rates) does not pile up as proof. The ratio peaks
+    at z*; holding it there beyond keeps the score monotone (more canary failures never
+    give less evidence) at the price of exactness under a t null (the benchmark
+    measures it).
+    """
+    delta = etas * d
+    peak = (delta + np.sqrt(delta * delta + 4.0 * df)) / 2.0
+    zz = np.minimum(z, peak)
+    shifted = zz - delta
+    return -(df + 1.0) / 2.0 * (np.log1p(shifted * shifted / df) - np.log1p(zz * zz / df))
+
+
+def log_evidence(a: np.ndarray, logs: np.ndarray, log_w: np.ndarray, tau2: float) -> float:
+    """log sum_s w_s mean_eta exp(L_s(eta) / (1 + a_s tau^2)).
+
+    L_s is the summed round log-ratios since start s (rows), a_s = sum d^2 (the
+    information since s); 1 / (1 + a_s tau^2) tempers it for a persistent pod offset.
+    """
+    if a.size == 0:
+        return -math.inf
+    temper = 1.0 / (1.0 + a * tau2)
+    values = logs * temper[:, None] + log_w[:, None] - math.log(logs.shape[1])
+    top = float(values.max())
+    return top + math.log(float(np.exp(values - top).sum()))
