@@ -1,77 +1,112 @@
 # canary: the daemon, the HTTP API (Argo Rollouts web metric provider) and the CLI.
 #
-#   docker build -t canary:0.1.0 .
+#   scripts/build-image                      # buildah, no Docker engine (docs/deploy.md)
+#   docker build -t canary .                 # or Docker 23+ (BuildKit)
 #   docker run --rm --read-only --tmpfs /tmp -v canary-data:/var/lib/canary \
-#     -p 8080:8080 -e CANARY_API_TOKEN=change-me canary:0.1.0
+#     -p 8080:8080 -e CANARY_API_TOKEN=change-me canary
 #
-# Two stages: `build` turns the project and every dependency into wheels; the runtime
-# stage installs those wheels (bind-mounted from `build`, so they never land in a layer)
-# into a slim Python with no compiler and no pip cache. Needs BuildKit (the default
-# builder since Docker 23) for `RUN --mount`.
+# The base is Debian's own: `debian:bookworm-slim` (pin a digest with
+# --build-arg BASE_IMAGE=debian:bookworm-slim@sha256:...), which scripts/build-image
+# can also make from Debian packages with mmdebstrap when no registry is reachable.
+# Debian's python3 runs the application from a virtual environment in /opt/canary.
+#
+# Two stages: `build` builds the project's wheel and installs it with every dependency
+# into the virtual environment (pip's cache is a build cache mount, never a layer); the
+# runtime stage copies that environment, without pip, onto a base with Debian's python3
+# and tini: no compiler, no pip, no cache. Needs BuildKit (Docker 23+) or buildah for
+# `RUN --mount`.
 #
 # The process runs as UID/GID 10001 with a read-only root filesystem: it writes only
 # under /var/lib/canary (CANARY_DATA_DIR: the SQLite database, reports) and /tmp.
+#
+# The image's version label is the package's own version: scripts/build-image reads it
+# from the installed distribution's metadata and sets it after the build (a Dockerfile
+# cannot compute a label), so nothing here names the distribution or its version.
 
-FROM python:3.11.13-slim-bookworm AS build
-ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+ARG BASE_IMAGE=debian:bookworm-slim
+
+FROM ${BASE_IMAGE} AS build
+ENV DEBIAN_FRONTEND=noninteractive \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+# Debian bookworm's python3 (3.11); python3-venv brings ensurepip for the venv.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3=3.11.2-1+b1 python3-venv=3.11.2-1+b1 \
+ && apt-get clean \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY canary ./canary
 COPY queries ./queries
 COPY migrations ./migrations
-# The project's wheel plus wheels of all its dependencies, PostgreSQL driver included.
-RUN pip wheel --wheel-dir /wheels ".[postgres]"
+# The wheel of this source tree (whatever its distribution name and version), installed
+# with its PostgreSQL extra; then pip, setuptools and the dependencies' own test suites
+# (a third of SciPy and NumPy) leave the environment. Behind a
+# TLS-intercepting proxy, pass its CA bundle as the build secret `ca-certificates`
+# (scripts/build-image passes the machine's own bundle); it never lands in a layer.
+RUN --mount=type=cache,target=/root/.cache/pip \
+    --mount=type=secret,id=ca-certificates,target=/run/secrets/ca-certificates \
+    if [ -s /run/secrets/ca-certificates ]; then export PIP_CERT=/run/secrets/ca-certificates; fi \
+ && python3 -m venv /opt/canary \
+ && /opt/canary/bin/pip wheel --no-deps --wheel-dir /dist . \
+ && set -- /dist/*.whl \
+ && test "$#" = 1 \
+ && /opt/canary/bin/pip install "$1[postgres]" \
+ && /opt/canary/bin/pip uninstall --yes pip setuptools \
+ && find /opt/canary/lib -depth -type d -name tests -path '*/site-packages/*/tests' \
+      -exec rm -rf {} +
 
-FROM python:3.11.13-slim-bookworm AS runtime
-ARG VERSION=0.1.0
+FROM ${BASE_IMAGE} AS runtime
+ARG BASE_IMAGE
 ARG REVISION=unknown
 ARG CREATED=unknown
 LABEL org.opencontainers.image.title="canary" \
       org.opencontainers.image.description="Progressive-delivery canary analysis for Istio meshes: anytime-valid statistics against a concurrent baseline, safe traffic shifting, every decision stored." \
-      org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.base.name="docker.io/library/python:3.11.13-slim-bookworm"
+      org.opencontainers.image.base.name="${BASE_IMAGE}"
 
-# tini as PID 1: the kernel gives PID 1 no default signal actions, so a SIGTERM that
-# arrives before the daemon has installed its own handler (while it imports SciPy or
-# migrates the database) would be ignored until the kill timeout. tini forwards
-# SIGTERM/SIGINT to canary, where the default action or the daemon's handler applies,
-# and reaps zombies. The version is Debian bookworm's.
+# Debian's python3 (the interpreter the environment was built against) and tini as
+# PID 1: the kernel gives PID 1 no default signal actions, so a SIGTERM that arrives
+# before the daemon has installed its own handler (while it imports SciPy or migrates
+# the database) would be ignored until the kill timeout. tini forwards SIGTERM/SIGINT
+# to canary, where the default action or the daemon's handler applies, and reaps
+# zombies. Versions are Debian bookworm's.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends tini=0.19.0-1+b3 \
- && rm -rf /var/lib/apt/lists/*
-
-RUN groupadd --gid 10001 canary \
+ && apt-get install -y --no-install-recommends python3=3.11.2-1+b1 tini=0.19.0-1+b3 \
+ && apt-get clean \
+ && rm -rf /var/lib/apt/lists/* /var/cache/debconf/*-old /var/log/apt /var/log/dpkg.log \
+ && groupadd --gid 10001 canary \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin canary \
  && mkdir -p /var/lib/canary /etc/canary \
  && chown 10001:10001 /var/lib/canary \
  && chmod 0750 /var/lib/canary
 
-RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links=/wheels "canary[postgres]==${VERSION}" \
- && canary --help > /dev/null
+COPY --from=build /opt/canary /opt/canary
 
 # The image's own configuration: listen on every interface (the embedded default is
 # 127.0.0.1) with SQLite under CANARY_DATA_DIR. Kubernetes mounts its ConfigMap here.
 COPY deploy/container/config.toml /etc/canary/config.toml
 
-ENV CANARY_CONFIG=/etc/canary/config.toml \
+ENV PATH=/opt/canary/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    CANARY_CONFIG=/etc/canary/config.toml \
     CANARY_DATA_DIR=/var/lib/canary \
     HOME=/nonexistent \
     TMPDIR=/tmp \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 
+RUN canary --help > /dev/null
+
 USER 10001:10001
 WORKDIR /var/lib/canary
 VOLUME ["/var/lib/canary"]
 EXPOSE 8080
 
-# Liveness of the HTTP API; slim has no curl, so the standard library does the request.
+# Liveness of the HTTP API; the base has no curl, so the standard library does the
+# request (`python` is the virtual environment's, first on PATH).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)"]
 

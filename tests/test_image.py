@@ -1,0 +1,241 @@
+"""The container image, built from a clean clone and run as it ships.
+
+`scripts/build-image` makes the Dockerfile's base (debian:bookworm-slim) from Debian's
+packages with mmdebstrap and builds the Dockerfile with `buildah bud` (chroot
+isolation, vfs storage): no Docker engine, no registry. The checks then run the
+image's own entrypoint (`tini -- canary`) with `buildah run` in a working container,
+as the image's USER, with its ENV and WORKDIR, and a host directory owned by 10001 as
+the /var/lib/canary volume (what a Docker volume or a pod's emptyDir gives):
+
+- the image's configuration: UID/GID 10001, exec-form entrypoint through tini, the
+  HEALTHCHECK, and labels whose version is the installed distribution's own;
+- `canary --version` prints the package's version; `canary db upgrade` creates the
+  database in the volume; `canary config check` passes the example configuration and
+  the image's own; `canary demo` promotes one canary and rolls back the bad one;
+- nothing in the image's root filesystem outside /var/lib/canary and /tmp is writable
+  by UID/GID 10001 (a process without capabilities), so it runs with a read-only root.
+
+The build needs root and buildah (scripts/test installs Debian's packages); elsewhere
+these tests are skipped with the reason, and under CI a missing buildah is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+UID = GID = 10001
+DATA_DIR = "/var/lib/canary"
+ARTIFACTS = ROOT / "test-artifacts"
+#: The image size the README promises to stay under.
+SIZE_LIMIT_MB = 250
+#: Building takes minutes on a busy two-core machine (the base rootfs is cached).
+pytestmark = pytest.mark.timeout(1800)
+ENV = {**os.environ, "STORAGE_DRIVER": "vfs", "BUILDAH_ISOLATION": "chroot"}
+
+
+def _run(args: list[str], timeout: float = 600, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, capture_output=True, text=True, timeout=timeout, env=ENV, check=False, **kwargs
+    )
+
+
+def _buildah_missing() -> str | None:
+    if os.geteuid() != 0:
+        return "building the image needs root (buildah with chroot isolation and vfs storage)"
+    for tool in ("buildah", "podman", "mmdebstrap"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (scripts/test installs it with apt-get)"
+    return None
+
+
+@dataclass
+class Image:
+    id: str
+    config: dict[str, Any]
+    size_mb: int
+    revision: str
+    container: str
+
+    def run(
+        self, *args: str, volumes: dict[Path, str] | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        """`buildah run` the image's entrypoint with `args` as its user, ENV and WORKDIR."""
+        mounts = [f"--volume={host}:{inside}" for host, inside in (volumes or {}).items()]
+        return _run(
+            ["buildah", "run", *mounts, self.container, "--", *self.config["Entrypoint"], *args],
+            timeout=timeout,
+        )
+
+    def python(self, code: str, volumes: dict[Path, str] | None = None) -> Any:
+        """Run `code` with the image's Python as its user; its stdout is JSON."""
+        mounts = [f"--volume={host}:{inside}" for host, inside in (volumes or {}).items()]
+        result = _run(["buildah", "run", *mounts, self.container, "--", "python", "-c", code])
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def image() -> Iterator[Image]:
+    missing = _buildah_missing()
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must build the image: {missing}")
+        pytest.skip(missing)
+    with tempfile.TemporaryDirectory(prefix="canary-image-") as tmp:
+        clone = Path(tmp) / "src"
+        cloned = _run(["git", "clone", "--quiet", "--no-local", str(ROOT), str(clone)])
+        assert cloned.returncode == 0, cloned.stderr
+        revision = _run(["git", "rev-parse", "HEAD"], cwd=clone).stdout.strip()
+        tag = f"localhost/canary-test:{uuid.uuid4().hex[:12]}"
+        built = _run(["scripts/build-image", "--tag", tag], cwd=clone, timeout=1500)
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "build-image.log").write_text(built.stdout + built.stderr)
+        assert built.returncode == 0, built.stdout + built.stderr[-4000:]
+        image_id = built.stdout.split()[-1]
+        size_mb = int(re.search(r"^size: (\d+) MB$", built.stdout, re.M).group(1))
+    container = None
+    try:
+        inspected = json.loads(_run(["buildah", "inspect", "--type", "image", image_id]).stdout)
+        created = _run(["buildah", "from", "--quiet", "--pull=never", image_id])
+        assert created.returncode == 0, created.stderr
+        container = created.stdout.strip()
+        yield Image(image_id, inspected["Docker"]["config"], size_mb, revision, container)
+    finally:
+        if container:
+            _run(["buildah", "rm", container])
+        _run(["buildah", "rmi", "--force", image_id])
+
+
+@pytest.fixture
+def volume() -> Iterator[Path]:
+    """A data directory for /var/lib/canary owned by 10001, as a fresh volume would be."""
+    path = Path(tempfile.mkdtemp(prefix="canary-volume-", dir="/tmp"))
+    os.chown(path, UID, GID)
+    path.chmod(0o750)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)
+
+
+def _package_version(image: Image) -> str:
+    return image.python(
+        "import importlib.metadata as m, json;"
+        "print(json.dumps(m.version(m.packages_distributions()['canary'][0])))"
+    )
+
+
+def test_the_image_is_configured_as_the_dockerfile_promises(image: Image) -> None:
+    config = image.config
+    assert config["User"] == f"{UID}:{GID}"
+    assert config["Entrypoint"] == ["/usr/bin/tini", "--", "canary"]
+    assert config["Cmd"] == ["run"]
+    assert config["WorkingDir"] == DATA_DIR
+    assert DATA_DIR in config["Volumes"]
+    assert "8080/tcp" in config["ExposedPorts"]
+    env = dict(entry.split("=", 1) for entry in config["Env"])
+    assert env["CANARY_DATA_DIR"] == DATA_DIR
+    assert env["CANARY_CONFIG"] == "/etc/canary/config.toml"
+    # The OCI image format has no health check; the docker format keeps it.
+    assert "/healthz" in " ".join(config["Healthcheck"]["Test"])
+    labels = config["Labels"]
+    assert labels["org.opencontainers.image.version"] == _package_version(image)
+    assert labels["org.opencontainers.image.revision"] == image.revision
+    assert labels["org.opencontainers.image.base.name"] == "debian:bookworm-slim"
+
+
+def test_the_image_stays_small(image: Image) -> None:
+    assert image.size_mb < SIZE_LIMIT_MB, f"the image is {image.size_mb} MB"
+
+
+def test_canary_version_runs_as_10001_and_matches_the_package(image: Image) -> None:
+    ids = image.python("import json, os; print(json.dumps([os.getuid(), os.getgid()]))")
+    assert ids == [UID, GID]
+    result = image.run("--version")
+    assert result.returncode == 0, result.stderr
+    assert _package_version(image) in result.stdout.split(), result.stdout
+
+
+def test_db_upgrade_writes_the_database_into_the_volume(image: Image, volume: Path) -> None:
+    result = image.run("db", "upgrade", volumes={volume: DATA_DIR})
+    assert result.returncode == 0, result.stdout + result.stderr
+    database = volume / "canary.db"
+    assert database.is_file()
+    assert (database.stat().st_uid, database.stat().st_gid) == (UID, GID)
+
+
+def test_config_check_passes_the_example_and_the_image_config(image: Image, tmp_path: Path) -> None:
+    examples = tmp_path / "examples"
+    examples.mkdir()
+    shutil.copy(ROOT / "config.example.toml", examples / "config.example.toml")
+    examples.chmod(0o755)
+    tmp_path.chmod(0o755)
+    checked = image.run(
+        "config", "check", "/mnt/examples/config.example.toml", volumes={examples: "/mnt/examples"}
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    own = image.run("config", "check", "/etc/canary/config.toml")
+    assert own.returncode == 0, own.stdout + own.stderr
+    broken = examples / "broken.toml"
+    broken.write_text('[server]\nlisten = "nowhere"\n')
+    rejected = image.run(
+        "config", "check", "/mnt/examples/broken.toml", volumes={examples: "/mnt/examples"}
+    )
+    assert rejected.returncode == 2, rejected.stdout + rejected.stderr
+    assert "server.listen" in rejected.stdout + rejected.stderr
+
+
+def test_demo_promotes_the_healthy_canary_and_rolls_back_the_bad_one(
+    image: Image, volume: Path
+) -> None:
+    result = image.run("demo", volumes={volume: DATA_DIR}, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert re.search(r"^checkout: promoted \(pass\)", result.stdout, re.M), result.stdout
+    assert re.search(r"^payments: rolled_back \(fail\)", result.stdout, re.M), result.stdout
+    reports = sorted(p.name.split("-")[0] for p in (volume / "reports").glob("*.html"))
+    assert reports == ["checkout", "payments"]
+
+
+WRITABLE = """
+import json, os, stat
+# Where the runtime mounts its own files (kernel file systems, /etc/hosts and the like).
+skip = {"/proc", "/sys", "/dev", "/run/secrets", "/etc/hosts", "/etc/hostname",
+        "/etc/resolv.conf", "/run/.containerenv"}
+found = []
+for top, dirs, files in os.walk("/"):
+    dirs[:] = [d for d in dirs if os.path.join(top, d) not in skip]
+    for name in [*dirs, *files]:
+        path = os.path.join(top, name)
+        if path in skip or os.path.islink(path):
+            continue
+        if os.access(path, os.W_OK):
+            found.append(path)
+if os.access("/", os.W_OK):
+    found.append("/")
+print(json.dumps(found))
+"""
+
+
+def test_only_the_data_directory_and_tmp_are_writable(image: Image) -> None:
+    """As 10001 (no capabilities), every path outside /var/lib/canary and /tmp is read-only."""
+    writable = image.python(WRITABLE)
+    outside = [
+        path
+        for path in writable
+        if not any(path == top or path.startswith(top + "/") for top in (DATA_DIR, "/tmp"))
+    ]
+    assert outside == []
+    assert DATA_DIR in writable and "/tmp" in writable
