@@ -44,6 +44,8 @@ SIZE_LIMIT_MB = 250
 #: Building takes minutes on a busy two-core machine (the base rootfs is cached).
 pytestmark = pytest.mark.timeout(1800)
 ENV = {**os.environ, "STORAGE_DRIVER": "vfs", "BUILDAH_ISOLATION": "chroot"}
+#: buildah reads its isolation from the environment, its storage driver only from a flag.
+BUILDAH = [*BUILDAH, "--storage-driver", "vfs"]
 
 
 def _run(args: list[str], timeout: float = 600, **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -75,14 +77,14 @@ class Image:
         """`buildah run` the image's entrypoint with `args` as its user, ENV and WORKDIR."""
         mounts = [f"--volume={host}:{inside}" for host, inside in (volumes or {}).items()]
         return _run(
-            ["buildah", "run", *mounts, self.container, "--", *self.config["Entrypoint"], *args],
+            [*BUILDAH, "run", *mounts, self.container, "--", *self.config["Entrypoint"], *args],
             timeout=timeout,
         )
 
     def python(self, code: str, volumes: dict[Path, str] | None = None) -> Any:
         """Run `code` with the image's Python as its user; its stdout is JSON."""
         mounts = [f"--volume={host}:{inside}" for host, inside in (volumes or {}).items()]
-        result = _run(["buildah", "run", *mounts, self.container, "--", "python", "-c", code])
+        result = _run([*BUILDAH, "run", *mounts, self.container, "--", "python", "-c", code])
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
 
@@ -108,15 +110,15 @@ def image() -> Iterator[Image]:
         size_mb = int(re.search(r"^size: (\d+) MB$", built.stdout, re.M).group(1))
     container = None
     try:
-        inspected = json.loads(_run(["buildah", "inspect", "--type", "image", image_id]).stdout)
-        created = _run(["buildah", "from", "--quiet", "--pull=never", image_id])
+        inspected = json.loads(_run([*BUILDAH, "inspect", "--type", "image", image_id]).stdout)
+        created = _run([*BUILDAH, "from", "--quiet", "--pull=never", image_id])
         assert created.returncode == 0, created.stderr
         container = created.stdout.strip()
         yield Image(image_id, inspected["Docker"]["config"], size_mb, revision, container)
     finally:
         if container:
-            _run(["buildah", "rm", container])
-        _run(["buildah", "rmi", "--force", image_id])
+            _run([*BUILDAH, "rm", container])
+        _run([*BUILDAH, "rmi", "--force", image_id])
 
 
 @pytest.fixture
