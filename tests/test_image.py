@@ -45,7 +45,7 @@ SIZE_LIMIT_MB = 250
 pytestmark = pytest.mark.timeout(1800)
 ENV = {**os.environ, "STORAGE_DRIVER": "vfs", "BUILDAH_ISOLATION": "chroot"}
 #: buildah reads its isolation from the environment, its storage driver only from a flag.
-BUILDAH = [*BUILDAH, "--storage-driver", "vfs"]
+BUILDAH = ["buildah", "--storage-driver", "vfs"]
 
 
 def _run(args: list[str], timeout: float = 600, **kwargs: Any) -> subprocess.CompletedProcess[str]:
