@@ -17,7 +17,8 @@
 # `RUN --mount`.
 #
 # The process runs as UID/GID 10001 with a read-only root filesystem: it writes only
-# under /var/lib/canary (CANARY_DATA_DIR: the SQLite database, reports) and /tmp.
+# under /var/lib/canary (CANARY_DATA_DIR: the SQLite database, reports) and /tmp;
+# /var/tmp is a link to /tmp and no other directory is writable by 10001.
 #
 # The image's version label is the package's own version: scripts/build-image reads it
 # from the installed distribution's metadata and sets it after the build (a Dockerfile
@@ -82,7 +83,9 @@ RUN apt-get update \
       --shell /usr/sbin/nologin canary \
  && mkdir -p /var/lib/canary /etc/canary \
  && chown 10001:10001 /var/lib/canary \
- && chmod 0750 /var/lib/canary
+ && chmod 0750 /var/lib/canary \
+ && rm -rf /var/tmp && ln -s /tmp /var/tmp \
+ && chmod 0755 /run/lock
 
 COPY --from=build /opt/canary /opt/canary
 
