@@ -11,7 +11,7 @@ and one judged round for every canary concurrently through one shared
 does. Prints the wall time of each full round, rounds/s, and per-query latency
 percentiles; checks every delta against the generated counts.
 
-Target (issue 3): one full round of all 1,000 canaries in under 10 s on 2 cores.
+Target: one full round of all 1,000 canaries in under 10 s on 2 cores.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ measures for `--measure` seconds and prints:
 - the daemon process' CPU (user+sys seconds per wall second, over the measurement)
   and resident memory (current and peak, MB).
 
-Targets (issue 6): lateness p99 < 2 s, memory < 300 MB, on this 2-core machine.
+Targets: lateness p99 < 2 s, memory < 300 MB, on this 2-core machine.
 The exporter and Prometheus run in their own processes and are not counted.
 """
 

@@ -1,4 +1,4 @@
-"""CPU time of the sequential judge per metric per round (issue 4: <= 1 ms at 10,000
+"""CPU time of the sequential judge per metric per round (target: <= 1 ms at 10,000
 requests per arm per round).
 
     python bench/judge_cpu.py               # 2000 rounds per case

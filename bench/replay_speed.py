@@ -1,4 +1,4 @@
-"""How fast a backtest replays stored analyses (issue 8: 10,000 analyses of 30 rounds < 1 min).
+"""How fast a backtest replays stored analyses (target: 10,000 analyses of 30 rounds < 1 min).
 
     python bench/replay_speed.py                      # 10,000 analyses x 30 rounds, SQLite
     python bench/replay_speed.py --analyses 500       # a quick look

@@ -337,7 +337,7 @@ class MetricConfig(_Model):
     kind: MetricKind = MetricKind.COUNTS
     query: str | None = None  # template name; default by kind (see canary.metrics.queries)
     failure_codes: str = "5.."  # regex on response_code for counts metrics
-    # sequential judge (DESIGN §4.1)
+    # sequential judge (docs/judge.md)
     alpha_fail: float | None = Field(default=None, gt=0, lt=1)
     alpha_pass: float | None = Field(default=None, gt=0, lt=1)
     tolerance: float | None = Field(default=None, gt=0)
@@ -351,7 +351,7 @@ class MetricConfig(_Model):
     # round-to-round coefficient of variation of an error rate assumed until the
     # baseline's own rounds show it
     robust_cv: float | None = Field(default=None, ge=0)
-    # mann_whitney judge (DESIGN §4.2)
+    # mann_whitney judge (docs/judges-kayenta-threshold.md)
     direction: Literal["increase", "decrease", "either"] | None = None
     critical: bool | None = None
     must_have_data: bool | None = None
@@ -359,7 +359,7 @@ class MetricConfig(_Model):
     effect_size: dict[str, float | str] | None = None  # keys: see canary.judge.kayenta
     outlier_strategy: Literal["remove", "keep"] | None = None
     group: str | None = None
-    # threshold judge (DESIGN §4.3)
+    # threshold judge (docs/judges-kayenta-threshold.md)
     min: float | None = None
     max: float | None = None
     failure_limit: int | None = Field(default=None, ge=0)

@@ -3,7 +3,7 @@
 Shared by the CLI (`canary start|pause|resume|abort|promote|status`) and the REST
 API. They only touch the store and the pure engine: a traffic change is recorded as
 a *pending action*, which the daemon holding the canary's lease carries out within
-a few seconds (and which survives a crash, DESIGN §6). Invalid transitions raise
+a few seconds (and which survives a crash: persist before acting). Invalid transitions raise
 UsageError with a one-line reason; unknown ids NotFoundError.
 """
 

@@ -1,4 +1,4 @@
-"""The daemon: scheduled rounds per analysis, leases, crash-safe actions (DESIGN §5, §6).
+"""The daemon: scheduled rounds per analysis, leases, crash-safe actions.
 
 - APScheduler 3 (`AsyncIOScheduler`) runs one job per running analysis at its
   interval (`max_instances=1`: no overlapping rounds of one analysis; `coalesce`:

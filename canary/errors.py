@@ -26,3 +26,15 @@ class UsageError(CanaryError):
 
 class NotFoundError(UsageError):
     """An id or name that does not exist."""
+
+
+class TrafficError(CanaryError):
+    """Base of every error moving traffic (`canary.traffic`); exits 3 from the CLI."""
+
+
+class DriftError(TrafficError):
+    """The weights differ from our last recorded write: someone else moved traffic.
+
+    Raised by the routers as `canary.traffic.base.Drift`, which names the weights and
+    the write; the round pipeline catches this base without importing the edge.
+    """

@@ -2,7 +2,7 @@
 
 Everything here is plain data (frozen dataclasses and string enums) so the pure core
 (`canary.judge`, `canary.engine`) and the edges (`metrics`, `traffic`, `store`, `api`)
-can exchange it without importing each other. See DESIGN.md §2.
+can exchange it without importing each other (docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Re-judge stored analyses and backtest configurations over history (DESIGN §1, issue 8).
+"""Re-judge stored analyses and backtest configurations over history.
 
 Replay takes the raw per-round observations an analysis stored and runs them again
 through a judge and, for rollouts made by the daemon, through the engine — without

@@ -1,7 +1,8 @@
 """The round pipeline shared by the daemon, the Argo endpoint and `canary analyze`.
 
 One round = collect -> judge -> (daemon only: decide -> persist round + intended
-action -> act -> mark the action) -> persist. DESIGN §3, §5, §6.
+action -> act -> mark the action) -> persist; each round's judging and deciding is
+`canary.engine.step` (docs/architecture.md, "One round").
 
 - `judge_round` is the judged-only path (Argo web metric, `canary analyze`): no
   traffic, no engine. The first round of an analysis only takes the counter snapshot
@@ -31,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from canary import engine as rollout
 from canary.config import AnalysisSettings, CanaryConfig
-from canary.errors import CanaryError, UsageError
+from canary.errors import CanaryError, DriftError, TrafficError, UsageError
 from canary.judge import make_judge
 from canary.model import (
     ActionState,
@@ -412,8 +413,6 @@ async def apply_action(
     meeting drift is marked failed and halts the analysis with the reason. Transient
     errors (API unreachable, conflicts) leave the action pending for a retry.
     """
-    from canary.traffic.base import Drift, TrafficError
-
     action, _status = await asyncio.to_thread(_action_view, sessions, action_id)
     if action.state != ActionState.PENDING.value:
         return ActionResult(action_id, ActionState(action.state))
@@ -426,7 +425,7 @@ async def apply_action(
             by=f"canary {action.kind}",
             force=is_rollback,
         )
-    except Drift as exc:
+    except DriftError as exc:
         from canary import telemetry
 
         telemetry.DRIFT.inc()

@@ -1,6 +1,6 @@
 """A small Kubernetes API server for the tests, with the real API's semantics.
 
-No kube-apiserver can run here (DESIGN §8), so this implements the part canary uses:
+No kube-apiserver can run here, so this implements the part canary uses:
 
 - discovery: ``/api``, ``/apis``, ``/apis/<group>``, ``/apis/<group>/<version>``;
 - ``networking.istio.io`` VirtualServices in v1, v1beta1 and v1alpha3 (one stored

@@ -1,4 +1,4 @@
-"""`canary run` the way the container runs it (issue 9, item 4).
+"""`canary run` the way the container runs it.
 
 The image runs canary as UID/GID 10001 on a read-only root filesystem with HOME
 unwritable and only /var/lib/canary (CANARY_DATA_DIR) and /tmp writable. No Docker

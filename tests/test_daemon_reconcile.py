@@ -1,4 +1,4 @@
-"""Reconciling pending actions against the VirtualService's actual weights (DESIGN §6).
+"""Reconciling pending actions against the VirtualService's actual weights.
 
 The daemon's sync is driven directly (no scheduler, no rounds), against the local
 Kubernetes API server: an action is applied once, an action already applied before

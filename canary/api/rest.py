@@ -2,7 +2,8 @@
 operator operations (start, pause, resume, abort, promote) of `canary.control`.
 
 Control operations only touch the store: a traffic change is recorded as a pending
-action which the daemon holding the canary's lease carries out (DESIGN §6).
+action which the daemon holding the canary's lease carries out (persist before
+acting, docs/architecture.md).
 """
 
 from __future__ import annotations

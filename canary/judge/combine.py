@@ -1,6 +1,6 @@
 """The overall verdict of an analysis from its per-metric verdicts (shared by every judge).
 
-Rules (DESIGN §4.1, issue 4):
+Rules:
 
 - FAIL if any judged metric is FAIL; the overall round is the earliest failing round.
 - PASS only when every judged metric is PASS; the overall round is the latest of

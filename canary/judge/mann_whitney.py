@@ -1,4 +1,4 @@
-"""The `mann_whitney` judge: Kayenta's NetflixACAJudge, re-taken every round (DESIGN §4.2).
+"""The `mann_whitney` judge: Kayenta's NetflixACAJudge, re-taken every round.
 
 Each round adds one value per arm to each metric's two samples (see
 `canary.judge.round_values`: the value itself, the error ratio failed/total for counts

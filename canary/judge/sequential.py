@@ -1,4 +1,4 @@
-"""The sequential judge (default): anytime-valid mixture e-processes per metric (DESIGN §4.1).
+"""The sequential judge (default): anytime-valid mixture e-processes per metric.
 
 Counts metrics. Round k gives a 2x2 table (canary x_k failures of n_k, baseline y_k
 of m_k). Given the margins, x_k is Fisher-noncentral hypergeometric with odds ratio

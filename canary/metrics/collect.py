@@ -2,7 +2,7 @@
 
 At each round boundary canary takes an instant snapshot of the raw cumulative
 counters of each arm, one series per pod and response code (counts) or per pod and
-`le` (histograms), and computes the deltas itself (DESIGN §3); `rate()` and
+`le` (histograms), and computes the deltas itself (docs/architecture.md); `rate()` and
 `increase()` extrapolate and would give fractions.
 
 Rules, per series keyed by (pod, code) or (pod, le):

@@ -2,7 +2,7 @@
 
 Callers own the session and its transaction (`with sessions.begin() as session:`),
 so a round, its observations, its results and the intended action are committed
-together — or not at all (DESIGN §6: persist before acting).
+together — or not at all (persist before acting, docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Lease rows: which daemon replica owns which canary, until when (DESIGN §6).
+"""Lease rows: which daemon replica owns which canary, until when.
 
 A replica runs rounds only for canaries it holds. `acquire` takes a free or expired
 lease or renews its own, atomically: an UPDATE guarded by (owner = me OR expired),

@@ -1,7 +1,7 @@
 """The router interface: read a canary's weights, set them safely, roll back in one write.
 
 A router moves traffic for one configured canary between its *stable* and *canary*
-destinations. Every implementation keeps the same safety rules (DESIGN §6):
+destinations. Every implementation keeps the same safety rules (docs/architecture.md):
 
 - the weights canary writes are integers in 0..100 that sum to 100 (`InvalidWeights`
   otherwise); weights read from the cluster are proportional, as the meshes define
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from canary.errors import CanaryError, UsageError
+from canary.errors import DriftError, TrafficError, UsageError
 
 __all__ = [
     "ANNOTATION",
@@ -59,10 +59,6 @@ ANNOTATION = "canary.analysis/last-write"
 
 
 # --------------------------------------------------------------------------- errors
-
-
-class TrafficError(CanaryError):
-    """Base of every error moving traffic; exits 3 from the CLI."""
 
 
 class NotFound(TrafficError):
@@ -123,7 +119,7 @@ class InvalidWeights(TrafficError, UsageError):
     exit_code = UsageError.exit_code
 
 
-class Drift(TrafficError):
+class Drift(DriftError):
     """The weights differ from what we last wrote: someone else moved traffic."""
 
     def __init__(self, resource: str, actual: Weights, record: WriteRecord) -> None:
