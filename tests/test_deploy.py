@@ -238,7 +238,9 @@ def test_dockerfile_promises() -> None:
 
 def test_the_image_config_is_valid_and_listens_where_the_health_check_asks() -> None:
     path = ROOT / "deploy" / "container" / "config.toml"
-    result = run([sys.executable, "-m", "canary", "config", "check", "--json", str(path)])
+    result = run(
+        [sys.executable, "-m", "canary", "config", "check", "--offline", "--json", str(path)]
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     config = load_config(path)
     runtime = dockerfile_stages(DOCKERFILE.read_text())[-1]
@@ -465,7 +467,7 @@ def test_config_map_is_a_valid_config_that_matches_the_deployment(
     config_map = the(docs, "ConfigMap")
     path = tmp_path / "config.toml"
     path.write_text(config_map["data"]["config.toml"])
-    result = run([sys.executable, "-m", "canary", "config", "check", str(path)])
+    result = run([sys.executable, "-m", "canary", "config", "check", "--offline", str(path)])
     assert result.returncode == 0, result.stdout + result.stderr
     config = load_config(path)
 

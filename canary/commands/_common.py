@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
@@ -30,6 +31,30 @@ def load(args: argparse.Namespace) -> Config:
 
 def database_url(args: argparse.Namespace, config: Config) -> str:
     return args.database_url or config.database.resolved_url()
+
+
+def listen_socket(listen: str) -> socket.socket:
+    """A socket bound to HOST:PORT and listening; UsageError (one line) when it cannot be."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(
+            host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        family, kind, proto, _name, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"server.listen {listen}: cannot listen: {exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        why = exc.strerror or str(exc)
+        raise UsageError(f"server.listen {listen}: cannot listen: {why}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def open_engine(args: argparse.Namespace, config: Config, *, check: bool = True):  # type: ignore[no-untyped-def]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from canary import preflight
 from canary.commands._common import add_json_flag, console, print_json
 from canary.config import ConfigError, load_config
 from canary.errors import EXIT_USAGE
@@ -17,6 +18,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="validate FILE; print each problem with its key path, exit 2 if any",
     )
     check.add_argument("file", help="TOML configuration file")
+    check.add_argument(
+        "--offline",
+        action="store_true",
+        help="check the file alone, not what it points to here (secret files, environment "
+        "variables, kubeconfig, templates): for a configuration that runs elsewhere",
+    )
     add_json_flag(check)
     check.set_defaults(handler=check_command)
 
@@ -24,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def check_command(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.file)
+        # What the file points to must be there too: `run` and `serve` check the same.
+        if not args.offline:
+            preflight.check(config, args.file)
     except ConfigError as exc:
         if args.json:
             print_json(

@@ -8,7 +8,8 @@ import contextlib
 import logging
 import signal
 
-from canary.commands._common import database_url, load, open_engine
+from canary import preflight
+from canary.commands._common import database_url, listen_socket, load, open_engine
 from canary.config import Config
 from canary.daemon import Daemon, single_daemon_lock
 from canary.store.database import sessions as make_sessions
@@ -46,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     config = load(args)
+    preflight.check(config, args.config or "configuration", args.database_url)
     url = database_url(args, config)
     with single_daemon_lock(url) as lock:
         engine = open_engine(args, config)
@@ -53,10 +55,14 @@ def _run(args: argparse.Namespace) -> int:
             # One daemon per SQLite file (the lock): a restarted daemon takes its
             # leases over at once instead of waiting for them to expire.
             args.owner = "sqlite-daemon"
+        # Bind the API's port before anything starts: a port in use is one line.
+        sock = None if args.no_api else listen_socket(args.listen or config.server.listen)
         try:
-            asyncio.run(_serve(args, config, make_sessions(engine)))
+            asyncio.run(_serve(args, config, make_sessions(engine), sock))
         finally:
             engine.dispose()
+            if sock is not None:
+                sock.close()
     return 0
 
 
@@ -96,7 +102,7 @@ def _api_server(args: argparse.Namespace, config: Config, daemon: Daemon):  # ty
     return server
 
 
-async def _serve(args: argparse.Namespace, config: Config, sessions) -> None:  # type: ignore[no-untyped-def]
+async def _serve(args: argparse.Namespace, config: Config, sessions, sock=None) -> None:  # type: ignore[no-untyped-def]
     daemon = Daemon(
         config,
         sessions,
@@ -111,7 +117,9 @@ async def _serve(args: argparse.Namespace, config: Config, sessions) -> None:  #
     server = None if args.no_api else _api_server(args, config, daemon)
     api_task = None
     if server is not None:
-        api_task = asyncio.create_task(server.serve(), name="api")
+        api_task = asyncio.create_task(
+            server.serve(sockets=[sock] if sock is not None else None), name="api"
+        )
         log.info("serving the API on %s", args.listen or config.server.listen)
     try:
         await daemon.run()

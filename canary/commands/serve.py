@@ -11,7 +11,8 @@ import argparse
 import asyncio
 import logging
 
-from canary.commands._common import database_url, load
+from canary import preflight
+from canary.commands._common import database_url, listen_socket, load
 from canary.config import ServerConfig
 from canary.errors import UsageError
 from canary.store.database import check_schema, connect, sessions
@@ -45,6 +46,7 @@ def _loopback(host: str) -> bool:
 
 def serve(args: argparse.Namespace) -> int:
     config = load(args)
+    preflight.check(config, args.config or "configuration", args.database_url)
     server = config.server
     if args.listen:
         try:
@@ -66,7 +68,8 @@ def serve(args: argparse.Namespace) -> int:
             "empty); set one, or pass --insecure-no-auth for local use"
         )
     engine = connect(database_url(args, config))
-    check_schema(engine)  # SchemaError: "run `canary db upgrade` first"
+    check_schema(engine)  # SchemaError: "run `canary db upgrade` first" (creates no file)
+    sock = listen_socket(server.listen)  # a port in use is one line, before anything runs
 
     from canary import telemetry
     from canary.api.app import AppContext, create_app
@@ -86,11 +89,14 @@ def serve(args: argparse.Namespace) -> int:
     app = create_app(context)
     if args.insecure_no_auth:
         log.warning("serving WITHOUT authentication (--insecure-no-auth) on %s", server.listen)
-    asyncio.run(_run(app, server.host, server.port, source))
+    try:
+        asyncio.run(_run(app, server.host, server.port, source, sock))
+    finally:
+        sock.close()
     return 0
 
 
-async def _run(app, host: str, port: int, source) -> None:  # type: ignore[no-untyped-def]
+async def _run(app, host: str, port: int, source, sock) -> None:  # type: ignore[no-untyped-def]
     from concurrent.futures import ThreadPoolExecutor
 
     import uvicorn
@@ -106,7 +112,7 @@ async def _run(app, host: str, port: int, source) -> None:  # type: ignore[no-un
     server = uvicorn.Server(config)
     log.info("serving the canary API on http://%s:%d", host, port)
     try:
-        await server.serve()
+        await server.serve(sockets=[sock])
     finally:
         close = getattr(source, "aclose", None)
         if close is not None:

@@ -132,7 +132,15 @@ def migrate(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
 
 
 def check_schema(engine: Engine) -> None:
-    """Raise SchemaError unless the database is at this version's head revision."""
+    """Raise SchemaError unless the database is at this version's head revision.
+
+    A SQLite file that does not exist is not created (connecting would leave an
+    empty file behind): the error says to run `canary db upgrade`.
+    """
+    url = engine.url
+    file = url.database if url.get_backend_name() == "sqlite" else None
+    if file not in (None, "", ":memory:") and not Path(str(file)).expanduser().exists():
+        raise SchemaError(f"SQLite database {file} does not exist; run `canary db upgrade` first")
     current = current_revision(engine)
     head = head_revision()
     where = _describe(str(engine.url))
