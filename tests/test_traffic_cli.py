@@ -180,3 +180,23 @@ def test_two_canaries_on_two_routes_set_and_show_without_drift(
         assert run(path, "show", name) == 0
         out = capsys.readouterr().out
         assert "drift        no" in out and f"canary        {weight}%" in out
+
+
+def test_show_prints_declared_proportional_weights(
+    tmp_path: Path,
+    kube_api: KubeApiServer,
+    kubeconfig_file: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    vs = virtual_service()
+    route = vs["spec"]["http"][1]["route"]
+    route[0]["weight"], route[1]["weight"] = 3, 1  # Istio: 75/25
+    kube_api.create(vs)
+    path = tmp_path / "canary.toml"
+    path.write_text(CONFIG.format(kubeconfig=kubeconfig_file))
+    assert run(path, "show", "checkout") == 0
+    out = capsys.readouterr().out
+    assert "canary        25%" in out and "stable        75%" in out
+    assert "declared     canary=1 stable=3" in out
+    assert run(path, "set", "checkout", "--weight", "30") == 0
+    assert weights(kube_api) == [70, 30]

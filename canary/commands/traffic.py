@@ -1,8 +1,9 @@
-"""`canary traffic`: show or set a canary's VirtualService weights.
+"""`canary traffic`: show or set a canary's route weights (VirtualService or HTTPRoute).
 
 ``canary traffic show NAME`` prints the current weights of the configured route and
 our last recorded write; ``canary traffic set NAME --weight N`` moves them by hand
-with the daemon's safety rules: integer weights summing to 100, resourceVersion
+with the daemon's safety rules: integer weights summing to 100 written (weights read
+as proportions, as the mesh applies them), resourceVersion
 precondition with bounded retries, and no write when the weights drifted from what
 canary last wrote (``--force`` takes over explicitly). Both accept ``--json``.
 """
@@ -21,7 +22,9 @@ from canary.traffic import TrafficState, WriteResult, make_router
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("traffic", help="show or set a canary's VirtualService weights")
+    parser = subparsers.add_parser(
+        "traffic", help="show or set a canary's route weights (VirtualService or HTTPRoute)"
+    )
     sub = parser.add_subparsers(dest="traffic_command", metavar="ACTION", required=True)
 
     show = sub.add_parser("show", help="current weights of a configured canary's route")
@@ -94,6 +97,12 @@ def show_command(args: argparse.Namespace) -> int:
         f"  stable       {state.weights.stable:>3}%  {_destination(canary, 'stable')}",
         markup=False,
     )
+    if state.declared:
+        console.print(
+            f"  declared     canary={state.declared['canary']} stable={state.declared['stable']}"
+            " (proportional weights as written in the resource)",
+            markup=False,
+        )
     record = state.last_write
     if record is None:
         console.print("  last write   none recorded by canary", markup=False)
