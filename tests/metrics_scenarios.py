@@ -266,32 +266,44 @@ SCENARIOS: dict[str, Callable[[], Scenario]] = {
 }
 
 
-def ambient_twins() -> tuple[Scenario, Scenario]:
-    """The same traffic twice: sidecar-shaped (namespace `twin-sidecar`, the workload
-    pods report) and ambient-shaped (namespace `twin-ambient`, two then three waypoint
-    pods report ``reporter="waypoint"`` for both arms). A worse canary (6% 503s, slower)
-    against a baseline with 1% 503s. In both: the second reporter of every arm restarts
-    at +14m15s (in ambient mode: one waypoint restart resets both arms' series), the
-    first is not scraped from +15m30s to +17m30s (across a boundary), and a third
-    reporter joins at +21m15s (a waypoint scale-out). Requests are spread round-robin
-    over the reporters, so every round's counts are the same in both shapes."""
+def ambient_twins() -> tuple[Scenario, Scenario, Scenario]:
+    """The same traffic three times: sidecar-shaped (namespace `twin-sidecar`, the
+    workload pods report), ambient-shaped (`twin-ambient`, two then three waypoint pods
+    report ``reporter="waypoint"`` for both arms), and ambient-shaped with a
+    destination pod label (`twin-ambient-pods`, each workload pod reached through one
+    waypoint pod). A worse canary (6% 503s, slower) against a baseline with 1% 503s.
+    In all three: the second reporter of every arm restarts at +14m15s (in ambient
+    mode: one waypoint restart resets both arms' series), the first is not scraped
+    from +15m30s to +17m30s (across a boundary), and a third joins at +21m15s (a
+    waypoint scale-out). Requests are spread round-robin over the reporters, so every
+    round's counts are the same in all shapes."""
 
-    def arms(ns: str, pods: dict[str, list[str]], reporter: str) -> dict[str, ArmTraffic]:
+    def arms(
+        ns: str, pods: dict[str, list[str]], reporter: str, via: dict[str, str] | None = None
+    ) -> dict[str, ArmTraffic]:
         return {
             "canary": ArmTraffic(ns, "app-canary", pods["canary"], "v2", rate=30.0,
-                                 error_ratio=0.06, latency_ms=80.0, reporter=reporter),
+                                 error_ratio=0.06, latency_ms=80.0, reporter=reporter, via=via),
             "baseline": ArmTraffic(ns, "app-primary", pods["baseline"], "v1", rate=30.0,
-                                   error_ratio=0.01, latency_ms=25.0, reporter=reporter),
+                                   error_ratio=0.01, latency_ms=25.0, reporter=reporter, via=via),
         }  # fmt: skip
 
-    sidecar = Scenario(
-        "twin-sidecar",
-        arms("twin-sidecar", {"canary": ["c-0", "c-1"], "baseline": ["b-0", "b-1"]}, "destination"),
-    )
+    workload_pods = {"canary": ["c-0", "c-1"], "baseline": ["b-0", "b-1"]}
     waypoints = ["waypoint-0", "waypoint-1"]
+    via = {f"{a}-{i}": f"waypoint-{i}" for a in "cb" for i in range(3)}
+    sidecar = Scenario("twin-sidecar", arms("twin-sidecar", workload_pods, "destination"))
     ambient = Scenario(
         "twin-ambient",
         arms("twin-ambient", {"canary": list(waypoints), "baseline": list(waypoints)}, "waypoint"),
+    )
+    ambient_pods = Scenario(
+        "twin-ambient-pods",
+        arms(
+            "twin-ambient-pods",
+            {arm: list(pods) for arm, pods in workload_pods.items()},
+            "waypoint",
+            via,
+        ),
     )
 
     def restart(pods: dict[str, str]) -> Callable[[Scenario], None]:
@@ -300,12 +312,14 @@ def ambient_twins() -> tuple[Scenario, Scenario]:
     def scale_out(pods: dict[str, str]) -> Callable[[Scenario], None]:
         return lambda s: [s.arms[arm].add_pod(pod) for arm, pod in pods.items()]  # type: ignore[func-returns-value]
 
-    sidecar.at(57, restart({"canary": "c-1", "baseline": "b-1"}))
+    # waypoint-1 carries c-1 and b-1, waypoint-2 (the scale-out) c-2 and b-2
+    for scenario in (sidecar, ambient_pods):
+        scenario.at(57, restart({"canary": "c-1", "baseline": "b-1"}))
+        scenario.at(85, scale_out({"canary": "c-2", "baseline": "b-2"}))
+        for arm, pod in (("canary", "c-0"), ("baseline", "b-0")):
+            scenario.hide(arm, pod, range(62, 70))
     ambient.at(57, restart({"canary": "waypoint-1", "baseline": "waypoint-1"}))
-    sidecar.at(85, scale_out({"canary": "c-2", "baseline": "b-2"}))
     ambient.at(85, scale_out({"canary": "waypoint-2", "baseline": "waypoint-2"}))
-    for arm, pod in (("canary", "c-0"), ("baseline", "b-0")):
-        sidecar.hide(arm, pod, range(62, 70))
     for arm in ("canary", "baseline"):
         ambient.hide(arm, "waypoint-0", range(62, 70))
-    return sidecar, ambient
+    return sidecar, ambient, ambient_pods

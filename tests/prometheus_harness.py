@@ -203,6 +203,10 @@ class ArmTraffic:
     #: "destination": sidecar metrics, `pods` are the workload's pods; "waypoint":
     #: ambient mode, `pods` are the waypoint pods serving this workload's traffic.
     reporter: str = "destination"
+    #: Ambient mode with a destination pod label (added by a Telemetry resource):
+    #: `pods` are the workload's pods, each reached through the waypoint pod named
+    #: here; the series carry ``pod`` = that waypoint and ``destination_pod``.
+    via: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         for pod in self.pods:
@@ -213,10 +217,12 @@ class ArmTraffic:
             labels = istio_labels(
                 namespace=self.namespace,
                 workload=self.workload,
-                pod=pod,
+                pod=self.via[pod] if self.via else pod,
                 revision=self.revision,
                 reporter=self.reporter,
             )
+            if self.via:
+                labels["destination_pod"] = pod
             self.counters[pod] = PodCounters(labels)
         if pod not in self.pods:
             self.pods.append(pod)

@@ -179,31 +179,46 @@ def test_ambient_and_sidecar_shapes_of_the_same_traffic_give_the_same_rounds_and
     twins: tuple[PrometheusServer, dict[str, tuple[Scenario, Expected]]],
 ) -> None:
     server, generated = twins
-    sidecar = asyncio.run(_collect(server.url, config("twin-sidecar")))
-    ambient = asyncio.run(_collect(server.url, config("twin-ambient", reporter="waypoint")))
+    configs = {
+        "twin-sidecar": config("twin-sidecar"),
+        "twin-ambient": config("twin-ambient", reporter="waypoint"),
+        "twin-ambient-pods": config(
+            "twin-ambient-pods", reporter="waypoint", destination_pod_label="destination_pod"
+        ),
+    }
+    rounds = {ns: asyncio.run(_collect(server.url, c)) for ns, c in configs.items()}
     _, expected = generated["twin-ambient"]
-    assert generated["twin-sidecar"][1] == expected  # the generator's own accounting
+    for ns in configs:  # the generator's own accounting: one traffic, three shapes
+        assert generated[ns][1] == expected
 
-    for index, (side, amb) in enumerate(zip(sidecar[1:], ambient[1:], strict=True)):
+    # every round: the same exact counts and buckets per arm, whatever the shape
+    for index in range(len(BOUNDARIES) - 1):
         for arm in ("canary", "baseline"):
             total, failed = expected.counts(index, arm)
             want = Histogram(bounds=ENVOY_BUCKETS, buckets=tuple(expected.buckets[index][arm]))
-            for data in (side, amb):
+            for ns, shape in rounds.items():
+                data = shape[index + 1]
                 observed = data.canary if arm == "canary" else data.baseline
-                assert observed["errors"] == Counts(total, failed), (index + 1, arm)
-                assert observed["latency"] == want, (index + 1, arm)
-        assert (side.start, side.end) == (amb.start, amb.end)
+                assert observed["errors"] == Counts(total, failed), (ns, index + 1, arm)
+                assert observed["latency"] == want, (ns, index + 1, arm)
+    # per-pod evidence: the workload pods where the metrics name them, none otherwise
+    sidecar, ambient, with_pods = (rounds[ns][1:] for ns in configs)
+    for side, amb, pods in zip(sidecar, ambient, with_pods, strict=True):
+        assert pods.pods == side.pods and side.pods
+        assert amb.pods == {}
+
+    def verdicts(judge_name: str, ns: str) -> list[tuple[Verdict, int | None]]:
+        canary = configs[ns]
+        judge = make_judge(judge_name, canary.metrics, canary.settings())
+        return [(j.verdict, j.round) for j in judge_rounds(judge, rounds[ns][1:])]
 
     for name in ("sequential", "mann_whitney"):
-        verdicts = []
-        for rounds, canary in (
-            (sidecar, config("twin-sidecar")),
-            (ambient, config("twin-ambient", reporter="waypoint")),
-        ):
-            judge = make_judge(name, canary.metrics, canary.settings())
-            verdicts.append([(j.verdict, j.round) for j in judge_rounds(judge, rounds[1:])])
-        assert verdicts[0] == verdicts[1], name
-    assert verdicts[0][-1][0] is Verdict.FAIL  # the worse canary is caught in both shapes
+        assert verdicts(name, "twin-ambient-pods") == verdicts(name, "twin-sidecar"), name
+    assert verdicts("sequential", "twin-sidecar")[-1][0] is Verdict.FAIL
+    # without destination pods the request-level evidence is the same, the pod-level
+    # spread is unknown: the worse canary is still caught
+    assert verdicts("mann_whitney", "twin-ambient") == verdicts("mann_whitney", "twin-sidecar")
+    assert Verdict.FAIL in {v for v, _ in verdicts("sequential", "twin-ambient")}
 
 
 # --------------------------------------------------------------------------- config
