@@ -152,9 +152,12 @@ _store_collector: StoreCollector | None = None
 
 
 def watch_store(sessions: Any) -> None:
-    """Export the store gauges (`StoreCollector`) on `REGISTRY` from these sessions."""
+    """Export the store gauges (`StoreCollector`) on `REGISTRY` from these sessions
+    (None: stop exporting them)."""
     global _store_collector
     if _store_collector is not None:
         REGISTRY.unregister(_store_collector)
-    _store_collector = StoreCollector(sessions)
-    REGISTRY.register(_store_collector)
+        _store_collector = None
+    if sessions is not None:
+        _store_collector = StoreCollector(sessions)
+        REGISTRY.register(_store_collector)

@@ -33,6 +33,7 @@ __all__ = [
 
 #: Judge reasons that the plain words replace (they repeat an interval or an e-value).
 _REPLACED_REASONS = ("fail evidence ", "canary error odds ", "odds of slower than ")
+_REPLACED_PARTS = (": canary - baseline shift in [",)
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,11 @@ def _mann_whitney(stats: Mapping[str, Any], verdict: str) -> tuple[str | None, l
         lo, hi = _number(interval[0]), _number(interval[1])
         if lo is not None and hi is not None:
             effect = f"{what}: canary − baseline {lo:+.3g} to {hi:+.3g}"
+            bounds = stats.get("bounds")
+            if isinstance(bounds, Sequence) and not isinstance(bounds, str) and len(bounds) == 2:
+                b_lo, b_hi = _number(bounds[0]), _number(bounds[1])
+                if b_lo is not None and b_hi is not None:
+                    effect += f" (allowed {b_lo:+.3g} to {b_hi:+.3g})"
     ratio = _number(stats.get("mean_ratio"))
     if ratio is not None:
         effect = (
@@ -239,7 +245,13 @@ def describe_metric(
         effect, progress = _mann_whitney(stats, verdict)
     else:
         effect, progress = None, []
-    notes = [r for r in reasons if isinstance(r, str) and not r.startswith(_REPLACED_REASONS)]
+    notes = [
+        r
+        for r in reasons
+        if isinstance(r, str)
+        and not r.startswith(_REPLACED_REASONS)
+        and not any(part in r for part in _REPLACED_PARTS)
+    ]
     return MetricWords(metric, verdict, effect, progress, notes)
 
 

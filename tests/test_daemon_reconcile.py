@@ -22,7 +22,7 @@ from daemon_stack import (
 )
 from kubeapi import KubeApiServer
 
-from canary import control
+from canary import control, telemetry
 from canary.daemon import Daemon
 from canary.store.analyses import load_analysis_full
 from canary.store.database import connect
@@ -116,8 +116,11 @@ async def test_a_promotion_meeting_drift_halts_with_the_reason(setup, sessions, 
         ),
     )
     control.promote_analysis(sessions, analysis_id)
+    drift_before = telemetry.REGISTRY.get_sample_value("canary_traffic_drift_total") or 0.0
     await daemon.sync()
     assert canary_weight(kube_api, "app") == 30  # not overwritten
+    # counted for the dashboard and the CanaryTrafficDrift alert
+    assert telemetry.REGISTRY.get_sample_value("canary_traffic_drift_total") == drift_before + 1
     analysis = _analysis(sessions, analysis_id)
     assert analysis.status == "halted"
     assert "drift" in analysis.reason and "someone else changed the weights" in analysis.reason

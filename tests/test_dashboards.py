@@ -127,3 +127,51 @@ def test_dashboard_and_alert_queries_on_the_service_s_own_metrics(tmp_path: Path
             demo.kill()
             out, err = demo.communicate()
     assert re.search(r"report pages: http://127\.0\.0\.1:\d+/analyses", out), out + err
+
+
+def test_store_gauges_count_analyses_and_a_stuck_round(tmp_path: Path) -> None:
+    """What the stuck and halted alerts read, straight from the store at scrape time."""
+    from datetime import UTC, datetime, timedelta
+
+    from canary import telemetry
+    from canary.model import AnalysisStatus
+    from canary.store.analyses import create_analysis
+    from canary.store.database import connect, migrate, sessions
+
+    engine = connect(f"sqlite:///{tmp_path / 'canary.db'}")
+    migrate(engine)
+    factory = sessions(engine)
+    now = datetime.now(UTC)
+    with factory.begin() as session:
+        late = create_analysis(
+            session, canary="checkout", source="daemon", judge="sequential", settings={}
+        )
+        late.next_round_at = now - timedelta(seconds=400)
+        create_analysis(
+            session,
+            canary="search",
+            source="daemon",
+            judge="sequential",
+            settings={},
+            status=AnalysisStatus.HALTED,
+        )
+    telemetry.watch_store(factory)
+    try:
+        _check_store_gauges(tmp_path, engine)
+    finally:
+        telemetry.watch_store(None)
+
+
+def _check_store_gauges(tmp_path: Path, engine: object) -> None:
+    from canary import telemetry
+
+    sample = telemetry.REGISTRY.get_sample_value
+    overdue = sample("canary_analysis_round_overdue_seconds", {"canary": "checkout"})
+    assert overdue is not None and 400 <= overdue < 460
+    labels = {"canary": "search", "status": "halted", "verdict": "running"}
+    assert sample("canary_analyses", labels) == 1.0
+    assert sample("canary_store_up") == 1.0
+    engine.dispose()  # type: ignore[attr-defined]
+    (tmp_path / "canary.db").unlink()  # a store that does not answer: up 0, no gauges
+    assert sample("canary_store_up") == 0.0
+    assert sample("canary_analyses", labels) is None

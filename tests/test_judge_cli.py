@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,9 @@ def test_example_file_fails_with_exit_1_and_explains(capsys):
     code, out, _ = run(capsys, "--input", str(EXAMPLES / "judge-analysis.json"))
     assert code == 1
     assert out.startswith("checkout-v42: FAIL at round")
-    assert "time-uniform" in out
+    # in plain words: the effect with its interval, then the evidence toward the decision
+    assert re.search(r"errors: fail \(round \d+\): error odds \d+\.\d–\d+\.\dx baseline", out)
+    assert "FAIL evidence 100% — decided" in out and "e+" not in out
     assert "cpu: " in out and "not judged" in out
 
 

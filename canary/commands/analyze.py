@@ -39,6 +39,7 @@ from canary.model import (
     Verdict,
     observation_to_json,
 )
+from canary.verdict_words import describe_judgement
 
 #: More rounds than this in one window is almost certainly a typo in --interval.
 MAX_ROUNDS = 5000
@@ -179,10 +180,13 @@ def _print_text(summary: dict[str, Any], canary: CanaryConfig) -> None:
         console.print(f"  {reason}", markup=False)
     last = summary["_results"][-1].judgement
     if last is not None:
-        for name, metric in last.metrics.items():
-            console.print(f"  {name}: {metric.verdict.value}", markup=False)
-            for reason in metric.reasons:
-                console.print(f"    {reason}", markup=False)
+        for words in describe_judgement(last):
+            effect = f": {words.effect}" if words.effect else ""
+            console.print(f"  {words.metric}: {words.verdict}{effect}", markup=False)
+            if words.progress:
+                console.print("    " + " · ".join(words.progress), markup=False)
+            for note in words.notes:
+                console.print(f"    {note}", markup=False)
 
 
 # --------------------------------------------------------------------------- the run

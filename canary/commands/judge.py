@@ -35,6 +35,7 @@ from canary.errors import EXIT_FAIL_VERDICT, EXIT_OK, UsageError
 from canary.judge import JUDGES, make_judge
 from canary.model import Decision, Judgement, Verdict
 from canary.overrides import parse_overrides, validation_message
+from canary.verdict_words import describe_metric
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -227,10 +228,14 @@ def _print_text(result: Mapping[str, Any]) -> None:
     for reason in result["reasons"]:
         console.print(f"  {reason}", markup=False)
     for name, metric in result["metrics"].items():
+        words = describe_metric(name, metric["verdict"], metric["statistics"], metric["reasons"])
         at = f" (round {metric['round']})" if metric["round"] is not None else ""
-        console.print(f"  {name}: {metric['verdict']}{at}", markup=False)
-        for reason in metric["reasons"]:
-            console.print(f"    {reason}", markup=False)
+        effect = f": {words.effect}" if words.effect else ""
+        console.print(f"  {name}: {metric['verdict']}{at}{effect}", markup=False)
+        if words.progress:
+            console.print("    " + " · ".join(words.progress), markup=False)
+        for note in words.notes:
+            console.print(f"    {note}", markup=False)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from html import escape
 
+from canary.replay import fmt_seconds
 from canary.report.series import judged_rounds, metric_series, seconds
 from canary.report.svg import NARROW, Chart, Marker, Series
 from canary.report.svg import render as render_svg
@@ -73,24 +74,40 @@ def _badge(verdict: str) -> str:
 
 
 def headline(analysis: Analysis) -> str:
-    """One sentence: what happened, when, and why."""
+    """One sentence: what happened, when, why, and the deciding metrics' effect."""
     rounds = {r.index: r for r in analysis.rounds}
     final_actions = [a for a in analysis.actions if a.kind in ("rollback", "abort", "promote")]
     reason = analysis.reason or "no reason recorded"
+    effects = _deciding_effects(analysis)
     if final_actions:
         action = final_actions[-1]
         row = rounds.get(action.round_index or -1)
         when = ""
         if row is not None:
             when = (
-                f" at round {row.index} (t+{seconds(analysis, row):.0f}s, "
+                f" at round {row.index} (t+{fmt_seconds(seconds(analysis, row))}, "
                 f"canary weight {action.from_weight}%)"
             )
         verb = {"rollback": "Rolled back", "abort": "Aborted", "promote": "Promoted"}[action.kind]
-        return f"{verb}{when}: {reason}"
+        return f"{verb}{when}: {reason}{effects}"
     status = analysis.status.replace("_", " ")
     at = f" at round {analysis.verdict_round}" if analysis.verdict_round else ""
-    return f"{status.capitalize()}, verdict {analysis.verdict}{at}: {reason}"
+    return f"{status.capitalize()}, verdict {analysis.verdict}{at}: {reason}{effects}"
+
+
+def _deciding_effects(analysis: Analysis) -> str:
+    """`` — errors: error odds 5.0–6.3x baseline`` for the metrics carrying the verdict."""
+    judged = judged_rounds(analysis)
+    if not judged or analysis.verdict not in ("pass", "fail"):
+        return ""
+    effects = []
+    for result in judged[-1].results:
+        if result.verdict != analysis.verdict:
+            continue
+        words = describe_metric(result.metric, result.verdict, result.statistics, result.reasons)
+        if words.effect:
+            effects.append(f"{words.metric}: {words.effect}")
+    return f" — {'; '.join(effects)}" if effects else ""
 
 
 def render_analysis(analysis: Analysis) -> str:
