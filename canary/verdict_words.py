@@ -18,6 +18,7 @@ e-value is a test martingale, so the share can fall as well as rise (Ramdas et a
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,8 +33,15 @@ __all__ = [
 ]
 
 #: Judge reasons that the plain words replace (they repeat an interval or an e-value).
-_REPLACED_REASONS = ("fail evidence ", "canary error odds ", "odds of slower than ")
+_REPLACED_REASONS = (
+    "fail evidence",
+    "canary error odds ",
+    "odds of slower than ",
+    "robust evidence off",
+)
 _REPLACED_PARTS = (": canary - baseline shift in [",)
+#: A number in scientific notation (an e-value): such reasons stay in --json only.
+_SCIENTIFIC = re.compile(r"(?<![\w.-])\d+(\.\d+)?e[+-]\d+")
 
 
 @dataclass(frozen=True)
@@ -251,8 +259,38 @@ def describe_metric(
         if isinstance(r, str)
         and not r.startswith(_REPLACED_REASONS)
         and not any(part in r for part in _REPLACED_PARTS)
+        and not _SCIENTIFIC.search(r)
     ]
+    if "fail_threshold" in stats or "e_fail" in stats:
+        notes = _robust_notes(stats) + notes
     return MetricWords(metric, verdict, effect, progress, notes)
+
+
+def _robust_notes(stats: Mapping[str, Any]) -> list[str]:
+    """The sequential judge's two kinds of FAIL evidence, as shares of the threshold."""
+    if stats.get("robust") is False:
+        return ["robust evidence off: FAIL assumes independent requests"]
+    requests = progress_share(stats.get("e_fail_requests"), stats.get("fail_threshold"))
+    robust = progress_share(stats.get("e_fail_robust"), stats.get("fail_threshold"))
+    if requests is None or robust is None:
+        return []
+    note = (
+        f"FAIL needs request-level ({_percent(requests)}) and robust ({_percent(robust)}) evidence"
+    )
+    items = stats.get("per_bound") if isinstance(stats.get("per_bound"), list) else [stats]
+    spreads = [
+        (_number(item.get("round_cv")), _number(item.get("pod_cv")))
+        for item in items
+        if isinstance(item, Mapping)
+    ]
+    rounds = [r for r, _ in spreads if r is not None]
+    pods = [p for _, p in spreads if p is not None]
+    if rounds and pods:
+        note += (
+            f"; the robust one allows the baseline's spread of {max(rounds):.0%} between "
+            f"rounds and {max(pods):.0%} between pods"
+        )
+    return [note]
 
 
 def describe_result(result: Any) -> MetricWords:

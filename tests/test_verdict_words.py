@@ -136,3 +136,26 @@ def test_show_and_history_speak_words_and_json_keeps_the_numbers(tmp_path: Path)
     raw = json.loads(_canary("show", analysis_id, "--json", "--database-url", url).stdout)
     stats = [m["statistics"] for r in raw["rounds"] for m in r["metrics"].values()]
     assert any(isinstance(s.get("e_fail"), float) for s in stats)
+
+
+def test_reasons_quoting_e_values_stay_out_of_the_words() -> None:
+    """Any judge reason with a number in scientific notation is for --json only."""
+    stats = {
+        "e_fail": 1e99,
+        "fail_threshold": 200.0,
+        "e_fail_requests": 1e99,
+        "e_fail_robust": math.sqrt(200.0),
+        "round_cv": 0.12,
+        "pod_cv": 0.3,
+    }
+    reasons = [
+        "fail evidence: request-level 2.2e+99, robust 14 (FAIL needs both)",
+        "a future judge's remark with 3.1e+12 in it",
+        "no per-pod breakdown of the baseline",
+    ]
+    words = describe_metric("errors", "running", stats, reasons)
+    assert words.notes == [
+        "FAIL needs request-level (100%) and robust (50%) evidence; the robust one allows "
+        "the baseline's spread of 12% between rounds and 30% between pods",
+        "no per-pod breakdown of the baseline",
+    ]
