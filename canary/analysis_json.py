@@ -19,7 +19,7 @@ metric may carry any per-metric setting of the configuration (`margin`, `alpha_f
 `min`, `max` ...). A file holds one JSON document (an analysis, or a list of them) or
 JSON Lines, one analysis per line. Every problem names the line and the field.
 
-`analysis_to_json` is the inverse (used to export stored analyses).
+`analysis_to_json` is the inverse (tests write their inputs with it).
 """
 
 from __future__ import annotations

@@ -186,7 +186,7 @@ class Daemon:
         self._in_round: set[str] = set()
         self._canaries: dict[str, CanaryConfig] = {}
         self._confirmed: dict[str, float] = {}  # canary -> when its lease was last renewed
-        #: (scheduled time, lateness seconds) of recent rounds, for the benchmark.
+        #: How late (seconds) recent rounds started, for bench/daemon_scale.py.
         self.lateness: deque[float] = deque(maxlen=200_000)
         self.rounds_run = 0
         #: Scheduled rounds skipped because the previous round was still running.

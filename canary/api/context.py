@@ -27,8 +27,6 @@ class AppContext:
     - `sessions`: a sessionmaker on a migrated database.
     - `source`: the round pipeline's metric source (`canary.ports.MetricSource`);
       None means Prometheus is not configured and the Argo endpoint answers 503.
-    - `daemon`: the running daemon when served inside `canary run` (control
-      operations then go through it), else None.
     - `tokens`: accepted bearer tokens; None reads them from `config.server`.
     - `auth`: False only for `canary serve --insecure-no-auth` (local use).
     - `round_timeout`: seconds an Argo measurement may spend on a round before it
@@ -42,7 +40,6 @@ class AppContext:
     config: Config
     sessions: sessionmaker[Session]
     source: Any | None = None
-    daemon: Any | None = None
     tokens: Sequence[str] | None = None
     auth: bool = True
     round_timeout: float = 8.0

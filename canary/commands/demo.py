@@ -239,7 +239,6 @@ def _api_server(config: Config, daemon: Daemon, factory: Any, token: str):  # ty
         config=config,
         sessions=factory,
         source=daemon.source,
-        daemon=daemon,
         tokens=[token],
         registry=telemetry.REGISTRY,
     )

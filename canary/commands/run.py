@@ -89,7 +89,6 @@ def _api_server(args: argparse.Namespace, config: Config, daemon: Daemon):  # ty
         config=config,
         sessions=daemon.sessions,
         source=daemon.source,
-        daemon=daemon,
         registry=telemetry.REGISTRY,
     )
     telemetry.watch_store(daemon.sessions)

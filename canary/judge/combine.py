@@ -12,9 +12,13 @@ FAIL wins a tie: a metric that is FAIL makes the analysis FAIL whatever the othe
 say. The function describes the *current* state; callers that stop at the first
 decisive verdict (`canary judge`, the engine) stop the first time it is FAIL or PASS.
 
-Every judge calls it the same way after updating its per-metric results::
+The per-metric judges (sequential, threshold) call it after updating their
+per-metric results::
 
     judgement = combine(results, final=final, round=k)
+
+The mann_whitney judge does not: like Kayenta it scores all metrics together and
+its overall verdict comes from that score.
 
 Metrics named in `ignored` (e.g. a `value` metric that the sequential judge does not
 judge) are reported but take no part in the overall verdict.

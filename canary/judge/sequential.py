@@ -182,9 +182,7 @@ class MetricParameters:
         self.i_tol = n_ci
         self.i_margin = n_ci + 1
         start = n_ci + 2
-        self.i_fail = np.arange(start, start + len(fail_grid))
-        self.i_pass = np.arange(start + len(fail_grid), start + len(fail_grid) + len(pass_grid))
-        # The same points as slices (views, cheaper than index arrays).
+        # The fail and pass grid points as slices (views, cheaper than index arrays).
         self.fail_slice = slice(start, start + len(fail_grid))
         self.pass_slice = slice(start + len(fail_grid), start + len(fail_grid) + len(pass_grid))
         idx = np.arange(n_ci)

@@ -56,7 +56,7 @@ class RoundConflict(CanaryError):
 class ActionIntent:
     """A traffic change to record as pending in the same transaction as its round."""
 
-    kind: str  # advance | promote | rollback | manual | abort
+    kind: str  # start | advance | promote | rollback | abort
     to_weight: int
     from_weight: int | None = None
 

@@ -177,7 +177,7 @@ class Action(Base):
         ForeignKey("analyses.id", ondelete="CASCADE"), index=True
     )
     round_index: Mapped[int | None] = mapped_column(Integer)
-    kind: Mapped[str] = mapped_column(String(16))  # advance | promote | rollback | manual ...
+    kind: Mapped[str] = mapped_column(String(16))  # start | advance | promote | rollback | abort
     from_weight: Mapped[int | None] = mapped_column(Integer)
     to_weight: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(16), index=True)  # pending | done | failed
