@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1] / "canary"
 
 #: Lowest first. "" is the package itself (`from canary import __version__`).
 LAYERS: dict[str, set[str]] = {
-    "foundation": {"", "errors", "model", "config", "logs"},
+    "foundation": {"", "errors", "model", "config", "logs", "promregex"},
     "core": {"engine", "judge", "ports", "overrides", "analysis_json", "verdict_words"},
     "store": {"store"},
     "edges": {"metrics", "traffic"},
@@ -32,7 +32,7 @@ LAYERS: dict[str, set[str]] = {
         "transfer",
         "telemetry",
     },
-    "drivers": {"daemon", "api"},
+    "drivers": {"daemon", "api", "preflight"},
     "entry": {"commands", "cli", "__main__"},
 }
 #: What each layer may import. The store and the edges sit side by side above the
