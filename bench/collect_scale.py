@@ -1,7 +1,7 @@
 """Benchmark: one collection round for 1,000 canaries x 2 metrics from a real Prometheus.
 
     python bench/collect_scale.py [--canaries 1000] [--pods 10] [--concurrency 16]
-                                  [--data-dir DIR] [--keep]
+                                  [--reporter destination|waypoint] [--data-dir DIR] [--keep]
 
 Backfills Istio-like counters for N canaries (canary + baseline arms, `--pods` pods
 each; per pod `istio_requests_total` for 200 and 503 and the 20 Envoy latency
@@ -12,6 +12,11 @@ does. Prints the wall time of each full round, rounds/s, and per-query latency
 percentiles; checks every delta against the generated counts.
 
 Target: one full round of all 1,000 canaries in under 10 s on 2 cores.
+
+`--reporter waypoint` shapes the same counters as ambient mode's waypoint metrics
+(``reporter="waypoint"``, ``pod`` = a waypoint pod, `--pods` waypoints per arm) and
+collects with ``reporter = "waypoint"``: each judged round then also reads every
+series' in-round trace at the 15 s scrape interval (one more query per metric and arm).
 """
 
 from __future__ import annotations
@@ -48,6 +53,9 @@ def per_scrape(canary: int, arm: str, pod: int) -> tuple[int, int]:
     return requests, failures
 
 
+REPORTER = "destination"
+
+
 def generate(path: Path, canaries: int, pods: int) -> int:
     """Write the OpenMetrics file; returns the number of samples."""
     samples = 0
@@ -64,15 +72,16 @@ def generate(path: Path, canaries: int, pods: int) -> int:
                 ):
                     revision = "v2" if arm == "canary" else "v1"
                     for p in range(pods):
+                        pod = f"waypoint-{c}-{p}" if REPORTER == "waypoint" else f"{workload}-{p}"
                         base = (
-                            f'reporter="destination",source_workload="frontend",'
+                            f'reporter="{REPORTER}",source_workload="frontend",'
                             f'source_workload_namespace="{NAMESPACE}",'
                             f'destination_workload="{workload}",'
                             f'destination_workload_namespace="{NAMESPACE}",'
                             f'destination_service_name="svc{c}",'
                             f'destination_canonical_revision="{revision}",'
                             f'request_protocol="http",response_flags="-",'
-                            f'connection_security_policy="mutual_tls",pod="{workload}-{p}"'
+                            f'connection_security_policy="mutual_tls",pod="{pod}"'
                         )
                         requests, failures = per_scrape(c, arm, p)
                         if kind == "counter":
@@ -106,6 +115,8 @@ def config_for(canaries: int):  # type: ignore[no-untyped-def]
                 "name": f"svc{c}",
                 "namespace": NAMESPACE,
                 "interval": 60,
+                "reporter": REPORTER,
+                "scrape_interval": 15,
                 "traffic": {
                     "virtual_service": f"svc{c}",
                     "canary": {"host": f"svc{c}", "subset": "canary"},
@@ -213,10 +224,18 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="max_concurrency")
     parser.add_argument("--repeats", type=int, default=2, help="judged rounds to time")
     parser.add_argument("--data-dir", help="reuse/keep the backfilled TSDB here")
+    parser.add_argument(
+        "--reporter",
+        choices=("destination", "waypoint"),
+        default="destination",
+        help="sidecar-shaped or waypoint-shaped (ambient mode) counters",
+    )
     args = parser.parse_args()
+    global REPORTER
+    REPORTER = args.reporter
 
     work = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="canary-bench-"))
-    data = work / f"data-{args.canaries}x{args.pods}"
+    data = work / f"data-{args.canaries}x{args.pods}-{args.reporter}"
     print(f"machine: {os.cpu_count()} CPUs; data in {data}")
     if not data.exists():
         started = time.perf_counter()

@@ -61,7 +61,13 @@ from typing import Any
 
 from canary.config import CanaryConfig, MetricConfig
 from canary.metrics.errors import MetricsDataError, MetricsError
-from canary.metrics.prometheus import PrometheusClient, QueryResult, Sample, to_unix
+from canary.metrics.prometheus import (
+    PrometheusClient,
+    QueryResult,
+    RangeSeries,
+    Sample,
+    to_unix,
+)
 from canary.metrics.queries import (
     QueryContext,
     TemplateSet,
@@ -437,7 +443,9 @@ def combine_queries(queries: list[str]) -> str:
 
 
 def split_combined(result: QueryResult, queries: list[str]) -> list[QueryResult]:
-    """The per-part results of a `combine_queries` answer."""
+    """The per-part results of a `combine_queries` answer (or of a subquery over one)."""
+    if result.result_type == "matrix":
+        return _split_matrix(result, queries)
     if result.result_type != "vector":
         raise MetricsDataError(
             f"a snapshot query must return an instant vector, got {result.result_type}",
@@ -463,6 +471,41 @@ def split_combined(result: QueryResult, queries: list[str]) -> list[QueryResult]
             seconds=result.seconds,
         )
         for index, (query, samples) in enumerate(zip(queries, parts, strict=True))
+    ]
+
+
+async def _trace_if_reset(
+    client: PrometheusClient, combined: str, at: float, prev_at: float, step: float
+) -> QueryResult | None:
+    """The in-round traces of a combined query, fetched only when some series reset.
+
+    First ``resets((q)[window + step:step]) > 0``: which series went down between two
+    scrapes inside the round (the extra step includes a point at or before the
+    previous boundary, so a restart right after it is seen too). Almost always
+    nothing did, and the answer is empty: no trace is needed, the boundary values
+    give the exact deltas. Otherwise the traces themselves, ``(q)[window:step]``.
+    """
+    window, resolution = at - prev_at, format_duration(step)
+    probe = f"resets(({combined})[{format_duration(window + step)}:{resolution}]) > 0"
+    if not (await client.query(probe, at)).samples:
+        return None
+    return await client.query(f"({combined})[{format_duration(window)}:{resolution}]", at)
+
+
+def _split_matrix(result: QueryResult, queries: list[str]) -> list[QueryResult]:
+    parts: list[list[RangeSeries]] = [[] for _ in queries]
+    for series in result.series:
+        index = series.labels.get(PART_LABEL)
+        if index is None or not index.isdigit() or int(index) >= len(queries):
+            raise MetricsDataError(
+                f"series {dict(series.labels)} of a combined trace query has no valid "
+                f"{PART_LABEL!r}",
+                query=result.query,
+            )
+        parts[int(index)].append(series)
+    return [
+        QueryResult(query=query, result_type="matrix", series=found, seconds=result.seconds)
+        for query, found in zip(queries, parts, strict=True)
     ]
 
 
@@ -530,6 +573,7 @@ async def _counter_observation(
     previous: Mapping[str, Any] | None,
     prev_at: float | None,
     at: float,
+    traced: QueryResult | None = None,
 ) -> tuple[Observation, dict[str, Any], list[str], dict[str, Observation]]:
     where = _where(canary, plan)
     kind = plan.metric.kind
@@ -561,10 +605,7 @@ async def _counter_observation(
                 f"{', '.join(sorted(keys.describe(p) for p in _pods(base)))}"
             )
     traces: dict[Key, list[tuple[float, int]]] = {}
-    if keys.ambient and at - prev_at > canary.scrape_interval:
-        window = format_duration(at - prev_at)
-        query = f"({plan.query})[{window}:{format_duration(canary.scrape_interval)}]"
-        traced = await client.query(query, at)
+    if keys.ambient and traced is not None:
         traces = _traces(traced, kind, keys, where, prev_at, at)
     deltas, kept = series_deltas(
         before,
@@ -692,7 +733,7 @@ async def collect_round(
     counter_plans = [p for p in plans if p.metric.kind is not MetricKind.VALUE]
 
     async def one(
-        plan: _Plan, result: QueryResult | None
+        plan: _Plan, result: QueryResult | None, traced: QueryResult | None
     ) -> tuple[_Plan, Observation, dict[str, Any] | float | None, list, dict[str, Observation]]:
         if result is None:
             result = await client.query(plan.query, at_unix)
@@ -705,24 +746,48 @@ async def collect_round(
         if stored is not None and stored.get("kind") == plan.metric.kind.value:
             before = (stored.get("arms") or {}).get(plan.arm.value, {"series": {}})
         observation, raw, more, pods = await _counter_observation(
-            client, canary, plan, templates, result, before, prev_at if before else None, at_unix
+            client,
+            canary,
+            plan,
+            templates,
+            result,
+            before,
+            prev_at if before else None,
+            at_unix,
+            traced,
         )
         return plan, observation, raw, notes + more, pods
 
-    # All counter snapshots of the canary in one request (see `combine_queries`).
+    # All counter snapshots of the canary in one request (see `combine_queries`), and
+    # in ambient mode all their in-round traces in one more (see `traced_deltas`).
     results: dict[int, QueryResult] = {}
+    traces: dict[int, QueryResult] = {}
+    queries = [p.query for p in counter_plans]
+    trace = (
+        SeriesKeys.of(canary).ambient
+        and prev_at is not None
+        and at_unix - prev_at > canary.scrape_interval
+        and bool(counter_plans)
+    )
     try:
-        if len(counter_plans) > 1:
-            combined = await client.query(
-                combine_queries([p.query for p in counter_plans]), at_unix
-            )
-            parts = split_combined(combined, [p.query for p in counter_plans])
+        if len(counter_plans) > 1 or trace:
+            combined = combine_queries(queries)
+            answers = await asyncio.gather(
+                client.query(combined, at_unix),
+                *([_trace_if_reset(client, combined, at_unix, prev_at, canary.scrape_interval)]
+                  if trace and prev_at is not None else []),
+            )  # fmt: skip
+            parts = split_combined(answers[0], queries)
             results = {id(p): r for p, r in zip(counter_plans, parts, strict=True)}
+            if trace and answers[1] is not None:
+                parts = split_combined(answers[1], queries)
+                traces = {id(p): r for p, r in zip(counter_plans, parts, strict=True)}
     except MetricsError as exc:
         outcomes: list[Any] = [exc]
     else:
         outcomes = await asyncio.gather(
-            *(one(plan, results.get(id(plan))) for plan in plans), return_exceptions=True
+            *(one(plan, results.get(id(plan)), traces.get(id(plan))) for plan in plans),
+            return_exceptions=True,
         )
     errors = [o for o in outcomes if isinstance(o, BaseException)]
     if errors:
