@@ -121,7 +121,7 @@ def _canary(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_show_and_history_speak_words_and_json_keeps_the_numbers(tmp_path: Path) -> None:
+def test_show_history_and_status_speak_words_and_json_keeps_the_numbers(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'canary.db'}"
     migrate(connect(url))
     analysis_id = _regressing_analysis(url)
@@ -133,6 +133,11 @@ def test_show_and_history_speak_words_and_json_keeps_the_numbers(tmp_path: Path)
     history = _canary("history", "--database-url", url)
     assert "FAIL evidence 100% — decided" in history.stdout
     assert not RAW.search(history.stdout)
+    config = str(Path(__file__).resolve().parents[1] / "config.example.toml")
+    status = _canary("status", "--config", config, "--database-url", url)
+    assert status.returncode == 0, status.stderr
+    assert "FAIL evidence 100% — decided" in status.stdout and "error odds" in status.stdout
+    assert not RAW.search(status.stdout)
     raw = json.loads(_canary("show", analysis_id, "--json", "--database-url", url).stdout)
     stats = [m["statistics"] for r in raw["rounds"] for m in r["metrics"].values()]
     assert any(isinstance(s.get("e_fail"), float) for s in stats)

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from canary import control
 from canary.commands._common import add_json_flag, console, load, open_engine, print_json
+from canary.commands.history import print_wide
 from canary.errors import UsageError
 from canary.history import latest_words
 from canary.store.database import sessions as make_sessions
@@ -71,7 +72,11 @@ def _status(args: argparse.Namespace) -> int:
         print_json(control.status(sessions, config))
         return 0
     if not args.watch:
-        console.print(_status_table(sessions, config))
+        table = _status_table(sessions, config)
+        if isinstance(table, Table):
+            print_wide(table)
+        else:
+            console.print(table)
         return 0
     if args.interval <= 0:
         raise UsageError("--interval must be positive")
@@ -99,7 +104,7 @@ def _status_table(sessions, config, watching: float | None = None) -> Table | st
     table = Table(title=title, title_justify="left")
     for column in ("canary", "analysis", "status", "weight", "step", "rounds", "verdict"):
         table.add_column(column, no_wrap=True)
-    table.add_column("evidence", ratio=2)
+    table.add_column("evidence", ratio=3)
     table.add_column("reason", ratio=1)
     for row in rows:
         analysis = row["analysis"]

@@ -275,7 +275,7 @@ def _round_table(analysis: Analysis) -> str:
         note = row.error or ("warm-up: counter snapshot only" if row.index == 0 else "")
         rows.append(
             f'<tr class="round"><td class="num">{row.index}</td>'
-            f'<td class="num">{seconds(analysis, row):.0f}s</td>'
+            f'<td class="num">{fmt_seconds(seconds(analysis, row))}</td>'
             f'<td class="num">{row.weight}%</td><td>{escape(row.decision or "-")}</td>'
             f"<td>{escape(row.verdict)}</td><td>{'<br>'.join(sides['canary'])}</td>"
             f"<td>{'<br>'.join(sides['baseline'])}</td><td>{metrics}</td>"
