@@ -251,6 +251,13 @@ class ServerConfig(_Model):
     api_token_file: str | None = None
     api_token_env: str | None = "CANARY_API_TOKEN"
     max_body_bytes: int = Field(default=65536, ge=1024)
+    read_timeout: Duration = Field(default=10.0, gt=0, le=3600)
+    max_connections: int = Field(default=256, ge=1, le=100000)
+    new_analyses_per_minute: int = Field(default=30, ge=1, le=100000)
+    max_running_analyses: int = Field(default=500, ge=1, le=1000000)
+    public_docs: bool = False
+    page_session_ttl: Duration = Field(default=28800.0, gt=0, le=30 * 86400)
+    trust_forwarded_proto: bool = False
 
     @field_validator("listen")
     @classmethod

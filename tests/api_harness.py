@@ -35,6 +35,8 @@ import httpx
 import uvicorn
 import yaml
 
+from canary.api.server import server_config
+
 TEMPLATE_FILE = (
     Path(__file__).resolve().parent.parent / "deploy" / "argo" / "analysis-template.yaml"
 )
@@ -272,9 +274,10 @@ class ApiServer:
         from tests.prometheus_harness import free_port
 
         self.port = port or free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="off")
-        )
+        # The configuration `canary serve` uses (read timeout, connection cap, no
+        # trusted forwarded headers), on 127.0.0.1.
+        config = app.state.context.config.server
+        self.server = uvicorn.Server(server_config(app, config, host="127.0.0.1", port=self.port))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property

@@ -147,10 +147,14 @@ def test_metrics_and_readiness(api, backfilled) -> None:  # type: ignore[no-unty
     assert "canary_http_request_duration_seconds_bucket" in text
     assert "canary_query_duration_seconds" in text  # the shared telemetry registry
     ready = httpx.get(str(api.base_url) + "/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {
+    checks = ready.json()["checks"]
+    assert ready.status_code == 200 and checks == {
         "database": "ok",
+        "disk": checks["disk"],  # SQLite: free space checked; PostgreSQL: not ours
         "prometheus": "ok",
+        "kubernetes": "not used (`canary serve` never calls Kubernetes)",
     }
+    assert checks["disk"] in ("ok", "not checked (PostgreSQL: the disk is the server's)")
 
 
 def test_readiness_names_what_is_down(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -450,7 +450,9 @@ def test_deployment_policies(name: str, rendered: dict[str, list[dict[str, Any]]
             assert env["CANARY_DATA_DIR"] == DATA_DIR
         (main,) = pod["containers"]
         assert main["livenessProbe"]["httpGet"]["path"] == "/healthz"
-        assert main["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        # Shared dependencies do not take the endpoints away (docs/api.md, Readiness).
+        probe = main["readinessProbe"]["httpGet"]["path"]
+        assert probe == "/readyz?exclude=prometheus&exclude=kubernetes"
         assert main["args"][-1] == "run"
         annotations = template["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true"

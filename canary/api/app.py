@@ -1,20 +1,24 @@
 """`create_app(context) -> FastAPI`: the HTTP API of `canary serve` and `canary run`.
 
 Routes: /healthz, /readyz, /metrics (no token), /api/v1/argo/measure (the Argo
-Rollouts web metric provider), /api/v1/... (REST), /openapi.json and /docs. Every
-answer, errors included, is JSON (except /metrics: Prometheus text format).
+Rollouts web metric provider), /api/v1/... (REST), /analyses (HTML report pages),
+/openapi.json and /docs. Every answer, errors included, is JSON (except /metrics:
+Prometheus text format, and the report pages).
 """
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from canary import __version__
-from canary.api import argo, health, metrics, rest
+from canary.api import argo, health, metrics, pages, rest
 from canary.api.argo import ArgoRunner
+from canary.api.auth import require_token
 from canary.api.context import AppContext
 from canary.api.errors import install_error_handlers
-from canary.api.limits import BodyLimitMiddleware
+from canary.api.limits import BodyLimitMiddleware, NulGuardMiddleware
 from canary.api.metrics import RequestMetrics, RequestMetricsMiddleware
 
 __all__ = ["AppContext", "create_app"]
@@ -34,21 +38,48 @@ def create_app(context: AppContext) -> FastAPI:
             "Argo Rollouts web metric provider, REST control of analyses, health and "
             "Prometheus metrics. Everything under /api needs `Authorization: Bearer <token>`."
         ),
+        openapi_url=None,  # served by `_docs` below, behind the token unless public
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.context = context
     app.state.tokens = context.api_tokens() if context.auth else []
-    app.state.argo = ArgoRunner()
+    app.state.argo = ArgoRunner(context.config.server.new_analyses_per_minute)
     app.state.request_metrics = RequestMetrics()
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(argo.router)
     app.include_router(rest.router)
+    app.include_router(pages.router)
+    _docs(app, public=context.config.server.public_docs)
     # Outermost first: the limit answers 413 before anything reads the body.
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.request_metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=context.config.server.max_body_bytes)
+    app.add_middleware(NulGuardMiddleware)
     _warm_judges(context)
     return app
+
+
+def _docs(app: FastAPI, *, public: bool) -> None:
+    """/openapi.json, /docs and /redoc: the API's own token rule unless `public_docs`.
+
+    A browser cannot send the bearer header, so /docs and /redoc are for
+    `[server] public_docs = true`; otherwise fetch /openapi.json with the token.
+    """
+    dependencies = [] if public else [Depends(require_token)]
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=dependencies)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=dependencies)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="canary API")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=dependencies)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title="canary API")
 
 
 def _warm_judges(context: AppContext) -> None:

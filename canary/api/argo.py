@@ -26,6 +26,8 @@ same arguments as a JSON object (values may be strings, as Argo sends them).
   `consecutiveErrorLimit`. 400 names the bad field.
 - A FAIL verdict, or the budget's end (max_rounds / max_duration), closes the
   analysis (status `completed`); later calls answer the final verdict.
+- A new key is admitted only within the per-token rate and the cap on running
+  analyses (`canary.api.admission`): else 429 with `Retry-After`.
 """
 
 from __future__ import annotations
@@ -40,9 +42,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from canary.api.admission import NewAnalysisLimiter, count_running, recent_window, token_id
 from canary.api.argo_key import ArgoTarget, resolve_target
 from canary.api.argo_view import (
     StoredView,
+    find_id,
     finish,
     load_state,
     load_view,
@@ -68,6 +72,7 @@ router = APIRouter(
     prefix="/api/v1/argo",
     tags=["argo"],
     dependencies=[Depends(bearer_scheme), Depends(require_token), Depends(reject_unknown_query)],
+    responses={401: {"description": "missing or wrong bearer token"}},
 )
 
 _Arg = Annotated[str | None, Field(default=None, max_length=256)]
@@ -81,8 +86,8 @@ class MeasureRequest(BaseModel):
     namespace: _Arg = None
     canary: _Arg = None
     service: _Arg = None
-    canaryHash: _Arg = None
-    stableHash: _Arg = None
+    canaryHash: str = Field(max_length=256, description="pod-template hash of the canary")
+    stableHash: str = Field(max_length=256, description="pod-template hash of the stable pods")
     profile: _Arg = None
 
 
@@ -126,14 +131,17 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 class ArgoRunner:
-    """Per-process bookkeeping: at most one round in flight per analysis key."""
+    """Per-process bookkeeping: at most one round in flight per analysis key, and the
+    admission of new keys (`canary.api.admission`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, new_analyses_per_minute: int = 30) -> None:
+        self.limiter = NewAnalysisLimiter(new_analyses_per_minute)
         self.tasks: dict[str, asyncio.Task[RoundResult]] = {}
         self.ids: dict[str, str] = {}  # key -> analysis id (keys never change owner)
         self.locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
-    async def measure(self, context: Any, target: ArgoTarget) -> JSONResponse:
+    async def measure(self, context: Any, target: ArgoTarget, client: str) -> JSONResponse:
+        """One measurement of `target` for the caller `client` (`admission.token_id`)."""
         if context.source is None:
             raise ApiError(503, "cannot judge: no Prometheus source is configured")
         interval = timedelta(seconds=target.canary.interval)
@@ -141,7 +149,7 @@ class ArgoRunner:
         # yet" (the second would judge a round milliseconds after the warm-up).
         async with self._lock(target.key):
             now = context.clock()
-            analysis_id, view = await self._state(context, target, now)
+            analysis_id, view = await self._state(context, target, now, client)
             if view.final:
                 view = await self._view(context, analysis_id)
                 return self._answer(view, target, note=f"analysis is {view.status}")
@@ -232,11 +240,16 @@ class ArgoRunner:
                 await asyncio.to_thread(finish, context.sessions, analysis_id, reason)
         return result
 
-    async def _state(self, context: Any, target: ArgoTarget, now: Any) -> tuple[str, StoredView]:
-        """The analysis of `target` (created on the first call) and its stored state."""
+    async def _state(
+        self, context: Any, target: ArgoTarget, now: datetime, client: str
+    ) -> tuple[str, StoredView]:
+        """The analysis of `target` (created on the first call, if admitted) and its state."""
         for _ in range(2):
             analysis_id = self.ids.get(target.key)
             if analysis_id is None:
+                analysis_id = await asyncio.to_thread(find_id, context.sessions, target.key)
+            if analysis_id is None:
+                await self._admit(context, client, now)
                 analysis_id = await asyncio.to_thread(
                     ensure_analysis,
                     context.sessions,
@@ -246,7 +259,8 @@ class ArgoRunner:
                     revision=target.canary_hash,
                     now=now,
                 )
-                self.ids[target.key] = analysis_id
+                self.limiter.record(client, now.timestamp())
+            self.ids[target.key] = analysis_id
             try:
                 return analysis_id, await asyncio.to_thread(
                     load_state, context.sessions, analysis_id
@@ -254,6 +268,21 @@ class ArgoRunner:
             except NotFoundError:
                 self.ids.pop(target.key, None)  # deleted meanwhile: look it up again
         raise ApiError(503, f"cannot judge: the analysis of {target.key} keeps disappearing")
+
+    async def _admit(self, context: Any, client: str, now: datetime) -> None:
+        """429 unless `client` may create one more analysis now (`canary.api.admission`)."""
+        self.limiter.check(client, now.timestamp())
+        server = context.config.server
+        since = now - recent_window(context.config)
+        running = await asyncio.to_thread(count_running, context.sessions, since)
+        if running >= server.max_running_analyses:
+            raise ApiError(
+                429,
+                f"too many running analyses: {running} Argo analyses are running "
+                f"(server.max_running_analyses = {server.max_running_analyses}); "
+                "existing keys are still measured",
+                headers={"Retry-After": "60"},
+            )
 
     def _forget(self, key: str, task: asyncio.Task[RoundResult]) -> None:
         if self.tasks.get(key) is task:
@@ -308,7 +337,7 @@ async def _measure(request: Request, args: dict[str, str | None]) -> JSONRespons
     context = request.app.state.context
     target = resolve_target(context.config, args)
     runner: ArgoRunner = request.app.state.argo
-    return await runner.measure(context, target)
+    return await runner.measure(context, target, token_id(request.headers.get("authorization")))
 
 
 _Q = Annotated[str | None, Query(max_length=256)]
@@ -322,11 +351,17 @@ _Q = Annotated[str | None, Query(max_length=256)]
 )
 async def measure_get(
     request: Request,
-    namespace: _Q = None,
-    canary: _Q = None,
+    canaryHash: Annotated[
+        str, Query(max_length=256, description="pod-template hash of the canary (Latest)")
+    ],
+    stableHash: Annotated[
+        str, Query(max_length=256, description="pod-template hash of the stable pods (Stable)")
+    ],
+    canary: Annotated[
+        str | None, Query(max_length=256, description="the canary's name (or pass service)")
+    ] = None,
     service: _Q = None,
-    canaryHash: _Q = None,
-    stableHash: _Q = None,
+    namespace: _Q = None,
     profile: _Q = None,
 ) -> JSONResponse:
     args = {

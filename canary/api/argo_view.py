@@ -16,6 +16,7 @@ from canary.store.tables import Analysis, Round
 
 __all__ = [
     "StoredView",
+    "find_id",
     "finish",
     "load_state",
     "load_view",
@@ -170,6 +171,12 @@ def load_state(sessions: sessionmaker[Session], analysis_id: str) -> StoredView:
             metrics={},
             started_at=analysis.started_at,
         )
+
+
+def find_id(sessions: sessionmaker[Session], key: str) -> str | None:
+    """The id of the analysis keyed `key`, if there is one."""
+    with sessions() as session:
+        return session.scalar(select(Analysis.id).where(Analysis.key == key))
 
 
 def finish(sessions: sessionmaker[Session], analysis_id: str, reason: str | None) -> None:

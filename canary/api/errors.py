@@ -2,7 +2,9 @@
 
 Released Argo Rollouts versions count an empty or non-JSON 2xx body as a success,
 so nothing here ever answers without JSON. Validation errors are 400 (not FastAPI's
-422) and name the offending field.
+422) and name the offending field. A database that cannot be reached or used is a
+503 naming the database (its URL without password) and is logged as one line,
+without a traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from canary.errors import CanaryError, NotFoundError, UsageError
@@ -110,9 +113,29 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("request failed: %s", exc)
         return JSONResponse(error_body(503, str(exc)), status_code=503)
 
+    @app.exception_handler(SQLAlchemyError)
+    async def _database(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        message = f"database unavailable: {database_name(request)}: {database_reason(exc)}"
+        log.warning("%s %s: %s", request.method, request.url.path, message)
+        return JSONResponse(error_body(503, message), status_code=503)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("internal error on %s %s", request.method, request.url.path)
         return JSONResponse(
             error_body(500, f"internal error: {type(exc).__name__}"), status_code=500
         )
+
+
+def database_name(request: Request) -> str:
+    """The database's URL without its password (what an operator needs to look at)."""
+    bind = request.app.state.context.sessions.kw.get("bind")
+    url = getattr(bind, "url", None)
+    return url.render_as_string(hide_password=True) if url is not None else "the database"
+
+
+def database_reason(exc: SQLAlchemyError) -> str:
+    """The driver's first line (`OperationalError: database "x" does not exist`)."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    first = (str(cause).strip().splitlines() or [""])[0]
+    return f"{type(cause).__name__}: {first}"[:300]

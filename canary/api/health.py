@@ -1,26 +1,49 @@
-"""`/healthz` (liveness: the process answers) and `/readyz` (database and Prometheus).
+"""`/healthz` (liveness: the process answers) and `/readyz` (what this replica needs).
 
-Neither needs a token, so a kubelet can probe them. /readyz answers 503 with the
-failing check named when the database or Prometheus cannot be reached.
+Neither needs a token, so a kubelet can probe them. /readyz runs every check and
+answers 503 naming each failing one with its reason:
+
+- `database`: a connection, ``SELECT 1`` and the current schema;
+- `disk`: SQLite only — the database's directory has at least 16 MiB free (a full
+  disk fails every round's commit);
+- `prometheus`: the instant query ``1`` answers and parses (a Prometheus that
+  answers ``/-/ready`` but serves garbage is not ready);
+- `kubernetes`: inside `canary run` with a real cluster, the API server answers
+  discovery (``GET /api``).
+
+``?exclude=NAME`` (repeatable, as kube-apiserver's own /readyz) still runs and
+reports a check but does not let it fail the probe. The shipped Deployment probes
+``/readyz?exclude=prometheus&exclude=kubernetes``: those are shared by every
+replica, so failing readiness on them would remove every endpoint at once, and
+Argo would see connection errors instead of the JSON 503 naming Prometheus; the
+stored judgements, the REST API and the pages keep working meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import Any
+import shutil
+import time
+from pathlib import Path
+from typing import Annotated, Any
 
-import httpx
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
+from canary.api.errors import ApiError
 from canary.store.database import check_schema
 
-__all__ = ["router"]
+__all__ = ["CHECKS", "MIN_FREE_BYTES", "router"]
 
 router = APIRouter(tags=["health"])
+
+#: Every check of /readyz, in the order they are reported.
+CHECKS = ("database", "disk", "prometheus", "kubernetes")
+#: Below this many free bytes in the SQLite database's directory the disk is "full".
+MIN_FREE_BYTES = 16 * 1024 * 1024
 
 _PROBE_TIMEOUT = 3.0
 
@@ -36,47 +59,98 @@ def _check_database(context: Any) -> None:
         check_schema(session.get_bind())
 
 
+def _sqlite_dir(context: Any) -> Path | None:
+    bind = context.sessions.kw.get("bind")
+    url = getattr(bind, "url", None)
+    if url is None or url.get_backend_name() != "sqlite" or not url.database:
+        return None
+    if url.database == ":memory:":
+        return None
+    return Path(url.database).resolve().parent
+
+
+def _check_disk(context: Any) -> str | None:
+    directory = _sqlite_dir(context)
+    if directory is None:
+        return "not checked (PostgreSQL: the disk is the server's)"
+    free = shutil.disk_usage(directory).free
+    if free < MIN_FREE_BYTES:
+        raise RuntimeError(f"disk full: {free} bytes free in {directory} (SQLite database)")
+    return None
+
+
 async def _check_prometheus(context: Any) -> None:
-    client = getattr(context.source, "client", None)
-    probe = (
-        context.ready or getattr(client, "ready", None) or getattr(context.source, "ready", None)
-    )
-    if probe is not None:
-        result = probe()
+    if context.ready is not None:
+        result = context.ready()
         if inspect.isawaitable(result):
             result = await result
         if result is False:
             raise RuntimeError("Prometheus is not ready")
         return
-    url = context.config.prometheus.url + "/-/ready"
-    async with httpx.AsyncClient(timeout=_PROBE_TIMEOUT) as client:
-        response = await client.get(url)
-    if response.status_code != 200:
-        raise RuntimeError(f"{url} answered HTTP {response.status_code}")
+    client = getattr(context.source, "client", None)
+    if client is None or not hasattr(client, "query"):
+        raise RuntimeError("no Prometheus source is configured")
+    await client.query("1", time.time())  # raises on errors and unparsable answers
+
+
+async def _check_kubernetes(request: Request) -> str | None:
+    context = request.app.state.context
+    if context.daemon is None or context.config.kubernetes.mode == "memory":
+        return "not used (`canary serve` never calls Kubernetes)"
+    client = getattr(request.app.state, "kube_probe", None)
+    if client is None:
+        from canary.traffic.kube import KubeClient
+
+        client = KubeClient.from_config(context.config.kubernetes)
+        request.app.state.kube_probe = client
+    await client.request("GET", "/api", verb="get", resource="API discovery", retries=0)
+    return None
 
 
 @router.get(
     "/readyz",
-    summary="readiness: database and Prometheus reachable",
-    responses={503: {"description": "a dependency is unreachable"}},
+    summary="readiness: database, disk, Prometheus and Kubernetes",
+    responses={
+        400: {"description": "an unknown check in `exclude`"},
+        503: {"description": "a check failed (each failing check named with its reason)"},
+    },
 )
-async def readyz(request: Request) -> JSONResponse:
+async def readyz(
+    request: Request,
+    exclude: Annotated[
+        list[str], Query(description="checks to report without failing on them")
+    ] = [],  # noqa: B006 (FastAPI copies the default)
+) -> JSONResponse:
+    for name in exclude:
+        if name not in CHECKS:
+            raise ApiError(
+                400, f"exclude: unknown check {name!r} ({', '.join(CHECKS)})", field="exclude"
+            )
     context = request.app.state.context
+    probes = {
+        "database": lambda: asyncio.wait_for(
+            run_in_threadpool(_check_database, context), _PROBE_TIMEOUT
+        ),
+        "disk": lambda: asyncio.wait_for(run_in_threadpool(_check_disk, context), _PROBE_TIMEOUT),
+        "prometheus": lambda: asyncio.wait_for(_check_prometheus(context), _PROBE_TIMEOUT),
+        "kubernetes": lambda: asyncio.wait_for(_check_kubernetes(request), _PROBE_TIMEOUT),
+    }
     checks: dict[str, str] = {}
-    try:
-        await asyncio.wait_for(run_in_threadpool(_check_database, context), _PROBE_TIMEOUT)
-        checks["database"] = "ok"
-    except Exception as exc:  # every failure is reported, none crashes the probe
-        checks["database"] = f"error: {_describe(exc)}"
-    try:
-        await asyncio.wait_for(_check_prometheus(context), _PROBE_TIMEOUT)
-        checks["prometheus"] = "ok"
-    except Exception as exc:
-        checks["prometheus"] = f"error: {_describe(exc)}"
-    ok = all(v == "ok" for v in checks.values())
-    return JSONResponse(
-        {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
-    )
+    reasons: list[str] = []
+    for name in CHECKS:
+        try:
+            checks[name] = await probes[name]() or "ok"
+        except Exception as exc:  # every failure is reported, none crashes the probe
+            checks[name] = f"error: {_describe(exc)}"
+            if name not in exclude:
+                reasons.append(f"{name}: {_describe(exc)}")
+    ok = not reasons
+    body: dict[str, Any] = {"status": "ok" if ok else "unavailable", "checks": checks}
+    if exclude:
+        body["excluded"] = list(exclude)
+    if reasons:
+        body["reasons"] = reasons
+    return JSONResponse(body, status_code=200 if ok else 503)
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,17 +1,22 @@
-"""Bounded request bodies: larger than `[server] max_body_bytes` is a 413 JSON answer.
+"""Request limits, as pure ASGI middlewares answering JSON.
 
-A pure ASGI middleware: it checks Content-Length first and counts the bytes of
-chunked bodies as they arrive, so a client cannot stream an unbounded body.
+- `BodyLimitMiddleware`: a body larger than `[server] max_body_bytes` is a 413. It
+  checks Content-Length first and counts the bytes of chunked bodies as they arrive,
+  so a client cannot stream an unbounded body.
+- `NulGuardMiddleware`: a NUL byte in the path or the query string (raw or
+  percent-encoded) is a 400 naming which, before any route or database sees it
+  (PostgreSQL refuses NUL in text).
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from canary.api.errors import ApiError, error_body
 
-__all__ = ["BodyLimitMiddleware"]
+__all__ = ["BodyLimitMiddleware", "NulGuardMiddleware"]
 
 
 class _TooLarge(ApiError):
@@ -90,3 +95,34 @@ class BodyLimitMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class NulGuardMiddleware:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            path = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "replace")
+            where = None
+            if b"\x00" in unquote_to_bytes(path) or "\x00" in scope.get("path", ""):
+                where = "path"
+            elif b"\x00" in unquote_to_bytes(scope.get("query_string", b"")):
+                where = "query"
+            if where is not None:
+                body = json.dumps(
+                    error_body(400, f"{where}: NUL bytes are not allowed", where)
+                ).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 400,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)

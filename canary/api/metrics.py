@@ -1,7 +1,9 @@
 """`/metrics`: the service's registry (`canary.telemetry`) plus the API's request metrics.
 
-Request metrics are labelled by the route *template* (``/api/v1/analyses/{analysis_id}``),
-never the raw path, so ids do not explode the series count.
+Request metrics are labelled by the route *template* (``/api/v1/analyses/{analysis_id}``,
+``unmatched`` for any path no route serves), the method (one of the standard HTTP
+methods, else ``other``) and the status code (100-599, else ``other``): every label
+has a bounded set of values, whatever unauthenticated clients send.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
 
-__all__ = ["RequestMetrics", "RequestMetricsMiddleware", "router"]
+__all__ = ["METHODS", "RequestMetrics", "RequestMetricsMiddleware", "router"]
+
+#: Methods counted under their own name; anything else is ``other``.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 router = APIRouter(tags=["health"])
 
@@ -69,7 +74,9 @@ class RequestMetricsMiddleware:
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             method = scope.get("method", "")
-            self.metrics.requests.labels(method, route, str(status)).inc()
+            method = method if method in METHODS else "other"
+            code = str(status) if isinstance(status, int) and 100 <= status <= 599 else "other"
+            self.metrics.requests.labels(method, route, code).inc()
             self.metrics.duration.labels(method, route).observe(time.perf_counter() - started)
 
 

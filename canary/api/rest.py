@@ -32,6 +32,7 @@ router = APIRouter(
     prefix="/api/v1",
     tags=["rest"],
     dependencies=[Depends(bearer_scheme), Depends(require_token), Depends(reject_unknown_query)],
+    responses={401: {"description": "missing or wrong bearer token"}},
 )
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -49,7 +50,7 @@ class StartRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    revision: str | None = Field(default=None, max_length=256)
+    revision: str | None = Field(default=None, max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$")
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -217,10 +218,9 @@ async def analyses(
                 canary=canary,
                 verdict=verdict.value if verdict else None,
                 statuses=[status.value] if status else None,
-                limit=None if source else limit,
+                source=source,
+                limit=limit,
             )
-            if source:
-                rows = [r for r in rows if r.source == source][:limit]
             return [_analysis_summary(r) for r in rows]
 
     return await asyncio.to_thread(query)

@@ -234,6 +234,7 @@ def _api_server(config: Config, daemon: Daemon, factory: Any, token: str):  # ty
     from canary import telemetry
     from canary.api.app import create_app
     from canary.api.context import AppContext
+    from canary.api.server import server_config
 
     context = AppContext(
         config=config,
@@ -245,8 +246,8 @@ def _api_server(config: Config, daemon: Daemon, factory: Any, token: str):  # ty
     telemetry.watch_store(factory)
     host, _, port = config.server.listen.rpartition(":")
     server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(context), host=host, port=int(port), log_config=None, log_level="warning"
+        server_config(
+            create_app(context), config.server, host=host, port=int(port), log_level="warning"
         )
     )
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]

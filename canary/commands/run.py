@@ -71,6 +71,7 @@ def _api_server(args: argparse.Namespace, config: Config, daemon: Daemon):  # ty
     try:
         from canary.api.app import create_app
         from canary.api.context import AppContext
+        from canary.api.server import server_config
     except ImportError:
         log.warning("the HTTP API is not available in this build; running without it")
         return None
@@ -93,10 +94,9 @@ def _api_server(args: argparse.Namespace, config: Config, daemon: Daemon):  # ty
     )
     telemetry.watch_store(daemon.sessions)
     app = create_app(context)
-    server_config = uvicorn.Config(
-        app, host=host.strip("[]"), port=int(port), log_config=None, lifespan="on"
+    server = uvicorn.Server(
+        server_config(app, config.server, host=host.strip("[]"), port=int(port), lifespan="on")
     )
-    server = uvicorn.Server(server_config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     return server
 

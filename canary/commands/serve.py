@@ -101,15 +101,16 @@ async def _run(app, host: str, port: int, source, sock) -> None:  # type: ignore
 
     import uvicorn
 
+    from canary.api.server import server_config
+
     # Database work runs in threads; the default pool (CPUs + 4) queues concurrent
     # Argo measurements behind each other.
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=32, thread_name_prefix="canary-io")
     )
-    config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, access_log=False, lifespan="off"
+    server = uvicorn.Server(
+        server_config(app, app.state.context.config.server, host=host, port=port)
     )
-    server = uvicorn.Server(config)
     log.info("serving the canary API on http://%s:%d", host, port)
     try:
         await server.serve(sockets=[sock])

@@ -126,12 +126,15 @@ def list_analyses(
     since: datetime | None = None,
     verdict: str | None = None,
     statuses: Sequence[str] | None = None,
+    source: str | None = None,
     limit: int | None = None,
 ) -> list[Analysis]:
-    """Analyses newest first, filtered."""
+    """Analyses newest first, filtered (every filter is part of the SQL query)."""
     query = select(Analysis).order_by(Analysis.started_at.desc(), Analysis.id)
     if canary:
         query = query.where(Analysis.canary == canary)
+    if source:
+        query = query.where(Analysis.source == source)
     if since:
         query = query.where(Analysis.started_at >= since)
     if verdict:
