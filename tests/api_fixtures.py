@@ -51,7 +51,11 @@ OLD_HASH = "9a8b7c6d5e"
 
 
 def pods(service: str, pod_hash: str) -> list[str]:
-    return [f"{service}-{pod_hash}-{suffix}" for suffix in ("x7k2p", "b9m4q")]
+    """Three pods per ReplicaSet. Requests go round-robin and every k-th fails; with
+    three pods the failures rotate over the pods for every ratio used here (with two,
+    a 1% or 2% ratio would put every failure on one pod, and the judge would rightly
+    read the baseline's pods as wildly different)."""
+    return [f"{service}-{pod_hash}-{suffix}" for suffix in ("x7k2p", "b9m4q", "c3n8r")]
 
 
 @dataclass

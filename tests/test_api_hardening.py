@@ -233,7 +233,7 @@ def test_readiness_names_an_unreachable_kubernetes(backfilled, tmp_path, kubecon
     """Inside `canary run` (a daemon is attached) the API server is probed too."""
     from canary.api.app import AppContext, create_app
     from canary.daemon import Daemon
-    from canary.rounds import PrometheusSource
+    from canary.metrics.source import PrometheusSource
     from canary.store.database import connect, sessions
     from tests.api_harness import ApiServer
     from tests.kubeapi import TEST_TOKEN, write_kubeconfig
@@ -313,7 +313,7 @@ def test_new_analyses_are_limited_per_token_and_in_total(backfilled, tmp_path) -
     )
     url = migrated_sqlite(tmp_path)
     from canary.api.app import AppContext, create_app
-    from canary.rounds import PrometheusSource
+    from canary.metrics.source import PrometheusSource
     from canary.store.database import connect, sessions
     from tests.api_harness import ApiServer
 
