@@ -230,9 +230,8 @@ def test_readiness_names_a_full_disk(backfilled, tmp_path) -> None:  # type: ign
 
 
 def test_readiness_names_an_unreachable_kubernetes(backfilled, tmp_path, kubeconfig_file) -> None:  # type: ignore[no-untyped-def]
-    """Inside `canary run` (a daemon is attached) the API server is probed too."""
+    """Inside `canary run` (whose daemon moves traffic) the API server is probed too."""
     from canary.api.app import AppContext, create_app
-    from canary.daemon import Daemon
     from canary.metrics.source import PrometheusSource
     from canary.store.database import connect, sessions
     from tests.api_harness import ApiServer
@@ -247,12 +246,11 @@ def test_readiness_names_an_unreachable_kubernetes(backfilled, tmp_path, kubecon
         }
     )
     store = sessions(connect(migrated_sqlite(tmp_path)))
-    daemon = Daemon(config, store, owner="readiness-test")
     context = AppContext(
         config=config,
         sessions=store,
         source=PrometheusSource(config.prometheus),
-        daemon=daemon,
+        kubernetes=True,  # as `canary run` serves it
         tokens=[TOKEN],
     )
     app = create_app(context)

@@ -34,6 +34,8 @@ class AppContext:
     - `registry`: the service's Prometheus registry (`canary.telemetry`), exported
       on /metrics together with the API's request metrics.
     - `ready`: an optional async probe of Prometheus for /readyz.
+    - `kubernetes`: True inside `canary run`, whose daemon calls the Kubernetes API
+      (so /readyz probes it); `canary serve` never does.
     - `clock`: the current UTC time (tests may pin it).
     """
 
@@ -45,6 +47,7 @@ class AppContext:
     round_timeout: float = 8.0
     registry: CollectorRegistry | None = None
     ready: Callable[[], Any] | None = None
+    kubernetes: bool = False
     clock: Callable[[], datetime] = field(default=_utcnow)
 
     def api_tokens(self) -> list[str]:

@@ -95,7 +95,7 @@ async def _check_prometheus(context: Any) -> None:
 
 async def _check_kubernetes(request: Request) -> str | None:
     context = request.app.state.context
-    if context.daemon is None or context.config.kubernetes.mode == "memory":
+    if not context.kubernetes or context.config.kubernetes.mode == "memory":
         return "not used (`canary serve` never calls Kubernetes)"
     client = getattr(request.app.state, "kube_probe", None)
     if client is None:

@@ -91,6 +91,7 @@ def _api_server(args: argparse.Namespace, config: Config, daemon: Daemon):  # ty
         sessions=daemon.sessions,
         source=daemon.source,
         registry=telemetry.REGISTRY,
+        kubernetes=True,
     )
     telemetry.watch_store(daemon.sessions)
     app = create_app(context)
