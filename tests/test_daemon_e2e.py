@@ -324,7 +324,10 @@ async def test_a_step_lasts_its_duration_from_when_its_weight_is_applied(
     assert resumed.status is AnalysisStatus.RUNNING
 
     at_50 = await _wait_status(
-        sessions, analysis_id, 30, lambda a: sum(x.kind == "advance" for x in a.actions) == 2
+        sessions,
+        analysis_id,
+        30,
+        lambda a: sum(x.kind == "advance" and x.state == "done" for x in a.actions) == 2,
     )
     second = [x for x in at_50.actions if x.kind == "advance"][1]
     assert second.to_weight == 50
