@@ -25,8 +25,12 @@ import json
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import tempfile
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -72,15 +76,18 @@ class Image:
     revision: str
     container: str
 
+    def argv(
+        self, *args: str, volumes: dict[Path, str] | None = None, env: dict[str, str] | None = None
+    ) -> list[str]:
+        """`buildah run` of the image's entrypoint with `args` as its user, ENV and WORKDIR."""
+        options = [f"--volume={host}:{inside}" for host, inside in (volumes or {}).items()]
+        options += [f"--env={name}={value}" for name, value in (env or {}).items()]
+        return [*BUILDAH, "run", *options, self.container, "--", *self.config["Entrypoint"], *args]
+
     def run(
         self, *args: str, volumes: dict[Path, str] | None = None, timeout: float = 300
     ) -> subprocess.CompletedProcess[str]:
-        """`buildah run` the image's entrypoint with `args` as its user, ENV and WORKDIR."""
-        mounts = [f"--volume={host}:{inside}" for host, inside in (volumes or {}).items()]
-        return _run(
-            [*BUILDAH, "run", *mounts, self.container, "--", *self.config["Entrypoint"], *args],
-            timeout=timeout,
-        )
+        return _run(self.argv(*args, volumes=volumes), timeout=timeout)
 
     def python(self, code: str, volumes: dict[Path, str] | None = None) -> Any:
         """Run `code` with the image's Python as its user; its stdout is JSON."""
@@ -242,3 +249,94 @@ def test_only_the_data_directory_and_tmp_are_writable(image: Image) -> None:
     ]
     assert outside == []
     assert DATA_DIR in writable and "/tmp" in writable
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _descendant(parent: int, executable: str) -> int | None:
+    """The PID of a process below `parent` whose argv[0] is `executable`."""
+    children: dict[int, list[int]] = {}
+    commands: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat_fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            commands[int(entry.name)] = (entry / "cmdline").read_bytes().split(b"\0")[0].decode()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(stat_fields[1]), []).append(int(entry.name))
+    pending = list(children.get(parent, []))
+    while pending:
+        pid = pending.pop()
+        if commands.get(pid) == executable:
+            return pid
+        pending += children.get(pid, [])
+    return None
+
+
+def _healthy(image: Image, port: int) -> bool:
+    """The image's own HEALTHCHECK command, pointed at `port`, run inside the image."""
+    kind, *command = image.config["Healthcheck"]["Test"]
+    assert kind == "CMD"
+    command = [part.replace(":8080/", f":{port}/") for part in command]
+    result = _run([*BUILDAH, "run", image.container, "--", *command], timeout=60)
+    return result.returncode == 0
+
+
+def test_canary_run_serves_health_and_stops_on_sigterm_through_tini(
+    image: Image, volume: Path, tmp_path: Path
+) -> None:
+    """`canary run` as the image's CMD: /healthz answers, SIGTERM to PID 1 (tini) stops it."""
+    port = _free_port()
+    config_dir = tmp_path / "etc"
+    config_dir.mkdir()
+    shipped = (ROOT / "deploy" / "container" / "config.toml").read_text()
+    assert 'listen = "0.0.0.0:8080"' in shipped
+    (config_dir / "config.toml").write_text(
+        shipped.replace('"0.0.0.0:8080"', f'"127.0.0.1:{port}"').replace(
+            "http://prometheus.istio-system:9090", "http://127.0.0.1:9"
+        )
+        + '\n[kubernetes]\nmode = "memory"\n'
+    )
+    for path in (tmp_path, config_dir, config_dir / "config.toml"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    volumes = {volume: DATA_DIR, config_dir: "/etc/canary"}
+    migrated = image.run("db", "upgrade", volumes=volumes)
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+
+    process = subprocess.Popen(
+        image.argv(*image.config["Cmd"], volumes=volumes, env={"CANARY_API_TOKEN": "t"}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, process.communicate()[1][-2000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    assert r.status == 200
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "canary run served no /healthz in 120 s"
+                time.sleep(0.5)
+        assert _healthy(image, port)
+
+        tini = _descendant(process.pid, "/usr/bin/tini")
+        assert tini is not None, "the entrypoint's first process is tini"
+        os.kill(tini, signal.SIGTERM)
+        _stdout, stderr = process.communicate(timeout=60)
+        assert process.returncode == 0, stderr[-2000:]
+        assert "Traceback" not in stderr, stderr[-2000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert not _healthy(image, port)
