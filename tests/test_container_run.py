@@ -1,8 +1,10 @@
 """`canary run` the way the container runs it.
 
 The image runs canary as UID/GID 10001 on a read-only root filesystem with HOME
-unwritable and only /var/lib/canary (CANARY_DATA_DIR) and /tmp writable. No Docker
-engine runs here, so the test builds the same conditions around the installed package:
+unwritable and only /var/lib/canary (CANARY_DATA_DIR) and /tmp writable.
+tests/test_image.py builds and runs the image itself; this test builds the same
+conditions around the installed package, with a read-only root filesystem mounted as
+such, which `buildah run` cannot give:
 
 - as root (CI): a private mount namespace (`unshare --mount`) in which the root
   filesystem is remounted read-only (so are the package, the interpreter and HOME),
