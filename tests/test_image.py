@@ -85,9 +85,13 @@ class Image:
         return [*BUILDAH, "run", *options, self.container, "--", *self.config["Entrypoint"], *args]
 
     def run(
-        self, *args: str, volumes: dict[Path, str] | None = None, timeout: float = 300
+        self,
+        *args: str,
+        volumes: dict[Path, str] | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 300,
     ) -> subprocess.CompletedProcess[str]:
-        return _run(self.argv(*args, volumes=volumes), timeout=timeout)
+        return _run(self.argv(*args, volumes=volumes, env=env), timeout=timeout)
 
     def python(self, code: str, volumes: dict[Path, str] | None = None) -> Any:
         """Run `code` with the image's Python as its user; its stdout is JSON."""
@@ -193,8 +197,13 @@ def test_config_check_passes_the_example_and_the_image_config(image: Image, tmp_
     shutil.copy(ROOT / "config.example.toml", examples / "config.example.toml")
     examples.chmod(0o755)
     tmp_path.chmod(0o755)
+    # The example's webhook reads its URL from this variable, which a deployment sets.
     checked = image.run(
-        "config", "check", "/mnt/examples/config.example.toml", volumes={examples: "/mnt/examples"}
+        "config",
+        "check",
+        "/mnt/examples/config.example.toml",
+        volumes={examples: "/mnt/examples"},
+        env={"CANARY_SLACK_WEBHOOK": "https://hooks.slack.com/services/T0/B0/x"},
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     own = image.run("config", "check", "/etc/canary/config.toml")
