@@ -298,28 +298,29 @@ def _healthy(image: Image, port: int) -> bool:
 
 
 def test_canary_run_serves_health_and_stops_on_sigterm_through_tini(
-    image: Image, volume: Path, tmp_path: Path
+    image: Image, volume: Path
 ) -> None:
     """`canary run` as the image's CMD: /healthz answers, SIGTERM to PID 1 (tini) stops it."""
     port = _free_port()
-    config_dir = tmp_path / "etc"
-    config_dir.mkdir()
+    # The configuration goes into the data volume: `buildah run` with two --volume
+    # options sometimes leaves one of them unmounted (buildah 1.28).
     shipped = (ROOT / "deploy" / "container" / "config.toml").read_text()
     assert 'listen = "0.0.0.0:8080"' in shipped
-    (config_dir / "config.toml").write_text(
+    config = volume / "config.toml"
+    config.write_text(
         shipped.replace('"0.0.0.0:8080"', f'"127.0.0.1:{port}"').replace(
             "http://prometheus.istio-system:9090", "http://127.0.0.1:9"
         )
         + '\n[kubernetes]\nmode = "memory"\n'
     )
-    for path in (tmp_path, config_dir, config_dir / "config.toml"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    volumes = {volume: DATA_DIR, config_dir: "/etc/canary"}
-    migrated = image.run("db", "upgrade", volumes=volumes)
+    config.chmod(0o644)
+    volumes = {volume: DATA_DIR}
+    env = {"CANARY_CONFIG": f"{DATA_DIR}/config.toml", "CANARY_API_TOKEN": "t"}
+    migrated = image.run("db", "upgrade", volumes=volumes, env=env)
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
 
     process = subprocess.Popen(
-        image.argv(*image.config["Cmd"], volumes=volumes, env={"CANARY_API_TOKEN": "t"}),
+        image.argv(*image.config["Cmd"], volumes=volumes, env=env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
