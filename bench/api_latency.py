@@ -67,6 +67,8 @@ def write_config(
         "[server]",
         f'listen = "{listen}"',
         'api_token_env = "CANARY_API_TOKEN"',
+        # Every client starts its rollout in the first second, all with one token.
+        f"new_analyses_per_minute = {max(30, canaries)}",
         "[defaults]",
         f'interval = "{interval:g}s"',
         'max_duration = "1h"',
