@@ -245,6 +245,33 @@ def test_prometheus_down_is_an_argo_error(backfilled, tmp_path) -> None:  # type
         assert background.body["verdict"] == "running"
 
 
+def test_a_failed_round_is_queried_again_from_5_seconds(backfilled, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Argo retries an Error every 10 s: each retry runs a fresh round; calls in
+    between answer the stored failure without querying (one failed round per 5 s)."""
+    clock = Clock(backfilled.start)
+    with SlowProxy(backfilled.prometheus.url) as proxy:
+        server = serve(migrated_sqlite(tmp_path), make_config(proxy.url), clock)
+        background = ArgoWebMetric("canary-background", template_args(server, "steady"))
+        try:
+            answers = [background.measure()]  # the warm-up
+            clock.advance(ROUND)
+            proxy.down = True
+            for advance in (0, 1, 3, 2, 10):  # t = 60, 61, 64, 66, 76
+                clock.advance(advance)
+                answers.append(background.measure())
+            proxy.down = False
+            clock.advance(10)  # t = 86: Prometheus is back
+            answers.append(background.measure())
+        finally:
+            server.stop()
+    codes = [m.status_code for m in answers]
+    assert codes == [200, 503, 503, 503, 503, 503, 200]
+    # Rounds 1 (t = 60), 2 (t = 66) and 3 (t = 76) failed; 61 and 64 answered round 1.
+    assert [m.body["round"] for m in answers[1:6]] == [1, 1, 1, 2, 3]
+    assert "queried again from" in answers[2].body["error"]
+    assert answers[6].body["newRound"] is True and answers[6].value["round"] == 4
+
+
 def test_slow_prometheus_answers_stale_within_argo_timeout(backfilled, tmp_path) -> None:  # type: ignore[no-untyped-def]
     clock = Clock(backfilled.start)
     url = migrated_sqlite(tmp_path)

@@ -8,7 +8,7 @@ same arguments as a JSON object (values may be strings, as Argo sends them).
 - A call runs one round through `canary.rounds.judge_round` unless less than 90% of
   the canary's `interval` has passed since the last round; then it answers with the
   latest stored judgement (`newRound: false`), so fast callers do not fabricate rounds.
-  After a failed round the next call runs a fresh round at once: Argo retries an
+  After a failed round the next call from 5 s on runs a fresh round: Argo retries an
   Error every 10 s whatever the metric's interval (argo-rollouts
   `analysis/analysis.go`, `DefaultErrorRetryInterval` in `utils/defaults`), and a
   replayed error would abort the rollout over one Prometheus blip.
@@ -67,6 +67,10 @@ log = logging.getLogger("canary.api.argo")
 
 #: A call starts a new round once this share of the canary's interval has passed.
 INTERVAL_SLACK = 0.9
+#: After a failed round, calls sooner than this answer its 503 instead of querying
+#: again: half of Argo's 10 s error retry, so every Argo retry still runs a fresh
+#: round while a client calling in a loop cannot store a failed round per call.
+ERROR_RETRY_SPACING = timedelta(seconds=5)
 
 router = APIRouter(
     prefix="/api/v1/argo",
@@ -160,6 +164,12 @@ class ArgoRunner:
             next_after = _next_round_after(view, interval)
             if next_after is not None and now < next_after:
                 view = await self._view(context, analysis_id)
+                if view.last_error:
+                    raise _round_failed(
+                        view,
+                        f"cannot judge: the last round's queries failed: {view.last_error} "
+                        f"(queried again from {next_after.isoformat()})",
+                    )
                 return self._answer(
                     view,
                     target,
@@ -317,11 +327,14 @@ class ArgoRunner:
 
 
 def _next_round_after(view: StoredView, interval: timedelta) -> datetime | None:
-    """When the next round may run: at once after a failed round (Argo retries an
-    Error every 10 s, whatever the metric's interval), else 90% of the interval after
-    the last round; None before the first round."""
-    if view.last_round_at is None or view.last_error:
+    """When the next round may run: `ERROR_RETRY_SPACING` after a failed round (Argo
+    retries an Error every 10 s, whatever the metric's interval, so each of its
+    retries runs a fresh round), else 90% of the interval after the last round; None
+    before the first round."""
+    if view.last_round_at is None:
         return None
+    if view.last_error:
+        return view.last_round_at + ERROR_RETRY_SPACING
     return view.last_round_at + interval * INTERVAL_SLACK
 
 
