@@ -37,7 +37,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_SUBMITTED, JobSubmissionEvent
@@ -48,9 +47,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from canary import control, telemetry
+from canary import engine as rollout
 from canary.config import CanaryConfig, Config
 from canary.errors import CanaryError, UsageError
-from canary.model import ActionState, AnalysisStatus, Decision
+from canary.model import ActionState, AnalysisStatus
 from canary.notify import Event, EventName, Notifier
 from canary.ports import MetricSource
 from canary.rounds import (
@@ -135,6 +135,21 @@ def _event_for(kind: str, status: str) -> EventName | None:
     if kind in ("rollback", "abort"):
         return "inconclusive" if status == AnalysisStatus.INCONCLUSIVE.value else "rolled_back"
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Subject:
+    """What a notification names of an analysis (from its row or from a round)."""
+
+    id: str
+    canary: str
+    step: int
+    weight: int
+    verdict: str
+
+    @classmethod
+    def of(cls, analysis: Analysis) -> _Subject:
+        return cls(analysis.id, analysis.canary, analysis.step, analysis.weight, analysis.verdict)
 
 
 @dataclass
@@ -544,7 +559,12 @@ class Daemon:
         analysis, action = view
         router = self.router(self._canary_config(analysis))
         result = await apply_action(self.sessions, router, action_id)
-        await self._after_action(analysis, action.kind, action.to_weight, result)
+        status = ""
+        if result.state is ActionState.DONE:
+            status = await self._db(self._status_of, analysis.id)
+        self._after_action(
+            _Subject.of(analysis), action.kind, action.to_weight, status, result, analysis.reason
+        )
         return result
 
     def _action_context(self, action_id: int) -> tuple[Analysis, Action] | None:
@@ -557,18 +577,38 @@ class Daemon:
             session.expunge_all()
             return analysis, action
 
-    async def _after_action(
-        self, analysis: Analysis, kind: str, to_weight: int, result: ActionResult
+    def _after_action(
+        self,
+        subject: _Subject,
+        kind: str,
+        to_weight: int,
+        status: str,
+        result: ActionResult,
+        reason: str | None,
+        *,
+        round_index: int | None = None,
+        judgement: Any = None,
     ) -> None:
+        """The one notification path of an action, from a round or a reconcile.
+
+        A weight in place announces the action's event (`_event_for`); a write
+        refused for drift halted the analysis (`canary.rounds.apply_action`).
+        """
         if result.state is ActionState.DONE:
-            telemetry.WEIGHT.labels(canary=analysis.canary).set(to_weight)
-            status = await self._db(self._status_of, analysis.id)
+            telemetry.WEIGHT.labels(canary=subject.canary).set(to_weight)
             event = _event_for(kind, status)
             if event:
-                self._notify(event, analysis, to_weight, reason=analysis.reason)
+                self._notify(
+                    event,
+                    subject,
+                    to_weight,
+                    reason=reason,
+                    round_index=round_index,
+                    judgement=judgement,
+                )
         elif result.drift:
-            self._unschedule(analysis.id)
-            self._notify("halted", analysis, analysis.weight, reason=result.error)
+            self._unschedule(subject.id)
+            self._notify("halted", subject, subject.weight, reason=result.error)
 
     def _status_of(self, analysis_id: str) -> str:
         with self.sessions.begin() as session:
@@ -578,24 +618,23 @@ class Daemon:
     def _notify(
         self,
         event: EventName,
-        analysis: Analysis,
+        subject: _Subject,
         weight: int,
         *,
         reason: str | None = None,
         round_index: int | None = None,
-        verdict: str | None = None,
         judgement: Any = None,
     ) -> None:
         evidence = tuple(w.line() for w in describe_judgement(judgement)) if judgement else ()
         self.notifier.emit(
             Event(
                 event=event,
-                canary=analysis.canary,
-                analysis_id=analysis.id,
+                canary=subject.canary,
+                analysis_id=subject.id,
                 weight=weight,
-                step=analysis.step,
+                step=subject.step,
                 round=round_index,
-                verdict=verdict or analysis.verdict,
+                verdict=subject.verdict,
                 reason=reason,
                 evidence=evidence,
             )
@@ -709,16 +748,16 @@ class Daemon:
         )
         telemetry.ROUND_SECONDS.observe(time.perf_counter() - started)
         state = outcome.state
-        view = SimpleNamespace(
+        subject = _Subject(
             id=analysis_id,
             canary=canary_name,
             step=state.step if state else 0,
             weight=state.weight if state else 0,
             verdict=outcome.round.verdict.value,
         )
-        self._observe(view, outcome)  # type: ignore[arg-type]
+        self._observe(subject, outcome)
 
-    def _observe(self, analysis: Analysis, outcome: DaemonRoundResult) -> None:
+    def _observe(self, subject: _Subject, outcome: DaemonRoundResult) -> None:
         judged = outcome.round
         if outcome.decision is None:
             label = "warmup"
@@ -726,41 +765,27 @@ class Daemon:
             label = "error"
         else:
             label = outcome.decision.value
-        telemetry.ROUNDS.labels(canary=analysis.canary, outcome=label).inc()
+        telemetry.ROUNDS.labels(canary=subject.canary, outcome=label).inc()
         if judged.judgement is not None:
-            telemetry.observe_judgement(analysis.canary, judged.judgement)
+            telemetry.observe_judgement(subject.canary, judged.judgement)
         state = outcome.state
-        if state is not None:
-            analysis.step = state.step
-        if outcome.action is not None:
-            kind = {
-                Decision.ADVANCE: "advance",
-                Decision.PROMOTE: "promote",
-                Decision.ROLLBACK: "rollback",
-            }.get(outcome.decision, "")  # type: ignore[arg-type]
-            weight = state.weight if state else analysis.weight
-            if outcome.action.state is ActionState.DONE:
-                telemetry.WEIGHT.labels(canary=analysis.canary).set(weight)
-                status = state.status.value if state else ""
-                event = _event_for(kind, status)
-                if event:
-                    self._notify(
-                        event,
-                        analysis,
-                        weight,
-                        reason=outcome.reason,
-                        round_index=judged.index,
-                        verdict=judged.verdict.value,
-                        judgement=judged.judgement,
-                    )
-            elif outcome.action.drift:
-                self._notify("halted", analysis, analysis.weight, reason=outcome.action.error)
+        if outcome.action is not None and outcome.decision is not None:
+            self._after_action(
+                subject,
+                rollout.ACTION_KINDS.get(outcome.decision, ""),
+                subject.weight,
+                state.status.value if state else "",
+                outcome.action,
+                outcome.reason,
+                round_index=judged.index,
+                judgement=judged.judgement,
+            )
         elif state is not None and state.status is AnalysisStatus.HALTED:
             self._notify(
-                "halted", analysis, state.weight, reason=outcome.reason, judgement=judged.judgement
+                "halted", subject, state.weight, reason=outcome.reason, judgement=judged.judgement
             )
         if state is not None and state.status is not AnalysisStatus.RUNNING:
-            self._unschedule(analysis.id)
+            self._unschedule(subject.id)
 
     # ------------------------------------------------------------------ auto-start
 
