@@ -15,6 +15,7 @@ from canary.engine import (
     start,
     step,
     stored_verdict,
+    weight_applied,
 )
 from canary.model import AnalysisStatus, Decision, Judgement, RoundData, Verdict
 
@@ -234,3 +235,32 @@ def test_an_inconclusive_rollout_is_stored_inconclusive_whatever_it_judged() -> 
         Verdict.INCONCLUSIVE
     )
     assert stored_verdict(AnalysisStatus.HALTED, None) is None
+
+
+def test_a_step_counts_from_when_its_weight_is_applied() -> None:
+    state, _ = start(settings(), T0)
+    # the start action reached the VirtualService 10 minutes later (daemon down, 404s)
+    applied = weight_applied(state, "start", at(600))
+    assert applied.step_started_at == at(600) and applied.started_at == at(600)
+    assert decide(applied, judged(Verdict.RUNNING), at(660), settings()).decision is (
+        Decision.CONTINUE
+    )
+    assert decide(applied, judged(Verdict.RUNNING), at(720), settings()).decision is (
+        Decision.ADVANCE
+    )
+    # a round carrying out its own action passes its own time: the clock stays
+    advanced = decide(applied, judged(Verdict.RUNNING), at(720), settings()).state
+    assert weight_applied(advanced, "advance", at(720)) == advanced
+    # other kinds of action do not touch the clock
+    assert weight_applied(advanced, "rollback", at(900)) == advanced
+
+
+def test_resume_after_a_halt_starts_the_step_over() -> None:
+    state, _ = start(settings(max_failed_rounds=1), T0)
+    halted = decide(state, None, at(60), settings(max_failed_rounds=1), error="HTTP 503").state
+    assert halted.status is AnalysisStatus.HALTED
+    resumed = command(halted, "resume", at(600), settings()).state
+    assert resumed.step_started_at == at(600)
+    assert decide(resumed, judged(Verdict.RUNNING), at(660), settings()).decision is (
+        Decision.CONTINUE
+    )
