@@ -488,12 +488,16 @@ class SequentialJudge:
         # Request-level: R_j(psi) = LR_j(psi; tolerance) (R_{j-1}(psi) + w_j).
         ell = lik.loglik[params.fail_slice] - lik.loglik[params.i_tol]
         track["late"] = (np.logaddexp(np.asarray(track["late"], dtype=float), log_w) + ell).tolist()
-        # Robust: round j's score added to every start, the new one included.
+        # Robust: round j's score added to every start, the new one included. Starts
+        # stop at the budget, so a round costs at most budget x grid operations.
         starts = track["starts"]
-        a = np.append(np.asarray(starts["a"], dtype=float), 0.0)
+        a = np.asarray(starts["a"], dtype=float)
         logs = np.asarray(starts["logs"], dtype=float).reshape(-1, len(params.etas))
-        logs = np.vstack([logs, np.zeros(len(params.etas))])
-        weights = [*starts["log_w"], log_w]
+        weights = list(starts["log_w"])
+        if rounds <= params.budget_rounds:
+            a = np.append(a, 0.0)
+            logs = np.vstack([logs, np.zeros(len(params.etas))])
+            weights.append(log_w)
         kappa2 = spread.kappa2(params.robust_cv)
         contrast = round_contrast(x, n, y, m, params.tolerance, kappa2, spread.rate())
         if contrast is not None:
