@@ -325,3 +325,18 @@ def test_a_metric_named_pods_is_refused(tmp_path, capsys):
     doc["metrics"]["pods"] = {"kind": "counts"}
     code, _, err = run(capsys, "--input", write(tmp_path, "p.json", json.dumps(doc)))
     assert code == 2 and "metrics.pods" in err and "reserved" in err
+
+
+def test_a_canary_failing_every_one_of_ten_million_requests_fails_at_once(tmp_path, capsys):
+    doc = {
+        "id": "dead",
+        "metrics": {"errors": {"kind": "counts"}},
+        "rounds": [
+            {"canary": {"errors": counts(10_000_000, 10_000_000)},
+             "baseline": {"errors": counts(10_000_000, 100_000)}}
+        ] * 2,
+    }  # fmt: skip
+    code, out, _ = run(capsys, "--input", write(tmp_path, "d.json", json.dumps(doc)), "--json")
+    result = json.loads(out)
+    assert code == 1 and result["verdict"] == "fail" and result["round"] == 1
+    assert result["metrics"]["errors"]["statistics"]["ci_high"] is None  # above the grid
