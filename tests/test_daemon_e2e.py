@@ -4,7 +4,8 @@ local Kubernetes API server, SQLite and PostgreSQL, 1 s rounds and short steps.
 (a) a healthy canary walks 10 -> 20 -> 50 -> 100 and is promoted only on PASS evidence;
 (b) a canary whose error rate rises midway is rolled back within a few rounds;
 (a) and (b) run twice: on an Istio VirtualService and on a Gateway API HTTPRoute, with
-the same steps, writes, rounds and notifications;
+the same steps, writes, rounds and notifications; (b) also runs in ambient mode (an
+HTTPRoute, waypoint-shaped metrics, a waypoint restart during the analysis);
 (c) Prometheus stopped midway: error rounds, no promotion, halt with the reason.
 """
 
@@ -31,7 +32,9 @@ from daemon_stack import (
 )
 from kubeapi import KubeApiServer
 from prometheus_harness import (  # noqa: F401  (fixtures)
+    WAYPOINTS,
     LiveStack,
+    ambient_stack,
     live_prometheus,
     live_stack,
     prometheus_bin,
@@ -110,7 +113,7 @@ def _setup(
     mesh: str = "VirtualService",
     **canary: Any,
 ):  # type: ignore[no-untyped-def]
-    add_route(kube_api, "app", mesh)
+    add_route(kube_api, "app", mesh, canary.get("namespace", "live"))
     raw = config_dict(
         prometheus_url,
         kubeconfig(kube_api, tmp_path),
@@ -333,3 +336,49 @@ async def test_a_step_lasts_its_duration_from_when_its_weight_is_applied(
     assert second.to_weight == 50
     assert (second.created_at - resumed_at).total_seconds() >= 4
     assert vs_weight_writes(kube_api, "app") == [10, 20, 50]
+
+
+async def test_ambient_canary_on_an_http_route_rolls_back_through_a_waypoint_restart(
+    ambient_stack: LiveStack,  # noqa: F811
+    kube_api: KubeApiServer,
+    tmp_path: Path,
+    sessions,
+    hook,
+    start_daemon,
+) -> None:
+    stack = ambient_stack
+    for arm in ("canary", "baseline"):
+        stack.exporter.configure(arm, rate=200.0, error_ratio=0.1, latency_ms=20.0)
+    try:
+        config = _setup(
+            kube_api,
+            tmp_path,
+            stack.prometheus.url,
+            hook.url,
+            "HTTPRoute",
+            namespace=stack.namespace,
+            reporter="waypoint",
+            scrape_interval=1,
+            steps=((10, 2), (20, 30), (50, 30)),
+        )
+        analysis_id = control.start_analysis(sessions, config, "app")
+        start_daemon(config, sessions)
+        reached = await _wait_status(sessions, analysis_id, 30, lambda a: a.weight == 20)
+        rounds_before = len(reached.rounds)
+        stack.exporter.restart_waypoint(WAYPOINTS[0])  # both arms' series start over
+        stack.exporter.configure("canary", error_ratio=0.5)
+
+        analysis = await _wait_status(sessions, analysis_id, 30, _final)
+    finally:
+        stack.reset_traffic()
+
+    assert analysis.status == "rolled_back", analysis.reason
+    assert analysis.verdict == "fail" and "errors" in (analysis.reason or "")
+    assert len(analysis.rounds) - rounds_before <= 10
+    assert not any(r.error for r in analysis.rounds), [r.error for r in analysis.rounds]
+    assert canary_weight(kube_api, "app", namespace=stack.namespace, mesh="HTTPRoute") == 0
+    assert vs_weight_writes(kube_api, "app", namespace=stack.namespace, mesh="HTTPRoute") == [
+        10,
+        20,
+        0,
+    ]
