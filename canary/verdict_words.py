@@ -25,6 +25,7 @@ from typing import Any
 
 __all__ = [
     "MetricWords",
+    "deciding_effects",
     "describe_judgement",
     "describe_metric",
     "progress_share",
@@ -315,6 +316,15 @@ def describe_judgement(judgement: Any) -> list[MetricWords]:
     """One `MetricWords` per metric of a `Judgement` (or a mapping name -> result)."""
     metrics = getattr(judgement, "metrics", judgement) or {}
     return [describe_result(result) for result in metrics.values()]
+
+
+def deciding_effects(verdict: str, results: Iterable[Any]) -> str:
+    """``errors: error odds 5.0–6.3x baseline`` for the results carrying a PASS or FAIL
+    `verdict` (joined by "; "), or "" when none states an effect."""
+    if verdict not in ("pass", "fail"):
+        return ""
+    words = [describe_result(r) for r in results]
+    return "; ".join(f"{w.metric}: {w.effect}" for w in words if w.verdict == verdict and w.effect)
 
 
 def raw_evidence(statistics: Mapping[str, Any] | None) -> str:

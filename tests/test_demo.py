@@ -25,6 +25,10 @@ def test_demo_promotes_the_healthy_canary_and_rolls_back_the_regression(tmp_path
     # The live table speaks plain words: effect with interval, bounded progress.
     assert re.search(r"errors: fail — error odds \d+\.\d–\S+x baseline", result.stdout)
     assert "FAIL evidence 100% — decided" in result.stdout
+    # the summary says why in the same words
+    assert re.search(
+        r"^payments: rolled_back \(fail\) .* — errors: error odds ", result.stdout, re.M
+    )
     assert "PASS evidence 100% — decided" in result.stdout
     assert not re.search(r"(?<![\w-])\d(\.\d+)?e[+-]\d+", result.stdout), result.stdout
     # Only the live table and the summary: no log lines, no library warnings.

@@ -36,7 +36,7 @@ from canary.report import render_analysis
 from canary.store.analyses import load_analysis_full
 from canary.store.database import connect, migrate, sessions
 from canary.traffic.memory import MemoryRouter
-from canary.verdict_words import describe_metric
+from canary.verdict_words import deciding_effects, describe_metric
 
 log = logging.getLogger(__name__)
 
@@ -306,9 +306,12 @@ def _write_reports(ids: dict[str, str], factory: Any, out: Path) -> None:
             analysis = load_analysis_full(session, analysis_id)
             path = out / f"{analysis_id}.html"
             path.write_text(render_analysis(analysis), encoding="utf-8")
+            judged = [r for r in analysis.rounds if r.index >= 1]
+            effects = deciding_effects(analysis.verdict, judged[-1].results) if judged else ""
             console.print(
                 f"{name}: {analysis.status} ({analysis.verdict}) after "
-                f"{analysis.rounds_done} rounds: {analysis.reason or ''}",
+                f"{analysis.rounds_done} rounds: {analysis.reason or ''}"
+                + (f" — {effects}" if effects else ""),
                 markup=False,
             )
             console.print(f"  report: {path}", markup=False)

@@ -10,7 +10,7 @@ from canary.report.series import judged_rounds, metric_series, seconds
 from canary.report.svg import NARROW, Chart, Marker, Series
 from canary.report.svg import render as render_svg
 from canary.store.tables import Analysis
-from canary.verdict_words import describe_metric, raw_evidence
+from canary.verdict_words import deciding_effects, describe_metric, raw_evidence
 
 #: One colour per arm, one dash pattern per quantile (p50 solid, p99 dashed).
 COLORS = {"canary": "#d97706", "baseline": "#2563eb"}
@@ -98,16 +98,8 @@ def headline(analysis: Analysis) -> str:
 def _deciding_effects(analysis: Analysis) -> str:
     """`` — errors: error odds 5.0–6.3x baseline`` for the metrics carrying the verdict."""
     judged = judged_rounds(analysis)
-    if not judged or analysis.verdict not in ("pass", "fail"):
-        return ""
-    effects = []
-    for result in judged[-1].results:
-        if result.verdict != analysis.verdict:
-            continue
-        words = describe_metric(result.metric, result.verdict, result.statistics, result.reasons)
-        if words.effect:
-            effects.append(f"{words.metric}: {words.effect}")
-    return f" — {'; '.join(effects)}" if effects else ""
+    effects = deciding_effects(analysis.verdict, judged[-1].results) if judged else ""
+    return f" — {effects}" if effects else ""
 
 
 def render_analysis(analysis: Analysis) -> str:
