@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import socket
 import sys
 from dataclasses import asdict, is_dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
 from rich.console import Console
 
-from canary.config import Config, load_config
+from canary.config import Config, load_config, parse_duration
 from canary.errors import UsageError
 from canary.store.database import check_schema, connect
 
@@ -93,3 +94,37 @@ def not_implemented(name: str):  # type: ignore[no-untyped-def]
         raise UsageError(f"`canary {name}` is not implemented yet")
 
     return handler
+
+
+# --------------------------------------------------------------------------- times
+
+_RELATIVE = re.compile(r"^now\s*(?:-\s*(\S+))?$")
+
+
+def parse_time(text: str, option: str, *, now: datetime | None = None) -> datetime:
+    """A UTC datetime from ISO 8601, epoch seconds, ``now`` or ``now-DURATION``."""
+    now = now or datetime.now(UTC)
+    value = text.strip()
+    try:
+        if match := _RELATIVE.match(value):
+            offset = parse_duration(match.group(1)) if match.group(1) else 0.0
+            return now - timedelta(seconds=offset)
+        if re.fullmatch(r"\d+(\.\d+)?", value):
+            return datetime.fromtimestamp(float(value), UTC)
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (ValueError, OverflowError) as exc:
+        raise UsageError(
+            f"{option} {text!r}: not a time ({exc}); use e.g. 2026-01-01T10:00:00Z, "
+            "1767261600 or now-2h"
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def since_time(text: str | None, option: str = "--since") -> datetime | None:
+    """``30d`` -> the UTC time 30 days ago (None for None); UsageError naming the value."""
+    if text is None:
+        return None
+    try:
+        return datetime.now(UTC) - timedelta(seconds=parse_duration(text))
+    except (ValueError, OverflowError) as exc:
+        raise UsageError(f"{option} {text!r}: {exc}") from None

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,7 +26,14 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from canary.commands._common import add_json_flag, console, load, open_engine, print_json
+from canary.commands._common import (
+    add_json_flag,
+    console,
+    load,
+    open_engine,
+    parse_time,
+    print_json,
+)
 from canary.commands.history import print_wide
 from canary.config import CanaryConfig, parse_duration
 from canary.errors import EXIT_FAIL_VERDICT, EXIT_OK, CanaryError, UsageError
@@ -68,27 +74,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 # --------------------------------------------------------------------------- arguments
-
-_RELATIVE = re.compile(r"^now\s*(?:-\s*(\S+))?$")
-
-
-def parse_time(text: str, option: str, *, now: datetime | None = None) -> datetime:
-    """A UTC datetime from ISO 8601, epoch seconds, ``now`` or ``now-DURATION``."""
-    now = now or datetime.now(UTC)
-    value = text.strip()
-    try:
-        if match := _RELATIVE.match(value):
-            offset = parse_duration(match.group(1)) if match.group(1) else 0.0
-            return now - timedelta(seconds=offset)
-        if re.fullmatch(r"\d+(\.\d+)?", value):
-            return datetime.fromtimestamp(float(value), UTC)
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (ValueError, OverflowError) as exc:
-        raise UsageError(
-            f"{option} {text!r}: not a time ({exc}); use e.g. 2026-01-01T10:00:00Z, "
-            "1767261600 or now-2h"
-        ) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def boundaries(start: datetime, end: datetime, interval: float) -> list[datetime]:

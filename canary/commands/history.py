@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from rich import box
@@ -11,8 +11,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from canary.commands._common import add_json_flag, console, load, open_engine, print_json
-from canary.config import parse_duration
+from canary.commands._common import (
+    add_json_flag,
+    console,
+    load,
+    open_engine,
+    print_json,
+    since_time,
+)
 from canary.errors import UsageError
 from canary.history import analysis_detail, describe_observation, history_rows, latest_words
 from canary.model import Verdict
@@ -38,16 +44,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("analysis_id", metavar="ID")
     add_json_flag(show)
     show.set_defaults(handler=show_command)
-
-
-def since_time(text: str | None) -> datetime | None:
-    """``30d`` -> the UTC time 30 days ago; UsageError naming the bad value."""
-    if text is None:
-        return None
-    try:
-        return datetime.now(UTC) - timedelta(seconds=parse_duration(text))
-    except ValueError as exc:
-        raise UsageError(f"--since {text!r}: {exc}") from None
 
 
 def history_command(args: argparse.Namespace) -> int:

@@ -18,15 +18,15 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from canary.commands._common import console, load, open_engine, print_json
-from canary.config import Config, load_config, parse_duration
+from canary.commands._common import console, load, open_engine, print_json, since_time
+from canary.config import Config, load_config
 from canary.errors import EXIT_FAIL_VERDICT, EXIT_OK, UsageError
 from canary.judge import JUDGES
 from canary.model import Verdict
@@ -102,16 +102,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=replay_command)
 
 
-def _since(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        seconds = parse_duration(text)
-    except ValueError as exc:
-        raise UsageError(f"--since {text!r}: {exc}") from None
-    return datetime.now(UTC) - timedelta(seconds=seconds)
-
-
 def _configs(paths: Sequence[str]) -> list[tuple[str, Config | None]]:
     if not paths:
         return [("replayed", None)]
@@ -132,7 +122,7 @@ def replay_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--judge {args.judge!r}: unknown judge (known: {', '.join(JUDGES)})")
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
-    since = _since(args.since)
+    since = since_time(args.since)
     labels = read_labels(args.labels) if args.labels else {}
     configs = _configs(args.replay_configs)
     factory = sessions(open_engine(args, load(args)))
