@@ -405,7 +405,12 @@ class Daemon:
 
     async def _sync_job(self) -> None:
         self._track()
-        await self.sync()
+        try:
+            await self.sync()
+        except asyncio.CancelledError:
+            # Abandoned at shutdown (like a round): a sync only reads and reconciles,
+            # and the next start syncs again.
+            log.info("sync abandoned at shutdown")
 
     def poke(self) -> None:
         """Sync soon (an analysis was started or changed through the API)."""

@@ -126,3 +126,33 @@ async def test_a_promotion_meeting_drift_halts_with_the_reason(setup, sessions, 
     assert "drift" in analysis.reason and "someone else changed the weights" in analysis.reason
     assert [a.state for a in analysis.actions] == ["done", "failed"]
     await daemon._shutdown()
+
+
+async def test_a_sync_abandoned_at_shutdown_logs_no_error(setup, sessions, caplog) -> None:
+    """SIGTERM while a sync waits on a slow database: the sync is abandoned quietly
+    (the next start syncs again), not reported as a failed job with a traceback."""
+    import asyncio
+    import logging
+    import time
+
+    _config, daemon = setup
+    daemon.sync_interval = 0.1
+    daemon.shutdown_timeout = 0.2
+    find_work = daemon._find_work
+    slow = {"on": False}
+
+    def slow_find_work():  # type: ignore[no-untyped-def]
+        if slow["on"]:
+            time.sleep(1.0)
+        return find_work()
+
+    daemon._find_work = slow_find_work  # type: ignore[method-assign]
+    caplog.set_level(logging.INFO)
+    task = asyncio.create_task(daemon.run())
+    await asyncio.sleep(0.5)  # started, first sync done, the sync job scheduled
+    slow["on"] = True
+    await asyncio.sleep(0.3)  # a scheduled sync is now waiting on the database
+    daemon.stop()
+    await asyncio.wait_for(task, timeout=10)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
