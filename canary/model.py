@@ -257,6 +257,18 @@ def json_safe(value: Any) -> Any:
         return _replace_non_finite(value)
 
 
+def json_text(value: Any) -> str:
+    """`value` as JSON text, NaN and infinities as in `json_safe`, encoded once.
+
+    The store's JSON columns use it (`store.database.connect`), so callers hand
+    them plain values and nothing is encoded twice.
+    """
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        return json.dumps(_replace_non_finite(value), allow_nan=False)
+
+
 def _replace_non_finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")

@@ -50,6 +50,7 @@ from canary.store.analyses import (
     find_analysis_by_key,
     finish_analysis,
     get_analysis,
+    lock_analysis,
     mark_action,
     record_round,
 )
@@ -267,9 +268,9 @@ def _record_judged(
     at: datetime,
 ) -> None:
     with sessions.begin() as session:
-        analysis = get_analysis(session, loaded.id, for_update=True)
-        if _next_index(session, analysis.id) != loaded.index:
-            raise RoundConflict(f"round {loaded.index} of analysis {loaded.id} is recorded already")
+        # A round recorded meanwhile makes the insert of this index conflict (unique
+        # per analysis and index): RoundConflict, nothing written.
+        analysis = lock_analysis(session, loaded.id)
         record_round(
             session,
             analysis,
@@ -472,9 +473,7 @@ def _record_daemon(
     """Persist the round, the engine state and the intended action in one transaction."""
     judgement, outcome = step.judgement, step.outcome
     with sessions.begin() as session:
-        analysis = get_analysis(session, loaded.id, for_update=True)
-        if _next_index(session, analysis.id) != loaded.index:
-            raise RoundConflict(f"round {loaded.index} of analysis {loaded.id} is recorded already")
+        analysis = lock_analysis(session, loaded.id)  # a recorded index conflicts on insert
         if analysis.status != loaded.status.value:
             raise RoundConflict(
                 f"analysis {loaded.id} became {analysis.status} during round {loaded.index}"

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from canary.errors import NotFoundError
 from canary.model import AnalysisStatus, Judgement, json_safe
-from canary.store.analyses import finish_analysis, get_analysis
+from canary.store.analyses import finish_analysis, lock_analysis
 from canary.store.tables import Analysis, Round
 
 __all__ = [
@@ -182,7 +182,7 @@ def find_id(sessions: sessionmaker[Session], key: str) -> str | None:
 def finish(sessions: sessionmaker[Session], analysis_id: str, reason: str | None) -> None:
     """Close a judged-only analysis once its verdict is final (FAIL, or the budget's end)."""
     with sessions.begin() as session:
-        analysis = get_analysis(session, analysis_id, for_update=True)
+        analysis = lock_analysis(session, analysis_id)
         if not AnalysisStatus(analysis.status).is_final:
             finish_analysis(session, analysis, AnalysisStatus.COMPLETED, reason=reason)
 

@@ -521,7 +521,24 @@ class _Plan:
     query: str
 
 
-def _plans(canary: CanaryConfig, templates: TemplateSet) -> list[_Plan]:
+#: Rendered plans per (canary, template set) object: a canary's queries are the same
+#: every round, and rendering (escaping every matcher) costs more than judging.
+_PLAN_CACHE: dict[tuple[int, int], tuple[CanaryConfig, TemplateSet, tuple[_Plan, ...]]] = {}
+
+
+def _plans(canary: CanaryConfig, templates: TemplateSet) -> tuple[_Plan, ...]:
+    key = (id(canary), id(templates))
+    hit = _PLAN_CACHE.get(key)
+    if hit is not None and hit[0] is canary and hit[1] is templates:
+        return hit[2]
+    plans = _render_plans(canary, templates)
+    if len(_PLAN_CACHE) >= 4096:
+        _PLAN_CACHE.clear()
+    _PLAN_CACHE[key] = (canary, templates, plans)
+    return plans
+
+
+def _render_plans(canary: CanaryConfig, templates: TemplateSet) -> tuple[_Plan, ...]:
     plans = []
     keys = SeriesKeys.of(canary)
     for metric in canary.metrics:
@@ -537,7 +554,7 @@ def _plans(canary: CanaryConfig, templates: TemplateSet) -> list[_Plan]:
                 series_labels=keys.labels(),
             )
             plans.append(_Plan(metric, arm, name, context, templates.render(name, context)))
-    return plans
+    return tuple(plans)
 
 
 def _lookback_query(

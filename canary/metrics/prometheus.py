@@ -10,12 +10,15 @@ timeouts and 5xx answers are retried `retries` times with exponential backoff
 (`retry_backoff`, doubling); 4xx answers never are. Every failure raises a typed
 `canary.metrics.errors.PrometheusError` carrying the query and the server's message.
 An empty result is not an error: `QueryResult.empty` is True ("no data").
+
+Answers are decoded with orjson: a round of a thousand canaries parses hundreds of
+thousands of samples, and orjson decodes them about twice as fast as the standard
+library (msgspec measured the same; orjson keeps one generic parse path).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import ssl
@@ -26,6 +29,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 import httpx
+import orjson
 
 from canary.config import PrometheusConfig, read_secret
 from canary.metrics.errors import (
@@ -298,8 +302,8 @@ class PrometheusClient:
     def _parse(self, response: httpx.Response, query: str, url: str) -> QueryResult:
         status = response.status_code
         try:
-            body = json.loads(response.content)
-        except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+            body = orjson.loads(response.content)
+        except (orjson.JSONDecodeError, UnicodeDecodeError, ValueError):
             body = None
         if 400 <= status < 500:
             message = _server_message(response, body)

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, defer, selectinload
 
 from canary.errors import CanaryError, NotFoundError
 from canary.model import (
@@ -26,7 +26,6 @@ from canary.model import (
     Judgement,
     RoundData,
     Verdict,
-    json_safe,
     observation_from_json,
     observation_to_json,
 )
@@ -40,6 +39,7 @@ __all__ = [
     "finish_analysis",
     "get_analysis",
     "list_analyses",
+    "lock_analysis",
     "mark_action",
     "new_analysis_id",
     "pending_actions",
@@ -115,6 +115,30 @@ def get_analysis(session: Session, analysis_id: str, *, for_update: bool = False
     return analysis
 
 
+def lock_analysis(session: Session, analysis_id: str) -> Analysis:
+    """The analysis row locked for update, its JSON columns left unloaded.
+
+    Recording a round overwrites the judge state, snapshot and engine state without
+    reading them; decoding the whole configuration again would cost more than the
+    round's own statements. A deferred column that is read is loaded on access.
+    """
+    query = (
+        select(Analysis)
+        .where(Analysis.id == analysis_id)
+        .options(
+            defer(Analysis.settings),
+            defer(Analysis.engine_state),
+            defer(Analysis.judge_state),
+            defer(Analysis.snapshot),
+        )
+        .with_for_update()
+    )
+    analysis = session.scalars(query).one_or_none()
+    if analysis is None:
+        raise NotFoundError(f"no analysis with id {analysis_id!r}")
+    return analysis
+
+
 def find_analysis_by_key(session: Session, key: str) -> Analysis | None:
     return session.scalars(select(Analysis).where(Analysis.key == key)).one_or_none()
 
@@ -146,6 +170,13 @@ def list_analyses(
     return list(session.scalars(query))
 
 
+# Plain table inserts (no ORM bulk machinery) for the rows of a round.
+_ROUNDS = Round.__table__
+_OBSERVATIONS = Observation.__table__
+_RESULTS = MetricResultRow.__table__
+_ROUND_INSERT = insert(_ROUNDS).returning(_ROUNDS.c.id)
+
+
 def record_round(
     session: Session,
     analysis: Analysis,
@@ -162,10 +193,11 @@ def record_round(
     engine_state: Mapping[str, Any] | None = None,
     action: ActionIntent | None = None,
     now: datetime | None = None,
-) -> tuple[Round, Action | None]:
+) -> tuple[int, Action | None]:
     """Store one round with its observations, results and intended action.
 
     Also advances the analysis' running state (judge state, counter snapshot, verdict).
+    Returns the new round's id and the pending action row (None without `action`).
     `raw_snapshots[metric][arm]` is the raw per-series counter snapshot for audit.
     Raises RoundConflict when (analysis, index) exists already.
     """
@@ -173,20 +205,29 @@ def record_round(
     weight = analysis.weight if weight is None else weight
     step = analysis.step if step is None else step
     verdict = judgement.verdict if judgement else Verdict.RUNNING
-    row = Round(
-        analysis_id=analysis.id,
-        index=index,
-        window_start=data.start,
-        window_end=data.end or now,
-        recorded_at=now,
-        weight=weight,
-        step=step,
-        error=data.error,
-        verdict=verdict.value,
-        decision=decision.value if decision else None,
-        reasons=list(judgement.reasons) if judgement else [],
-        score=judgement.score if judgement else None,
-    )
+    round_values = {
+        "analysis_id": analysis.id,
+        "index": index,
+        "window_start": data.start,
+        "window_end": data.end or now,
+        "recorded_at": now,
+        "weight": weight,
+        "step": step,
+        "error": data.error,
+        "verdict": verdict.value,
+        "decision": decision.value if decision else None,
+        "reasons": list(judgement.reasons) if judgement else [],
+        "score": judgement.score if judgement else None,
+    }
+    try:
+        # A savepoint, so a conflict leaves the caller's transaction usable.
+        with session.begin_nested():
+            round_id = session.execute(_ROUND_INSERT, round_values).scalar_one()
+    except IntegrityError as exc:
+        raise RoundConflict(f"round {index} of analysis {analysis.id} is recorded already") from exc
+    # Core inserts, one statement per table: no ORM object per row. The JSON columns
+    # are encoded once, by the engine's serializer (which also replaces NaN/Inf).
+    observations = []
     for arm in Arm:
         for metric, observation in data.arm(arm).items():
             raw = (raw_snapshots or {}).get(metric, {}).get(arm.value)
@@ -194,27 +235,34 @@ def record_round(
             by_pod = data.pod_observations(arm, metric)
             if delta is not None and by_pod:  # the per-pod breakdown, for replay
                 delta["pods"] = {pod: observation_to_json(obs) for pod, obs in by_pod.items()}
-            row.observations.append(
-                Observation(
-                    metric=metric,
-                    arm=arm.value,
-                    kind=_kind(observation),
-                    delta=json_safe(delta),
-                    snapshot=json_safe(raw) if raw is not None else None,
-                )
+            observations.append(
+                {
+                    "round_id": round_id,
+                    "metric": metric,
+                    "arm": arm.value,
+                    "kind": _kind(delta),
+                    "delta": delta,
+                    "snapshot": raw,
+                }
             )
-    if judgement:
-        for result in judgement.metrics.values():
-            row.results.append(
-                MetricResultRow(
-                    metric=result.name,
-                    verdict=result.verdict.value,
-                    verdict_round=result.round,
-                    reasons=list(result.reasons),
-                    statistics=json_safe(dict(result.statistics)),
-                    evidence=json_safe(dict(result.evidence[-1])) if result.evidence else {},
-                )
-            )
+    if observations:
+        session.execute(insert(_OBSERVATIONS), observations)
+    if judgement and judgement.metrics:
+        session.execute(
+            insert(_RESULTS),
+            [
+                {
+                    "round_id": round_id,
+                    "metric": result.name,
+                    "verdict": result.verdict.value,
+                    "verdict_round": result.round,
+                    "reasons": list(result.reasons),
+                    "statistics": dict(result.statistics),
+                    "evidence": dict(result.evidence[-1]) if result.evidence else {},
+                }
+                for result in judgement.metrics.values()
+            ],
+        )
     action_row = None
     if action is not None:
         action_row = Action(
@@ -226,32 +274,24 @@ def record_round(
             state=ActionState.PENDING.value,
             created_at=now,
         )
-    try:
-        # A savepoint, so a conflict leaves the caller's transaction usable.
-        with session.begin_nested():
-            session.add(row)
-            if action_row is not None:
-                session.add(action_row)
-    except IntegrityError as exc:
-        raise RoundConflict(f"round {index} of analysis {analysis.id} is recorded already") from exc
+        session.add(action_row)
 
     analysis.rounds_done = max(analysis.rounds_done, index)
-    analysis.judge_state = json_safe(dict(judge_state))
-    analysis.snapshot = json_safe(dict(snapshot))
+    analysis.judge_state = dict(judge_state)
+    analysis.snapshot = dict(snapshot)
     analysis.updated_at = now
     analysis.weight = weight
     analysis.step = step
     if engine_state is not None:
-        analysis.engine_state = json_safe(dict(engine_state))
+        analysis.engine_state = dict(engine_state)
     if judgement:
         analysis.verdict = judgement.verdict.value
         analysis.verdict_round = judgement.round
         analysis.reason = "; ".join(judgement.reasons) or None
-    return row, action_row
+    return round_id, action_row
 
 
-def _kind(observation: object) -> str:
-    data = observation_to_json(observation)  # type: ignore[arg-type]
+def _kind(data: Mapping[str, Any] | None) -> str:
     if data is None:
         return "none"
     if "buckets" in data:

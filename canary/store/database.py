@@ -11,6 +11,7 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
+import orjson
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
@@ -21,6 +22,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from canary.errors import CanaryError
+from canary.model import json_text
 
 __all__ = [
     "DatabaseError",
@@ -55,6 +57,11 @@ def normalize_url(url: str) -> str:
     return url
 
 
+#: JSON columns: encoded once with NaN/Inf as strings (`model.json_text`), decoded by
+#: orjson (analyses carry their whole configuration, judge state and snapshot).
+_JSON = {"json_serializer": json_text, "json_deserializer": orjson.loads}
+
+
 def connect(url: str) -> Engine:
     """An engine for `url`; creates the directory of a SQLite file."""
     url = normalize_url(url)
@@ -65,11 +72,11 @@ def connect(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": 30}, **_JSON)
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         try:
-            engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+            engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **_JSON)
         except ModuleNotFoundError as exc:
             raise DatabaseError(
                 f"missing driver for {url.split(':')[0]}: {exc}; install canary[postgres]"
