@@ -1,22 +1,29 @@
-"""Benchmark: one collection round for 1,000 canaries x 2 metrics from a real Prometheus.
+"""Benchmark: collection rounds for 1,000 canaries x 2 metrics from a real Prometheus.
 
     python bench/collect_scale.py [--canaries 1000] [--pods 10] [--concurrency 16]
-                                  [--reporter destination|waypoint] [--data-dir DIR] [--keep]
+                                  [--reporter destination|waypoint] [--data-dir DIR]
+                                  [--curve]
 
 Backfills Istio-like counters for N canaries (canary + baseline arms, `--pods` pods
 each; per pod `istio_requests_total` for 200 and 503 and the 20 Envoy latency
-buckets), starts Debian's Prometheus 2.42 over them, then runs the warm-up round
-and one judged round for every canary concurrently through one shared
-`PrometheusClient` (its semaphore is the concurrency limit), exactly as the daemon
-does. Prints the wall time of each full round, rounds/s, and per-query latency
-percentiles; checks every delta against the generated counts.
+buckets), starts Debian's Prometheus 2.42 over them, then runs, for every canary
+concurrently through one shared `PrometheusClient` (its semaphore is the concurrency
+limit) exactly as the daemon does: the warm-up round, a full round (every bucket:
+the sequential judge's warm-up, which fixes its bounds near p50/p90/p99 of the
+baseline), and judged rounds asking only for those buckets and +Inf. Prints the wall
+time and CPU (ours and Prometheus') of each round and checks every delta against the
+generated counts.
 
-Target: one full round of all 1,000 canaries in under 10 s on 2 cores.
+`--curve` prints the cost curve instead: the judged round at 100/300/1,000 canaries
+(10 pods) and at 2/10/30 pods (100 canaries), all from one backfilled Prometheus
+(so every point queries the same TSDB).
 
 `--reporter waypoint` shapes the same counters as ambient mode's waypoint metrics
 (``reporter="waypoint"``, ``pod`` = a waypoint pod, `--pods` waypoints per arm) and
 collects with ``reporter = "waypoint"``: each judged round then also reads every
 series' in-round trace at the 15 s scrape interval (one more query per metric and arm).
+
+Target: one judged round of all 1,000 canaries x 10 pods in under 5 s on 2 cores.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,12 +45,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from prometheus_harness import ENVOY_BUCKETS, PrometheusServer, backfill, le_text
 
 from canary.config import PrometheusConfig, parse_config
+from canary.judge.sequential import DEFAULT_QUANTILES, choose_bounds
 from canary.metrics.collect import collect_round
 from canary.metrics.prometheus import PrometheusClient
-from canary.model import Counts
+from canary.model import Counts, Histogram
 
 T0 = 1767225600  # 2026-01-01T00:00:00Z
-SCRAPES = (T0 + 15, T0 + 60, T0 + 75, T0 + 120)  # warm-up at +60 s, round at +120 s
+# warm-up at +60 s, full round at +120 s, judged (narrowed) round at +180 s
+SCRAPES = (T0 + 15, T0 + 60, T0 + 75, T0 + 120, T0 + 135, T0 + 180)
+WARM_UP, FULL, JUDGED = SCRAPES[1], SCRAPES[3], SCRAPES[5]
 NAMESPACE = "bench"
 
 
@@ -56,8 +67,9 @@ def per_scrape(canary: int, arm: str, pod: int) -> tuple[int, int]:
 REPORTER = "destination"
 
 
-def generate(path: Path, canaries: int, pods: int) -> int:
-    """Write the OpenMetrics file; returns the number of samples."""
+def generate(path: Path, fleet: dict[int, int]) -> int:
+    """Write the OpenMetrics file of `fleet` ({canary index: pods per arm}); returns
+    the number of samples."""
     samples = 0
     with path.open("w") as out:
         for family, kind in (
@@ -65,7 +77,7 @@ def generate(path: Path, canaries: int, pods: int) -> int:
             ("istio_request_duration_milliseconds", "histogram"),
         ):
             out.write(f"# TYPE {family} {kind}\n")
-            for c in range(canaries):
+            for c, pods in fleet.items():
                 for arm, workload in (
                     ("canary", f"svc{c}-canary"),
                     ("baseline", f"svc{c}-primary"),
@@ -108,7 +120,7 @@ def generate(path: Path, canaries: int, pods: int) -> int:
     return samples
 
 
-def config_for(canaries: int):  # type: ignore[no-untyped-def]
+def config_for(indices: list[int]):  # type: ignore[no-untyped-def]
     raw = {
         "canary": [
             {
@@ -127,7 +139,7 @@ def config_for(canaries: int):  # type: ignore[no-untyped-def]
                     "baseline": {"match": {"destination_workload": f"svc{c}-primary"}},
                 },
             }
-            for c in range(canaries)
+            for c in indices
         ]
     }
     return parse_config(raw).canary
@@ -147,74 +159,136 @@ def process_cpu(pid: int) -> float:
 PROMETHEUS_PID: int | None = None
 
 
-async def one_round(client, canaries, at, snapshots):  # type: ignore[no-untyped-def]
+@dataclass
+class Timed:
+    wall: float
+    cpu: float
+    prometheus_cpu: float
+    latencies: list[float]
+    results: list
+
+
+async def one_round(client, canaries, at, snapshots, bounds=None) -> Timed:  # type: ignore[no-untyped-def]
     client.stats.latencies.clear()
     prometheus_cpu = process_cpu(PROMETHEUS_PID) if PROMETHEUS_PID else 0.0
     cpu = time.process_time()
     started = time.perf_counter()
     results = await asyncio.gather(
-        *(collect_round(client, c, at, snapshots.get(c.name)) for c in canaries)
+        *(
+            collect_round(client, c, at, snapshots.get(c.name), bounds=(bounds or {}).get(c.name))
+            for c in canaries
+        )
     )
     wall = time.perf_counter() - started
-    client.stats.cpu = time.process_time() - cpu  # type: ignore[attr-defined]
-    if PROMETHEUS_PID:
-        client.stats.prometheus_cpu = process_cpu(PROMETHEUS_PID) - prometheus_cpu  # type: ignore[attr-defined]
-    return wall, results, list(client.stats.latencies)
+    cpu = time.process_time() - cpu
+    prom = process_cpu(PROMETHEUS_PID) - prometheus_cpu if PROMETHEUS_PID else 0.0
+    return Timed(wall, cpu, prom, list(client.stats.latencies), results)
 
 
-def report(
-    label: str, wall: float, latencies: list[float], canaries: int, cpu: float, prom: float
-) -> None:
-    load = os.getloadavg()[0]
+def report(label: str, timed: Timed, canaries: int) -> None:
+    latencies = timed.latencies
     print(
-        f"{label}: {wall:.2f} s for {canaries} canaries ({len(latencies)} queries) -> "
-        f"{1 / wall:.3f} full rounds/s, {canaries / wall:.0f} canary-rounds/s; query latency "
+        f"{label}: {timed.wall:.2f} s for {canaries} canaries ({len(latencies)} queries) -> "
+        f"{canaries / timed.wall:.0f} canary-rounds/s; query latency "
         f"p50 {statistics.median(latencies) * 1000:.1f} ms, "
-        f"p99 {percentile(latencies, 0.99) * 1000:.1f} ms, "
-        f"max {max(latencies) * 1000:.1f} ms"
+        f"p99 {percentile(latencies, 0.99) * 1000:.1f} ms"
     )
+    cpu, prom = timed.cpu, timed.prometheus_cpu
     print(
-        f"    CPU: canary {cpu:.2f} s, Prometheus {prom:.2f} s; machine load average {load:.1f} "
-        f"(on 2 otherwise idle cores the round would need about {max(cpu, (cpu + prom) / 2):.1f} s)"
+        f"    CPU: canary {cpu:.2f} s, Prometheus {prom:.2f} s; load average "
+        f"{os.getloadavg()[0]:.1f} (on 2 otherwise idle cores: about "
+        f"{max(cpu, (cpu + prom) / 2):.1f} s)"
     )
 
 
-async def measure(url: str, canaries: int, pods: int, concurrency: int, repeats: int) -> None:
-    configs = config_for(canaries)
+def check(timed: Timed, indices: list[int], fleet: dict[int, int], bounds=None) -> None:  # type: ignore[no-untyped-def]
+    """Every delta equals the generated counts (2 scrapes of traffic per round)."""
+    errors = [data.error for data, _ in timed.results if data.error]
+    if errors:
+        raise SystemExit(f"{len(errors)} rounds failed, e.g. {errors[0]}")
+    for c, (data, _) in zip(indices, timed.results, strict=True):
+        for arm, observed in (("canary", data.canary), ("baseline", data.baseline)):
+            traffic = [per_scrape(c, arm, p) for p in range(fleet[c])]
+            total = sum(r for r, _ in traffic) * 2
+            failed = sum(f for _, f in traffic) * 2
+            assert observed["errors"] == Counts(total, failed), (c, arm, observed)
+            latency = observed["latency"]
+            assert latency.total == total, (c, arm)
+            slow = 1 if arm == "canary" else 0
+            want = []
+            for b, bound in enumerate(ENVOY_BUCKETS):
+                share = min(1.0, (b + 1) / (8 + slow * 2))
+                n = sum(r if bound == float("inf") else int(r * share) for r, _ in traffic) * 2
+                want.append((bound, n))
+            if bounds is not None:
+                keep = set(bounds[f"svc{c}"]["latency"])
+                want = [(b, n) for b, n in want if b in keep or b == float("inf")]
+            assert latency == Histogram(
+                bounds=tuple(b for b, _ in want), buckets=tuple(n for _, n in want)
+            ), (c, arm, latency)
+
+
+async def measure(url: str, indices: list[int], fleet: dict[int, int], concurrency: int,
+                  repeats: int, quiet: bool = False) -> Timed:  # fmt: skip
+    """Warm-up, full and judged rounds of canaries `indices`; returns the judged round."""
+    configs = config_for(indices)
     prometheus = PrometheusConfig(url=url, max_concurrency=concurrency, timeout=30)
+    say = (lambda *a: None) if quiet else report
     async with PrometheusClient(prometheus, record_latencies=True) as client:
-        warm_at = datetime.fromtimestamp(SCRAPES[1], UTC)
-        round_at = datetime.fromtimestamp(SCRAPES[3], UTC)
-        wall, results, latencies = await one_round(client, configs, warm_at, {})
-        report(
-            "warm-up round",
-            wall,
-            latencies,
-            canaries,
-            client.stats.cpu,
-            client.stats.prometheus_cpu,
-        )
-        snapshots = {c.name: snap for c, (_, snap) in zip(configs, results, strict=True)}
+        at = {t: datetime.fromtimestamp(t, UTC) for t in (WARM_UP, FULL, JUDGED)}
+        timed = await one_round(client, configs, at[WARM_UP], {})
+        say("warm-up round", timed, len(configs))
+        snapshots = {c.name: snap for c, (_, snap) in zip(configs, timed.results, strict=True)}
+        timed = await one_round(client, configs, at[FULL], snapshots)
+        say("full round (every bucket)", timed, len(configs))
+        check(timed, indices, fleet)
+        full_snapshots = {c.name: snap for c, (_, snap) in zip(configs, timed.results, strict=True)}
+        # The sequential judge fixes its bounds from the baseline of its first round.
+        bounds = {
+            c.name: {"latency": choose_bounds(data.baseline["latency"], DEFAULT_QUANTILES)}
+            for c, (data, _) in zip(configs, timed.results, strict=True)
+        }
         for attempt in range(repeats):
-            wall, results, latencies = await one_round(client, configs, round_at, snapshots)
-            report(
-                f"judged round #{attempt + 1}",
-                wall,
-                latencies,
-                canaries,
-                client.stats.cpu,
-                client.stats.prometheus_cpu,
+            timed = await one_round(client, configs, at[JUDGED], full_snapshots, bounds)
+            say(f"judged round #{attempt + 1} (judged buckets only)", timed, len(configs))
+            check(timed, indices, fleet, bounds)
+        if not quiet:
+            print(
+                f"checked: every delta equals the generated counts ({len(configs)} canaries x "
+                "2 arms x 2 metrics, full and judged rounds)"
             )
-        errors = [data.error for data, _ in results if data.error]
-        if errors:
-            raise SystemExit(f"{len(errors)} rounds failed, e.g. {errors[0]}")
-        for index, (data, _) in enumerate(results):
-            for arm, observed in (("canary", data.canary), ("baseline", data.baseline)):
-                total = sum(per_scrape(index, arm, p)[0] for p in range(pods)) * 2
-                failed = sum(per_scrape(index, arm, p)[1] for p in range(pods)) * 2
-                assert observed["errors"] == Counts(total, failed), (index, arm, observed)
-                assert observed["latency"].total == total
-        print(f"checked: every delta equals the generated counts ({canaries} canaries x 2 arms)")
+        return timed
+
+
+CURVE = (  # (label, first canary index, canaries, pods)
+    ("100 canaries x 10 pods", 0, 100, 10),
+    ("300 canaries x 10 pods", 0, 300, 10),
+    ("1000 canaries x 10 pods", 0, 1000, 10),
+    ("100 canaries x 2 pods", 1000, 100, 2),
+    ("100 canaries x 30 pods", 1100, 100, 30),
+)
+
+
+def curve_fleet() -> dict[int, int]:
+    fleet: dict[int, int] = {}
+    for _, first, count, pods in CURVE:
+        for c in range(first, first + count):
+            fleet.setdefault(c, pods)
+    return fleet
+
+
+async def print_curve(url: str, fleet: dict[int, int], concurrency: int) -> None:
+    print("cost curve (judged round; every delta checked):")
+    print(f"  {'fleet':<26} {'wall s':>7} {'canary CPU s':>13} {'Prometheus CPU s':>17} "
+          f"{'series':>8} {'load':>5}")  # fmt: skip
+    for label, first, count, pods in CURVE:
+        indices = list(range(first, first + count))
+        timed = await measure(url, indices, fleet, concurrency, 1, quiet=True)
+        series = count * 2 * pods * 6  # 2 codes + 3 judged buckets + +Inf per pod
+        print(
+            f"  {label:<26} {timed.wall:7.2f} {timed.cpu:13.2f} {timed.prometheus_cpu:17.2f} "
+            f"{series:8d} {os.getloadavg()[0]:5.1f}"
+        )
 
 
 def main() -> None:
@@ -223,6 +297,7 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=10, help="pods per arm")
     parser.add_argument("--concurrency", type=int, default=16, help="max_concurrency")
     parser.add_argument("--repeats", type=int, default=2, help="judged rounds to time")
+    parser.add_argument("--curve", action="store_true", help="print the cost curve")
     parser.add_argument("--data-dir", help="reuse/keep the backfilled TSDB here")
     parser.add_argument(
         "--reporter",
@@ -234,13 +309,15 @@ def main() -> None:
     global REPORTER
     REPORTER = args.reporter
 
+    fleet = curve_fleet() if args.curve else dict.fromkeys(range(args.canaries), args.pods)
     work = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="canary-bench-"))
-    data = work / f"data-{args.canaries}x{args.pods}-{args.reporter}"
+    name = "curve" if args.curve else f"{args.canaries}x{args.pods}"
+    data = work / f"data-{name}-{args.reporter}-v2"
     print(f"machine: {os.cpu_count()} CPUs; data in {data}")
     if not data.exists():
         started = time.perf_counter()
         om = work / "bench.om"
-        samples = generate(om, args.canaries, args.pods)
+        samples = generate(om, fleet)
         print(f"generated {samples} samples in {time.perf_counter() - started:.1f} s")
         started = time.perf_counter()
         backfill_text = om.read_text()
@@ -251,9 +328,12 @@ def main() -> None:
     global PROMETHEUS_PID
     PROMETHEUS_PID = server.process.pid if server.process else None
     try:
-        series = server.query('count({__name__=~"istio_.*"})', SCRAPES[3])[0]["value"][1]
+        series = server.query('count({__name__=~"istio_.*"})', JUDGED)[0]["value"][1]
         print(f"Prometheus {server.url}: {series} series")
-        asyncio.run(measure(server.url, args.canaries, args.pods, args.concurrency, args.repeats))
+        if args.curve:
+            asyncio.run(print_curve(server.url, fleet, args.concurrency))
+        else:
+            asyncio.run(measure(server.url, list(fleet), fleet, args.concurrency, args.repeats))
     finally:
         server.stop()
         if not args.data_dir:

@@ -17,7 +17,7 @@ No I/O here, and nothing imported from the edges (metrics/, traffic/, api/, stor
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -47,9 +47,17 @@ class MetricSource(Protocol):
     """Where a round's numbers come from (Prometheus, or the demo's simulated mesh)."""
 
     async def collect(
-        self, canary: CanaryConfig, at: datetime, previous_snapshot: Mapping[str, Any]
+        self,
+        canary: CanaryConfig,
+        at: datetime,
+        previous_snapshot: Mapping[str, Any],
+        *,
+        bounds: Mapping[str, Sequence[float]] | None = None,
     ) -> Collected:
         """Snapshot the counters at `at` and compute deltas against `previous_snapshot`.
+
+        `bounds`: the histogram bounds the judge has fixed per metric; a source may
+        then collect only those buckets (and +Inf).
 
         Never raises for Prometheus faults: returns `data.error` set and the previous
         snapshot, so a failed round changes no evidence (missing data is never a pass).

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from canary import engine as rollout
 from canary.config import AnalysisSettings, CanaryConfig
 from canary.errors import CanaryError, DriftError, TrafficError, UsageError
-from canary.judge import make_judge
+from canary.judge import judged_bounds, make_judge
 from canary.model import (
     ActionState,
     AnalysisStatus,
@@ -246,7 +246,9 @@ async def _collect(
 ) -> Collected:
     started = time.perf_counter()
     try:
-        collected = await source.collect(canary, at, loaded.snapshot)
+        collected = await source.collect(
+            canary, at, loaded.snapshot, bounds=judged_bounds(loaded.judge_state)
+        )
     except (CanaryError, OSError) as exc:  # the protocol says never, but be safe
         log.warning("collect failed for %s: %s", loaded.id, exc)
         collected = Collected(

@@ -122,7 +122,12 @@ class ScriptedSource:
         self.previous: datetime | None = None
 
     async def collect(
-        self, canary: CanaryConfig, at: datetime, previous_snapshot: Mapping[str, Any]
+        self,
+        canary: CanaryConfig,
+        at: datetime,
+        previous_snapshot: Mapping[str, Any],
+        *,
+        bounds: Any = None,
     ) -> Collected:
         data = self.script[self.calls]
         self.calls += 1

@@ -132,6 +132,65 @@ def test_deltas_equal_the_generated_counts_exactly(backfilled, scenario, canary,
     assert all(d.canary["errors"].total > 0 for d, _ in rounds[1:])
 
 
+JUDGED = (25.0, 100.0, 1000.0)  # bounds a judge fixed at its warm-up
+
+
+@pytest.mark.parametrize(
+    ("scenario", "canary", "baseline"),
+    [
+        ("resets", "app-canary", "app-primary"),
+        ("restart", "app-canary", "app-primary"),
+        ("gaps", "app-canary", "app-primary"),
+        ("hostile", HOSTILE_CANARY, HOSTILE_BASELINE),
+    ],
+)
+def test_judged_buckets_only_after_the_judge_fixed_them_deltas_still_exact(
+    backfilled, scenario, canary, baseline
+) -> None:
+    """With `bounds`, a histogram asks only for those buckets and +Inf; every delta
+    (resets, new and vanished pods) equals the generated counts at those bounds."""
+    server, scenarios = backfilled
+    _, expected = scenarios[scenario]
+    config = canary_config(scenario, canary, baseline)
+    keep = [i for i, b in enumerate(ENVOY_BUCKETS) if b in JUDGED or math.isinf(b)]
+
+    async def run() -> list:
+        rounds = []
+        async with PrometheusClient(PrometheusConfig(url=server.url)) as client:
+            snapshot = None
+            for index, boundary in enumerate(BOUNDARIES):
+                bounds = {"latency": list(JUDGED)} if index >= 2 else None
+                data, snapshot = await collect_round(
+                    client, config, at(boundary), snapshot, bounds=bounds
+                )
+                assert data.error is None, data.error
+                rounds.append((data, snapshot))
+        return rounds
+
+    rounds = asyncio.run(run())
+    for index, (data, snapshot) in enumerate(rounds[1:], start=1):
+        narrowed = index >= 2
+        latency = snapshot["metrics"]["latency"]["arms"]
+        les = {le for arm in latency.values() for pod in arm["pods"].values() for le in pod}
+        assert len(les) == (4 if narrowed else len(ENVOY_BUCKETS)), (scenario, index)
+        for arm in ("canary", "baseline"):
+            total, failed = expected.counts(index - 1, arm)
+            observed = data.arm(Arm(arm))
+            assert observed["errors"] == Counts(total, failed), (scenario, index, arm)
+            full = expected_histogram(expected, index - 1, arm)
+            want = (
+                Histogram(
+                    bounds=tuple(full.bounds[i] for i in keep),
+                    buckets=tuple(full.buckets[i] for i in keep),
+                )
+                if narrowed
+                else full
+            )
+            assert observed["latency"] == want, (scenario, index, arm)
+            hist = data.pod_observations(arm, "latency")
+            assert sum(h.total for h in hist.values()) == total
+
+
 def test_worse_canary_shows_more_failures_and_slower_latency(backfilled) -> None:
     server, _ = backfilled
     rounds = asyncio.run(
@@ -610,3 +669,41 @@ def test_analyze_with_prometheus_down_is_a_runtime_error(
     )  # fmt: skip
     assert code == 3
     assert "Prometheus at http://127.0.0.1:9 is not reachable" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scenario", ["resets", "gaps"])
+def test_analyze_asks_only_for_the_judged_buckets_once_the_judge_fixed_them(
+    backfilled, migrated_url: str, tmp_path, capsys, scenario: str
+) -> None:
+    """The sequential judge fixes its latency bounds at its warm-up round; the rounds
+    after it store only those buckets and +Inf, with the generated counts."""
+    import json
+
+    from canary.cli import main
+    from canary.store.analyses import load_analysis_full
+    from canary.store.database import connect, sessions
+
+    server, scenarios = backfilled
+    _, expected = scenarios[scenario]
+    config = write_config(tmp_path / "canary.toml", server.url, scenario)
+    window = ["--from", iso(BOUNDARIES[0]), "--to", iso(BOUNDARIES[-1])]
+    argv = ["--config", config, "--database-url", migrated_url, "analyze", "--canary", "shop"]
+    main([*argv, *window, "--json"])
+    out = json.loads(capsys.readouterr().out)
+    with sessions(connect(migrated_url))() as session:
+        stored = load_analysis_full(session, out["analysis_id"])
+        bounds = stored.judge_state["metrics"]["latency"]["bounds"]
+        assert bounds and len(stored.rounds) > 3
+        for row in stored.rounds[1:]:
+            latency = {o.arm: o.delta for o in row.observations if o.metric == "latency"}
+            for arm, delta in latency.items():
+                full = expected_histogram(expected, row.index - 1, arm)
+                keep = [
+                    i
+                    for i, b in enumerate(full.bounds)
+                    if row.index == 1 or b in bounds or math.isinf(b)
+                ]
+                assert delta["bounds"] == [
+                    "+Inf" if math.isinf(full.bounds[i]) else full.bounds[i] for i in keep
+                ], (row.index, arm)
+                assert delta["buckets"] == [full.buckets[i] for i in keep], (row.index, arm)

@@ -19,13 +19,13 @@ No I/O here, and nothing imported from metrics/, traffic/, store/ or api/.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from canary.config import AnalysisSettings, MetricConfig
 from canary.model import Judgement, RoundData
 
-__all__ = ["JUDGES", "Judge", "judge_rounds", "make_judge"]
+__all__ = ["JUDGES", "Judge", "judge_rounds", "judged_bounds", "make_judge"]
 
 JudgeState = dict[str, Any]
 
@@ -64,6 +64,22 @@ def make_judge(name: str, metrics: Sequence[MetricConfig], settings: AnalysisSet
 
         return ThresholdJudge(metrics, settings)
     raise ValueError(f"unknown judge {name!r} (known: {', '.join(JUDGES)})")
+
+
+def judged_bounds(state: Mapping[str, Any] | None) -> dict[str, list[float]]:
+    """The histogram bucket bounds a judge state has fixed, per metric ({} if none).
+
+    Only the sequential judge fixes bounds (at its warm-up) and judges nothing else
+    of a histogram, so collection may then ask Prometheus for these buckets alone.
+    The other judges read every bucket (histogram quantiles): {} for them.
+    """
+    if not state or state.get("judge") != "sequential":
+        return {}
+    return {
+        name: [float(b) for b in entry["bounds"]]
+        for name, entry in (state.get("metrics") or {}).items()
+        if isinstance(entry, Mapping) and entry.get("bounds")
+    }
 
 
 def judge_rounds(judge: Judge, rounds: Sequence[RoundData]) -> list[Judgement]:

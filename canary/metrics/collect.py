@@ -49,6 +49,7 @@ the next round's deltas cover both intervals and nothing is lost or counted twic
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import itertools
 import logging
@@ -519,6 +520,8 @@ class _Plan:
     template: str
     context: QueryContext
     query: str
+    #: Histograms only: the `le` texts asked for (the judged bounds and +Inf); None: all.
+    les: tuple[str, ...] | None = None
 
 
 #: Rendered plans per (canary, template set) object: a canary's queries are the same
@@ -557,6 +560,75 @@ def _render_plans(canary: CanaryConfig, templates: TemplateSet) -> tuple[_Plan, 
     return tuple(plans)
 
 
+def _judged_les(before: ArmSeries, bounds: Sequence[float]) -> tuple[str, ...] | None:
+    """The `le` texts of `bounds` and +Inf as the previous snapshot spells them.
+
+    None (ask for every bucket) unless each bound and +Inf is found there.
+    """
+    wanted = set(bounds)
+    texts: set[str] = set()
+    found: set[float] = set()
+    for _pod, le in before:
+        try:
+            value = _le_value(le)
+        except ValueError:
+            continue  # the round reports it (an `le` that is not a number)
+        if value in wanted or math.isinf(value):
+            texts.add(le)
+            found.add(value)
+    if not wanted <= found or not any(math.isinf(v) for v in found):
+        return None
+    return tuple(sorted(texts, key=_le_value))
+
+
+#: Narrowed plans per (plan, le texts): rendered once, like `_PLAN_CACHE`.
+_NARROW_CACHE: dict[tuple[int, tuple[str, ...]], tuple[_Plan, _Plan]] = {}
+
+
+def _narrowed(plan: _Plan, templates: TemplateSet, les: tuple[str, ...]) -> _Plan:
+    """`plan` asking only for the buckets `les` (an ``le=~"..."`` matcher in the selector)."""
+    key = (id(plan), les)
+    hit = _NARROW_CACHE.get(key)
+    if hit is not None and hit[0] is plan:
+        return hit[1]
+    pattern = "|".join(regex_literal(le) for le in les)
+    context = dataclasses.replace(
+        plan.context, extra_match_regex={**(plan.context.extra_match_regex or {}), "le": pattern}
+    )
+    narrowed = dataclasses.replace(
+        plan, context=context, query=templates.render(plan.template, context), les=les
+    )
+    if len(_NARROW_CACHE) >= 4096:
+        _NARROW_CACHE.clear()
+    _NARROW_CACHE[key] = (plan, narrowed)
+    return narrowed
+
+
+def _narrow_plans(
+    plans: Sequence[_Plan],
+    templates: TemplateSet,
+    prev_metrics: Mapping[str, Any],
+    bounds: Mapping[str, Sequence[float]],
+) -> list[_Plan]:
+    """Histogram plans narrowed to the judged bounds where the snapshot names them all."""
+    out = []
+    for plan in plans:
+        stored = prev_metrics.get(plan.metric.name)
+        judged = bounds.get(plan.metric.name)
+        if (
+            plan.metric.kind is MetricKind.HISTOGRAM
+            and judged
+            and stored is not None
+            and stored.get("kind") == MetricKind.HISTOGRAM.value
+        ):
+            before = _arm_from_json((stored.get("arms") or {}).get(plan.arm.value))
+            les = _judged_les(before, judged)
+            if les is not None:
+                plan = _narrowed(plan, templates, les)
+        out.append(plan)
+    return out
+
+
 def _lookback_query(
     plan: _Plan, templates: TemplateSet, pods: Iterable[str], keys: SeriesKeys
 ) -> str:
@@ -568,7 +640,10 @@ def _lookback_query(
         pod_label=plan.context.pod_label,
         window_seconds=plan.context.window_seconds,
         failure_codes=plan.context.failure_codes,
-        extra_match_regex={plan.context.pod_label: pattern},
+        extra_match_regex={
+            **(plan.context.extra_match_regex or {}),
+            plan.context.pod_label: pattern,
+        },
         series_labels=plan.context.series_labels,
     )
     inner = templates.render(plan.template, context)
@@ -601,6 +676,8 @@ async def _counter_observation(
         kept: ArmSeries = {key: (value, at) for key, value in current.items()}
         return None, _arm_to_json(kept), notes, {}
     before = _arm_from_json(previous)
+    if plan.les is not None:  # buckets no longer asked for are no longer tracked
+        before = {key: value for key, value in before.items() if key[1] in plan.les}
     new_pods = _pods(current) - _pods(before)
     if kind is MetricKind.HISTOGRAM:
         _check_complete(before, current, where)
@@ -722,8 +799,13 @@ async def collect_round(
     previous_snapshot: Mapping[str, Any] | None,
     *,
     templates: TemplateSet | None = None,
+    bounds: Mapping[str, Sequence[float]] | None = None,
 ) -> tuple[RoundData, dict[str, Any] | None]:
     """Collect one round of `canary` ending at `at`; the one mechanism for every caller.
+
+    `bounds` are the histogram bounds the judge has fixed, per metric
+    (`canary.judge.judged_bounds`): those metrics then ask Prometheus only for these
+    buckets and +Inf, spelled as in the previous snapshot; deltas stay exact.
 
     Returns the judges' `RoundData` (per arm: Counts | Histogram | float | None for
     each metric; all None in the warm-up round, when `previous_snapshot` is None) and
@@ -746,6 +828,8 @@ async def collect_round(
         prev_metrics = previous_snapshot.get("metrics") or {}
     start = datetime.fromtimestamp(prev_at, UTC) if prev_at is not None else None
     warm_up = previous_snapshot is None
+    if bounds and prev_metrics:
+        plans = _narrow_plans(plans, templates, prev_metrics, bounds)
 
     counter_plans = [p for p in plans if p.metric.kind is not MetricKind.VALUE]
 

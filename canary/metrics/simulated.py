@@ -58,7 +58,12 @@ class SimulatedMesh:
         self._rng = np.random.default_rng(seed)
 
     async def collect(
-        self, canary: CanaryConfig, at: datetime, previous_snapshot: Mapping[str, Any]
+        self,
+        canary: CanaryConfig,
+        at: datetime,
+        previous_snapshot: Mapping[str, Any],
+        *,
+        bounds: Any = None,
     ) -> Collected:
         traffic = self.canaries[canary.name]
         counters = _Counters.from_json(previous_snapshot)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -36,7 +36,12 @@ class PrometheusSource:
         return self._templates
 
     async def collect(
-        self, canary: CanaryConfig, at: datetime, previous_snapshot: Mapping[str, Any]
+        self,
+        canary: CanaryConfig,
+        at: datetime,
+        previous_snapshot: Mapping[str, Any],
+        *,
+        bounds: Mapping[str, Sequence[float]] | None = None,
     ) -> Collected:
         from canary.metrics.collect import collect_round, raw_snapshots
         from canary.metrics.errors import MetricsError, TemplateError
@@ -44,7 +49,7 @@ class PrometheusSource:
         previous = dict(previous_snapshot) if previous_snapshot else None
         try:
             data, snapshot = await collect_round(
-                self.client, canary, at, previous, templates=self._template_set()
+                self.client, canary, at, previous, templates=self._template_set(), bounds=bounds
             )
         except TemplateError:
             raise
