@@ -693,7 +693,7 @@ def test_analyze_asks_only_for_the_judged_buckets_once_the_judge_fixed_them(
     with sessions(connect(migrated_url))() as session:
         stored = load_analysis_full(session, out["analysis_id"])
         bounds = stored.judge_state["metrics"]["latency"]["bounds"]
-        assert bounds and len(stored.rounds) > 3
+        assert bounds and len(stored.rounds) >= 3  # round 2 is the first narrowed one
         for row in stored.rounds[1:]:
             latency = {o.arm: o.delta for o in row.observations if o.metric == "latency"}
             for arm, delta in latency.items():
