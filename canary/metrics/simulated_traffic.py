@@ -10,7 +10,8 @@ Robustness effects, each off by default:
 
 - `bad_pod`: each arm runs `pods` pods and one of them fails in bursts: its error
   rate in each round is Gamma-distributed (mean `bad_pod_rate`, shape
-  `bad_pod_shape`) independently per arm — over-dispersion between rounds;
+  `bad_pod_shape`) independently per arm — over-dispersion between rounds (with
+  `pod_counts`, the first pod of each arm is the bursty one);
 - `diurnal`: load x (1 + 0.8 sin(2 pi k / rounds)); error rate x load (both arms);
 - `incident`: rounds [start, start + length) fail at `incident_rate` and are 3x slower
   in both arms;
@@ -231,11 +232,14 @@ def _arm(
         start, length = model.incident
         rate[:, start : start + length] = model.incident_rate
         slow[:, start : start + length] = True
+    burst = None
     if model.bad_pod:
         burst = rng.gamma(model.bad_pod_shape, model.bad_pod_rate / model.bad_pod_shape, shape)
-        rate = rate * (1 - 1 / model.pods) + np.minimum(burst, 1.0) / model.pods
+        burst = np.minimum(burst, 1.0)
+        if n_pods == 0:
+            rate = rate * (1 - 1 / model.pods) + burst / model.pods
     if n_pods > 0:
-        return _pods(rng, model, arm, total, rate, replications, before, n_pods)
+        return _pods(rng, model, arm, total, rate, replications, before, n_pods, burst)
     failed = rng.binomial(total, np.clip(rate, 0.0, 1.0))
     probs = bucket_probabilities(arm)
     if before is not None and model.change_round > 0:
@@ -278,8 +282,10 @@ def _pods(
     replications: int,
     before: ArmModel | None,
     n_pods: int,
+    burst: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Split an arm's rounds over `n_pods` pods with fixed per-run pod effects."""
+    """Split an arm's rounds over `n_pods` pods with fixed per-run pod effects; with
+    `burst`, the first pod fails at that rate per round (the bursty bad pod)."""
     shape = (replications, model.rounds, n_pods)
     pod_total = rng.multinomial(total.reshape(-1), np.full(n_pods, 1.0 / n_pods)).reshape(shape)
     bad = rng.random((replications, 1, n_pods)) < model.pod_bad_prob
@@ -291,6 +297,9 @@ def _pods(
             bad[:, 0, None, :], model.pod_bad_rate / max(before.error_rate, 1e-12), 1.0
         )
     pod_rate = np.clip(rate[..., None] * scale, 0.0, 1.0)
+    if burst is not None:
+        pod_rate = np.broadcast_to(pod_rate, shape).copy()
+        pod_rate[..., 0] = burst
     pod_failed = rng.binomial(pod_total, pod_rate)
     factors = np.exp(model.pod_latency_cv * rng.standard_normal((replications, n_pods)))
     n_buckets = len(ENVOY_BUCKETS)
