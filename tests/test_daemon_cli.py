@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import browser
 import httpx
 import pytest
 from daemon_stack import (
@@ -125,5 +126,11 @@ def test_run_serves_the_http_api_in_process(
         )
         assert status.status_code == 200, status.text
         assert analysis_id in status.text
+        # The report pages are served by `run` too, opened from a token link.
+        page = browser.load(f"{base}/analyses/{analysis_id}?token=s3cret")
+        assert analysis_id in page.dom and 'class="headline"' in page.dom and page.console == []
+        # `run` moves traffic: readiness probes the Kubernetes API (here, the stand-in).
+        ready = httpx.get(f"{base}/readyz", timeout=10)
+        assert ready.json()["checks"]["kubernetes"] == "ok", ready.text
     finally:
         assert daemon.terminate() == 0

@@ -41,6 +41,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import SQLAlchemyError
 
 from canary.api.admission import NewAnalysisLimiter, count_running, recent_window, token_id
 from canary.api.argo_key import ArgoTarget, resolve_target
@@ -54,7 +55,7 @@ from canary.api.argo_view import (
     view_after,
 )
 from canary.api.auth import bearer_scheme, require_token
-from canary.api.errors import ApiError
+from canary.api.errors import ApiError, database_reason
 from canary.api.params import reject_unknown_query
 from canary.errors import CanaryError, NotFoundError
 from canary.model import Verdict
@@ -299,7 +300,9 @@ class ArgoRunner:
             del self.tasks[key]
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
-            if not isinstance(exc, RoundConflict | CanaryError):
+            if isinstance(exc, SQLAlchemyError):  # one line, as the API's 503 says it
+                log.warning("Argo round of %s: database error: %s", key, database_reason(exc))
+            elif not isinstance(exc, RoundConflict | CanaryError):
                 log.error("Argo round failed: %s: %s", type(exc).__name__, exc)
 
     def _answer(
