@@ -11,8 +11,11 @@ scrape configuration adds to sidecar metrics): Argo Rollouts pods are named
 ``pod=~".+-<canary hash>-[a-z0-9]{5}"`` and the baseline arm the same with the
 stable hash. Istio's own labels (`destination_workload`,
 `destination_canonical_revision`) are the same for both ReplicaSets of a Rollout
-and cannot tell them apart. Hashes are validated (lowercase letters and digits) and
-regex-escaped; the metrics layer escapes every value again as a PromQL string.
+and cannot tell them apart. In ambient mode (``reporter = "waypoint"``) the `pod`
+label is the waypoint's, so the matcher goes on `destination_pod_label` instead; a
+canary in ambient mode without one is a 400 naming the setting. Hashes are validated
+(lowercase letters and digits) and regex-escaped; the metrics layer escapes every
+value again as a PromQL string.
 
 The key ``argo/<namespace>/<canary>/<canary hash>/<stable hash>/<profile>`` makes
 repeated calls, the background analysis and the promotion gate of one rollout
@@ -134,9 +137,20 @@ def resolve_target(config: Config, args: dict[str, str | None]) -> ArgoTarget:
             f"profile: {profile[:80]!r} must be a DNS label (lowercase letters, digits, '-')",
             field="profile",
         )
+    pod_label = canary.pod_label
+    if canary.reporter == "waypoint":
+        if canary.destination_pod_label is None:
+            raise ApiError(
+                400,
+                f"canary: {canary.name!r} reads waypoint metrics (reporter = 'waypoint'), whose"
+                " pod label is the waypoint's; Argo's pod-template hashes need a destination pod"
+                " label: set destination_pod_label",
+                field="canary",
+            )
+        pod_label = canary.destination_pod_label
     arms = {
-        "canary": _with_hash(canary.arms["canary"], canary.pod_label, hashes["canaryHash"]),
-        "baseline": _with_hash(canary.arms["baseline"], canary.pod_label, hashes["stableHash"]),
+        "canary": _with_hash(canary.arms["canary"], pod_label, hashes["canaryHash"]),
+        "baseline": _with_hash(canary.arms["baseline"], pod_label, hashes["stableHash"]),
     }
     judged = canary.model_copy(update={"arms": arms})
     key = "/".join(
