@@ -12,6 +12,8 @@ the /var/lib/canary volume (what a Docker volume or a pod's emptyDir gives):
 - `canary --version` prints the package's version; `canary db upgrade` creates the
   database in the volume; `canary config check` passes the example configuration and
   the image's own; `canary demo` promotes one canary and rolls back the bad one;
+- `canary run` (the image's CMD) serves /healthz, the image's HEALTHCHECK passes, and
+  SIGTERM to tini stops it with status 0;
 - nothing in the image's root filesystem outside /var/lib/canary and /tmp is writable
   by UID/GID 10001 (a process without capabilities), so it runs with a read-only root.
 
