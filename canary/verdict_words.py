@@ -85,18 +85,20 @@ def _ratio(value: float) -> str:
 
 
 def ratio_interval(low: Any, high: Any) -> str | None:
-    """``4.5–6.3x``; a low end of 0 is "<0.1", a missing high end ">10" (the grid's ends);
-    both ends open is "anywhere": no estimate yet."""
+    """``4.5–6.3x``; past the ends of the judge's grid (0.1 to 10), ``at least 8.9x`` or
+    ``at most 0.12x``; both ends open is "anywhere (no estimate yet)"."""
     lo, hi = _number(low), _number(high)
     if lo is None:
         return None
     if lo == 0.0 and hi is None:
         return None if high is not None else "anywhere (no estimate yet)"
-    low_text = "<0.1" if lo == 0.0 else _ratio(lo)
-    high_text = ">10" if hi is None else _ratio(hi)
-    if low_text == high_text:
-        return f"{low_text}x"
-    return f"{low_text}–{high_text}x"
+    if hi is None:
+        return f"at least {_ratio(lo)}x"
+    if lo == 0.0:
+        return f"at most {_ratio(hi)}x"
+    if _ratio(lo) == _ratio(hi):
+        return f"{_ratio(lo)}x"
+    return f"{_ratio(lo)}–{_ratio(hi)}x"
 
 
 def progress_share(e_value: Any, threshold: Any) -> float | None:

@@ -52,7 +52,10 @@ def test_example_file_fails_with_exit_1_and_explains(capsys):
     assert code == 1
     assert out.startswith("checkout-v42: FAIL at round")
     # in plain words: the effect with its interval, then the evidence toward the decision
-    assert re.search(r"errors: fail \(round \d+\): error odds \d+\.\d–\d+\.\dx baseline", out)
+    assert re.search(
+        r"errors: fail \(round \d+\): error odds (at least )?\d+\.\d(–\d+(\.\d+)?)?x baseline",
+        out,
+    )
     assert "FAIL evidence 100% — decided" in out and "e+" not in out
     assert "cpu: " in out and "not judged" in out
 

@@ -128,7 +128,10 @@ def test_show_history_and_status_speak_words_and_json_keeps_the_numbers(tmp_path
     show = _canary("show", analysis_id, "--database-url", url)
     assert show.returncode == 0, show.stderr
     assert "FAIL evidence 100% — decided" in show.stdout
-    assert re.search(r"fail at round \d+: error odds \d+\.\d–\S+x baseline", show.stdout)
+    assert re.search(
+        r"fail at round \d+: error odds (at least )?\d+\.\d(–\d+(\.\d+)?)?x baseline",
+        show.stdout,
+    )
     assert not RAW.search(show.stdout), show.stdout
     history = _canary("history", "--database-url", url)
     assert "FAIL evidence 100% — decided" in history.stdout
@@ -164,3 +167,14 @@ def test_reasons_quoting_e_values_stay_out_of_the_words() -> None:
         "the baseline's spread of 12% between rounds and 30% between pods",
         "no per-pod breakdown of the baseline",
     ]
+
+
+def test_interval_ends_past_the_grid_read_as_at_least_or_at_most() -> None:
+    from canary.verdict_words import ratio_interval
+
+    assert ratio_interval(4.47, 6.31) == "4.5–6.3x"
+    assert ratio_interval(8.9, None) == "at least 8.9x"
+    assert ratio_interval(0.0, 0.12) == "at most 0.12x"
+    assert ratio_interval(0.0, None) == "anywhere (no estimate yet)"
+    assert ratio_interval(None, None) is None  # no constant ratio fits
+    assert ratio_interval(12.0, 25.0) == "12–25x"
