@@ -304,8 +304,8 @@ def test_canary_run_serves_health_and_stops_on_sigterm_through_tini(
 ) -> None:
     """`canary run` as the image's CMD: /healthz answers, SIGTERM to PID 1 (tini) stops it."""
     port = _free_port()
-    # The configuration goes into the data volume: `buildah run` with two --volume
-    # options sometimes leaves one of them unmounted (buildah 1.28).
+    # The configuration goes into the data volume: given a second --volume, `buildah run`
+    # (1.28) sometimes mounts the image's own VOLUME over the one given for it.
     shipped = (ROOT / "deploy" / "container" / "config.toml").read_text()
     assert 'listen = "0.0.0.0:8080"' in shipped
     config = volume / "config.toml"
