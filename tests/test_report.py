@@ -38,11 +38,14 @@ def _histogram(n: int, slow: float) -> Histogram:
     return Histogram(BOUNDS, tuple(round(n * s) for s in shares))
 
 
-def _regressing_analysis(url: str) -> str:
-    """A real judge and the real engine over 12 one-minute rounds; errors rise at round 6."""
+def _regressing_analysis(url: str, minutes: int = 1) -> str:
+    """A real judge and the real engine over 12 rounds of `minutes`; errors rise at round 6."""
     settings = AnalysisSettings(
-        interval=60,
-        steps=[StepConfig(weight=10, duration=180), StepConfig(weight=40, duration=180)],
+        interval=60 * minutes,
+        steps=[
+            StepConfig(weight=10, duration=180 * minutes),
+            StepConfig(weight=40, duration=180 * minutes),
+        ],
     )
     judge = make_judge("sequential", settings.metrics, settings)
     factory = sessions(connect(url))
@@ -58,13 +61,13 @@ def _regressing_analysis(url: str) -> str:
         state, _ = start(settings, T0)
         judge_state = judge.initial_state()
         for index in range(1, 13):
-            now = T0 + timedelta(minutes=index)
+            now = T0 + timedelta(minutes=index * minutes)
             canary_n = 60 * state.weight
             failed = round(canary_n * (0.001 if index < 6 else 0.05))
             data = RoundData(
                 canary={"errors": Counts(canary_n, failed), "latency": _histogram(canary_n, 0)},
                 baseline={"errors": Counts(6000, 6), "latency": _histogram(6000, 0)},
-                start=now - timedelta(minutes=1),
+                start=now - timedelta(minutes=minutes),
                 end=now,
             )
             judge_state, judgement = judge.update(judge_state, data)
@@ -203,6 +206,23 @@ def test_charts_have_round_ticks_and_a_legend_per_line(report_db: str, tmp_path:
     assert attr("canary p50", "stroke-dasharray") != attr("canary p99", "stroke-dasharray")
     weight = re.search(r'<svg class="chart weight".*?</svg>', dom, re.S).group(0)
     assert _ticks(weight, "y") == ["0%", "25%", "50%", "75%", "100%"]
+
+
+def test_an_hour_long_analysis_reads_in_wall_clock_time(report_db: str, tmp_path: Path) -> None:
+    analysis_id = _regressing_analysis(report_db, minutes=10)
+    with sessions(connect(report_db))() as session:
+        html = render_analysis(load_analysis_full(session, analysis_id))
+    path = tmp_path / "long.html"
+    path.write_text(html)
+    page = chromium.load(path.as_uri())
+    assert page.console == []
+    for chart in re.findall(r'<svg class="chart [^"]*".*?</svg>', page.dom, re.S):
+        labels = _ticks(chart, "x")
+        assert labels[0].endswith(" UTC") and all(
+            re.fullmatch(r"\d\d:\d\d( UTC)?", label) for label in labels
+        ), labels
+    for width in (1280, 390):
+        chromium.screenshot(path.as_uri(), f"report-long-{width}.png", f"{width},2400")
 
 
 def test_values_off_a_fixed_scale_are_marked_not_dropped() -> None:
