@@ -128,31 +128,22 @@ def series_deltas(
     `base` holds earlier values of series of pods absent from `previous` (from the
     look-back query); a series with neither a previous value nor a base counts in
     full (its pod is known, or it started inside the round). See the module doc.
-    With `owner` (ambient mode: a key's first element -> its waypoint pod) the deltas
-    are `traced_deltas` along the series' in-round `traces`.
+    `owner` maps a key's first element to the Envoy whose counters restart together
+    (the pod itself by default; its waypoint pod in ambient mode) and `traces` holds
+    in-round values (ambient mode); both are `traced_deltas`'s, the one rule.
     """
-    base = base or {}
-    if owner is not None:
-        return traced_deltas(previous, current, traces or {}, at=at, base=base, owner=owner)
-    old: dict[Key, int] = {}
-    for key in current:
-        if key in previous:
-            old[key] = previous[key][0]
-        elif key in base:
-            old[key] = base[key]
-    reset_pods = {key[0] for key, value in current.items() if key in old and value < old[key]}
-    deltas: dict[Key, int] = {}
-    for key, value in current.items():
-        if key[0] in reset_pods:
-            deltas[key] = value
-        else:
-            deltas[key] = value - old.get(key, 0)
-    kept: ArmSeries = {key: (value, at) for key, value in current.items()}
-    for key, (value, seen) in previous.items():
-        if key in kept or key[0] in reset_pods or at - seen > CARRY_SECONDS:
-            continue
-        kept[key] = (value, seen)
-    return deltas, kept
+    return traced_deltas(
+        previous,
+        current,
+        traces or {},
+        at=at,
+        base=base or {},
+        owner=owner or _same,
+    )
+
+
+def _same(series: str) -> str:
+    return series
 
 
 def traced_deltas(
@@ -164,19 +155,22 @@ def traced_deltas(
     base: Mapping[Key, int],
     owner: Callable[[str], str],
 ) -> tuple[dict[Key, int], ArmSeries]:
-    """Ambient mode's deltas: reset-adjusted increases along each series' in-round trace.
+    """Deltas as reset-adjusted increases from the previous value, along each series'
+    in-round trace (ambient mode; empty in sidecar mode), to the current value.
 
     `traces` holds each series' (time, value) points inside the round (a subquery at
     the waypoints' scrape interval, so every scrape Prometheus kept is seen); the
     boundaries are the previous (or `base`) value and the current one at `at`. A drop
-    of any series of a waypoint between two instants means that waypoint restarted
-    then: from that instant every series of the waypoint counts its value in full,
-    even one whose new value is already above its old one (buckets of a histogram,
-    busy destinations). So a waypoint that restarts and climbs back inside a round is
-    counted exactly, and the requests it served before the restart (up to its last
-    scrape) are kept. A series gone at the boundary (a waypoint scaled in) counts its
-    increase up to its last trace point. Previous series of a waypoint that restarted
-    and did not come back are forgotten (their next appearance counts in full).
+    of any series of an `owner` (the Envoy: a pod's sidecar, or a waypoint pod)
+    between two instants means it restarted then: from that instant every series of
+    that owner counts its value in full, even one whose new value is already above
+    its old one (buckets of a histogram, busy destinations). Without traces this is
+    the sidecar rule of the module doc, judged at the boundary. With them, a waypoint
+    that restarts and climbs back inside a round is counted exactly, and the requests
+    it served before the restart (up to its last scrape) are kept; a series gone at
+    the boundary (a waypoint scaled in) counts its increase up to its last trace
+    point. Previous series of an owner that restarted and did not come back are
+    forgotten (their next appearance counts in full).
     """
     chains: dict[Key, list[tuple[float, int]]] = {}
     for key in {*current, *(k for k in previous if traces.get(k))}:
@@ -701,14 +695,7 @@ async def _counter_observation(
     traces: dict[Key, list[tuple[float, int]]] = {}
     if keys.ambient and traced is not None:
         traces = _traces(traced, kind, keys, where, prev_at, at)
-    deltas, kept = series_deltas(
-        before,
-        current,
-        at=at,
-        base=base,
-        owner=keys.owner if keys.ambient else None,
-        traces=traces,
-    )
+    deltas, kept = series_deltas(before, current, at=at, base=base, owner=keys.owner, traces=traces)
     if not current and not kept:
         return None, _arm_to_json(kept), notes, {}
     if kind is MetricKind.COUNTS:
