@@ -40,13 +40,12 @@ from canary.model import (
     ActionState,
     AnalysisStatus,
     Arm,
-    Counts,
     Decision,
-    Histogram,
     MetricKind,
     Verdict,
     observation_from_json,
 )
+from canary.store.analyses import observation_kind
 from canary.store.tables import Action, Analysis, MetricResultRow, Observation, Round
 
 __all__ = [
@@ -208,15 +207,16 @@ def _weight(value: Any, where: str, *, optional: bool = False) -> None:
 
 
 def _observation(values: Mapping[str, Any], where: str) -> None:
-    """An observation as the store writes it and replay reads it (`round_data`)."""
+    """An observation as the store writes it (`record_round`) and replay reads it."""
     _one_of(values["arm"], Arm, f"{where}.arm")
-    _one_of(values["kind"], MetricKind, f"{where}.kind")
+    _one_of(values["kind"], ("none", *MetricKind), f"{where}.kind")
     delta = values["delta"]
+    if delta is not None and not isinstance(delta, Mapping):
+        raise _Invalid(f"{where}.delta", "expected an object or null")
+    if observation_kind(delta) != values["kind"]:
+        raise _Invalid(f"{where}.delta", f"is not a {values['kind']} observation")
     if delta is None:
         return
-    if not isinstance(delta, Mapping):
-        raise _Invalid(f"{where}.delta", "expected an object or null")
-    expected = {"counts": Counts, "histogram": Histogram, "value": float}[values["kind"]]
     parts = {"": delta}
     pods = delta.get("pods")
     if pods is not None:
@@ -230,12 +230,10 @@ def _observation(values: Mapping[str, Any], where: str) -> None:
         if isinstance(data.get("value"), str):
             data = {"value": data["value"].replace("Inf", "inf")}
         try:
-            observation = observation_from_json(data)
+            observation_from_json(data)
         except (TypeError, ValueError, KeyError) as exc:
             message = f"lacks {exc}" if isinstance(exc, KeyError) else str(exc)
             raise _Invalid(here, message) from None
-        if observation is not None and not isinstance(observation, expected):
-            raise _Invalid(here, f"is not a {values['kind']} observation")
 
 
 def _validate_analysis(analysis: Analysis, where: str) -> None:

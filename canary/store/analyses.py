@@ -240,7 +240,7 @@ def record_round(
                     "round_id": round_id,
                     "metric": metric,
                     "arm": arm.value,
-                    "kind": _kind(delta),
+                    "kind": observation_kind(delta),
                     "delta": delta,
                     "snapshot": raw,
                 }
@@ -291,7 +291,8 @@ def record_round(
     return round_id, action_row
 
 
-def _kind(data: Mapping[str, Any] | None) -> str:
+def observation_kind(data: Mapping[str, Any] | None) -> str:
+    """The `kind` stored with an observation: none, counts, histogram or value."""
     if data is None:
         return "none"
     if "buckets" in data:
