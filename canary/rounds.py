@@ -64,6 +64,7 @@ __all__ = [
     "daemon_round",
     "ensure_analysis",
     "judge_round",
+    "load_for_round",
     "recorded_canary",
     "recorded_settings",
     "settings_dump",
@@ -206,6 +207,12 @@ def _load(sessions: Sessions, analysis_id: str) -> _Loaded:
         )
 
 
+def load_for_round(sessions: Sessions, analysis_id: str) -> _Loaded:
+    """What `judge_round` reads before collecting; a caller that has just decided to
+    run a round passes it as `loaded`, so the analysis is not read twice."""
+    return _load(sessions, analysis_id)
+
+
 def _check_window(loaded: _Loaded, at: datetime, min_window: timedelta) -> None:
     start = loaded.snapshot.get("at_unix")
     if start is None:
@@ -295,6 +302,7 @@ async def judge_round(
     *,
     final: bool | None = None,
     min_window: timedelta | None = None,
+    loaded: _Loaded | None = None,
 ) -> RoundResult:
     """Collect and judge the next round of a judged-only analysis (Argo, analyze).
 
@@ -306,9 +314,10 @@ async def judge_round(
     round's window (from the stored snapshot to `at`) would be shorter than that:
     a caller that raced another one must not judge a window of milliseconds (or a
     negative one). The recorded index is checked again when writing, so the check
-    holds across processes too.
+    holds across processes too. `loaded` (`load_for_round`) saves the first read.
     """
-    loaded = await asyncio.to_thread(_load, sessions, analysis_id)
+    if loaded is None or loaded.id != analysis_id:
+        loaded = await asyncio.to_thread(_load, sessions, analysis_id)
     if min_window is not None:
         _check_window(loaded, at, min_window)
     collected = await _collect(source, canary, at, loaded)

@@ -59,7 +59,7 @@ from canary.api.errors import ApiError, database_reason
 from canary.api.params import reject_unknown_query
 from canary.errors import CanaryError, NotFoundError
 from canary.model import Verdict
-from canary.rounds import RoundResult, ensure_analysis, judge_round
+from canary.rounds import RoundResult, ensure_analysis, judge_round, load_for_round
 from canary.store.analyses import RoundConflict
 
 __all__ = ["ArgoRunner", "MeasureRequest", "router"]
@@ -154,7 +154,7 @@ class ArgoRunner:
         # yet" (the second would judge a round milliseconds after the warm-up).
         async with self._lock(target.key):
             now = context.clock()
-            analysis_id, view = await self._state(context, target, now, client)
+            analysis_id, view, loaded = await self._state(context, target, now, client)
             if view.final:
                 view = await self._view(context, analysis_id)
                 return self._answer(view, target, note=f"analysis is {view.status}")
@@ -177,7 +177,9 @@ class ArgoRunner:
                     note="less than the canary's interval since the last round: latest judgement",
                     next_after=next_after,
                 )
-            task = asyncio.create_task(self._round(context, analysis_id, target, now, interval))
+            task = asyncio.create_task(
+                self._round(context, analysis_id, target, now, interval, loaded)
+            )
             self.tasks[target.key] = task
             task.add_done_callback(lambda t, key=target.key: self._forget(key, t))
         done, _ = await asyncio.wait({task}, timeout=context.round_timeout)
@@ -234,7 +236,13 @@ class ArgoRunner:
         return self._answer(view, target, stale=True, note=f"{why}: latest stored judgement")
 
     async def _round(
-        self, context: Any, analysis_id: str, target: ArgoTarget, at: Any, interval: timedelta
+        self,
+        context: Any,
+        analysis_id: str,
+        target: ArgoTarget,
+        at: Any,
+        interval: timedelta,
+        loaded: Any = None,
     ) -> RoundResult:
         result = await judge_round(
             context.sessions,
@@ -243,6 +251,7 @@ class ArgoRunner:
             context.source,
             at,
             min_window=interval * INTERVAL_SLACK,
+            loaded=loaded,
         )
         if result.error is None and result.judgement is not None:
             verdict = result.judgement.verdict
@@ -253,8 +262,9 @@ class ArgoRunner:
 
     async def _state(
         self, context: Any, target: ArgoTarget, now: datetime, client: str
-    ) -> tuple[str, StoredView]:
-        """The analysis of `target` (created on the first call, if admitted) and its state."""
+    ) -> tuple[str, StoredView, Any]:
+        """The analysis of `target` (created on the first call, if admitted), its state
+        and what a round reads first (`load_for_round`), in one trip to the store."""
         for _ in range(2):
             analysis_id = self.ids.get(target.key)
             if analysis_id is None:
@@ -273,9 +283,8 @@ class ArgoRunner:
                 self.limiter.record(client, now.timestamp())
             self.ids[target.key] = analysis_id
             try:
-                return analysis_id, await asyncio.to_thread(
-                    load_state, context.sessions, analysis_id
-                )
+                view, loaded = await asyncio.to_thread(_read, context.sessions, analysis_id)
+                return analysis_id, view, loaded
             except NotFoundError:
                 self.ids.pop(target.key, None)  # deleted meanwhile: look it up again
         raise ApiError(503, f"cannot judge: the analysis of {target.key} keeps disappearing")
@@ -327,6 +336,11 @@ class ArgoRunner:
             next_round_after=next_after,
         )
         return JSONResponse(body, status_code=200)
+
+
+def _read(sessions: Any, analysis_id: str) -> tuple[StoredView, Any]:
+    """The stored state a decision needs, and what the round it may start reads."""
+    return load_state(sessions, analysis_id), load_for_round(sessions, analysis_id)
 
 
 def _next_round_after(view: StoredView, interval: timedelta) -> datetime | None:
