@@ -146,3 +146,16 @@ def test_example_file_documents_every_key() -> None:
     walk(Config, "")
     walk(CanaryConfig, "canary.")
     assert sorted(set(missing)) == []
+
+
+def test_robustness_keys_are_per_metric_and_validated() -> None:
+    metrics = [
+        {"name": "errors", "robust": "sometimes"},
+        {"name": "latency", "kind": "histogram", "robust_cv": -0.5},
+    ]
+    found = problems({"canary": [{**CANARY, "metrics": metrics}]})
+    assert "canary[0].metrics[0].robust" in found
+    assert "greater than or equal to 0" in found["canary[0].metrics[1].robust_cv"]
+    ok = [{"name": "errors", "robust": False, "robust_cv": 0.3}]
+    metric = parse_config({"canary": [{**CANARY, "metrics": ok}]}).canary[0].metrics[0]
+    assert (metric.robust, metric.robust_cv) == (False, 0.3)

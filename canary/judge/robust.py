@@ -8,34 +8,39 @@ its pods together: load, dependencies, minutes), and (b) pods differ, persistent
 by chance. This module scores each round by one number and scales it with the
 variation the *baseline's own* data show — an A/A comparison:
 
-For a round with canary x failures of n requests and baseline y of m, let
-q = (y + 1/2)/(m + 1), q_t its odds multiplied by `tolerance`, and
+For a round with canary x failures of n requests and baseline y of m, let q be the
+round's baseline rate (y + 1/2)/(m + 1), p the baseline's pooled rate over the
+rounds so far, q_t and p_t those with their odds multiplied by `tolerance`, and
 
     c = x - n q_t                           (excess canary failures)
-    u = n q_t                               (c's mean per unit relative effect eta)
-    v = n q_t (1 - q_t) + n^2 q (1 - q) / m + 2 n^2 q^2 kappa^2
+    u = n p_t                               (c's mean per unit relative increase eta)
+    v = n p_t (1 - p_t) + n^2 p (1 - p) / m + 2 n^2 p^2 kappa^2
 
 v is c's variance under the null: binomial parts plus round-level variation (a) of
 relative size kappa (coefficient of variation of an arm's rate between rounds; both
-arms vary). Pod-level variation (b) is a persistent relative offset w of the canary's
-pods against the baseline's, of variance tau^2 = rho^2 (1/J_c + 1/J_b) for J_c canary
-and J_b baseline pods (rho: the relative spread of pod error rates). Modelling
-c_k = u_k (eta + w) + e_k, e_k ~ N(0, v_k), w ~ N(0, tau^2), the likelihood ratio of
-eta against 0 with w integrated out is, with a = sum u_k^2 / v_k, b = sum u_k c_k / v_k,
+arms vary). The round's score is z = c / sqrt(v), its unit effect d = u / sqrt(v),
+and its evidence for eta the Student-t (`DF` degrees of freedom) likelihood ratio
+f(z - eta d) / f(z), held at its peak beyond it (`round_log_ratios`). A t ratio
+gives one extreme round bounded evidence, so skewed or bursty rates (Beta-distributed
+rates, a bursty pod) do not pile up as proof; under a Gaussian score of the right
+scale its expectation is at most 1 (tests check it by quadrature).
 
-    log LR(eta) = (eta b - eta^2 a / 2) / (1 + a tau^2)
-
-(a Gaussian random-effects likelihood ratio; the persistent offset caps the evidence
-a run of rounds can give, as it should). A likelihood ratio of the null's joint law
-is a martingale under it, so a mixture over eta is an e-process when the model holds.
+Pod-level variation (b) is a persistent relative offset w of the canary's pods
+against the baseline's, of variance tau^2 = rho^2 (1/J_c + 1/J_b) for J_c canary and
+J_b baseline pods (rho: the relative spread of pod error rates). For Gaussian scores,
+c_k = u_k (eta + w) + e_k with w ~ N(0, tau^2) integrated out gives exactly
+log LR(eta) = (eta b - eta^2 a / 2) / (1 + a tau^2), a = sum d_k^2, b = sum d_k z_k:
+the Gaussian log-ratio divided by 1 + a tau^2. The same divisor tempers the summed
+t log-ratios since each start, capping what any number of rounds can prove about an
+offset the pods could explain.
 
 kappa and rho come from the baseline only (its round-to-round and pod-to-pod
 spread), never from the canary's failures: more canary failures always mean more
-evidence (the score is monotone in x). Estimates from few rounds or pods are replaced
-by an upper confidence bound (chi-square, `SPREAD_LEVEL`), and kappa is capped at the
-metric's `robust_cv` while the baseline has fewer than two rounds. The Gaussian model,
-the plug-in scales and the cap make this validity approximate: it is *measured* on the
-benchmark's heterogeneous nulls (docs/judge.md), not proved.
+evidence (the score is monotone in x). Both are upper confidence bounds (chi-square,
+level `SPREAD_LEVEL`; pod effects with pods - 1 degrees of freedom), and kappa is at
+most the metric's `robust_cv`, which it equals until the baseline has two rounds.
+The t model, the plug-in scales and the prior cap make this validity approximate:
+it is *measured* on the benchmark's heterogeneous nulls (docs/judge.md), not proved.
 """
 
 from __future__ import annotations
