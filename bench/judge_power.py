@@ -10,8 +10,9 @@ and a 10% canary unless the scenario says otherwise. Every scenario judges two
 metrics, `errors` (counts) and `latency` (histogram), as the default configuration
 does. Judges compared:
 
-- sequential: ours (`canary.judge.sequential`, default settings; `sequential-noguard`
-  is the same without the over-dispersion guard, shown for the robustness nulls);
+- sequential: ours (`canary.judge.sequential`, default settings; `sequential-requests`
+  is the same with `robust = false`, the request-level evidence alone, shown for the
+  heterogeneous nulls);
 - mann_whitney: Kayenta-style, applied every round to the per-round series of the
   error rate and the p99 latency (Prometheus histogram_quantile interpolation):
   two-sided Mann-Whitney (normal approximation, continuity and tie corrections, as

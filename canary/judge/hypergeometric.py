@@ -190,7 +190,7 @@ def round_loglik(
     """ell(psi) = log LR(psi; 1) for one round's table, for every log psi in `log_psi`.
 
     Requires `informative(x, n, y, m)`. With `moments`, also the conditional mean and
-    variance of x under each psi (for the over-dispersion guard) — only for the first
+    variance of x under each psi (score and information) — only for the first
     `moment_rows` grid points when given; otherwise those are empty arrays. Each psi
     sums only over the j-window that holds its mass (checked: the window's edge terms
     are at least e^30 below its largest), so the cost stays O(len(log_psi) * sd) even
