@@ -468,6 +468,25 @@ def test_a_regression_after_a_clean_period_fails_within_two_rounds():
     assert j.verdict is Verdict.FAIL and j.round in (11, 12)
 
 
+def test_a_severe_regression_fails_even_when_the_baseline_pods_differ_a_lot():
+    """Baseline pods at 20% and 0% errors, the canary at 50%: FAIL within a few rounds."""
+    judge = SequentialJudge([MetricConfig(name="errors")], SETTINGS)
+    state = judge.initial_state()
+    for _ in range(5):
+        data = RoundData(
+            canary={"errors": Counts(200, 100)},
+            baseline={"errors": Counts(200, 20)},
+            pods={
+                "canary": {"errors": {"c0": Counts(100, 100), "c1": Counts(100, 0)}},
+                "baseline": {"errors": {"b0": Counts(100, 20), "b1": Counts(100, 0)}},
+            },
+        )
+        state, j = judge.update(state, data)
+        if j.verdict is Verdict.FAIL:
+            break
+    assert j.verdict is Verdict.FAIL and j.round <= 3
+
+
 def test_pods_the_baseline_shows_to_differ_hold_the_fail_back():
     """A canary on one bad pod among baseline pods that differ as much: no FAIL."""
 
@@ -561,7 +580,7 @@ def test_a_state_stored_before_the_restarting_mixtures_still_loads_and_continues
         track["dispersion"] = [0.0] * 41  # the old over-dispersion guard's sums
     state, judgement = judge.update(old, counts_round(40, 1000, 90, 9000))
     track = state["metrics"]["errors"]["tracks"][0]
-    assert track["rounds"] == 2 and len(track["starts"]["a"]) == 1
+    assert track["rounds"] == 2 and len(track["starts"]["log_w"]) == 1
     assert judgement.metrics["errors"].statistics["e_fail_requests"] > 1.0
 
 

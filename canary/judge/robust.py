@@ -26,19 +26,23 @@ rates, a bursty pod) do not pile up as proof; under a Gaussian score of the righ
 scale its expectation is at most 1 (tests check it by quadrature).
 
 Pod-level variation (b) is a persistent relative offset w of the canary's pods
-against the baseline's, of variance tau^2 = rho^2 (1/J_c + 1/J_b) for J_c canary and
-J_b baseline pods (rho: the relative spread of pod error rates). For Gaussian scores,
-c_k = u_k (eta + w) + e_k with w ~ N(0, tau^2) integrated out gives exactly
-log LR(eta) = (eta b - eta^2 a / 2) / (1 + a tau^2), a = sum d_k^2, b = sum d_k z_k:
-the Gaussian log-ratio divided by 1 + a tau^2. The same divisor tempers the summed
-t log-ratios since each start, capping what any number of rounds can prove about an
-offset the pods could explain.
+against the baseline's, of variance tau^2 = rho^2 (1/J_c + 1/J_b) for J_c canary
+and J_b baseline pods (rho: the relative spread of pod error rates, from the
+baseline's pods within rounds). For Gaussian scores, c_k = u_k (eta + w) + e_k with
+w ~ N(0, tau^2) integrated out gives exactly, with a = sum d_k^2, b = sum d_k z_k,
+
+    G(eta) = (eta b - eta^2 a / 2) / (1 + a tau^2)
+
+(a random-effects likelihood ratio: however many rounds, it cannot prove more about
+an offset than the pods' spread allows). A round's evidence for eta is the smaller
+of the two: min(exp(L), exp(G)) is below each e-value, so it is valid when either
+model holds — skewed round-to-round variation (L) or a persistent pod offset (G).
 
 kappa and rho come from the baseline only (its round-to-round and pod-to-pod
 spread), never from the canary's failures: more canary failures always mean more
 evidence (the score is monotone in x). Both are upper confidence bounds (chi-square,
-level `SPREAD_LEVEL`; pod effects with pods - 1 degrees of freedom), and kappa is at
-most the metric's `robust_cv`, which it equals until the baseline has two rounds.
+level `SPREAD_LEVEL`; pod effects with pods - 1 degrees of freedom), both at most
+the metric's `robust_cv`, and kappa equals it until the baseline has two rounds.
 The t model, the plug-in scales and the prior cap make this validity approximate:
 it is *measured* on the benchmark's heterogeneous nulls (docs/judge.md), not proved.
 """
@@ -144,8 +148,9 @@ class BaselineSpread:
             return cap * cap
         return min(cap * cap, max(upper - df, 0.0) * pq / (p * p * neff))
 
-    def rho2(self) -> float:
-        """Relative pod-to-pod variance of the rate (upper bound; 0 without pods)."""
+    def rho2(self, cap: float = math.inf) -> float:
+        """Relative pod-to-pod variance of the rate (upper bound, at most cap^2; 0
+        without pods)."""
         if self.pod_df <= 0 or self.pod_neff <= 0:
             return 0.0
         p = self._rate()
@@ -155,7 +160,7 @@ class BaselineSpread:
         # of freedom however many rounds are pooled.
         d = max(1, min(self.pod_df, self.pod_max - 1))
         upper = x2 / self.pod_df * d / _chi2_lower(d) * self.pod_df
-        return max(upper - self.pod_df, 0.0) * pq / (p * p * self.pod_neff)
+        return min(cap * cap, max(upper - self.pod_df, 0.0) * pq / (p * p * self.pod_neff))
 
 
 #: Degrees of freedom of a round's Student-t likelihood ratio.
@@ -193,7 +198,8 @@ def round_contrast(
     p_t = tolerance * p_bar / (1.0 - p_bar + tolerance * p_bar)
     c = x - n * q_t
     u = n * p_t
-    v = n * p_t * (1.0 - p_t) + n * n * p_bar * (1.0 - p_bar) / m + 2.0 * n * n * p_bar**2 * kappa2
+    v = n * p_t * (1.0 - p_t) + n * n * p_bar * (1.0 - p_bar) / m
+    v += 2.0 * n * n * p_bar**2 * kappa2
     sd = math.sqrt(v)
     return c / sd, u / sd
 
@@ -216,15 +222,26 @@ def round_log_ratios(z: float, d: float, etas: np.ndarray, df: float = DF) -> np
     return -(df + 1.0) / 2.0 * (np.log1p(shifted * shifted / df) - np.log1p(zz * zz / df))
 
 
-def log_evidence(a: np.ndarray, logs: np.ndarray, log_w: np.ndarray, tau2: float) -> float:
-    """log sum_s w_s mean_eta exp(L_s(eta) / (1 + a_s tau^2)).
+def log_evidence(
+    logs: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    log_w: np.ndarray,
+    etas: np.ndarray,
+    tau2: float,
+) -> float:
+    """log sum_s w_s mean_eta min(exp(L_s(eta)), exp(G_s(eta))).
 
-    L_s is the summed round log-ratios since start s (rows), a_s = sum d^2 (the
-    information since s); 1 / (1 + a_s tau^2) tempers it for a persistent pod offset.
+    L_s: the summed Student-t round log-ratios since start s (one row per start),
+    valid under skewed round-to-round variation; G_s = (eta b_s - eta^2 a_s / 2) /
+    (1 + a_s tau^2): the Gaussian likelihood ratio with a persistent pod offset of
+    relative variance tau^2 integrated out, valid under pod-level variation. The
+    smaller of two e-values is below each, so it is valid when either model holds.
     """
-    if a.size == 0:
+    if logs.size == 0:
         return -math.inf
     temper = 1.0 / (1.0 + a * tau2)
-    values = logs * temper[:, None] + log_w[:, None] - math.log(logs.shape[1])
+    gauss = (np.outer(b, etas) - np.outer(a, etas * etas) / 2.0) * temper[:, None]
+    values = np.minimum(logs, gauss) + log_w[:, None] - math.log(logs.shape[1])
     top = float(values.max())
     return top + math.log(float(np.exp(values - top).sum()))

@@ -165,6 +165,8 @@ class MetricParameters:
         #: Relative rate increases the robust process mixes over: psi - 1 per fail_grid,
         #: then two severe ones set per round from the baseline (`robust.severe_etas`).
         self.etas = np.array([g - 1.0 for g in fail_grid] + [0.0, 0.0])
+        #: The etas the Gaussian part uses for the severe columns (fixed).
+        self.etas_ref = np.array([g - 1.0 for g in fail_grid] + [30.0, 1000.0])
         self.n_judged = n_judged
         self.log_fail_threshold = math.log(n_judged / self.alpha_fail)
         self.log_pass_threshold = math.log(1.0 / self.alpha_pass)
@@ -251,7 +253,7 @@ def _new_restart(params: MetricParameters) -> dict[str, Any]:
         # log sum_s w_s prod_{k >= s} LR_k(psi; tolerance), per fail-grid psi
         "late": [_LOG_ZERO] * len(params.fail_grid),
         # robust process: per start s, a_s, b_s and log w_s; the baseline's spread
-        "starts": {"a": [], "logs": [], "log_w": []},
+        "starts": {"logs": [], "a": [], "b": [], "log_w": []},
         "spread": BaselineSpread().to_json(),
         "canary_pods": 0,
     }
@@ -491,12 +493,15 @@ class SequentialJudge:
         # Robust: round j's score added to every start, the new one included. Starts
         # stop at the budget, so a round costs at most budget x grid operations.
         starts = track["starts"]
-        a = np.asarray(starts["a"], dtype=float)
-        logs = np.asarray(starts["logs"], dtype=float).reshape(-1, len(params.etas))
+        size = len(params.etas)
+        logs = np.asarray(starts["logs"], dtype=float).reshape(-1, size)
+        a = np.asarray(starts.get("a", [0.0] * len(logs)), dtype=float)
+        b = np.asarray(starts.get("b", [0.0] * len(logs)), dtype=float)
         weights = list(starts["log_w"])
         if rounds <= params.budget_rounds:
+            logs = np.vstack([logs, np.zeros(size)])
             a = np.append(a, 0.0)
-            logs = np.vstack([logs, np.zeros(len(params.etas))])
+            b = np.append(b, 0.0)
             weights.append(log_w)
         kappa2 = spread.kappa2(params.robust_cv)
         contrast = round_contrast(x, n, y, m, params.tolerance, kappa2, spread.rate())
@@ -504,9 +509,17 @@ class SequentialJudge:
             z, d = contrast
             etas = params.etas.copy()
             etas[-2:] = severe_etas(spread.rate(), params.tolerance)
-            a += d * d
             logs += round_log_ratios(z, d, etas)[None, :]
-        track["starts"] = {"a": a.tolist(), "logs": logs.tolist(), "log_w": weights}
+            # The Gaussian random-effects part (on the fixed etas_ref grid) needs only
+            # a = sum d^2 and b = sum d z since each start.
+            a += d * d
+            b += d * z
+        track["starts"] = {
+            "logs": logs.tolist(),
+            "a": a.tolist(),
+            "b": b.tolist(),
+            "log_w": weights,
+        }
         return track
 
     # ------------------------------------------------------------------ summaries
@@ -536,12 +549,16 @@ class SequentialJudge:
             s = np.asarray(track["loglik"])
             log_req = _logmeanexp(np.asarray(track["late"])) if "late" in track else _LOG_ZERO
             spread = BaselineSpread(track.get("spread"))
-            tau2 = spread.rho2() * _pod_factor(spread.pod_max, int(track.get("canary_pods", 0)))
-            starts = track.get("starts") or {"a": [], "logs": [], "log_w": []}
+            tau2 = spread.rho2(params.robust_cv) * _pod_factor(
+                spread.pod_max, int(track.get("canary_pods", 0))
+            )
+            starts = track.get("starts") or {"logs": [], "a": [], "b": [], "log_w": []}
             log_rob = log_evidence(
-                np.asarray(starts["a"], dtype=float),
                 np.asarray(starts["logs"], dtype=float).reshape(-1, len(params.etas)),
+                np.asarray(starts["a"], dtype=float),
+                np.asarray(starts["b"], dtype=float),
                 np.asarray(starts["log_w"], dtype=float),
+                params.etas_ref,
                 tau2,
             )
             log_rob = max(log_rob, _LOG_ZERO)
@@ -566,7 +583,7 @@ class SequentialJudge:
                     "ci_low": low,
                     "ci_high": high,
                     "round_cv": math.sqrt(spread.kappa2(params.robust_cv)),
-                    "pod_cv": math.sqrt(spread.rho2()),
+                    "pod_cv": math.sqrt(spread.rho2(params.robust_cv)),
                     "pods": {
                         "canary": int(track.get("canary_pods", 0)),
                         "baseline": spread.pod_max,
