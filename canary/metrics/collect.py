@@ -172,37 +172,60 @@ def traced_deltas(
     point. Previous series of an owner that restarted and did not come back are
     forgotten (their next appearance counts in full).
     """
-    chains: dict[Key, list[tuple[float, int]]] = {}
-    for key in {*current, *(k for k in previous if traces.get(k))}:
-        chain = list(traces.get(key, ()))
-        if key in current:
-            chain.append((at, current[key]))
-        chains[key] = chain
-    resets: dict[str, set[float]] = {}  # waypoint -> instants at which it had restarted
-    for key, chain in chains.items():
-        last = previous[key][0] if key in previous else base.get(key, 0)
-        for ts, value in chain:
-            if value < last:
-                resets.setdefault(owner(key[0]), set()).add(ts)
-            last = value
-    deltas: dict[Key, int] = {}
-    kept: ArmSeries = {}
-    for key, chain in chains.items():
-        restarts = sorted(resets.get(owner(key[0]), ()))
-        last = previous[key][0] if key in previous else base.get(key, 0)
-        since = previous[key][1] if key in previous else -math.inf
-        total = 0
-        for ts, value in chain:
-            restarted = any(since < r <= ts for r in restarts)
-            total += value if restarted or value < last else value - last
-            last, since = value, ts
-        deltas[key] = total
-        kept[key] = (last, at)
+    starts: dict[Key, int] = {}
+    resets: dict[str, set[float]] = {}  # owner -> instants at which it had restarted
+    for key, value in current.items():
+        entry = previous.get(key)
+        start = entry[0] if entry is not None else base.get(key, 0)
+        starts[key] = start
+        trace = traces.get(key)
+        if trace:
+            _drops(key, start, [*trace, (at, value)], owner, resets)
+        elif value < start:
+            resets.setdefault(owner(key[0]), set()).add(at)
+    gone = [key for key in previous if key not in current and traces.get(key)]
+    for key in gone:
+        starts[key] = previous[key][0]
+        _drops(key, starts[key], traces[key], owner, resets)
+    kept: ArmSeries = {key: (value, at) for key, value in current.items()}
+    if not resets and not gone:  # the usual round: no restart, every delta is a difference
+        deltas = {key: value - starts[key] for key, value in current.items()}
+    else:
+        deltas = {}
+        for key in (*current, *gone):
+            chain = list(traces.get(key, ()))
+            if key in current:
+                chain.append((at, current[key]))
+            restarts = resets.get(owner(key[0]), ())
+            entry = previous.get(key)
+            last, since = starts[key], entry[1] if entry is not None else -math.inf
+            total = 0
+            for ts, value in chain:
+                restarted = value < last or any(since < r <= ts for r in restarts)
+                total += value if restarted else value - last
+                last, since = value, ts
+            deltas[key] = total
+            kept[key] = (last, at)
     for key, (value, seen) in previous.items():
-        if key in kept or owner(key[0]) in resets or at - seen > CARRY_SECONDS:
+        if key in kept or at - seen > CARRY_SECONDS or (resets and owner(key[0]) in resets):
             continue
         kept[key] = (value, seen)
     return deltas, kept
+
+
+def _drops(
+    key: Key,
+    start: int,
+    chain: Sequence[tuple[float, int]],
+    owner: Callable[[str], str],
+    resets: dict[str, set[float]],
+) -> None:
+    """Record in `resets` each instant at which `key`'s values went down."""
+    last = start
+    for ts, value in chain:
+        if value < last:
+            resets.setdefault(owner(key[0]), set()).add(ts)
+        last = value
 
 
 def counts_from_deltas(deltas: Mapping[Key, int], failure_codes: str) -> Counts:
