@@ -13,21 +13,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from canary import engine as rollout
 from canary.config import Config
 from canary.errors import UsageError
-from canary.model import ActionState, AnalysisStatus
+from canary.model import AnalysisStatus
 from canary.rounds import recorded_settings, settings_dump
 from canary.store.analyses import (
+    ActionIntent,
+    add_action,
     create_analysis,
     finish_analysis,
     get_analysis,
     list_analyses,
+    pending_actions,
 )
-from canary.store.tables import Action, Analysis, utcnow
+from canary.store.tables import Analysis, utcnow
 
 __all__ = [
     "ACTIVE",
@@ -74,21 +76,6 @@ def active_analysis(session: Session, canary: str) -> Analysis | None:
     return found[0] if found else None
 
 
-def _add_action(session: Session, analysis: Analysis, kind: str, to_weight: int) -> Action:
-    action = Action(
-        analysis_id=analysis.id,
-        round_index=None,
-        kind=kind,
-        from_weight=analysis.weight,
-        to_weight=to_weight,
-        state=ActionState.PENDING.value,
-        created_at=utcnow(),
-    )
-    session.add(action)
-    session.flush()
-    return action
-
-
 def start_analysis(
     sessions: Sessions,
     config: Config,
@@ -122,7 +109,7 @@ def start_analysis(
             now=now,
         )
         analysis.engine_state = state.to_json()
-        _add_action(session, analysis, "start", first_weight)
+        add_action(session, analysis, ActionIntent("start", first_weight))
         analysis.weight = first_weight
         analysis.next_round_at = now
         return analysis.id
@@ -150,7 +137,7 @@ def _operate(
             raise UsageError(f"cannot {op} analysis {analysis_id}: {exc}") from None
         action_id = None
         if outcome.weight is not None:
-            action_id = _add_action(session, analysis, op, outcome.weight).id
+            action_id = add_action(session, analysis, ActionIntent(op, outcome.weight)).id
             analysis.weight = outcome.weight
         analysis.engine_state = outcome.state.to_json()
         finish_analysis(session, analysis, outcome.state.status, reason=outcome.reason, now=now)
@@ -190,11 +177,7 @@ def promote_analysis(
 
 
 def _analysis_status(session: Session, analysis: Analysis) -> dict[str, Any]:
-    pending = session.scalars(
-        select(Action).where(
-            Action.analysis_id == analysis.id, Action.state == ActionState.PENDING.value
-        )
-    ).all()
+    pending = pending_actions(session, analysis.id)
     return {
         "analysisId": analysis.id,
         "status": analysis.status,

@@ -42,7 +42,6 @@ from typing import Any
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_SUBMITTED, JobSubmissionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -52,7 +51,7 @@ from canary.config import CanaryConfig, Config
 from canary.errors import CanaryError, UsageError
 from canary.model import ActionState, AnalysisStatus
 from canary.notify import Event, EventName, Notifier
-from canary.ports import MetricSource
+from canary.ports import MetricSource, RevisionSource
 from canary.rounds import (
     ActionResult,
     DaemonRoundResult,
@@ -61,8 +60,8 @@ from canary.rounds import (
     daemon_round,
     recorded_canary,
 )
-from canary.store import leases
-from canary.store.tables import Action, Analysis, Lease, Round, utcnow
+from canary.store import leases, scheduling
+from canary.store.tables import Analysis, utcnow
 from canary.verdict_words import describe_judgement
 
 __all__ = ["Daemon", "DaemonAlreadyRunning", "lease_name", "single_daemon_lock"]
@@ -335,63 +334,21 @@ class Daemon:
 
     def _find_work(self) -> dict[str, _Work]:
         work: dict[str, _Work] = {}
-        with self.sessions.begin() as session:
-            active = session.execute(
-                select(Analysis.id, Analysis.canary, Analysis.status, Analysis.started_at).where(
-                    Analysis.status.in_(control.ACTIVE), Analysis.source == "daemon"
-                )
-            ).all()
-            for analysis_id, canary, status, started_at in active:
-                item = work.setdefault(canary, _Work(canary))
-                if item.started_at is None or started_at > item.started_at:
-                    item.analysis_id, item.status, item.started_at = analysis_id, status, started_at
-            pending = session.execute(
-                select(Action.id, Analysis.canary)
-                .join(Analysis, Analysis.id == Action.analysis_id)
-                .where(Action.state == ActionState.PENDING.value)
-                .order_by(Action.id)
-            ).all()
-            for action_id, canary in pending:
-                work.setdefault(canary, _Work(canary)).pending.append(action_id)
+        active, pending = scheduling.find_work(self.sessions, control.ACTIVE)
+        for analysis_id, canary, status, started_at in active:
+            item = work.setdefault(canary, _Work(canary))
+            if item.started_at is None or started_at > item.started_at:
+                item.analysis_id, item.status, item.started_at = analysis_id, status, started_at
+        for action_id, canary in pending:
+            work.setdefault(canary, _Work(canary)).pending.append(action_id)
         return work
 
-    def _live_replicas(self) -> int:
-        with self.sessions.begin() as session:
-            return int(
-                session.scalar(
-                    select(func.count())
-                    .select_from(Lease)
-                    .where(Lease.name.like(f"{REPLICA_PREFIX}%"), Lease.expires_at >= utcnow())
-                )
-                or 1
-            )
-
-    def _renew_held(self, names: list[str]) -> set[str]:
-        """Renew the leases this replica holds in one statement; the names still held."""
-        if not names:
-            return set()
-        now = utcnow()
-        expires = now + timedelta(seconds=self.lease_ttl)
-        with self.sessions.begin() as session:
-            session.execute(
-                update(Lease)
-                .where(Lease.owner == self.owner, Lease.name.in_(names))
-                .values(expires_at=expires, renewed_at=now)
-            )
-            held = session.scalars(
-                select(Lease.name).where(Lease.owner == self.owner, Lease.name.in_(names))
-            ).all()
-        return set(held)
-
     def _schedule_info(self, analysis_id: str) -> tuple[CanaryConfig, datetime | None] | None:
-        with self.sessions.begin() as session:
-            analysis = session.get(Analysis, analysis_id)
-            if analysis is None or analysis.status != AnalysisStatus.RUNNING.value:
-                return None
-            last = session.scalar(
-                select(func.max(Round.recorded_at)).where(Round.analysis_id == analysis_id)
-            )
-            return self._canary_config(analysis), last
+        info = scheduling.schedule_info(self.sessions, analysis_id)
+        if info is None:
+            return None
+        analysis, last = info
+        return self._canary_config(analysis), last
 
     async def sync(self) -> None:
         """Renew leases, schedule held analyses, reconcile pending actions, auto-start."""
@@ -431,7 +388,9 @@ class Daemon:
         # Renew what we hold in one statement; notice leases lost meanwhile.
         names = [lease_name(n) for n in self._held]
         renewed_at = time.monotonic()
-        still = await self._db(self._renew_held, names)
+        still = await self._db(
+            scheduling.renew_held, self.sessions, self.owner, names, self.lease_ttl
+        )
         for name in self._held:
             if lease_name(name) in still:
                 self._confirmed[name] = renewed_at
@@ -440,7 +399,7 @@ class Daemon:
                 log.warning("lost the lease on canary %s", name)
                 self._drop(name, work.get(name))
         # Fair share: take free canaries only up to ceil(canaries / live replicas).
-        replicas = await self._db(self._live_replicas)
+        replicas = await self._db(scheduling.live_leases, self.sessions, REPLICA_PREFIX)
         fair = math.ceil(len(work) / max(1, replicas))
         scheduler = self._scheduler
         unscheduled = sum(
@@ -558,7 +517,7 @@ class Daemon:
 
     async def _apply(self, action_id: int) -> ActionResult | None:
         """Carry out one pending action (reconcile) and notify when it took effect."""
-        view = await self._db(self._action_context, action_id)
+        view = await self._db(scheduling.action_context, self.sessions, action_id)
         if view is None:
             return None
         analysis, action = view
@@ -566,21 +525,11 @@ class Daemon:
         result = await apply_action(self.sessions, router, action_id)
         status = ""
         if result.state is ActionState.DONE:
-            status = await self._db(self._status_of, analysis.id)
+            status = await self._db(scheduling.status_of, self.sessions, analysis.id)
         self._after_action(
             _Subject.of(analysis), action.kind, action.to_weight, status, result, analysis.reason
         )
         return result
-
-    def _action_context(self, action_id: int) -> tuple[Analysis, Action] | None:
-        with self.sessions.begin() as session:
-            action = session.get(Action, action_id)
-            if action is None or action.state != ActionState.PENDING.value:
-                return None
-            analysis = session.get(Analysis, action.analysis_id)
-            assert analysis is not None
-            session.expunge_all()
-            return analysis, action
 
     def _after_action(
         self,
@@ -614,11 +563,6 @@ class Daemon:
         elif result.drift:
             self._unschedule(subject.id)
             self._notify("halted", subject, subject.weight, reason=result.error)
-
-    def _status_of(self, analysis_id: str) -> str:
-        with self.sessions.begin() as session:
-            analysis = session.get(Analysis, analysis_id)
-            return analysis.status if analysis else ""
 
     def _notify(
         self,
@@ -686,35 +630,11 @@ class Daemon:
             self._confirmed[canary] = time.monotonic()
         return bool(held)
 
-    def _round_context(self, analysis_id: str) -> tuple[str, str, list[int]]:
-        """(status, canary, pending action ids) of an analysis: light columns only."""
-        with self.sessions.begin() as session:
-            row = session.execute(
-                select(Analysis.status, Analysis.canary).where(Analysis.id == analysis_id)
-            ).one_or_none()
-            if row is None:
-                raise UsageError(f"analysis {analysis_id} disappeared")
-            pending = session.scalars(
-                select(Action.id)
-                .where(
-                    Action.analysis_id == analysis_id,
-                    Action.state == ActionState.PENDING.value,
-                )
-                .order_by(Action.id)
-            ).all()
-            return row.status, row.canary, list(pending)
-
-    def _analysis(self, analysis_id: str) -> Analysis:
-        with self.sessions.begin() as session:
-            analysis = session.get(Analysis, analysis_id)
-            if analysis is None:
-                raise UsageError(f"analysis {analysis_id} disappeared")
-            session.expunge(analysis)
-            return analysis
-
     async def run_round(self, analysis_id: str, at: datetime | None = None) -> None:
         """One scheduled round of one analysis, if this replica holds its canary."""
-        status, canary_name, pending = await self._db(self._round_context, analysis_id)
+        status, canary_name, pending = await self._db(
+            scheduling.round_context, self.sessions, analysis_id
+        )
         if status != AnalysisStatus.RUNNING.value:
             self._unschedule(analysis_id)
             return
@@ -729,7 +649,8 @@ class Daemon:
                 return
         canary = self._canaries.get(analysis_id)
         if canary is None:
-            canary = self._canary_config(await self._db(self._analysis, analysis_id))
+            analysis = await self._db(scheduling.load_detached, self.sessions, analysis_id)
+            canary = self._canary_config(analysis)
         started = time.perf_counter()
         try:
             outcome = await daemon_round(
@@ -817,7 +738,7 @@ class Daemon:
                 continue
             known = self._revisions.get(canary.name)
             if known is None:
-                known = await self._db(self._latest_revision, canary.name)
+                known = await self._db(scheduling.latest_revision, self.sessions, canary.name)
             self._revisions[canary.name] = revision
             if known is None or known == revision:
                 continue
@@ -836,40 +757,8 @@ class Daemon:
                 analysis_id,
             )
 
-    def _latest_revision(self, canary: str) -> str | None:
-        with self.sessions.begin() as session:
-            return session.scalar(
-                select(Analysis.revision)
-                .where(Analysis.canary == canary, Analysis.revision.is_not(None))
-                .order_by(Analysis.started_at.desc())
-                .limit(1)
-            )
-
     async def _current_revision(self, canary: CanaryConfig) -> str | None:
-        """The canary arm's revision label with the most requests, per Prometheus."""
-        from canary.metrics.errors import MetricsError
-        from canary.metrics.queries import QueryContext
-
-        client = getattr(self.source, "client", None)
-        if client is None:
+        """The canary arm's current revision, when the metric source can tell."""
+        if not isinstance(self.source, RevisionSource):
             return None
-        context = QueryContext(
-            namespace=canary.namespace,
-            arm=canary.arms["canary"],
-            reporter=canary.reporter,
-            pod_label=canary.pod_label,
-        )
-        selector = context.variables()["selector"]
-        label = canary.revision_label
-        query = f"sum by ({label}) (istio_requests_total{{{selector}}})"
-        try:
-            result = await client.query(query, utcnow())
-        except MetricsError as exc:
-            log.warning("canary %s: cannot read its revision: %s", canary.name, exc)
-            return None
-        best: tuple[float, str] | None = None
-        for sample in result.samples:
-            value = sample.labels.get(label)
-            if value and (best is None or sample.value > best[0]):
-                best = (sample.value, value)
-        return best[1] if best else None
+        return await self.source.current_revision(canary, utcnow())

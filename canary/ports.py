@@ -20,12 +20,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from canary.config import CanaryConfig
 from canary.model import RoundData
 
-__all__ = ["Collected", "MetricSource", "Router", "WriteOutcome"]
+__all__ = ["Collected", "MetricSource", "RevisionSource", "Router", "WriteOutcome"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +61,18 @@ class MetricSource(Protocol):
 
         Never raises for Prometheus faults: returns `data.error` set and the previous
         snapshot, so a failed round changes no evidence (missing data is never a pass).
+        """
+        ...
+
+
+@runtime_checkable
+class RevisionSource(Protocol):
+    """A metric source that can tell which revision the canary arm runs (auto-start)."""
+
+    async def current_revision(self, canary: CanaryConfig, at: datetime) -> str | None:
+        """The canary arm's `revision_label` value with the most requests at `at`.
+
+        None when no traffic carries the label or the source cannot be read (logged).
         """
         ...
 

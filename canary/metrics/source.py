@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -11,6 +12,8 @@ from canary.model import RoundData
 from canary.ports import Collected
 
 __all__ = ["PrometheusSource"]
+
+log = logging.getLogger(__name__)
 
 
 class PrometheusSource:
@@ -61,3 +64,33 @@ class PrometheusSource:
     async def aclose(self) -> None:
         """Release the HTTP client."""
         await self.client.aclose()
+
+    async def current_revision(self, canary: CanaryConfig, at: datetime) -> str | None:
+        """The canary arm's `revision_label` value with the most requests at `at`.
+
+        Read from Istio's request counter on the canary arm's selector; None when no
+        series carries the label or Prometheus cannot be read (logged).
+        """
+        from canary.metrics.errors import MetricsError
+        from canary.metrics.queries import QueryContext
+
+        context = QueryContext(
+            namespace=canary.namespace,
+            arm=canary.arms["canary"],
+            reporter=canary.reporter,
+            pod_label=canary.pod_label,
+        )
+        selector = context.variables()["selector"]
+        label = canary.revision_label
+        query = f"sum by ({label}) (istio_requests_total{{{selector}}})"
+        try:
+            result = await self.client.query(query, at)
+        except MetricsError as exc:
+            log.warning("canary %s: cannot read its revision: %s", canary.name, exc)
+            return None
+        best: tuple[float, str] | None = None
+        for sample in result.samples:
+            value = sample.labels.get(label)
+            if value and (best is None or sample.value > best[0]):
+                best = (sample.value, value)
+        return best[1] if best else None

@@ -34,6 +34,7 @@ from canary.store.tables import Action, Analysis, MetricResultRow, Observation, 
 __all__ = [
     "ActionIntent",
     "RoundConflict",
+    "add_action",
     "create_analysis",
     "find_analysis_by_key",
     "finish_analysis",
@@ -54,7 +55,7 @@ class RoundConflict(CanaryError):
 
 @dataclass(frozen=True, slots=True)
 class ActionIntent:
-    """A traffic change to record as pending in the same transaction as its round."""
+    """A traffic change to record as pending (with its round, or by an operator)."""
 
     kind: str  # start | advance | promote | rollback | abort
     to_weight: int
@@ -265,15 +266,7 @@ def record_round(
         )
     action_row = None
     if action is not None:
-        action_row = Action(
-            analysis_id=analysis.id,
-            round_index=index,
-            kind=action.kind,
-            from_weight=action.from_weight if action.from_weight is not None else weight,
-            to_weight=action.to_weight,
-            state=ActionState.PENDING.value,
-            created_at=now,
-        )
+        action_row = _action_row(analysis.id, action, index, weight, now)
         session.add(action_row)
 
     analysis.rounds_done = max(analysis.rounds_done, index)
@@ -298,6 +291,37 @@ def observation_kind(data: Mapping[str, Any] | None) -> str:
     if "buckets" in data:
         return "histogram"
     return "counts" if "total" in data else "value"
+
+
+def _action_row(
+    analysis_id: str,
+    intent: ActionIntent,
+    round_index: int | None,
+    weight: int,
+    now: datetime,
+) -> Action:
+    return Action(
+        analysis_id=analysis_id,
+        round_index=round_index,
+        kind=intent.kind,
+        from_weight=intent.from_weight if intent.from_weight is not None else weight,
+        to_weight=intent.to_weight,
+        state=ActionState.PENDING.value,
+        created_at=now,
+    )
+
+
+def add_action(
+    session: Session, analysis: Analysis, intent: ActionIntent, *, now: datetime | None = None
+) -> Action:
+    """Record an operator's traffic change (no round) as pending; flushed, so it has an id.
+
+    `from_weight` defaults to the analysis' current weight.
+    """
+    action = _action_row(analysis.id, intent, None, analysis.weight, now or utcnow())
+    session.add(action)
+    session.flush()
+    return action
 
 
 def mark_action(
