@@ -147,7 +147,14 @@ async def client(
             calls += 1
             tick = time.monotonic()
             t0 = time.perf_counter()
-            response = await http.get(f"{api}/api/v1/argo/measure", params=params, headers=headers)
+            try:
+                response = await http.get(
+                    f"{api}/api/v1/argo/measure", params=params, headers=headers
+                )
+            except httpx.TransportError:  # e.g. a keep-alive connection the server closed
+                out["errors"].append(time.perf_counter() - t0)
+                await asyncio.sleep(max(0.0, interval - (time.monotonic() - tick)))
+                continue
             elapsed = time.perf_counter() - t0
             body = response.json()
             if response.status_code != 200:
@@ -285,13 +292,14 @@ def main() -> int:
             result = run_once(clients, args.seconds, args.interval, args.database_url)
             out = result["out"]
             p50x, p99x = ratios(out)
+            failed = f", {len(out['errors'])} failed calls" if out["errors"] else ""
             print(
                 f"  {clients:7d} {len(out['round']) / result['wall']:8.1f} "
                 f"{1000 * statistics.median(out['round']):7.1f} "
                 f"{1000 * percentile(out['round'], 0.99):7.1f} "
                 f"{1000 * statistics.median(out['prometheus']):8.1f} "
                 f"{1000 * percentile(out['prometheus'], 0.99):8.1f} {p50x:6.2f} {p99x:6.2f} "
-                f"{cpu_per_round(result):12.1f} {result['load']:5.1f} {result['db']}",
+                f"{cpu_per_round(result):12.1f} {result['load']:5.1f} {result['db']}{failed}",
                 flush=True,
             )
         return 0
