@@ -82,6 +82,8 @@ class ActionState(StrEnum):
 def _count(value: Any, what: str) -> int:
     """`value` as a non-negative int; integral floats (5000.0) are accepted, anything
     else (NaN, infinities, 5000.5, negatives, booleans, strings) is a ValueError."""
+    if type(value) is int and value >= 0:  # the common case, without the ABC checks
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{what} must be a non-negative integer, got {value!r}")
     if not isinstance(value, numbers.Integral):
@@ -131,6 +133,8 @@ class Histogram:
         buckets = tuple(_count(b, f"histogram bucket {i}") for i, b in enumerate(self.buckets))
         object.__setattr__(self, "buckets", buckets)
         for bound in self.bounds:
+            if type(bound) is float and bound == bound:
+                continue
             if isinstance(bound, bool) or not isinstance(bound, numbers.Real) or bound != bound:
                 raise ValueError(f"histogram bound must be a number, got {bound!r}")
         object.__setattr__(self, "bounds", tuple(float(b) for b in self.bounds))
