@@ -47,7 +47,7 @@ from canary.replay import (
     select_ids,
 )
 from canary.store.database import connect, migrate, sessions
-from canary.store.tables import Analysis, MetricResultRow, Observation, Round
+from canary.store.tables import Analysis, MetricResultRow, ObservationRow, Round
 
 BOUNDS = (5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, math.inf)
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
@@ -226,7 +226,7 @@ def fill(url: str, analyses: int, rounds: int, seed: int) -> None:
             with factory.begin() as session:
                 session.execute(insert(Analysis), batch["analyses"])
                 session.execute(insert(Round), batch["rounds"])
-                session.execute(insert(Observation), batch["observations"])
+                session.execute(insert(ObservationRow), batch["observations"])
                 session.execute(insert(MetricResultRow), batch["results"])
             batch = {k: [] for k in batch}
             done = number + 1

@@ -41,7 +41,7 @@ from canary.judge import JUDGES, make_judge
 from canary.model import AnalysisStatus, Decision, Judgement, RoundData, Verdict
 from canary.overrides import apply_overrides, validate_settings
 from canary.store.analyses import load_analysis_full, round_data
-from canary.store.tables import Analysis, Observation, Round
+from canary.store.tables import Analysis, ObservationRow, Round
 
 __all__ = [
     "BacktestSummary",
@@ -52,7 +52,7 @@ __all__ = [
     "backtest",
     "iter_stored",
     "load_stored",
-    "recorded_settings",
+    "recorded_settings_data",
     "replay",
     "resolve_settings",
     "summarize",
@@ -186,10 +186,15 @@ def iter_stored(
             rounds[row.analysis_id].append(view)
             by_round_id[row.id] = view
         observations = (
-            select(Observation.round_id, Observation.metric, Observation.arm, Observation.delta)
-            .join(Round, Round.id == Observation.round_id)
+            select(
+                ObservationRow.round_id,
+                ObservationRow.metric,
+                ObservationRow.arm,
+                ObservationRow.delta,
+            )
+            .join(Round, Round.id == ObservationRow.round_id)
             .where(Round.analysis_id.in_(ids), Round.index >= 1)
-            .order_by(Observation.id)
+            .order_by(ObservationRow.id)
         )
         for row in session.execute(observations):
             by_round_id[row.round_id].observations.append(row)
@@ -213,7 +218,7 @@ def select_ids(
 # --------------------------------------------------------------------------- settings
 
 
-def recorded_settings(stored: StoredAnalysis) -> dict[str, Any]:
+def recorded_settings_data(stored: StoredAnalysis) -> dict[str, Any]:
     """The recorded configuration as a plain dict of AnalysisSettings keys.
 
     The judge the analysis actually used (its `judge` column) wins over the dump's.
@@ -240,7 +245,7 @@ def resolve_settings(
 ) -> AnalysisSettings:
     """The settings to replay with: recorded (or from `config`), then overrides, then judge."""
     if config is None:
-        base = recorded_settings(stored)
+        base = recorded_settings_data(stored)
         where = f"recorded configuration of {stored.id}"
     else:
         base = config_settings(config, stored.canary)
@@ -278,7 +283,7 @@ class ReplayedRound:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class ReplayOutcome:
     """The final verdict of an analysis, when it was reached and what it decided."""
 
     verdict: str
@@ -294,8 +299,8 @@ class ReplayResult:
     source: str
     mode: str
     judge: str
-    recorded: Outcome
-    replayed: Outcome
+    recorded: ReplayOutcome
+    replayed: ReplayOutcome
     rounds: tuple[ReplayedRound, ...]
 
     @property
@@ -326,15 +331,15 @@ def _judged(stored: StoredAnalysis) -> tuple[StoredRound, ...]:
     return tuple(r for r in stored.rounds if r.index >= 1)
 
 
-def _recorded_outcome(stored: StoredAnalysis, start: datetime) -> Outcome:
+def _recorded_outcome(stored: StoredAnalysis, start: datetime) -> ReplayOutcome:
     if stored.mode == "engine":
         for round_ in stored.rounds:
             if round_.decision in TERMINAL_DECISIONS:
                 seconds = _seconds(stored, start, round_.index)
-                return Outcome(stored.verdict, round_.index, round_.decision, seconds)
-        return Outcome(stored.verdict, None, None, None)
+                return ReplayOutcome(stored.verdict, round_.index, round_.decision, seconds)
+        return ReplayOutcome(stored.verdict, None, None, None)
     seconds = _seconds(stored, start, stored.verdict_round)
-    return Outcome(stored.verdict, stored.verdict_round, None, seconds)
+    return ReplayOutcome(stored.verdict, stored.verdict_round, None, seconds)
 
 
 def replay(
@@ -399,12 +404,12 @@ def _judge(settings: AnalysisSettings, explain: bool = True) -> Any:
 
 def _replay_engine(
     stored: StoredAnalysis, settings: AnalysisSettings, start: datetime, explain: bool = True
-) -> tuple[list[ReplayedRound], Outcome]:
+) -> tuple[list[ReplayedRound], ReplayOutcome]:
     judge = _judge(settings, explain)
     judge_state = judge.initial_state()
     state, _weight = engine.start(settings, start)
     rounds: list[ReplayedRound] = []
-    outcome: Outcome | None = None
+    outcome: ReplayOutcome | None = None
     last: Judgement | None = None
     for round_ in stored.rounds:
         data = round_.data
@@ -433,7 +438,7 @@ def _replay_engine(
         )
         if outcome is None and step.finished:
             verdict = engine.stored_verdict(state.status, last) or Verdict.RUNNING
-            outcome = Outcome(
+            outcome = ReplayOutcome(
                 verdict.value,
                 round_.index,
                 decided.decision.value,
@@ -441,7 +446,7 @@ def _replay_engine(
             )
     if outcome is None:  # still running when the recorded data ends
         verdict_ = last.verdict.value if last else Verdict.RUNNING.value
-        outcome = Outcome(verdict_, None, None, None)
+        outcome = ReplayOutcome(verdict_, None, None, None)
     return rounds, outcome
 
 
@@ -451,7 +456,7 @@ def _replay_verdicts(
     start: datetime,
     window_end: bool | None = None,
     explain: bool = True,
-) -> tuple[list[ReplayedRound], Outcome]:
+) -> tuple[list[ReplayedRound], ReplayOutcome]:
     judged = _judged(stored)
     if window_end is None:
         window_end = _reached_window_end(stored, judged)
@@ -497,11 +502,11 @@ def _replay_verdicts(
     closed = window_end or ended
     if last is None:
         verdict = Verdict.INCONCLUSIVE.value if closed else Verdict.RUNNING.value
-        return rounds, Outcome(verdict, None, None, None)
+        return rounds, ReplayOutcome(verdict, None, None, None)
     verdict = last.verdict.value
     if closed and last.verdict is Verdict.RUNNING:
         verdict = Verdict.INCONCLUSIVE.value  # as `canary analyze` closes its window
-    return rounds, Outcome(verdict, last.round, None, _seconds(stored, start, last.round))
+    return rounds, ReplayOutcome(verdict, last.round, None, _seconds(stored, start, last.round))
 
 
 _WINDOW_ENDS: dict[str, bool] = {}
@@ -582,12 +587,12 @@ def read_labels(path: str) -> dict[str, str]:
     return labels
 
 
-def rolled_back(outcome: Outcome) -> bool:
+def rolled_back(outcome: ReplayOutcome) -> bool:
     """The analysis stopped the canary: a rollback, or a FAIL verdict."""
     return outcome.decision == Decision.ROLLBACK.value or outcome.verdict == Verdict.FAIL.value
 
 
-def promoted(outcome: Outcome) -> bool:
+def promoted(outcome: ReplayOutcome) -> bool:
     """The canary went ahead: a promotion, or a PASS verdict."""
     return outcome.decision == Decision.PROMOTE.value or outcome.verdict == Verdict.PASS.value
 

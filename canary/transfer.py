@@ -46,7 +46,7 @@ from canary.model import (
     observation_from_json,
 )
 from canary.store.analyses import observation_kind
-from canary.store.tables import Action, Analysis, MetricResultRow, Observation, Round
+from canary.store.tables import Action, Analysis, MetricResultRow, ObservationRow, Round
 
 __all__ = [
     "FORMAT",
@@ -356,7 +356,7 @@ def _parse_round(raw: Any, here: str, seen: set[int]) -> Round:
     row = Round(**round_values)
     metrics: set[tuple[str, str]] = set()
     for kind, fields, table in (
-        ("observations", _OBSERVATION_FIELDS, Observation),
+        ("observations", _OBSERVATION_FIELDS, ObservationRow),
         ("results", _RESULT_FIELDS, MetricResultRow),
     ):
         children = raw.get(kind, [])
@@ -366,7 +366,7 @@ def _parse_round(raw: Any, here: str, seen: set[int]) -> Round:
             child_where = f"{here}.{kind}[{number}]"
             child_values = _columns(child, fields, child_where)
             _require(child_values, ("metric",), str, child_where)
-            if table is Observation:
+            if table is ObservationRow:
                 _require(child_values, ("arm", "kind"), str, child_where)
                 _observation(child_values, child_where)
                 pair = (child_values["metric"], child_values["arm"])
@@ -375,7 +375,7 @@ def _parse_round(raw: Any, here: str, seen: set[int]) -> Round:
                         child_where, f"metric {pair[0]!r}, arm {pair[1]!r} appears twice"
                     )
                 metrics.add(pair)
-                row.observations.append(Observation(**child_values))
+                row.observations.append(ObservationRow(**child_values))
             else:
                 _require(child_values, ("verdict",), str, child_where)
                 _one_of(child_values["verdict"], Verdict, f"{child_where}.verdict")

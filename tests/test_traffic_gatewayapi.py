@@ -15,11 +15,11 @@ from kubeapi import GATEWAY, TEST_TOKEN, KubeApiServer, http_route
 from canary.config import CanaryConfig, ConfigError, KubernetesConfig, parse_config
 from canary.traffic import (
     ANNOTATION,
-    ApiError,
     Conflict,
     Drift,
     Forbidden,
     InvalidWeights,
+    KubeApiError,
     NotFound,
     TrafficError,
     Weights,
@@ -330,7 +330,7 @@ async def test_server_errors_are_retried_then_typed(
 ) -> None:
     kube_api.create(http_route())
     kube_api.fail(503, count=10, method="GET", path="/httproutes/")
-    with pytest.raises(ApiError, match="HTTP 503 after 4 attempts"):
+    with pytest.raises(KubeApiError, match="HTTP 503 after 4 attempts"):
         await HTTPRouteRouter(client, canary_config()).get()
 
 
@@ -349,7 +349,7 @@ async def test_the_api_server_keeps_the_crd_rules(
         ({"op": "remove", "path": "/spec/rules/1/backendRefs/0/port"}, "Must have port"),
         ({"op": "add", "path": "/spec/rules/2/name", "value": "primary"}, "must be unique"),
     ):
-        with pytest.raises(ApiError, match=message) as info:
+        with pytest.raises(KubeApiError, match=message) as info:
             await client.request(
                 "PATCH",
                 path,

@@ -14,11 +14,11 @@ from kubeapi import ISTIO, TEST_TOKEN, KubeApiServer, virtual_service
 from canary.config import CanaryConfig, KubernetesConfig, parse_config
 from canary.traffic import (
     ANNOTATION,
-    ApiError,
     Conflict,
     Drift,
     Forbidden,
     InvalidWeights,
+    KubeApiError,
     NotFound,
     TrafficError,
     Weights,
@@ -432,7 +432,7 @@ async def test_server_errors_are_retried_then_typed(kube_api: KubeApiServer) -> 
         assert weights_of(kube_api.virtual_service("shop", "checkout")) == [80, 20]
 
         kube_api.fail(500, count=3, method="PATCH")  # more than the retries
-        with pytest.raises(ApiError) as info:
+        with pytest.raises(KubeApiError) as info:
             await router.set_weights(30)
     assert info.value.status == 500 and info.value.attempts == 3
     assert "cannot patch virtualservices.networking.istio.io/checkout" in str(info.value)
@@ -447,7 +447,7 @@ async def test_slow_answers_time_out_and_are_retried(kube_api: KubeApiServer) ->
         kube_api.slow(1.0, count=1, method="GET", path="/virtualservices/")
         assert (await router.get()).weights == Weights(10, 90)  # second try answered
         kube_api.slow(1.0, count=2, method="GET", path="/virtualservices/")
-        with pytest.raises(ApiError, match=r"cannot get .*no answer after 2 attempts.*Timeout"):
+        with pytest.raises(KubeApiError, match=r"cannot get .*no answer after 2 attempts.*Timeout"):
             await router.get()
 
 

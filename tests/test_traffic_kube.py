@@ -13,7 +13,7 @@ import pytest
 from kubeapi import KubeApiServer, self_signed, virtual_service, write_kubeconfig
 
 from canary.config import KubernetesConfig
-from canary.traffic import ApiError, NotFound, Unauthorized
+from canary.traffic import KubeApiError, NotFound, Unauthorized
 from canary.traffic import kube as kube_module
 from canary.traffic.kube import (
     Connection,
@@ -95,7 +95,7 @@ async def test_tls_with_ca_data_token_file_and_relative_paths(tmp_path: Path) ->
         # without the CA the server is not trusted; insecure-skip-tls-verify opts out
         plain = write_kubeconfig(tmp_path / "plain", api.url, token="from-file")
         async with KubeClient(kubeconfig_connection(str(plain)), retries=0) as client:
-            with pytest.raises(ApiError, match="CERTIFICATE_VERIFY_FAILED"):
+            with pytest.raises(KubeApiError, match="CERTIFICATE_VERIFY_FAILED"):
                 await read_vs(client)
         insecure = write_kubeconfig(
             tmp_path / "insecure",
@@ -257,5 +257,7 @@ async def test_transport_errors_are_retried_then_typed() -> None:
     with KubeApiServer() as api:
         url = api.url
     async with KubeClient(Connection(server=url), retries=2, backoff=0.01) as client:
-        with pytest.raises(ApiError, match=r"cannot get vs: no answer after 3 attempts: Connect"):
+        with pytest.raises(
+            KubeApiError, match=r"cannot get vs: no answer after 3 attempts: Connect"
+        ):
             await read_vs(client)

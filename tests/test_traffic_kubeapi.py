@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from kubeapi import ISTIO, TEST_TOKEN, KubeApiServer, json_patch, merge_patch, virtual_service
 
-from canary.traffic import ApiError, Conflict, NotFound
+from canary.traffic import Conflict, KubeApiError, NotFound
 from canary.traffic.kube import MERGE_PATCH, Connection, KubeClient
 
 PATH = f"/apis/{ISTIO}/v1beta1/namespaces/shop/virtualservices/checkout"
@@ -64,11 +64,11 @@ async def test_merge_patch_put_and_their_preconditions(kube_api: KubeApiServer) 
         updated = await kube.request("PUT", PATH, verb="update", resource="vs", body=vs)
         assert updated["metadata"]["generation"] == 2  # spec changed
         del vs["metadata"]["resourceVersion"]
-        with pytest.raises(ApiError, match="must be specified for an update") as info:
+        with pytest.raises(KubeApiError, match="must be specified for an update") as info:
             await kube.request("PUT", PATH, verb="update", resource="vs", body=vs)
         assert info.value.status == 422
 
-        with pytest.raises(ApiError) as info:
+        with pytest.raises(KubeApiError) as info:
             await kube.request(
                 "PATCH",
                 PATH,
@@ -92,7 +92,7 @@ async def test_merge_patch_put_and_their_preconditions(kube_api: KubeApiServer) 
                 for h, w in zip("ab", weights, strict=True)
             ]
             bad = {"spec": {"http": [{"route": dests}]}}
-            with pytest.raises(ApiError, match=message) as info:
+            with pytest.raises(KubeApiError, match=message) as info:
                 await kube.request(
                     "PATCH", PATH, verb="patch", resource="vs", body=bad, content_type=MERGE_PATCH
                 )

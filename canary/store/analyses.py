@@ -29,7 +29,7 @@ from canary.model import (
     observation_from_json,
     observation_to_json,
 )
-from canary.store.tables import Action, Analysis, MetricResultRow, Observation, Round, utcnow
+from canary.store.tables import Action, Analysis, MetricResultRow, ObservationRow, Round, utcnow
 
 __all__ = [
     "ActionIntent",
@@ -173,7 +173,7 @@ def list_analyses(
 
 # Plain table inserts (no ORM bulk machinery) for the rows of a round.
 _ROUNDS = Round.__table__
-_OBSERVATIONS = Observation.__table__
+_OBSERVATIONS = ObservationRow.__table__
 _RESULTS = MetricResultRow.__table__
 _ROUND_INSERT = insert(_ROUNDS).returning(_ROUNDS.c.id)
 

@@ -119,15 +119,15 @@ class Round(Base):
     score: Mapped[float | None] = mapped_column()
 
     analysis: Mapped[Analysis] = relationship(back_populates="rounds")
-    observations: Mapped[list[Observation]] = relationship(
-        back_populates="round", cascade="all, delete-orphan", order_by="Observation.id"
+    observations: Mapped[list[ObservationRow]] = relationship(
+        back_populates="round", cascade="all, delete-orphan", order_by="ObservationRow.id"
     )
     results: Mapped[list[MetricResultRow]] = relationship(
         back_populates="round", cascade="all, delete-orphan", order_by="MetricResultRow.id"
     )
 
 
-class Observation(Base):
+class ObservationRow(Base):
     """Raw data of one metric and arm in one round: counter snapshot and delta."""
 
     __tablename__ = "observations"

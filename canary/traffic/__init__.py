@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 from canary.config import CanaryConfig, KubernetesConfig
 from canary.traffic.base import (
     ANNOTATION,
-    ApiError,
     Conflict,
     Drift,
     Forbidden,
     InvalidWeights,
+    KubeApiError,
     NotFound,
     Router,
     TrafficError,
@@ -35,11 +35,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ANNOTATION",
-    "ApiError",
     "Conflict",
     "Drift",
     "Forbidden",
     "InvalidWeights",
+    "KubeApiError",
     "NotFound",
     "Router",
     "TrafficError",

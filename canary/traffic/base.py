@@ -35,11 +35,11 @@ from canary.errors import DriftError, TrafficError, UsageError
 
 __all__ = [
     "ANNOTATION",
-    "ApiError",
     "Conflict",
     "Drift",
     "Forbidden",
     "InvalidWeights",
+    "KubeApiError",
     "NotFound",
     "RecordBook",
     "Router",
@@ -98,7 +98,7 @@ class Conflict(TrafficError):
         super().__init__(f"{message}: {detail}" if detail else message)
 
 
-class ApiError(TrafficError):
+class KubeApiError(TrafficError):
     """The API server failed (5xx, timeouts, unreachable) after retries, or refused oddly."""
 
     def __init__(
@@ -362,7 +362,7 @@ class Router(abc.ABC):
         """Give `canary` percent to the canary, the rest to stable.
 
         Raises Drift when the current weights differ from our last recorded write
-        (unless `force`), InvalidWeights, NotFound, Forbidden, Conflict, ApiError.
+        (unless `force`), InvalidWeights, NotFound, Forbidden, Conflict, KubeApiError.
         Writing the weights already in place for the same analysis and step is a no-op.
         """
 

@@ -44,9 +44,9 @@ import yaml
 from canary.config import KubernetesConfig
 from canary.errors import UsageError
 from canary.traffic.base import (
-    ApiError,
     Conflict,
     Forbidden,
+    KubeApiError,
     NotFound,
     Unauthorized,
 )
@@ -452,7 +452,7 @@ class KubeClient:
                 if attempt <= retries:
                     await self._sleep(attempt, verb, resource, detail)
                     continue
-                raise ApiError(resource, verb, None, detail, attempts=attempt) from exc
+                raise KubeApiError(resource, verb, None, detail, attempts=attempt) from exc
             status = response.status_code
             if status < 300:
                 return response.json() if response.content else {}
@@ -473,7 +473,7 @@ class KubeClient:
                 raise NotFound(resource, verb, detail)
             if status == 409:
                 raise Conflict(resource, verb, attempt, detail)
-            raise ApiError(resource, verb, status, detail, attempts=attempt)
+            raise KubeApiError(resource, verb, status, detail, attempts=attempt)
 
     async def _sleep(self, attempt: int, verb: str, resource: str, why: str) -> None:
         delay = min(self.backoff * 2 ** (attempt - 1), 5.0)
@@ -500,7 +500,7 @@ class KubeClient:
         else:
             usable = [v for v in supported if v in served]
             if not usable:
-                raise ApiError(
+                raise KubeApiError(
                     group,
                     "discover",
                     None,

@@ -27,9 +27,9 @@ from typing import Any, ClassVar
 
 from canary.config import CanaryConfig
 from canary.traffic.base import (
-    ApiError,
     Conflict,
     InvalidWeights,
+    KubeApiError,
     RecordBook,
     Router,
     TrafficError,
@@ -214,7 +214,7 @@ class KubeRouter(Router):
                     attempts,
                 )
                 continue
-            except ApiError as exc:
+            except KubeApiError as exc:
                 if exc.status == 422:
                     raise InvalidWeights(
                         f"the API server rejected weights canary={target.canary}"
