@@ -20,19 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from canary.api.app import AppContext, create_app
-from canary.config import Config, parse_config
-from canary.metrics.source import PrometheusSource
-from canary.store.database import connect, migrate, sessions
-from tests.api_harness import ApiServer
-from tests.prometheus_harness import (
+from api_harness import ApiServer
+from prometheus_harness import (
     ArmTraffic,
     OpenMetricsWriter,
     PrometheusServer,
     backfill,
     prometheus_bin,
 )
+
+from canary.api.app import AppContext, create_app
+from canary.config import Config, parse_config
+from canary.metrics.source import PrometheusSource
+from canary.store.database import connect, migrate, sessions
 
 __all__ = ["backfilled", "prometheus_bin"]
 

@@ -271,7 +271,7 @@ class ApiServer:
     """The ASGI app on a real uvicorn server on 127.0.0.1, in a thread."""
 
     def __init__(self, app: Any, port: int | None = None) -> None:
-        from tests.prometheus_harness import free_port
+        from prometheus_harness import free_port
 
         self.port = port or free_port()
         # The configuration `canary serve` uses (read timeout, connection cap, no

@@ -16,9 +16,9 @@ What it restates from argo-rollouts (read in the upstream repository):
   `defaults.GetConsecutiveErrorLimitOrDefault`), checked in that order so a later
   rule wins; then Successful once `count` is reached; else the metric runs on.
 - `metricproviders/webmetric/webmetric.go`: a transport error, a timeout or a non-2xx
-  answer is an Error (`tests.api_harness.ArgoWebMetric` plays the provider).
+  answer is an Error (`api_harness.ArgoWebMetric` plays the provider).
 
-Time is the API's pinned clock (`tests.api_fixtures.Clock`), moved by the schedule;
+Time is the API's pinned clock (`api_fixtures.Clock`), moved by the schedule;
 `pace` optionally sleeps a fraction of each gap in real time, for faults that play out
 in real time (a Prometheus slower than its timeout).
 """
@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.api_harness import ArgoWebMetric, Measurement
+from api_harness import ArgoWebMetric, Measurement
 
 #: utils/defaults/defaults.go: DefaultErrorRetryInterval.
 ERROR_RETRY_SECONDS = 10.0

@@ -1,4 +1,7 @@
-"""Shared fixtures: databases (SQLite and the local PostgreSQL), a local Kubernetes API."""
+"""Shared fixtures: databases (SQLite and the local PostgreSQL), a local Kubernetes API,
+a real Prometheus scraping an Istio-like exporter (`live_stack`, `ambient_stack`) and
+steady traffic on it (`traffic`). Test modules use them by name, without importing.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,16 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 from kubeapi import kube_api, kubeconfig_file  # noqa: F401  (fixtures: local Kubernetes API)
+from prometheus_harness import (  # noqa: F401  (fixtures: Prometheus and the exporter)
+    LiveStack,
+    ambient_stack,
+    live_stack,
+    prometheus_bin,
+)
+from sqlalchemy.orm import Session, sessionmaker
 
 from canary.store.database import connect, migrate
+from canary.store.database import sessions as make_sessions
 
 POSTGRES_URL = os.environ.get(
     "CANARY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -55,3 +66,20 @@ def migrated_url(database_url: str) -> str:
 def postgres_url() -> Iterator[str]:
     """A fresh, empty database on the local PostgreSQL."""
     yield from _fresh_postgres_database()
+
+
+@pytest.fixture
+def sessions(migrated_url: str) -> Iterator[sessionmaker[Session]]:
+    """A sessionmaker on a migrated database (SQLite and PostgreSQL)."""
+    engine = connect(migrated_url)
+    yield make_sessions(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def traffic(live_stack: LiveStack) -> Iterator[LiveStack]:  # noqa: F811  (the fixture above)
+    """Both arms at 100 req/s with 5% errors; the exporter is reset afterwards."""
+    for arm in ("canary", "baseline"):
+        live_stack.exporter.configure(arm, rate=100.0, error_ratio=0.05)
+    yield live_stack
+    live_stack.reset_traffic()

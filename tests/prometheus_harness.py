@@ -1,7 +1,7 @@
 """A real Prometheus 2.42 (Debian's package) for tests, benchmarks and demos.
 
-Reusable pieces (import them, or add ``pytest_plugins = ["tests.prometheus_harness"]``
-/ ``from tests.prometheus_harness import ...`` to get the fixtures):
+Reusable pieces (import them as ``from prometheus_harness import ...``; the fixtures
+below are shared through tests/conftest.py):
 
 - `PrometheusServer`: starts ``/usr/bin/prometheus`` on 127.0.0.1 at a free port with
   a temporary data dir and ``--storage.tsdb.retention.time=100y`` (retention counts

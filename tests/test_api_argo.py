@@ -1,7 +1,7 @@
 """Contract tests: Argo Rollouts' part played against the real server and Prometheus.
 
 Each measurement is executed from the shipped deploy/argo/analysis-template.yaml
-(URL, headers, jsonPath and both conditions) by `tests.api_harness.ArgoWebMetric`,
+(URL, headers, jsonPath and both conditions) by `api_harness.ArgoWebMetric`,
 against canary on uvicorn and a backfilled Prometheus 2.42.
 """
 
@@ -11,9 +11,7 @@ import time
 
 import httpx
 import pytest
-
-from tests import api_fixtures
-from tests.api_fixtures import (
+from api_fixtures import (
     ROUND,
     SCENARIOS,
     TOKEN,
@@ -23,8 +21,10 @@ from tests.api_fixtures import (
     serve,
     template_args,
 )
-from tests.api_harness import ArgoWebMetric, SlowProxy, evaluate_condition, jsonpath
-from tests.prometheus_harness import free_port
+from api_harness import ArgoWebMetric, SlowProxy, evaluate_condition, jsonpath
+from prometheus_harness import free_port
+
+from tests import api_fixtures
 
 backfilled = api_fixtures.backfilled  # fixtures
 prometheus_bin = api_fixtures.prometheus_bin
@@ -349,7 +349,7 @@ def test_restart_continues_the_evidence(backfilled, migrated_url) -> None:  # ty
 
 def test_conditions_of_the_shipped_templates() -> None:
     """The evaluator itself on the shipped conditions (guards the contract tests)."""
-    from tests.api_harness import argo_phase, shipped_templates
+    from api_harness import argo_phase, shipped_templates
 
     background = shipped_templates()["canary-background"]["spec"]["metrics"][0]
     gate = shipped_templates()["canary-gate"]["spec"]["metrics"][0]

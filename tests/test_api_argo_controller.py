@@ -12,11 +12,11 @@ from __future__ import annotations
 import threading
 
 import httpx
+from api_fixtures import ROUND, SCENARIOS, TOKEN, Clock, make_config, migrated_sqlite, serve
+from api_harness import ArgoWebMetric, SlowProxy
+from argo_controller import ERROR_RETRY_SECONDS, run_metric
 
 from tests import api_fixtures
-from tests.api_fixtures import ROUND, SCENARIOS, TOKEN, Clock, make_config, migrated_sqlite, serve
-from tests.api_harness import ArgoWebMetric, SlowProxy
-from tests.argo_controller import ERROR_RETRY_SECONDS, run_metric
 
 backfilled = api_fixtures.backfilled  # fixtures
 prometheus_bin = api_fixtures.prometheus_bin
@@ -49,7 +49,7 @@ def _errors(run) -> list[float]:  # type: ignore[no-untyped-def]
 
 
 def test_shipped_templates_set_the_documented_error_limit() -> None:
-    from tests.api_harness import shipped_templates
+    from api_harness import shipped_templates
 
     for template in shipped_templates().values():
         assert template["spec"]["metrics"][0]["consecutiveErrorLimit"] == LIMIT

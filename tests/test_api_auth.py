@@ -7,11 +7,11 @@ import logging
 
 import httpx
 import pytest
+from api_fixtures import TOKEN, make_config, migrated_sqlite, serve
+from prometheus_harness import free_port
 
 from canary.api.auth import token_matches
 from canary.cli import main
-from tests.api_fixtures import TOKEN, make_config, migrated_sqlite, serve
-from tests.prometheus_harness import free_port
 
 PROTECTED = ("/api/v1/canaries", "/api/v1/analyses", "/api/v1/argo/measure?canary=steady")
 
@@ -56,9 +56,10 @@ def test_tokens_are_never_logged(server, caplog) -> None:  # type: ignore[no-unt
 
 
 def test_tokens_from_a_file_one_per_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from api_harness import ApiServer
+
     from canary.api.app import AppContext, create_app
     from canary.store.database import connect, sessions
-    from tests.api_harness import ApiServer
 
     tokens = tmp_path / "tokens"
     tokens.write_text("first-token\n\n  second-token  \n")

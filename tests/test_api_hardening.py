@@ -13,11 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-
-from canary.api.health import MIN_FREE_BYTES
-from tests import api_fixtures
-from tests.api_fixtures import (
+from api_fixtures import (
     ROUND,
     SCENARIOS,
     TOKEN,
@@ -26,9 +22,13 @@ from tests.api_fixtures import (
     migrated_sqlite,
     serve,
 )
-from tests.api_harness import SlowProxy
-from tests.conftest import POSTGRES_URL
-from tests.prometheus_harness import free_port
+from api_harness import SlowProxy
+from conftest import POSTGRES_URL
+from prometheus_harness import free_port
+from sqlalchemy.engine import Engine
+
+from canary.api.health import MIN_FREE_BYTES
+from tests import api_fixtures
 
 backfilled = api_fixtures.backfilled  # fixtures
 prometheus_bin = api_fixtures.prometheus_bin
@@ -81,7 +81,7 @@ def test_metrics_labels_stay_bounded(backfilled, tmp_path) -> None:  # type: ign
 
 def test_database_errors_are_503_json_naming_the_database(backfilled, caplog) -> None:  # type: ignore[no-untyped-def]
     """The database disappears under a running server (PostgreSQL, dropped)."""
-    from tests.conftest import _fresh_postgres_database
+    from conftest import _fresh_postgres_database
 
     fresh = _fresh_postgres_database()
     url = next(fresh)
@@ -231,11 +231,12 @@ def test_readiness_names_a_full_disk(backfilled, tmp_path) -> None:  # type: ign
 
 def test_readiness_names_an_unreachable_kubernetes(backfilled, tmp_path, kubeconfig_file) -> None:  # type: ignore[no-untyped-def]
     """Inside `canary run` (whose daemon moves traffic) the API server is probed too."""
+    from api_harness import ApiServer
+    from kubeapi import TEST_TOKEN, write_kubeconfig
+
     from canary.api.app import AppContext, create_app
     from canary.metrics.source import PrometheusSource
     from canary.store.database import connect, sessions
-    from tests.api_harness import ApiServer
-    from tests.kubeapi import TEST_TOKEN, write_kubeconfig
 
     config = make_config(backfilled.prometheus.url)
     config = config.model_copy(
@@ -310,10 +311,11 @@ def test_new_analyses_are_limited_per_token_and_in_total(backfilled, tmp_path) -
         make_config(backfilled.prometheus.url), new_analyses_per_minute=3, max_running_analyses=5
     )
     url = migrated_sqlite(tmp_path)
+    from api_harness import ApiServer
+
     from canary.api.app import AppContext, create_app
     from canary.metrics.source import PrometheusSource
     from canary.store.database import connect, sessions
-    from tests.api_harness import ApiServer
 
     context = AppContext(
         config=config,

@@ -7,8 +7,7 @@ import re
 from pathlib import Path
 
 import yaml
-
-from tests.api_harness import TEMPLATE_FILE, shipped_templates
+from api_harness import TEMPLATE_FILE, shipped_templates
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import browser
 import httpx
 import pytest
+from api_fixtures import SCENARIOS, TOKEN, make_config, migrated_sqlite, serve
+from prometheus_harness import free_port
 
 from canary.api import sessions
 from tests import api_fixtures
-from tests.api_fixtures import SCENARIOS, TOKEN, make_config, migrated_sqlite, serve
-from tests.prometheus_harness import free_port
 
 backfilled = api_fixtures.backfilled  # fixtures
 prometheus_bin = api_fixtures.prometheus_bin

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from api_fixtures import SCENARIOS, TOKEN, make_config, migrated_sqlite, serve
+from prometheus_harness import free_port
 
 from canary import telemetry
 from tests import api_fixtures
-from tests.api_fixtures import SCENARIOS, TOKEN, make_config, migrated_sqlite, serve
-from tests.prometheus_harness import free_port
 
 backfilled = api_fixtures.backfilled  # fixtures
 prometheus_bin = api_fixtures.prometheus_bin
@@ -17,10 +17,11 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def _client(backfilled, database_url):  # type: ignore[no-untyped-def]
+    from api_harness import ApiServer
+
     from canary.api.app import AppContext, create_app
     from canary.metrics.source import PrometheusSource
     from canary.store.database import connect, sessions
-    from tests.api_harness import ApiServer
 
     config = make_config(backfilled.prometheus.url)
     context = AppContext(

@@ -11,12 +11,12 @@ from collections.abc import Iterator
 
 import pytest
 import schemathesis
+from api_fixtures import TOKEN, make_config, migrated_sqlite, serve
+from api_harness import ApiServer
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
 from tests import api_fixtures
-from tests.api_fixtures import TOKEN, make_config, migrated_sqlite, serve
-from tests.api_harness import ApiServer
 
 backfilled = api_fixtures.backfilled  # fixtures
 prometheus_bin = api_fixtures.prometheus_bin

@@ -15,21 +15,12 @@ from canary.errors import NotFoundError, UsageError
 from canary.model import AnalysisStatus
 from canary.rounds import ensure_analysis
 from canary.store.analyses import load_analysis_full
-from canary.store.database import connect
-from canary.store.database import sessions as make_sessions
 
 RAW = config_dict(
     "http://127.0.0.1:9",
     "/nonexistent",
     [canary_entry("app"), canary_entry("other", steps=((5, 60), (50, 60)))],
 )
-
-
-@pytest.fixture
-def sessions(migrated_url: str):  # type: ignore[no-untyped-def]
-    engine = connect(migrated_url)
-    yield make_sessions(engine)
-    engine.dispose()
 
 
 @pytest.fixture

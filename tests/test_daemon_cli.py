@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import browser
@@ -20,7 +19,7 @@ from daemon_stack import (
     write_toml,
 )
 from kubeapi import KubeApiServer
-from prometheus_harness import LiveStack, free_port, live_stack, prometheus_bin  # noqa: F401
+from prometheus_harness import LiveStack, free_port
 from sqlalchemy import select
 
 from canary import control
@@ -30,14 +29,6 @@ from canary.store.database import sessions as make_sessions
 from canary.store.tables import Lease
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def traffic(live_stack: LiveStack) -> Iterator[LiveStack]:  # noqa: F811
-    for arm in ("canary", "baseline"):
-        live_stack.exporter.configure(arm, rate=100.0, error_ratio=0.05)
-    yield live_stack
-    live_stack.reset_traffic()
 
 
 def _setup(kube_api: KubeApiServer, tmp_path: Path, prometheus_url: str, url: str, **sections):  # type: ignore[no-untyped-def]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,7 +29,7 @@ from daemon_stack import (
     write_toml,
 )
 from kubeapi import KubeApiServer
-from prometheus_harness import LiveStack, live_stack, prometheus_bin  # noqa: F401
+from prometheus_harness import LiveStack
 
 from canary import control
 from canary.store.analyses import load_analysis_full
@@ -40,14 +39,6 @@ from canary.store.database import sessions as make_sessions
 TRIALS = int(os.environ.get("CANARY_CRASH_TRIALS", "4"))
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60 + 25 * TRIALS)]
-
-
-@pytest.fixture
-def traffic(live_stack: LiveStack) -> Iterator[LiveStack]:  # noqa: F811
-    for arm in ("canary", "baseline"):
-        live_stack.exporter.configure(arm, rate=100.0, error_ratio=0.05)
-    yield live_stack
-    live_stack.reset_traffic()
 
 
 def _finished(sessions, analysis_id: str):  # type: ignore[no-untyped-def]

@@ -31,13 +31,10 @@ from daemon_stack import (
     vs_weight_writes,
 )
 from kubeapi import KubeApiServer
-from prometheus_harness import (  # noqa: F401  (fixtures)
+from prometheus_harness import (
     WAYPOINTS,
     LiveStack,
-    ambient_stack,
     live_prometheus,
-    live_stack,
-    prometheus_bin,
     wait_for_series,
 )
 
@@ -45,15 +42,13 @@ from canary import control
 from canary.daemon import Daemon
 from canary.model import AnalysisStatus
 from canary.store.analyses import load_analysis_full
-from canary.store.database import connect
-from canary.store.database import sessions as make_sessions
 from canary.store.tables import utcnow
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def traffic(live_stack: LiveStack) -> Iterator[LiveStack]:  # noqa: F811
+def traffic(live_stack: LiveStack) -> Iterator[LiveStack]:
     """Both arms at 200 req/s with 10% errors (events every round: evidence can grow)."""
     for arm in ("canary", "baseline"):
         live_stack.exporter.configure(arm, rate=200.0, error_ratio=0.1, latency_ms=20.0)
@@ -66,13 +61,6 @@ def hook() -> Iterator[WebhookReceiver]:
     receiver = WebhookReceiver()
     yield receiver
     receiver.stop()
-
-
-@pytest.fixture
-def sessions(migrated_url: str):  # type: ignore[no-untyped-def]
-    engine = connect(migrated_url)
-    yield make_sessions(engine)
-    engine.dispose()
 
 
 class Running:
@@ -340,7 +328,7 @@ async def test_a_step_lasts_its_duration_from_when_its_weight_is_applied(
 
 
 async def test_ambient_canary_on_an_http_route_rolls_back_through_a_waypoint_restart(
-    ambient_stack: LiveStack,  # noqa: F811
+    ambient_stack: LiveStack,
     kube_api: KubeApiServer,
     tmp_path: Path,
     sessions,

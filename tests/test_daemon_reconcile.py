@@ -25,15 +25,6 @@ from kubeapi import KubeApiServer
 from canary import control, telemetry
 from canary.daemon import Daemon
 from canary.store.analyses import load_analysis_full
-from canary.store.database import connect
-from canary.store.database import sessions as make_sessions
-
-
-@pytest.fixture
-def sessions(migrated_url: str):  # type: ignore[no-untyped-def]
-    engine = connect(migrated_url)
-    yield make_sessions(engine)
-    engine.dispose()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from daemon_stack import (
     write_toml,
 )
 from kubeapi import KubeApiServer
-from prometheus_harness import LiveStack, live_stack, prometheus_bin  # noqa: F401
+from prometheus_harness import LiveStack
 from sqlalchemy import func, select
 
 from canary import control
@@ -40,14 +39,6 @@ CANARIES = 30
 INTERVAL = 2.0
 LEASE_TTL = 4.0
 ROUND_LINE = re.compile(r"analysis (\S+) round (\d+): ")
-
-
-@pytest.fixture
-def traffic(live_stack: LiveStack) -> Iterator[LiveStack]:  # noqa: F811
-    for arm in ("canary", "baseline"):
-        live_stack.exporter.configure(arm, rate=100.0, error_ratio=0.05)
-    yield live_stack
-    live_stack.reset_traffic()
 
 
 def _owners(sessions) -> dict[str, str]:  # type: ignore[no-untyped-def]

@@ -16,7 +16,12 @@ from pathlib import Path
 
 import httpx
 import yaml
-from prometheus_harness import PROMTOOL, PrometheusServer, free_port, wait_for_series
+from prometheus_harness import (
+    PROMTOOL,
+    PrometheusServer,
+    free_port,
+    wait_for_series,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "deploy" / "prometheus" / "canary-rules.yaml"

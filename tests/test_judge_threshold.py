@@ -6,13 +6,13 @@ import json
 import math
 
 import pytest
+from prometheus_harness import OpenMetricsWriter, le_text, start_backfilled
 
 from canary.config import AnalysisSettings, MetricConfig
 from canary.judge import judge_rounds, make_judge
 from canary.judge.round_values import bucket_quantile
 from canary.judge.threshold import ThresholdJudge
 from canary.model import Counts, Histogram, RoundData, Verdict
-from tests.prometheus_harness import OpenMetricsWriter, le_text, start_backfilled
 
 SETTINGS = AnalysisSettings()
 

@@ -23,9 +23,7 @@ from prometheus_harness import (
     LiveStack,
     OpenMetricsWriter,
     PrometheusServer,
-    ambient_stack,  # noqa: F401 (fixture)
     backfill,
-    prometheus_bin,  # noqa: F401 (fixture)
 )
 
 from canary.config import CanaryConfig, ConfigError, PrometheusConfig, parse_config
@@ -71,7 +69,7 @@ def at(ts: float) -> datetime:
 
 
 def test_live_waypoint_round_counts_exactly_across_a_restart_and_a_scale_out(
-    ambient_stack: LiveStack,  # noqa: F811
+    ambient_stack: LiveStack,
 ) -> None:
     stack = ambient_stack
     canary = config(stack.namespace, interval=5, reporter="waypoint", scrape_interval=1)
@@ -125,7 +123,7 @@ def test_live_waypoint_round_counts_exactly_across_a_restart_and_a_scale_out(
 
 
 def test_live_waypoint_queries_select_arms_by_destination(
-    ambient_stack: LiveStack,  # noqa: F811
+    ambient_stack: LiveStack,
 ) -> None:
     canary = config(ambient_stack.namespace, interval=5, reporter="waypoint")
     templates = load_templates(None)
@@ -147,7 +145,7 @@ def test_live_waypoint_queries_select_arms_by_destination(
 
 @pytest.fixture(scope="module")
 def twins(
-    prometheus_bin: str,  # noqa: F811
+    prometheus_bin: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[PrometheusServer, dict[str, tuple[Scenario, Expected]]]]:
     writer = OpenMetricsWriter()

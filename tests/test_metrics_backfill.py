@@ -28,7 +28,6 @@ from prometheus_harness import (
     OpenMetricsWriter,
     PrometheusServer,
     backfill,
-    prometheus_bin,  # noqa: F401 (fixture)
 )
 
 from canary.config import CanaryConfig, PrometheusConfig, parse_config
@@ -40,7 +39,7 @@ from canary.model import Arm, Counts, Histogram
 
 @pytest.fixture(scope="session")
 def backfilled(
-    prometheus_bin: str,  # noqa: F811
+    prometheus_bin: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[PrometheusServer, dict[str, tuple[Scenario, Expected]]]]:
     writer = OpenMetricsWriter()

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from prometheus_harness import (
     PrometheusServer,
-    prometheus_bin,  # noqa: F401 (fixture)
 )
 
 from canary.config import PrometheusConfig
@@ -379,7 +378,7 @@ def test_tls_with_a_ca_file_insecure_skip_verify_and_an_unknown_ca(tls_server) -
 
 
 @pytest.fixture(scope="module")
-def own_prometheus(prometheus_bin: str, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811  # type: ignore[no-untyped-def]
+def own_prometheus(prometheus_bin: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     server = PrometheusServer(tmp_path_factory.mktemp("own-prometheus") / "data").start()
     yield server
     server.stop()

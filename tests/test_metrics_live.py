@@ -8,8 +8,6 @@ from datetime import UTC, datetime
 
 from prometheus_harness import (
     LiveStack,
-    live_stack,  # noqa: F401 (fixture)
-    prometheus_bin,  # noqa: F401 (fixture)
 )
 
 from canary.config import PrometheusConfig, parse_config
@@ -20,7 +18,7 @@ from canary.model import Counts
 SETTLE = 2.5  # > two scrape intervals: Prometheus holds the exporter's frozen values
 
 
-def test_live_round_counts_exactly_what_the_exporter_served(live_stack: LiveStack) -> None:  # noqa: F811
+def test_live_round_counts_exactly_what_the_exporter_served(live_stack: LiveStack) -> None:
     stack = live_stack
     config = parse_config(
         {

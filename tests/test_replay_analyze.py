@@ -10,7 +10,6 @@ import json
 
 import pytest
 from metrics_scenarios import BOUNDARIES
-from prometheus_harness import prometheus_bin  # noqa: F401 (fixture of `backfilled`)
 from test_metrics_backfill import backfilled, iso, write_config  # noqa: F401 (fixture)
 
 from canary.cli import main

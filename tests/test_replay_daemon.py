@@ -15,11 +15,8 @@ from typing import Any
 import pytest
 from daemon_stack import add_virtual_service, canary_entry, config_dict, kubeconfig, make_config
 from kubeapi import KubeApiServer
-from prometheus_harness import (  # noqa: F401  (fixtures)
+from prometheus_harness import (
     LiveStack,
-    live_prometheus,
-    live_stack,
-    prometheus_bin,
 )
 
 from canary import control
@@ -51,7 +48,7 @@ async def _run_until_final(config: Any, factory: Any, analysis_id: str, timeout:
 
 
 async def test_replay_reproduces_daemon_rollouts(
-    live_stack: LiveStack,  # noqa: F811
+    live_stack: LiveStack,
     kube_api: KubeApiServer,
     tmp_path: Path,
     migrated_url: str,

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 from daemon_stack import canary_entry, config_dict, make_config
-from prometheus_harness import LiveStack, free_port, live_stack, prometheus_bin  # noqa: F401
+from prometheus_harness import LiveStack, free_port
 
 from canary.config import PrometheusConfig
 from canary.metrics.source import PrometheusSource
@@ -21,20 +21,11 @@ from canary.rounds import (
     recorded_settings,
 )
 from canary.store.analyses import get_analysis, load_analysis_full
-from canary.store.database import connect
-from canary.store.database import sessions as make_sessions
 from canary.store.tables import utcnow
 
 
-@pytest.fixture
-def sessions(migrated_url: str):  # type: ignore[no-untyped-def]
-    engine = connect(migrated_url)
-    yield make_sessions(engine)
-    engine.dispose()
-
-
 @pytest.fixture(scope="module")
-def traffic(live_stack: LiveStack) -> Iterator[LiveStack]:  # noqa: F811
+def traffic(live_stack: LiveStack) -> Iterator[LiveStack]:
     for arm in ("canary", "baseline"):
         live_stack.exporter.configure(arm, rate=100.0, error_ratio=0.1)
     time.sleep(3.5)  # a few scrapes at these settings
