@@ -275,13 +275,17 @@ class Daemon:
         try:
             await self._stopping.wait()
         finally:
-            await self._shutdown()
+            await self.aclose()
 
     def stop(self) -> None:
         """Ask the daemon to stop (safe from a signal handler)."""
         self._stopping.set()
 
-    async def _shutdown(self) -> None:
+    async def aclose(self) -> None:
+        """Shut down: no new rounds, running ones get `shutdown_timeout` seconds, leases
+        released, connections closed. `run` ends with it; a daemon driven by `sync()`
+        alone (tests, tools) calls it itself.
+        """
         scheduler = self._scheduler
         if scheduler is not None and scheduler.running:
             scheduler.shutdown(wait=False)

@@ -49,7 +49,7 @@ async def test_a_pending_action_is_applied_once(setup, sessions, kube_api) -> No
     await daemon.sync()
     assert vs_weight_writes(kube_api, "app") == [10]
     assert [a.state for a in _analysis(sessions, analysis_id).actions] == ["done"]
-    await daemon._shutdown()
+    await daemon.aclose()
 
 
 async def test_an_action_applied_before_a_crash_is_only_marked_done(
@@ -66,7 +66,7 @@ async def test_an_action_applied_before_a_crash_is_only_marked_done(
     await daemon.sync()
     assert vs_weight_writes(kube_api, "app") == [10]  # not applied a second time
     assert [a.state for a in _analysis(sessions, analysis_id).actions] == ["done"]
-    await daemon._shutdown()
+    await daemon.aclose()
 
 
 async def test_a_rollback_is_never_skipped_even_over_drift(setup, sessions, kube_api) -> None:
@@ -89,7 +89,7 @@ async def test_a_rollback_is_never_skipped_even_over_drift(setup, sessions, kube
     analysis = _analysis(sessions, analysis_id)
     assert analysis.status == "aborted"
     assert [a.state for a in analysis.actions] == ["done", "done"]
-    await daemon._shutdown()
+    await daemon.aclose()
 
 
 async def test_a_promotion_meeting_drift_halts_with_the_reason(setup, sessions, kube_api) -> None:
@@ -116,7 +116,7 @@ async def test_a_promotion_meeting_drift_halts_with_the_reason(setup, sessions, 
     assert analysis.status == "halted"
     assert "drift" in analysis.reason and "someone else changed the weights" in analysis.reason
     assert [a.state for a in analysis.actions] == ["done", "failed"]
-    await daemon._shutdown()
+    await daemon.aclose()
 
 
 async def test_a_sync_abandoned_at_shutdown_logs_no_error(setup, sessions, caplog) -> None:
