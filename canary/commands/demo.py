@@ -229,29 +229,18 @@ async def _run_demo(args: argparse.Namespace, config: Config, factory: Any) -> d
 
 
 def _api_server(config: Config, daemon: Daemon, factory: Any, token: str):  # type: ignore[no-untyped-def]
-    import uvicorn
+    from canary.commands._root import api_server
 
-    from canary import telemetry
-    from canary.api.app import create_app
-    from canary.api.context import AppContext
-    from canary.api.server import server_config
-
-    context = AppContext(
-        config=config,
-        sessions=factory,
-        source=daemon.source,
-        tokens=[token],
-        registry=telemetry.REGISTRY,
-    )
-    telemetry.watch_store(factory)
     host, _, port = config.server.listen.rpartition(":")
-    server = uvicorn.Server(
-        server_config(
-            create_app(context), config.server, host=host, port=int(port), log_level="warning"
-        )
+    return api_server(
+        config,
+        factory,
+        daemon.source,
+        tokens=[token],
+        host=host,
+        port=int(port),
+        log_level="warning",
     )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    return server
 
 
 def _bound_port(server: Any) -> int | None:

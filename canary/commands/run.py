@@ -69,15 +69,10 @@ def _run(args: argparse.Namespace) -> int:
 def _api_server(args: argparse.Namespace, config: Config, daemon: Daemon):  # type: ignore[no-untyped-def]
     """A uvicorn server for the API app, or None when the API is not available."""
     try:
-        from canary.api.app import create_app
-        from canary.api.context import AppContext
-        from canary.api.server import server_config
+        from canary.commands._root import api_server
     except ImportError:
         log.warning("the HTTP API is not available in this build; running without it")
         return None
-    import uvicorn
-
-    from canary import telemetry
 
     listen = args.listen or config.server.listen
     if not config.server.api_tokens():
@@ -86,20 +81,14 @@ def _api_server(args: argparse.Namespace, config: Config, daemon: Daemon):  # ty
             "answers health and metrics only; authenticated endpoints are refused"
         )
     host, _, port = listen.rpartition(":")
-    context = AppContext(
-        config=config,
-        sessions=daemon.sessions,
-        source=daemon.source,
-        registry=telemetry.REGISTRY,
+    return api_server(
+        config,
+        daemon.sessions,
+        daemon.source,
         kubernetes=True,
+        host=host.strip("[]"),
+        port=int(port),
     )
-    telemetry.watch_store(daemon.sessions)
-    app = create_app(context)
-    server = uvicorn.Server(
-        server_config(app, config.server, host=host.strip("[]"), port=int(port), lifespan="on")
-    )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    return server
 
 
 async def _serve(args: argparse.Namespace, config: Config, sessions, sock=None) -> None:  # type: ignore[no-untyped-def]

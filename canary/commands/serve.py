@@ -71,45 +71,35 @@ def serve(args: argparse.Namespace) -> int:
     check_schema(engine)  # SchemaError: "run `canary db upgrade` first" (creates no file)
     sock = listen_socket(server.listen)  # a port in use is one line, before anything runs
 
-    from canary import telemetry
-    from canary.api.app import AppContext, create_app
+    from canary.commands._root import api_server
     from canary.metrics.source import PrometheusSource
 
     source = PrometheusSource(config.prometheus)
-    context = AppContext(
-        config=config.model_copy(update={"server": server}),
-        sessions=sessions(engine),
-        source=source,
+    api = api_server(
+        config.model_copy(update={"server": server}),
+        sessions(engine),
+        source,
         tokens=tokens,
         auth=not args.insecure_no_auth,
         round_timeout=args.round_timeout,
-        registry=telemetry.REGISTRY,
+        signals=True,
     )
-    telemetry.watch_store(context.sessions)
-    app = create_app(context)
     if args.insecure_no_auth:
         log.warning("serving WITHOUT authentication (--insecure-no-auth) on %s", server.listen)
     try:
-        asyncio.run(_run(app, server.host, server.port, source, sock))
+        asyncio.run(_run(api, server.host, server.port, source, sock))
     finally:
         sock.close()
     return 0
 
 
-async def _run(app, host: str, port: int, source, sock) -> None:  # type: ignore[no-untyped-def]
+async def _run(server, host: str, port: int, source, sock) -> None:  # type: ignore[no-untyped-def]
     from concurrent.futures import ThreadPoolExecutor
-
-    import uvicorn
-
-    from canary.api.server import server_config
 
     # Database work runs in threads; the default pool (CPUs + 4) queues concurrent
     # Argo measurements behind each other.
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=32, thread_name_prefix="canary-io")
-    )
-    server = uvicorn.Server(
-        server_config(app, app.state.context.config.server, host=host, port=port)
     )
     log.info("serving the canary API on http://%s:%d", host, port)
     try:
