@@ -18,6 +18,7 @@ from typing import Any, Literal
 import httpx
 
 from canary.config import WebhookConfig
+from canary.retry import backoff_delay
 from canary.store.tables import utcnow
 
 __all__ = ["EVENTS", "Event", "Notifier", "slack_payload"]
@@ -138,7 +139,7 @@ class Notifier:
             except httpx.HTTPError as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             if attempt < webhook.retries:
-                await asyncio.sleep(self.backoff * 2**attempt)
+                await asyncio.sleep(backoff_delay(attempt + 1, self.backoff))
         log.warning(
             "webhook %s: %s of %s not delivered after %d attempts (%s)",
             _host(url),

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1] / "canary"
 
 #: Lowest first. "" is the package itself (`from canary import __version__`).
 LAYERS: dict[str, set[str]] = {
-    "foundation": {"", "errors", "model", "config", "logs", "promregex"},
+    "foundation": {"", "errors", "model", "config", "logs", "promregex", "retry"},
     "core": {"engine", "judge", "ports", "overrides", "analysis_json", "verdict_words"},
     "store": {"store"},
     "edges": {"metrics", "traffic"},

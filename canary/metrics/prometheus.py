@@ -41,6 +41,7 @@ from canary.metrics.errors import (
     PrometheusTimeout,
     PrometheusUnreachable,
 )
+from canary.retry import backoff_delay
 
 __all__ = ["PrometheusClient", "QueryResult", "RangeSeries", "Sample", "to_unix"]
 
@@ -257,7 +258,7 @@ class PrometheusClient:
         for attempt in range(attempts):
             if attempt:
                 self.stats.retries += 1
-                delay = self.config.retry_backoff * (2 ** (attempt - 1))
+                delay = backoff_delay(attempt, self.config.retry_backoff)
                 log.debug("retrying %s in %.2fs after: %s", path, delay, last_error)
                 await asyncio.sleep(delay)
             try:

@@ -43,6 +43,7 @@ import yaml
 
 from canary.config import KubernetesConfig
 from canary.errors import UsageError
+from canary.retry import backoff_delay
 from canary.traffic.base import (
     Conflict,
     Forbidden,
@@ -476,7 +477,7 @@ class KubeClient:
             raise KubeApiError(resource, verb, status, detail, attempts=attempt)
 
     async def _sleep(self, attempt: int, verb: str, resource: str, why: str) -> None:
-        delay = min(self.backoff * 2 ** (attempt - 1), 5.0)
+        delay = backoff_delay(attempt, self.backoff, cap=5.0)
         log.warning("%s %s failed (%s); retrying in %.1fs", verb, resource, why, delay)
         await asyncio.sleep(delay)
 
