@@ -190,6 +190,12 @@ def _next_index(session: Session, analysis_id: str) -> int:
 
 def _load(sessions: Sessions, analysis_id: str) -> _Loaded:
     with sessions.begin() as session:
+        # The next index is read before the analysis row: a round committed between
+        # the two reads (SQLite reads outside one snapshot) then leaves a newer
+        # counter snapshot with the older index, which the window check or the
+        # unique index refuses, never an older snapshot with the newer index (a
+        # second round over the same window).
+        index = _next_index(session, analysis_id)
         analysis = get_analysis(session, analysis_id)
         return _Loaded(
             id=analysis.id,
@@ -197,7 +203,7 @@ def _load(sessions: Sessions, analysis_id: str) -> _Loaded:
             judge=analysis.judge,
             status=AnalysisStatus(analysis.status),
             settings=recorded_settings(analysis),
-            index=_next_index(session, analysis.id),
+            index=index,
             snapshot=dict(analysis.snapshot or {}),
             judge_state=dict(analysis.judge_state or {}),
             engine_state=dict(analysis.engine_state or {}),
