@@ -7,6 +7,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 
 from canary.model import (
     ActionState,
@@ -24,6 +25,7 @@ from canary.store.analyses import (
     RoundConflict,
     create_analysis,
     load_analysis_full,
+    lock_analysis,
     mark_action,
     pending_actions,
     record_round,
@@ -155,3 +157,37 @@ def test_concurrent_acquire_has_one_winner(migrated_url: str) -> None:
     for thread in threads:
         thread.join()
     assert len(winners) == 1
+
+
+def test_a_round_is_invisible_to_others_until_its_transaction_commits(migrated_url: str) -> None:
+    """Another connection sees the round together with the analysis' new counter
+    snapshot, never the round alone: a reader that saw the round but the old snapshot
+    would judge a second round over the same window."""
+    engine = connect(migrated_url)
+    factory = sessions(engine)
+    with factory.begin() as session:
+        analysis = create_analysis(
+            session, canary="c", source="argo", judge="sequential", settings={}, now=T0
+        )
+        analysis_id = analysis.id
+    with factory.begin() as session:
+        analysis = lock_analysis(session, analysis_id)
+        record_round(
+            session,
+            analysis,
+            index=0,
+            data=_round(0),
+            judgement=None,
+            judge_state={},
+            snapshot={"at_unix": 60.0},
+        )
+        session.flush()
+        with engine.connect() as other:
+            seen = other.execute(
+                text("SELECT count(*) FROM rounds WHERE analysis_id = :id"), {"id": analysis_id}
+            ).scalar_one()
+        assert seen == 0, "the round was visible before its transaction committed"
+    with factory.begin() as session:
+        analysis = load_analysis_full(session, analysis_id)
+        assert [r.index for r in analysis.rounds] == [0]
+        assert analysis.snapshot == {"at_unix": 60.0}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer, selectinload
 
@@ -123,6 +123,11 @@ def lock_analysis(session: Session, analysis_id: str) -> Analysis:
     reading them; decoding the whole configuration again would cost more than the
     round's own statements. A deferred column that is read is loaded on access.
     """
+    if session.get_bind().dialect.name == "sqlite":
+        # SQLite has no row locks, and pysqlite begins a transaction only at the first
+        # write: a no-op update takes the database's write lock now, so nothing read
+        # from here on can change before this transaction commits.
+        session.execute(update(Analysis).where(Analysis.id == analysis_id).values(id=Analysis.id))
     query = (
         select(Analysis)
         .where(Analysis.id == analysis_id)
@@ -200,7 +205,8 @@ def record_round(
     Also advances the analysis' running state (judge state, counter snapshot, verdict).
     Returns the new round's id and the pending action row (None without `action`).
     `raw_snapshots[metric][arm]` is the raw per-series counter snapshot for audit.
-    Raises RoundConflict when (analysis, index) exists already.
+    Raises RoundConflict when (analysis, index) exists already; the caller then rolls
+    its transaction back.
     """
     now = now or utcnow()
     weight = analysis.weight if weight is None else weight
@@ -220,10 +226,12 @@ def record_round(
         "reasons": list(judgement.reasons) if judgement else [],
         "score": judgement.score if judgement else None,
     }
+    # No savepoint here: pysqlite does not open a transaction for SAVEPOINT, so SQLite
+    # committed the round alone at its RELEASE (another reader, or a crash, saw the
+    # round without its observations, action and the analysis' new snapshot). After a
+    # conflict the caller's transaction is unusable and rolls back as a whole.
     try:
-        # A savepoint, so a conflict leaves the caller's transaction usable.
-        with session.begin_nested():
-            round_id = session.execute(_ROUND_INSERT, round_values).scalar_one()
+        round_id = session.execute(_ROUND_INSERT, round_values).scalar_one()
     except IntegrityError as exc:
         raise RoundConflict(f"round {index} of analysis {analysis.id} is recorded already") from exc
     # Core inserts, one statement per table: no ORM object per row. The JSON columns
@@ -362,6 +370,11 @@ def finish_analysis(
 
 def load_analysis_full(session: Session, analysis_id: str) -> Analysis:
     """An analysis with its rounds, observations, results and actions loaded."""
+    if session.get_bind().dialect.name == "sqlite":
+        # SQLite has no row locks, and pysqlite begins a transaction only at the first
+        # write: a no-op update takes the database's write lock now, so nothing read
+        # from here on can change before this transaction commits.
+        session.execute(update(Analysis).where(Analysis.id == analysis_id).values(id=Analysis.id))
     query = (
         select(Analysis)
         .where(Analysis.id == analysis_id)
