@@ -36,14 +36,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_SUBMITTED, JobSubmissionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
 
 from canary import control, telemetry
 from canary import engine as rollout
@@ -61,14 +58,13 @@ from canary.rounds import (
     recorded_canary,
 )
 from canary.store import leases, scheduling
+from canary.store.database import Sessions, backend, sqlite_file
 from canary.store.tables import Analysis, utcnow
 from canary.verdict_words import describe_judgement
 
 __all__ = ["Daemon", "DaemonAlreadyRunning", "lease_name", "single_daemon_lock"]
 
 log = logging.getLogger(__name__)
-
-Sessions = sessionmaker[Session]
 
 
 class DaemonAlreadyRunning(CanaryError):
@@ -97,11 +93,10 @@ def single_daemon_lock(database_url: str):  # type: ignore[no-untyped-def]
     The kernel drops the lock when the process dies (even on kill -9). A no-op for
     PostgreSQL, where replicas coordinate through lease rows.
     """
-    url = make_url(database_url)
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+    path = sqlite_file(database_url)
+    if path is None:
         yield None
         return
-    path = Path(str(url.database)).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     lock_path = path.with_name(path.name + ".daemon.lock")
     handle = open(lock_path, "a+")  # noqa: SIM115 - held for the daemon's lifetime
@@ -251,8 +246,7 @@ class Daemon:
         """Run until `stop()` is called; then shut down within `shutdown_timeout`."""
         # Database work runs in worker threads. SQLite has one writer: a single worker
         # avoids writers sleeping in SQLite's busy handler; PostgreSQL gets several.
-        bind = self.sessions.kw.get("bind")
-        sqlite = bind is not None and bind.url.get_backend_name() == "sqlite"
+        sqlite = backend(self.sessions) == "sqlite"
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=1 if sqlite else 8, thread_name_prefix="canary-db")
         )

@@ -13,11 +13,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, tuple_
-from sqlalchemy.orm import Session, selectinload
-
 from canary.model import Verdict
 from canary.store.analyses import list_analyses, load_analysis_full
+from canary.store.database import Session
+from canary.store.reads import latest_judged_rounds
 from canary.store.tables import Analysis, Round
 from canary.verdict_words import MetricWords, describe_metric
 
@@ -75,18 +74,7 @@ def history_rows(
 
 def latest_words(session: Session, analysis_ids: list[str]) -> dict[str, list[MetricWords]]:
     """Per analysis, its latest judged round's metrics in plain words (two queries)."""
-    if not analysis_ids:
-        return {}
-    latest = (
-        select(Round.analysis_id, func.max(Round.index))
-        .where(Round.analysis_id.in_(analysis_ids), Round.index >= 1)
-        .group_by(Round.analysis_id)
-    )
-    rows = session.scalars(
-        select(Round)
-        .where(tuple_(Round.analysis_id, Round.index).in_(latest))
-        .options(selectinload(Round.results))
-    ).all()
+    rows = latest_judged_rounds(session, analysis_ids)
     return {
         row.analysis_id: [
             describe_metric(r.metric, r.verdict, r.statistics, r.reasons) for r in row.results

@@ -104,10 +104,8 @@ class StoreCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         from datetime import UTC, datetime
 
-        from sqlalchemy import func, select
-        from sqlalchemy.exc import SQLAlchemyError
-
-        from canary.store.tables import Analysis
+        from canary.store.database import StoreFailure
+        from canary.store.reads import analysis_counts, next_rounds_due
 
         analyses = GaugeMetricFamily(
             "canary_analyses",
@@ -122,17 +120,9 @@ class StoreCollector(Collector):
         up = GaugeMetricFamily("canary_store_up", "1 when the store answered this scrape.")
         try:
             with self.sessions() as session:
-                counts = session.execute(
-                    select(
-                        Analysis.canary, Analysis.status, Analysis.verdict, func.count()
-                    ).group_by(Analysis.canary, Analysis.status, Analysis.verdict)
-                ).all()
-                due = session.execute(
-                    select(Analysis.canary, func.min(Analysis.next_round_at))
-                    .where(Analysis.status == "running", Analysis.next_round_at.is_not(None))
-                    .group_by(Analysis.canary)
-                ).all()
-        except SQLAlchemyError as exc:
+                counts = analysis_counts(session)
+                due = next_rounds_due(session)
+        except StoreFailure as exc:
             log.warning("metrics: the store did not answer: %s", exc)
             up.add_metric([], 0.0)
             yield up

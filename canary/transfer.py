@@ -29,8 +29,6 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session, selectinload
 
 from canary.config import AnalysisSettings
 from canary.engine import EngineState
@@ -46,6 +44,15 @@ from canary.model import (
     observation_from_json,
 )
 from canary.store.analyses import observation_kind
+from canary.store.bulk import (
+    add_analysis,
+    delete_analysis,
+    key_owners,
+    load_full_many,
+    missing_ids,
+    rounds_done,
+)
+from canary.store.database import Session
 from canary.store.tables import Action, Analysis, MetricResultRow, ObservationRow, Round
 
 __all__ = [
@@ -145,16 +152,7 @@ def _dump(row: Any, fields: Sequence[str]) -> dict[str, Any]:
 def export_analyses(session: Session, analysis_ids: Sequence[str]) -> dict[str, Any]:
     """The export document of these analyses (in this order); NotFoundError names unknown ids."""
     wanted = list(dict.fromkeys(analysis_ids))
-    query = (
-        select(Analysis)
-        .where(Analysis.id.in_(wanted))
-        .options(
-            selectinload(Analysis.rounds).selectinload(Round.observations),
-            selectinload(Analysis.rounds).selectinload(Round.results),
-            selectinload(Analysis.actions),
-        )
-    )
-    found = {a.id: a for a in session.scalars(query)}
+    found = load_full_many(session, wanted)
     missing = [i for i in wanted if i not in found]
     if missing:
         raise NotFoundError(f"no analysis with id {', '.join(repr(i) for i in missing)}")
@@ -444,17 +442,8 @@ def import_analyses(session: Session, analyses: Sequence[Analysis]) -> ImportRep
     """
     report = ImportReport()
     ids = [a.id for a in analyses]
-    existing = {
-        row.id: row
-        for row in session.execute(
-            select(Analysis.id, Analysis.rounds_done).where(Analysis.id.in_(ids))
-        )
-    }
-    keys = [a.key for a in analyses if a.key]
-    taken = {
-        row.key: row.id
-        for row in session.execute(select(Analysis.key, Analysis.id).where(Analysis.key.in_(keys)))
-    }
+    existing = rounds_done(session, ids)
+    taken = key_owners(session, [a.key for a in analyses if a.key])
     for analysis in analyses:
         owner = taken.get(analysis.key) if analysis.key else None
         if owner is not None and owner != analysis.id:
@@ -463,23 +452,20 @@ def import_analyses(session: Session, analyses: Sequence[Analysis]) -> ImportRep
                 "already uses in this database; nothing imported"
             )
         present = existing.get(analysis.id)
-        if present is not None and present.rounds_done >= analysis.rounds_done:
+        if present is not None and present >= analysis.rounds_done:
             report.skipped.append(analysis.id)
             continue
         if present is not None:
-            session.execute(delete(Analysis).where(Analysis.id == analysis.id))
-            session.flush()
+            delete_analysis(session, analysis.id)
             report.replaced.append(analysis.id)
         else:
             report.imported.append(analysis.id)
-        session.add(analysis)
-    session.flush()
+        add_analysis(session, analysis)
     return report
 
 
 def check_ids(session: Session, analysis_ids: Sequence[str]) -> None:
     """NotFoundError naming every id that is not stored."""
-    found = set(session.scalars(select(Analysis.id).where(Analysis.id.in_(list(analysis_ids)))))
-    missing = [i for i in analysis_ids if i not in found]
+    missing = missing_ids(session, analysis_ids)
     if missing:
         raise NotFoundError(f"no analysis with id {', '.join(repr(i) for i in missing)}")

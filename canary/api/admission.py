@@ -19,13 +19,10 @@ import hashlib
 from collections import deque
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
-
 from canary.api.errors import ApiError
 from canary.config import Config
-from canary.model import AnalysisStatus
-from canary.store.tables import Analysis
+from canary.store.database import Sessions
+from canary.store.reads import running_since
 
 __all__ = ["NewAnalysisLimiter", "count_running", "recent_window", "token_id"]
 
@@ -75,18 +72,6 @@ def recent_window(config: Config) -> timedelta:
     return timedelta(seconds=max(600.0, 3 * longest))
 
 
-def count_running(sessions: sessionmaker[Session], since: datetime) -> int:
+def count_running(sessions: Sessions, since: datetime) -> int:
     """Argo analyses that are running and were measured at or after `since`."""
-    with sessions() as session:
-        return int(
-            session.scalar(
-                select(func.count())
-                .select_from(Analysis)
-                .where(
-                    Analysis.source == "argo",
-                    Analysis.status == AnalysisStatus.RUNNING.value,
-                    Analysis.updated_at >= since,
-                )
-            )
-            or 0
-        )
+    return running_since(sessions, "argo", since)

@@ -41,7 +41,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import SQLAlchemyError
 
 from canary.api.admission import NewAnalysisLimiter, count_running, recent_window, token_id
 from canary.api.argo_key import ArgoTarget, resolve_target
@@ -55,12 +54,13 @@ from canary.api.argo_view import (
     view_after,
 )
 from canary.api.auth import bearer_scheme, require_token
-from canary.api.errors import ApiError, database_reason
+from canary.api.errors import ApiError
 from canary.api.params import reject_unknown_query
 from canary.errors import CanaryError, NotFoundError
 from canary.model import Verdict
 from canary.rounds import RoundResult, ensure_analysis, judge_round, load_for_round
 from canary.store.analyses import RoundConflict
+from canary.store.database import StoreFailure, failure_reason
 
 __all__ = ["ArgoRunner", "MeasureRequest", "router"]
 
@@ -309,8 +309,8 @@ class ArgoRunner:
             del self.tasks[key]
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
-            if isinstance(exc, SQLAlchemyError):  # one line, as the API's 503 says it
-                log.warning("Argo round of %s: database error: %s", key, database_reason(exc))
+            if isinstance(exc, StoreFailure):  # one line, as the API's 503 says it
+                log.warning("Argo round of %s: database error: %s", key, failure_reason(exc))
             elif not isinstance(exc, RoundConflict | CanaryError):
                 log.error("Argo round failed: %s: %s", type(exc).__name__, exc)
 

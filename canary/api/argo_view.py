@@ -6,13 +6,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload, sessionmaker
-
-from canary.errors import NotFoundError
 from canary.model import AnalysisStatus, Judgement, json_safe
 from canary.store.analyses import finish_analysis, lock_analysis
-from canary.store.tables import Analysis, Round
+from canary.store.database import Sessions
+from canary.store.reads import analysis_head, analysis_id_for_key, latest_round, latest_rounds
 
 __all__ = [
     "StoredView",
@@ -44,35 +41,11 @@ class StoredView:
         return AnalysisStatus(self.status).is_final
 
 
-def _head(session: Session, analysis_id: str) -> Any:
-    """The analysis' scalar columns only (not its settings, judge state or snapshot)."""
-    row = session.execute(
-        select(
-            Analysis.id,
-            Analysis.status,
-            Analysis.verdict,
-            Analysis.verdict_round,
-            Analysis.started_at,
-        ).where(Analysis.id == analysis_id)
-    ).first()
-    if row is None:
-        raise NotFoundError(f"no analysis with id {analysis_id!r}")
-    return row
-
-
-def load_view(sessions: sessionmaker[Session], analysis_id: str) -> StoredView:
+def load_view(sessions: Sessions, analysis_id: str) -> StoredView:
     """The analysis, its latest round and the per-metric results of its latest judged round."""
     with sessions() as session:
-        analysis = _head(session, analysis_id)
-        rounds = list(
-            session.scalars(
-                select(Round)
-                .where(Round.analysis_id == analysis_id)
-                .order_by(Round.index.desc())
-                .limit(20)
-                .options(selectinload(Round.results))
-            )
-        )
+        analysis = analysis_head(session, analysis_id)
+        rounds = latest_rounds(session, analysis_id, limit=20)
         latest = rounds[0] if rounds else None
         judged = next((r for r in rounds if r.results), None)
         metrics = {
@@ -148,16 +121,11 @@ def view_after(
     )
 
 
-def load_state(sessions: sessionmaker[Session], analysis_id: str) -> StoredView:
+def load_state(sessions: Sessions, analysis_id: str) -> StoredView:
     """What deciding about a new round needs (two small reads): no per-metric results."""
     with sessions() as session:
-        analysis = _head(session, analysis_id)
-        latest = session.execute(
-            select(Round.index, Round.recorded_at, Round.error)
-            .where(Round.analysis_id == analysis_id)
-            .order_by(Round.index.desc())
-            .limit(1)
-        ).first()
+        analysis = analysis_head(session, analysis_id)
+        latest = latest_round(session, analysis_id)
         return StoredView(
             analysis_id=analysis.id,
             status=analysis.status,
@@ -173,13 +141,12 @@ def load_state(sessions: sessionmaker[Session], analysis_id: str) -> StoredView:
         )
 
 
-def find_id(sessions: sessionmaker[Session], key: str) -> str | None:
+def find_id(sessions: Sessions, key: str) -> str | None:
     """The id of the analysis keyed `key`, if there is one."""
-    with sessions() as session:
-        return session.scalar(select(Analysis.id).where(Analysis.key == key))
+    return analysis_id_for_key(sessions, key)
 
 
-def finish(sessions: sessionmaker[Session], analysis_id: str, reason: str | None) -> None:
+def finish(sessions: Sessions, analysis_id: str, reason: str | None) -> None:
     """Close a judged-only analysis once its verdict is final (FAIL, or the budget's end)."""
     with sessions.begin() as session:
         analysis = lock_analysis(session, analysis_id)

@@ -15,10 +15,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from canary.errors import CanaryError, NotFoundError, UsageError
+from canary.store.database import StoreFailure, database_label, failure_reason
 
 __all__ = ["ApiError", "error_body", "install_error_handlers", "validation_message"]
 
@@ -113,9 +113,10 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("request failed: %s", exc)
         return JSONResponse(error_body(503, str(exc)), status_code=503)
 
-    @app.exception_handler(SQLAlchemyError)
-    async def _database(request: Request, exc: SQLAlchemyError) -> JSONResponse:
-        message = f"database unavailable: {database_name(request)}: {database_reason(exc)}"
+    @app.exception_handler(StoreFailure)
+    async def _database(request: Request, exc: StoreFailure) -> JSONResponse:
+        label = database_label(request.app.state.context.sessions)
+        message = f"database unavailable: {label}: {failure_reason(exc)}"
         log.warning("%s %s: %s", request.method, request.url.path, message)
         return JSONResponse(error_body(503, message), status_code=503)
 
@@ -125,17 +126,3 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             error_body(500, f"internal error: {type(exc).__name__}"), status_code=500
         )
-
-
-def database_name(request: Request) -> str:
-    """The database's URL without its password (what an operator needs to look at)."""
-    bind = request.app.state.context.sessions.kw.get("bind")
-    url = getattr(bind, "url", None)
-    return url.render_as_string(hide_password=True) if url is not None else "the database"
-
-
-def database_reason(exc: SQLAlchemyError) -> str:
-    """The driver's first line (`OperationalError: database "x" does not exist`)."""
-    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-    first = (str(cause).strip().splitlines() or [""])[0]
-    return f"{type(cause).__name__}: {first}"[:300]

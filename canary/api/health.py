@@ -30,11 +30,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 from canary.api.errors import ApiError
-from canary.store.database import check_schema
+from canary.store.database import ping, sqlite_file
 
 __all__ = ["CHECKS", "MIN_FREE_BYTES", "router"]
 
@@ -54,19 +53,12 @@ async def healthz() -> dict[str, str]:
 
 
 def _check_database(context: Any) -> None:
-    with context.sessions() as session:
-        session.execute(text("SELECT 1"))
-        check_schema(session.get_bind())
+    ping(context.sessions)
 
 
 def _sqlite_dir(context: Any) -> Path | None:
-    bind = context.sessions.kw.get("bind")
-    url = getattr(bind, "url", None)
-    if url is None or url.get_backend_name() != "sqlite" or not url.database:
-        return None
-    if url.database == ":memory:":
-        return None
-    return Path(url.database).resolve().parent
+    file = sqlite_file(context.sessions)
+    return file.resolve().parent if file is not None else None
 
 
 def _check_disk(context: Any) -> str | None:

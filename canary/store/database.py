@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 import orjson
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from canary.errors import CanaryError
@@ -27,12 +28,30 @@ from canary.model import json_text
 __all__ = [
     "DatabaseError",
     "SchemaError",
+    "Session",
+    "Sessions",
+    "StoreFailure",
+    "backend",
     "check_schema",
     "connect",
     "current_revision",
+    "database_label",
+    "failure_reason",
     "head_revision",
     "migrate",
+    "ping",
+    "sessions",
+    "sqlite_file",
 ]
+
+#: A factory of sessions on one database: `with sessions.begin() as session:` is one
+#: transaction. The rest of canary passes it (and the session) to the store's functions.
+Sessions = sessionmaker[Session]
+
+#: What the database driver raises when a statement or a connection fails (the
+#: database is down, a deadlock, a lost connection): callers that answer for an
+#: unavailable store (the API's 503, a scrape's `canary_store_up 0`) catch this.
+StoreFailure = SQLAlchemyError
 
 
 class DatabaseError(CanaryError):
@@ -95,8 +114,51 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
-def sessions(engine: Engine) -> sessionmaker[Session]:
+def sessions(engine: Engine) -> Sessions:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def _url_of(sessions: Sessions | str) -> Any:
+    if isinstance(sessions, str):
+        return make_url(normalize_url(sessions))
+    return getattr(sessions.kw.get("bind"), "url", None)
+
+
+def backend(sessions: Sessions) -> str:
+    """The database's backend name: ``sqlite`` or ``postgresql`` ("" if unbound)."""
+    url = _url_of(sessions)
+    return url.get_backend_name() if url is not None else ""
+
+
+def sqlite_file(sessions: Sessions | str) -> Path | None:
+    """The SQLite database file of these sessions (or of a URL); None for PostgreSQL
+    or an in-memory database."""
+    url = _url_of(sessions)
+    if url is None or url.get_backend_name() != "sqlite":
+        return None
+    if url.database in (None, "", ":memory:"):
+        return None
+    return Path(str(url.database)).expanduser()
+
+
+def database_label(sessions: Sessions) -> str:
+    """The database's URL without its password (what an operator needs to look at)."""
+    url = _url_of(sessions)
+    return url.render_as_string(hide_password=True) if url is not None else "the database"
+
+
+def failure_reason(exc: StoreFailure) -> str:
+    """The driver's first line (`OperationalError: database "x" does not exist`)."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    first = (str(cause).strip().splitlines() or [""])[0]
+    return f"{type(cause).__name__}: {first}"[:300]
+
+
+def ping(sessions: Sessions) -> None:
+    """One round trip to the database, then `check_schema` (readiness)."""
+    with sessions() as session:
+        session.execute(text("SELECT 1"))
+        check_schema(session.get_bind())  # type: ignore[arg-type]
 
 
 def _alembic_config(engine: Engine) -> AlembicConfig:
