@@ -134,6 +134,14 @@ def _percent(share: float) -> str:
     return f"{math.floor(share * 100):.0f}%" if share < 1.0 else "100%"
 
 
+def _estimate(value: Any) -> str:
+    """`` (estimate 5.2x)``: the sequential judge's conditional MLE, once a verdict fixed it."""
+    if value == "inf":
+        return " (estimate: unbounded)"
+    number = _number(value)
+    return "" if number is None else f" (estimate {_ratio(number)}x)"
+
+
 def _sequential(stats: Mapping[str, Any], verdict: str) -> tuple[str | None, list[str]]:
     effect = None
     if "per_bound" in stats:
@@ -151,14 +159,14 @@ def _sequential(stats: Mapping[str, Any], verdict: str) -> tuple[str | None, lis
                 f"{where}: odds {interval}" + ("" if "anywhere" in interval else " baseline")
                 if interval
                 else f"{where}: no constant odds ratio fits (changed between rounds)"
-            )
+            ) + _estimate(item.get("odds_ratio"))
     elif "ci_low" in stats or "ci_high" in stats:
         interval = ratio_interval(stats.get("ci_low"), stats.get("ci_high"))
         effect = (
             f"error odds {interval}" + ("" if "anywhere" in interval else " baseline")
             if interval
             else "error odds: no constant ratio fits (rates changed between rounds)"
-        )
+        ) + _estimate(stats.get("odds_ratio"))
     progress: list[tuple[bool, float, str]] = []
     for side, e_key, t_key in (
         ("FAIL", "e_fail", "fail_threshold"),

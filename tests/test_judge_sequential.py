@@ -7,12 +7,13 @@ import math
 
 import numpy as np
 import pytest
+from scipy.optimize import brentq
 from scipy.stats import nchypergeom_fisher
 
 from canary.config import AnalysisSettings, MetricConfig
 from canary.judge import judge_rounds, make_judge
 from canary.judge.combine import combine
-from canary.judge.hypergeometric import informative, round_loglik
+from canary.judge.hypergeometric import conditional_mle, informative, round_loglik
 from canary.judge.sequential import SequentialJudge, choose_bounds
 from canary.metrics.simulated_traffic import ENVOY_BUCKETS, ArmModel, TrafficModel, simulate
 from canary.model import Counts, Histogram, MetricKind, MetricResult, RoundData, Verdict
@@ -113,6 +114,60 @@ def test_millions_of_requests_stay_finite_and_exact():
         x, n + m, n, x + y, 1.0
     )
     assert lik.loglik[2] == pytest.approx(ref, abs=1e-6)
+
+
+def scipy_mle(tables: list[tuple[int, int, int, int]]) -> float:
+    """The conditional MLE by root-finding on scipy's noncentral hypergeometric mean."""
+    total = sum(t[0] for t in tables)
+
+    def score(log_psi: float) -> float:
+        psi = math.exp(log_psi)
+        return total - sum(nchypergeom_fisher.mean(n + m, n, x + y, psi) for x, n, y, m in tables)
+
+    return math.exp(brentq(score, -15.0, 15.0, xtol=1e-13))
+
+
+@pytest.mark.parametrize(
+    "tables",
+    [
+        [(2, 3, 1, 2)],
+        [(5, 600, 20, 5400)],
+        [(50, 1000, 10, 1000), (40, 1000, 12, 1000), (3, 90, 1, 4000)],
+        [(150, 10000, 100, 10000)] * 3,
+        [(900, 1000, 10, 1000)],  # odds ratio ~880: far past the interval's grid
+        [(21000, 2_000_000, 20000, 2_000_000)],
+    ],
+)
+def test_the_estimate_is_the_exact_conditional_mle(tables):
+    assert conditional_mle(tables) == pytest.approx(scipy_mle(tables), rel=1e-8)
+
+
+def test_the_estimate_at_the_ends_of_the_support():
+    assert conditional_mle([(10, 10, 3, 100), (5, 5, 0, 40)]) == math.inf
+    assert conditional_mle([(0, 10, 3, 100)]) == 0.0
+    assert conditional_mle([(0, 0, 3, 100), (0, 10, 0, 100)]) is None  # no information
+
+
+def test_the_verdict_reports_the_exact_estimate_without_a_cap():
+    judge = make_judge("sequential", [MetricConfig(name="errors")], SETTINGS)
+    state, judgement = judge.initial_state(), None
+    tables = [(30, 1000, 10, 1000), (28, 1000, 11, 1000), (300, 1000, 9, 1000)]
+    for table in tables:
+        running = judgement.metrics["errors"] if table is not tables[0] else None
+        assert running is None or running.statistics["odds_ratio"] is None  # until a verdict
+        state, judgement = judge.update(state, counts_round(*table))
+    result = judgement.metrics["errors"]
+    assert result.verdict is Verdict.FAIL and result.round == 3
+    # The estimate over every round up to the verdict: ~14, past the interval's grid (10).
+    assert result.statistics["odds_ratio"] == pytest.approx(scipy_mle(tables), rel=1e-8)
+    assert result.statistics["odds_ratio"] > 10
+    assert result.statistics["ci_high"] is None
+    assert any("estimate 1" in r and "conditional MLE" in r for r in result.reasons)
+    # A canary failing every request: the estimate is unbounded, and JSON-safe.
+    _, judgement = judge.update(judge.initial_state(), counts_round(5000, 5000, 50, 5000))
+    stats = judgement.metrics["errors"].statistics
+    assert judgement.verdict is Verdict.FAIL and stats["odds_ratio"] == "inf"
+    json.dumps(stats, allow_nan=False)
 
 
 def test_uninformative_tables():

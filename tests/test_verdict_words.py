@@ -42,9 +42,13 @@ def test_a_failing_metric_leads_with_its_effect_and_decided_evidence() -> None:
     assert result.verdict is Verdict.FAIL
     words = describe_result(result)
     # 5% vs 1% errors: error odds about 5.2x; the interval must say so
-    match = re.fullmatch(r"error odds (\d+\.\d)–(\d+\.\d)x baseline", words.effect or "")
+    match = re.fullmatch(
+        r"error odds (\d+\.\d)–(\d+\.\d)x baseline \(estimate (\d+\.\d)x\)", words.effect or ""
+    )
     assert match, words.effect
     assert float(match.group(1)) < 5.2 < float(match.group(2))
+    # the exact conditional MLE of 250/5000 vs 500/50000 per round: odds ratio 5.21
+    assert match.group(3) == "5.2"
     assert words.progress[0] == "FAIL evidence 100% — decided"
     assert words.progress[1] == "PASS evidence 0%"
     assert not RAW.search(words.line() + " ".join(words.notes)), words

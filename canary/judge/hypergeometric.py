@@ -16,18 +16,24 @@ The likelihood ratio against psi0 is therefore
 log LR(psi; psi0) = ell(psi) - ell(psi0): summing ell over rounds gives the log of
 any product of per-round likelihood ratios with two lookups.
 
+`conditional_mle` solves for the common odds ratio of many tables exactly: the root of
+the conditional score sum_k (x_k - E_psi[x_k]) (a 1-D solve, no grid).
+
 Everything is in log space: log w_j uses `gammaln`, the sums `logsumexp` over j.
 The constant log n! + log m! cancels in every ratio and is dropped.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.special import gammaln
 
-__all__ = ["RoundLikelihood", "informative", "round_loglik"]
+__all__ = ["RoundLikelihood", "conditional_mle", "informative", "round_loglik"]
 
 
 def informative(x: int, n: int, y: int, m: int) -> bool:
@@ -120,10 +126,11 @@ def _grid(log_psi: np.ndarray) -> _Grid:
     return grid
 
 
-def _windows(
-    n: int, m: int, e: int, grid: _Grid, lo: int, hi: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _windows(n: Any, m: Any, e: Any, grid: Any, lo: Any, hi: Any) -> tuple[np.ndarray, np.ndarray]:
     """Per psi, a j-range around the approximate mean holding all but ~e^-30 of the sum.
+
+    One table and a grid of psi, or (`conditional_mle`) arrays of tables and one psi:
+    `grid` needs `psi`, `c_disc` = 4 (1 - psi) psi and `c_mu` = 2 psi.
 
     Approximate mean: the root of mu (m - e + mu) = psi (n - mu)(e - mu) (Cornfield
     1956); variance: 1 / (1/mu + 1/(n-mu) + 1/(e-mu) + 1/(m-e+mu)) (Stevens 1951).
@@ -215,3 +222,109 @@ def round_loglik(
     mean_i = (expo[:rows] @ i) / total[:rows]
     var = np.maximum((expo[:rows] @ i2) / total[:rows] - mean_i * mean_i, 0.0)
     return RoundLikelihood(loglik=loglik, mean=mean_i + start[:rows], var=var)
+
+
+class _OnePsi:
+    """The psi factors `_windows` reads, for a single psi."""
+
+    __slots__ = ("c_disc", "c_mu", "psi")
+
+    def __init__(self, log_psi: float) -> None:
+        self.psi = math.exp(log_psi)
+        self.c_disc = 4.0 * (1.0 - self.psi) * self.psi
+        self.c_mu = 2.0 * self.psi
+
+
+class _Supports:
+    """Every table's j-window around its mass at one psi, flattened, with log w_j up to a
+    constant per table (the term ratios accumulated; constants cancel in each table's
+    moments)."""
+
+    def __init__(self, tables: np.ndarray, log_psi: float) -> None:
+        n, y, m = tables[:, 1], tables[:, 2], tables[:, 3]
+        e = tables[:, 0] + y
+        self.lo, self.hi = np.maximum(0, e - m), np.minimum(n, e)
+        wlo, whi = _windows(n, m, e, _OnePsi(log_psi), self.lo, self.hi)
+        self.wlo, self.whi = wlo, whi
+        length = whi - wlo + 1
+        self.first = np.concatenate([[0], np.cumsum(length)[:-1]])
+        self.last = self.first + length - 1
+        self.offset = (np.arange(int(length.sum())) - np.repeat(self.first, length)).astype(
+            np.float64
+        )
+        j = np.repeat(wlo, length) + self.offset  # the j of each element, as floats
+        nn, ee, mm = (np.repeat(a, length).astype(np.float64) for a in (n, e, m))
+        # log w_{j+1} - log w_j = log((n - j)(e - j)) - log((j + 1)(m - e + j + 1)),
+        # placed at j + 1; each table's first element starts its own sum at 0.
+        head = j - 1.0
+        step = np.log(np.maximum((nn - head) * (ee - head), 1e-300))
+        step -= np.log(np.maximum((head + 1.0) * (mm - ee + head + 1.0), 1e-300))
+        step[self.first] = 0.0
+        total = np.cumsum(step)
+        self.log_w = total - np.repeat(total[self.first], length)
+        self.length = length
+
+    def moments(self, log_psi: float) -> tuple[float, float, bool]:
+        """(sum of E_psi[x_k], sum of Var_psi[x_k], whether every window holds the mass)."""
+        terms = self.log_w + self.offset * log_psi
+        top = np.maximum.reduceat(terms, self.first)
+        terms -= np.repeat(top, self.length)
+        ok = ((self.wlo == self.lo) | (terms[self.first] < -_EDGE_DROP)) & (
+            (self.whi == self.hi) | (terms[self.last] < -_EDGE_DROP)
+        )
+        w = np.exp(terms, out=terms)
+        s0 = np.add.reduceat(w, self.first)
+        wi = w * self.offset
+        mean_i = np.add.reduceat(wi, self.first) / s0
+        second = np.add.reduceat(wi * self.offset, self.first) / s0
+        var = np.maximum(second - mean_i * mean_i, 0.0)
+        return float((self.wlo + mean_i).sum()), float(var.sum()), bool(ok.all())
+
+
+def conditional_mle(tables: Sequence[Sequence[int]], start: float | None = None) -> float | None:
+    """The exact conditional MLE of a common odds ratio over 2x2 tables (x, n, y, m).
+
+    The root in psi of sum_k (x_k - E_psi[x_k | margins]) = 0 (the conditional
+    likelihood's score; McCullagh & Nelder, Generalized Linear Models, 2nd ed., §7.3),
+    solved by safeguarded Newton steps in log psi to 1e-10 (from `start`, else the
+    Mantel-Haenszel estimate): no grid and no cap. 0.0 or inf when the canary's
+    failures sit at the low or high end of what the margins allow in every table
+    (none, or every request it could); None without informative tables.
+    """
+    rows = [t for t in tables if informative(*t)]
+    if not rows:
+        return None
+    arr = np.asarray(rows, dtype=np.int64)
+    x, n, y, m = (arr[:, i] for i in range(4))
+    e = x + y
+    total = float(x.sum())
+    if total <= float(np.maximum(0, e - m).sum()):
+        return 0.0
+    if total >= float(np.minimum(n, e).sum()):
+        return math.inf
+    if start is not None and 0.0 < start < math.inf:
+        t = math.log(start)
+    else:  # Mantel-Haenszel, with 1/2 added against zeros
+        size = (n + m).astype(np.float64)
+        t = math.log(float(((x + 0.5) * (m - y + 0.5) / size).sum()))
+        t -= math.log(float(((y + 0.5) * (n - x + 0.5) / size).sum()))
+    low, high = -math.inf, math.inf  # the score is > 0 below the root, < 0 above it
+    supports = _Supports(arr, t)
+    for _ in range(200):
+        mean, var, ok = supports.moments(t)
+        if not ok:  # psi moved past the windows: take them again around it
+            supports = _Supports(arr, t)
+            mean, var, _ = supports.moments(t)
+        score = total - mean
+        if score > 0:
+            low = t
+        else:
+            high = t
+        step = score / var if var > 0 else math.copysign(1.0, score)
+        new = t + max(-2.0, min(2.0, step))
+        if not low < new < high:
+            new = (low + high) / 2.0 if math.isfinite(low + high) else t + math.copysign(2.0, score)
+        if abs(new - t) < 1e-10:
+            return math.exp(new)
+        t = new
+    return math.exp(t)

@@ -38,7 +38,9 @@ PASS when M_pass >= 1 / alpha_pass and the canary has served `min_requests`.
 
 The time-uniform confidence interval of the odds ratio is the set of psi0 on a log
 grid whose two-sided mixture e-process stays below 1/(1 - 0.95) (a confidence
-sequence: Howard, Ramdas, McAuliffe & Sekhon, Ann. Statist. 49 (2021)).
+sequence: Howard, Ramdas, McAuliffe & Sekhon, Ann. Statist. 49 (2021)). At a verdict
+the reasons add the estimate: the exact conditional MLE over the rounds' tables
+(`hypergeometric.conditional_mle`), which the state keeps for it.
 
 Histogram metrics. The first round with baseline data is the warm-up: bounds b
 nearest the baseline's `quantiles` (default p50, p90, p99) are chosen from it, fixed
@@ -64,7 +66,7 @@ import numpy as np
 
 from canary.config import AnalysisSettings, MetricConfig
 from canary.judge.combine import combine
-from canary.judge.hypergeometric import informative, round_loglik
+from canary.judge.hypergeometric import conditional_mle, informative, round_loglik
 from canary.judge.robust import (
     BaselineSpread,
     log_evidence,
@@ -243,6 +245,7 @@ def _new_track(params: MetricParameters) -> dict[str, Any]:
         "rounds": 0,  # rounds with an informative table
         "canary": [0, 0],  # requests, events
         "baseline": [0, 0],
+        "tables": [],  # [x, n, y, m] of every informative round (the estimate's data)
         **_new_restart(params),
     }
 
@@ -435,6 +438,10 @@ class SequentialJudge:
         ):
             entry["pass_round"] = k
 
+        if self.explain and (k in (entry["fail_round"], entry["pass_round"]) or final):
+            entry["estimates"] = [_estimate(track) for track in entry["tracks"]]
+        _add_estimates(stats, entry.get("estimates"))
+
         if entry["fail_round"] is not None:
             verdict, at = Verdict.FAIL, entry["fail_round"]
         elif entry["pass_round"] is not None:
@@ -482,6 +489,7 @@ class SequentialJudge:
             return track
         lik = round_loglik(x, n, y, m, params.log_psi)
         track["loglik"] = (np.asarray(old["loglik"]) + lik.loglik).tolist()
+        track["tables"] = [*old.get("tables", []), [x, n, y, m]]
         rounds = int(old["rounds"]) + 1
         track["rounds"] = rounds
         # Both start-time mixtures start a new e-process at each round with evidence,
@@ -568,7 +576,7 @@ class SequentialJudge:
             can_pass = pass_bounds is None or entry["bounds"][index] in pass_bounds
             if can_pass:
                 passes.append(log_pass)
-            low, high, estimate = _interval(params, s) if self.explain else (None, None, None)
+            low, high = _interval(params, s) if self.explain else (None, None)
             per_track.append(
                 {
                     "canary": {"total": track["canary"][0], "failed": track["canary"][1]},
@@ -579,7 +587,7 @@ class SequentialJudge:
                     "e_fail_robust": _safe_exp(log_rob),
                     "e_pass": _safe_exp(log_pass),
                     "counts_for_pass": can_pass,
-                    "odds_ratio": estimate,
+                    "odds_ratio": None,
                     "ci_low": low,
                     "ci_high": high,
                     "round_cv": math.sqrt(spread.kappa2(params.robust_cv)),
@@ -624,7 +632,7 @@ class SequentialJudge:
         if params.kind is MetricKind.COUNTS and stats.get("e_fail") is not None:
             reasons.append(
                 f"canary error odds {_fmt_interval(stats['ci_low'], stats['ci_high'])} "
-                f"baseline ({CONFIDENCE:.0%} time-uniform); "
+                f"baseline ({CONFIDENCE:.0%} time-uniform){_fmt_estimate(stats)}; "
                 f"{stats['canary']['failed']}/{stats['canary']['total']} canary vs "
                 f"{stats['baseline']['failed']}/{stats['baseline']['total']} baseline failed"
             )
@@ -633,7 +641,7 @@ class SequentialJudge:
                 reasons.append(
                     f"odds of slower than {_fmt_bound(item['bound'])}: "
                     f"{_fmt_interval(item['ci_low'], item['ci_high'])} baseline "
-                    f"({CONFIDENCE:.0%} time-uniform)"
+                    f"({CONFIDENCE:.0%} time-uniform){_fmt_estimate(item)}"
                 )
         if stats.get("e_fail") is not None:
             reasons.append(
@@ -756,8 +764,8 @@ def _log_mean(values: Sequence[float]) -> float:
     return _logmeanexp(np.asarray(values, dtype=float))
 
 
-def _interval(params: MetricParameters, s: np.ndarray) -> tuple[float | None, float | None, float]:
-    """Time-uniform CI (grid psi0 not rejected by the two-sided mixture) and the MLE.
+def _interval(params: MetricParameters, s: np.ndarray) -> tuple[float | None, float | None]:
+    """Time-uniform CI: the grid psi0 not rejected by the two-sided mixture.
 
     A low end of 0.0 means below the grid (0.1), a high end of None above it (10);
     (None, None) means every grid psi0 is rejected: no constant odds ratio fits.
@@ -765,13 +773,35 @@ def _interval(params: MetricParameters, s: np.ndarray) -> tuple[float | None, fl
     ci = s[params.ci_slice]
     log_e = _logmeanexp_rows(ci[params.ci_alternatives]) - ci
     kept = np.nonzero(log_e < params.log_ci_threshold)[0]
-    estimate = float(params.ci_psi[int(np.argmax(ci))])
     if len(kept) == 0:
-        return None, None, estimate
+        return None, None
     low = float(params.ci_psi[kept[0]]) if kept[0] > 0 else 0.0
     last = len(ci) - 1
     high = float(params.ci_psi[kept[-1]]) if kept[-1] < last else None
-    return low, high, estimate
+    return low, high
+
+
+def _estimate(track: Mapping[str, Any]) -> float | str | None:
+    """The exact conditional MLE of the odds ratio over the track's rounds (JSON-safe:
+    "inf" when the canary failed every request the margins allowed; None without data
+    or in a state stored before the rounds' tables were kept)."""
+    tables = track.get("tables")
+    if not tables:
+        return None
+    value = conditional_mle(tables)
+    return "inf" if value is not None and math.isinf(value) else value
+
+
+def _add_estimates(stats: dict[str, Any], estimates: Sequence[Any] | None) -> None:
+    """Put the estimates taken at the verdict into the statistics (counts: `odds_ratio`;
+    histograms: each bound's)."""
+    if not estimates:
+        return
+    if "per_bound" in stats:
+        for item, value in zip(stats["per_bound"], estimates, strict=False):
+            item["odds_ratio"] = value
+    elif "odds_ratio" in stats:
+        stats["odds_ratio"] = estimates[0]
 
 
 def _robust_reasons(params: MetricParameters, stats: Mapping[str, Any]) -> list[str]:
@@ -818,6 +848,18 @@ def _fmt_e(value: float) -> str:
     if value >= 1e6 or value < 1e-3:
         return f"{value:.2g}"
     return f"{value:.3g}"
+
+
+def _fmt_estimate(stats: Mapping[str, Any]) -> str:
+    """ ", estimate 2.3x (conditional MLE)" once a verdict has fixed the estimate."""
+    value = stats.get("odds_ratio")
+    if value is None:
+        return ""
+    if value == "inf":
+        return ", estimate unbounded (every canary request the margins allow failed)"
+    if value == 0.0:
+        return ", estimate 0x (no canary request failed)"
+    return f", estimate {value:.3g}x (conditional MLE)"
 
 
 def _fmt_interval(low: float | None, high: float | None) -> str:
