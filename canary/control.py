@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.orm import Session, sessionmaker
-
 from canary import engine as rollout
 from canary.config import Config
 from canary.errors import UsageError
@@ -28,7 +26,9 @@ from canary.store.analyses import (
     get_analysis,
     list_analyses,
     pending_actions,
+    save_rollout,
 )
+from canary.store.database import Session, Sessions
 from canary.store.tables import Analysis, utcnow
 
 __all__ = [
@@ -42,8 +42,6 @@ __all__ = [
     "start_analysis",
     "status",
 ]
-
-Sessions = sessionmaker[Session]
 
 #: Statuses of an analysis that still owns its canary's traffic.
 ACTIVE = (AnalysisStatus.RUNNING.value, AnalysisStatus.PAUSED.value, AnalysisStatus.HALTED.value)
@@ -108,10 +106,8 @@ def start_analysis(
             weight=0,
             now=now,
         )
-        analysis.engine_state = state.to_json()
         add_action(session, analysis, ActionIntent("start", first_weight))
-        analysis.weight = first_weight
-        analysis.next_round_at = now
+        save_rollout(analysis, engine_state=state.to_json(), weight=first_weight, next_round_at=now)
         return analysis.id
 
 
@@ -138,11 +134,14 @@ def _operate(
         action_id = None
         if outcome.weight is not None:
             action_id = add_action(session, analysis, ActionIntent(op, outcome.weight)).id
-            analysis.weight = outcome.weight
-        analysis.engine_state = outcome.state.to_json()
+        running = outcome.state.status is AnalysisStatus.RUNNING
+        save_rollout(
+            analysis,
+            engine_state=outcome.state.to_json(),
+            weight=outcome.weight,
+            next_round_at=now if running else None,
+        )
         finish_analysis(session, analysis, outcome.state.status, reason=outcome.reason, now=now)
-        if outcome.state.status is AnalysisStatus.RUNNING:
-            analysis.next_round_at = now
         return ControlResult(
             analysis.id, outcome.state.status, analysis.weight, outcome.reason, action_id
         )

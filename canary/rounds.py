@@ -27,9 +27,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
-
 from canary import engine as rollout
 from canary.config import AnalysisSettings, CanaryConfig
 from canary.errors import CanaryError, DriftError, TrafficError, UsageError
@@ -46,15 +43,21 @@ from canary.ports import Collected, MetricSource, Router
 from canary.store.analyses import (
     ActionIntent,
     RoundConflict,
-    create_analysis,
-    find_analysis_by_key,
+    detached_action,
+    ensure_keyed_analysis,
     finish_analysis,
+    get_action,
     get_analysis,
+    halt_analysis,
     lock_analysis,
     mark_action,
+    next_round_index,
+    note_action_error,
     record_round,
+    save_rollout,
 )
-from canary.store.tables import Action, Analysis, Round, utcnow
+from canary.store.database import Session, Sessions
+from canary.store.tables import Action, Analysis, utcnow
 
 __all__ = [
     "ActionResult",
@@ -71,8 +74,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-Sessions = sessionmaker[Session]
 
 
 # --------------------------------------------------------------------------- collecting
@@ -115,31 +116,16 @@ def ensure_analysis(
 
     Safe against a concurrent caller creating the same key (the key is unique).
     """
-    from sqlalchemy.exc import IntegrityError
-
-    with sessions.begin() as session:
-        found = find_analysis_by_key(session, key)
-        if found is not None:
-            return found.id
-    try:
-        with sessions.begin() as session:
-            analysis = create_analysis(
-                session,
-                canary=canary.name,
-                source=source,
-                judge=canary.judge,
-                settings=settings_dump(canary),
-                key=key,
-                revision=revision,
-                now=now,
-            )
-            return analysis.id
-    except IntegrityError:
-        with sessions.begin() as session:
-            found = find_analysis_by_key(session, key)
-            if found is None:
-                raise
-            return found.id
+    return ensure_keyed_analysis(
+        sessions,
+        key,
+        canary=canary.name,
+        source=source,
+        judge=canary.judge,
+        settings=settings_dump(canary),
+        revision=revision,
+        now=now,
+    )
 
 
 # --------------------------------------------------------------------------- judged rounds
@@ -183,11 +169,6 @@ class _Loaded:
     step: int
 
 
-def _next_index(session: Session, analysis_id: str) -> int:
-    last = session.scalar(select(func.max(Round.index)).where(Round.analysis_id == analysis_id))
-    return 0 if last is None else int(last) + 1
-
-
 def _load(sessions: Sessions, analysis_id: str) -> _Loaded:
     with sessions.begin() as session:
         # The next index is read before the analysis row: a round committed between
@@ -195,7 +176,7 @@ def _load(sessions: Sessions, analysis_id: str) -> _Loaded:
         # counter snapshot with the older index, which the window check or the
         # unique index refuses, never an older snapshot with the newer index (a
         # second round over the same window).
-        index = _next_index(session, analysis_id)
+        index = next_round_index(session, analysis_id)
         analysis = get_analysis(session, analysis_id)
         return _Loaded(
             id=analysis.id,
@@ -349,16 +330,6 @@ class ActionResult:
     drift: bool = False
 
 
-def _action_view(sessions: Sessions, action_id: int) -> tuple[Action, str]:
-    with sessions.begin() as session:
-        action = session.get(Action, action_id)
-        if action is None:
-            raise UsageError(f"no action with id {action_id}")
-        analysis = get_analysis(session, action.analysis_id)
-        session.expunge(action)
-        return action, analysis.status
-
-
 def _finish_action(
     sessions: Sessions,
     action_id: int,
@@ -368,8 +339,7 @@ def _finish_action(
     applied_at: datetime | None = None,
 ) -> None:
     with sessions.begin() as session:
-        action = session.get(Action, action_id)
-        assert action is not None
+        action = get_action(session, action_id)
         if action.state != ActionState.PENDING.value:
             return  # reconciled by someone else meanwhile
         mark_action(session, action, state, error=error)
@@ -379,13 +349,11 @@ def _finish_action(
             analysis = get_analysis(session, action.analysis_id, for_update=True)
             # A promotion that could not be carried out is no promotion: halt instead.
             if analysis.status not in _ROLLED_BACK:
+                halted = None
                 if analysis.engine_state:
-                    halted = rollout.halt(
-                        rollout.EngineState.from_json(analysis.engine_state), halt_reason
-                    )
-                    analysis.engine_state = halted.to_json()
-                finish_analysis(session, analysis, AnalysisStatus.HALTED, reason=halt_reason)
-                analysis.finished_at = None
+                    state = rollout.EngineState.from_json(analysis.engine_state)
+                    halted = rollout.halt(state, halt_reason).to_json()
+                halt_analysis(session, analysis, halt_reason, engine_state=halted)
 
 
 def _start_step_clock(session: Session, action: Action, applied_at: datetime) -> None:
@@ -398,7 +366,7 @@ def _start_step_clock(session: Session, action: Action, applied_at: datetime) ->
         return  # a later decision (or an operator) moved on meanwhile
     applied = rollout.weight_applied(state, action.kind, applied_at)
     if applied != state:
-        analysis.engine_state = applied.to_json()
+        save_rollout(analysis, engine_state=applied.to_json())
 
 
 _ROLLED_BACK = {
@@ -410,9 +378,7 @@ _ROLLED_BACK = {
 
 def _note_action_error(sessions: Sessions, action_id: int, error: str) -> None:
     with sessions.begin() as session:
-        action = session.get(Action, action_id)
-        if action is not None and action.state == ActionState.PENDING.value:
-            action.error = error
+        note_action_error(session, action_id, error)
 
 
 async def apply_action(
@@ -431,7 +397,7 @@ async def apply_action(
     meeting drift is marked failed and halts the analysis with the reason. Transient
     errors (API unreachable, conflicts) leave the action pending for a retry.
     """
-    action, _status = await asyncio.to_thread(_action_view, sessions, action_id)
+    action = await asyncio.to_thread(detached_action, sessions, action_id)
     if action.state != ActionState.PENDING.value:
         return ActionResult(action_id, ActionState(action.state))
     is_rollback = action.to_weight == 0
@@ -523,7 +489,6 @@ def _record_daemon(
             status = outcome.state.status
             verdict = rollout.stored_verdict(status, judgement)
             finish_analysis(session, analysis, status, reason=outcome.reason, verdict=verdict)
-        session.flush()
         return action_row.id if action_row is not None else None
 
 

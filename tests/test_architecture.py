@@ -1,4 +1,5 @@
-"""The allowed imports between canary's packages (docs/architecture.md, "Layers").
+"""The allowed imports between canary's packages (docs/architecture.md, "Layers"),
+and that only canary/store/ imports the database libraries.
 
 Every `import` in canary/ is read (module level and inside functions alike), mapped
 to the top-level package or module it names, and checked against the layers: a
@@ -116,6 +117,50 @@ def test_the_package_graph_has_no_cycle() -> None:
         if node not in state:
             visit(node, [node])
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+#: Third-party packages only the store imports: every SQL statement, transaction
+#: helper and table lives under canary/store/, and the rest of canary reaches the
+#: database through its functions (`canary.store.database.Sessions` and `Session`
+#: are the handles passed around).
+STORE_ONLY = {"sqlalchemy", "alembic"}
+
+
+def _third_party(path: Path) -> set[str]:
+    """The top-level names of the non-canary modules a source file imports."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+    return found - {"canary"}
+
+
+def test_only_the_store_imports_the_database_libraries() -> None:
+    wrong = []
+    for path in sorted(ROOT.rglob("*.py")):
+        relative = path.relative_to(ROOT)
+        if relative.parts[0] == "store":
+            continue
+        for name in sorted(_third_party(path) & STORE_ONLY):
+            wrong.append(f"canary/{relative} imports {name}")
+    assert not wrong, "database access outside canary/store:\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("from sqlalchemy import select", {"sqlalchemy"}),
+        ("def f():\n    from sqlalchemy.exc import IntegrityError", {"sqlalchemy"}),
+        ("import alembic.command", {"alembic"}),
+        ("from canary.store.database import Sessions", set()),
+    ],
+)
+def test_the_checker_sees_database_imports(tmp_path: Path, source: str, expected: set[str]) -> None:
+    path = tmp_path / "module.py"
+    path.write_text(source + "\n", encoding="utf-8")
+    assert _third_party(path) & STORE_ONLY == expected
 
 
 @pytest.mark.parametrize(

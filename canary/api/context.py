@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from sqlalchemy.orm import Session, sessionmaker
 
 from canary.config import Config
+from canary.store.database import Sessions
 
 __all__ = ["AppContext"]
 
@@ -40,7 +40,7 @@ class AppContext:
     """
 
     config: Config
-    sessions: sessionmaker[Session]
+    sessions: Sessions
     source: Any | None = None
     tokens: Sequence[str] | None = None
     auth: bool = True

@@ -14,16 +14,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy.orm import Session, sessionmaker
-
 from canary.config import Config
+from canary.store.database import Sessions
 
 __all__ = ["api_server"]
 
 
 def api_server(
     config: Config,
-    sessions: sessionmaker[Session],
+    sessions: Sessions,
     source: Any | None,
     *,
     tokens: Sequence[str] | None = None,

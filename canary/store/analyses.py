@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer, selectinload
 
-from canary.errors import CanaryError, NotFoundError
+from canary.errors import CanaryError, NotFoundError, UsageError
 from canary.model import (
     ActionState,
     AnalysisStatus,
@@ -29,23 +29,32 @@ from canary.model import (
     observation_from_json,
     observation_to_json,
 )
+from canary.store.database import Sessions
 from canary.store.tables import Action, Analysis, MetricResultRow, ObservationRow, Round, utcnow
 
 __all__ = [
     "ActionIntent",
     "RoundConflict",
     "add_action",
+    "close_analysis",
     "create_analysis",
+    "detached_action",
+    "ensure_keyed_analysis",
     "find_analysis_by_key",
     "finish_analysis",
+    "get_action",
     "get_analysis",
+    "halt_analysis",
     "list_analyses",
     "lock_analysis",
     "mark_action",
     "new_analysis_id",
+    "next_round_index",
+    "note_action_error",
     "pending_actions",
     "record_round",
     "round_data",
+    "save_rollout",
 ]
 
 
@@ -81,6 +90,7 @@ def create_analysis(
     now: datetime | None = None,
     analysis_id: str | None = None,
 ) -> Analysis:
+    """A new analysis row, flushed."""
     now = now or utcnow()
     analysis = Analysis(
         id=analysis_id or new_analysis_id(canary),
@@ -147,6 +157,30 @@ def lock_analysis(session: Session, analysis_id: str) -> Analysis:
 
 def find_analysis_by_key(session: Session, key: str) -> Analysis | None:
     return session.scalars(select(Analysis).where(Analysis.key == key)).one_or_none()
+
+
+def ensure_keyed_analysis(sessions: Sessions, key: str, **create: Any) -> str:
+    """The id of the analysis keyed `key`, created with `create_analysis(**create)` if
+    new; safe against a concurrent caller creating the same key (the key is unique)."""
+    with sessions.begin() as session:
+        found = find_analysis_by_key(session, key)
+        if found is not None:
+            return found.id
+    try:
+        with sessions.begin() as session:
+            return create_analysis(session, key=key, **create).id
+    except IntegrityError:
+        with sessions.begin() as session:
+            found = find_analysis_by_key(session, key)
+            if found is None:
+                raise
+            return found.id
+
+
+def next_round_index(session: Session, analysis_id: str) -> int:
+    """The index the analysis' next round takes (0, the warm-up, before any round)."""
+    last = session.scalar(select(func.max(Round.index)).where(Round.analysis_id == analysis_id))
+    return 0 if last is None else int(last) + 1
 
 
 def list_analyses(
@@ -276,6 +310,7 @@ def record_round(
     if action is not None:
         action_row = _action_row(analysis.id, action, index, weight, now)
         session.add(action_row)
+        session.flush()  # the action's id, for the caller to carry it out
 
     analysis.rounds_done = max(analysis.rounds_done, index)
     analysis.judge_state = dict(judge_state)
@@ -340,6 +375,29 @@ def mark_action(
     action.done_at = utcnow()
 
 
+def get_action(session: Session, action_id: int) -> Action:
+    """An action by id; UsageError for an unknown id."""
+    action = session.get(Action, action_id)
+    if action is None:
+        raise UsageError(f"no action with id {action_id}")
+    return action
+
+
+def detached_action(sessions: Sessions, action_id: int) -> Action:
+    """An action by id, read in its own transaction and detached from it."""
+    with sessions.begin() as session:
+        action = get_action(session, action_id)
+        session.expunge(action)
+        return action
+
+
+def note_action_error(session: Session, action_id: int, error: str) -> None:
+    """Record why a pending action could not be carried out yet (it stays pending)."""
+    action = session.get(Action, action_id)
+    if action is not None and action.state == ActionState.PENDING.value:
+        action.error = error
+
+
 def pending_actions(session: Session, analysis_id: str | None = None) -> list[Action]:
     query = select(Action).where(Action.state == ActionState.PENDING.value).order_by(Action.id)
     if analysis_id:
@@ -366,6 +424,49 @@ def finish_analysis(
     if status.is_final:
         analysis.finished_at = now
         analysis.next_round_at = None
+
+
+def save_rollout(
+    analysis: Analysis,
+    *,
+    engine_state: Mapping[str, Any],
+    weight: int | None = None,
+    next_round_at: datetime | None = None,
+) -> None:
+    """Store a daemon analysis' new engine state, and its weight and next round if given."""
+    analysis.engine_state = dict(engine_state)
+    if weight is not None:
+        analysis.weight = weight
+    if next_round_at is not None:
+        analysis.next_round_at = next_round_at
+
+
+def halt_analysis(
+    session: Session,
+    analysis: Analysis,
+    reason: str,
+    *,
+    engine_state: Mapping[str, Any] | None = None,
+) -> None:
+    """Halt an analysis at its weight for `reason` (no longer finished, if it was)."""
+    if engine_state is not None:
+        analysis.engine_state = dict(engine_state)
+    finish_analysis(session, analysis, AnalysisStatus.HALTED, reason=reason)
+    analysis.finished_at = None
+
+
+def close_analysis(
+    session: Session,
+    analysis_id: str,
+    status: AnalysisStatus,
+    *,
+    verdict: Verdict | None = None,
+    reason: str | None = None,
+    now: datetime | None = None,
+) -> None:
+    """`finish_analysis` on the analysis locked by id."""
+    analysis = get_analysis(session, analysis_id, for_update=True)
+    finish_analysis(session, analysis, status, reason=reason, verdict=verdict, now=now)
 
 
 def load_analysis_full(session: Session, analysis_id: str) -> Analysis:
