@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from canary.config import AnalysisSettings, MetricConfig
+from canary.config import AnalysisSettings, ThresholdMetric
 from canary.judge.mann_whitney import MannWhitneyJudge
 from canary.judge.threshold import ThresholdJudge
 from canary.model import Counts, RoundData
@@ -28,8 +28,8 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     metrics = [
-        MetricConfig(name="errors", kind="counts", min=0.98),
-        MetricConfig(name="cpu", kind="value", max=1.0),
+        ThresholdMetric(name="errors", kind="counts", min=0.98),
+        ThresholdMetric(name="cpu", kind="value", max=1.0),
     ]
 
     def arm() -> dict[str, object]:

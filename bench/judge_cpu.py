@@ -22,14 +22,14 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from canary.config import AnalysisSettings, MetricConfig
+from canary.config import AnalysisSettings, SequentialMetric
 from canary.judge.sequential import SequentialJudge
 from canary.metrics.simulated_traffic import ArmModel, TrafficModel, simulate
 from canary.model import MetricKind
 
 METRICS = {
-    "counts": MetricConfig(name="errors", kind=MetricKind.COUNTS),
-    "histogram": MetricConfig(name="latency", kind=MetricKind.HISTOGRAM),
+    "counts": SequentialMetric(name="errors", kind=MetricKind.COUNTS),
+    "histogram": SequentialMetric(name="latency", kind=MetricKind.HISTOGRAM),
 }
 
 

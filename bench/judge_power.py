@@ -49,7 +49,7 @@ from scipy.stats import mannwhitneyu
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from canary.config import AnalysisSettings, MetricConfig
+from canary.config import AnalysisSettings, SequentialMetric
 from canary.judge.sequential import SequentialJudge
 from canary.metrics.simulated_traffic import (
     ENVOY_BUCKETS,
@@ -67,8 +67,8 @@ NEVER = 10**6
 ALPHA_FAIL = 0.01
 ALPHA_PASS = 0.05
 METRICS = [
-    MetricConfig(name="errors", kind=MetricKind.COUNTS),
-    MetricConfig(name="latency", kind=MetricKind.HISTOGRAM),
+    SequentialMetric(name="errors", kind=MetricKind.COUNTS),
+    SequentialMetric(name="latency", kind=MetricKind.HISTOGRAM),
 ]
 
 

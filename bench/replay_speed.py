@@ -35,7 +35,7 @@ from sqlalchemy import insert
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from canary import engine
-from canary.config import AnalysisSettings, MetricConfig, StepConfig
+from canary.config import AnalysisSettings, SequentialMetric, StepConfig
 from canary.judge import make_judge
 from canary.model import AnalysisStatus, Counts, Histogram, RoundData, Verdict, json_safe
 from canary.replay import (
@@ -64,8 +64,8 @@ def settings() -> AnalysisSettings:
             StepConfig(weight=50, duration=10 * INTERVAL),
         ],
         metrics=[
-            MetricConfig(name="errors", kind="counts", min_requests=500),
-            MetricConfig(name="latency", kind="histogram"),
+            SequentialMetric(name="errors", kind="counts", min_requests=500),
+            SequentialMetric(name="latency", kind="histogram"),
         ],
         promotion="no-failure",
     )

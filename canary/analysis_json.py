@@ -34,7 +34,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from canary.config import AnalysisSettings, MetricConfig, validation_problems
+from canary.config import AnalysisSettings, MetricConfig, metric_config, validation_problems
 from canary.errors import UsageError
 from canary.model import Counts, Histogram, MetricKind, Observation, RoundData
 
@@ -87,7 +87,9 @@ def _bound(value: Any, where: str, field: str) -> float:
     return float(value)
 
 
-def _metric(name: str, raw: Any, where: str) -> tuple[MetricConfig, tuple[float, ...] | None]:
+def _metric(
+    name: str, raw: Any, where: str, judge: str
+) -> tuple[MetricConfig, tuple[float, ...] | None]:
     field = f"metrics.{name}"
     if not isinstance(raw, Mapping):
         raise _fail(where, field, 'expected an object such as {"kind": "counts"}')
@@ -108,12 +110,10 @@ def _metric(name: str, raw: Any, where: str) -> tuple[MetricConfig, tuple[float,
         raise _fail(where, f"{field}.bounds", f"only histogram metrics have bounds, not {kind}")
     options = {k: v for k, v in raw.items() if k not in _METRIC_RESERVED}
     try:
-        config = MetricConfig(name=name, kind=MetricKind(kind), **options)
+        config = metric_config(judge, {**options, "name": name, "kind": kind})
     except ValidationError as exc:
         loc, message = validation_problems(exc)[0]
         raise _fail(where, f"{field}.{loc}" if loc else field, message) from None
-    except TypeError as exc:
-        raise _fail(where, field, str(exc)) from None
     return config, bounds
 
 
@@ -215,8 +215,13 @@ def _time(raw: Any, where: str, field: str) -> datetime | None:
         raise _fail(where, field, f"invalid ISO 8601 time {raw!r}") from None
 
 
-def parse_analysis(doc: Any, *, where: str, line: int | None = None) -> AnalysisInput:
-    """Validate one analysis document; `where` prefixes every error (e.g. "FILE line 3")."""
+def parse_analysis(
+    doc: Any, *, where: str, line: int | None = None, judge: str = "sequential"
+) -> AnalysisInput:
+    """Validate one analysis document; `where` prefixes every error (e.g. "FILE line 3").
+
+    Its metrics may carry the keys of `judge`'s metrics (`canary.config.METRIC_TYPES`).
+    """
     if not isinstance(doc, Mapping):
         raise _fail(where, "", "an analysis must be a JSON object with metrics and rounds")
     unknown = set(doc) - {"id", "settings", "metrics", "rounds"}
@@ -239,7 +244,7 @@ def parse_analysis(doc: Any, *, where: str, line: int | None = None) -> Analysis
     if "pods" in raw_metrics:
         raise _fail(where, "metrics.pods", '"pods" is reserved for the per-pod breakdown')
     metrics: list[tuple[MetricConfig, tuple[float, ...] | None]] = [
-        _metric(str(name), raw, where) for name, raw in raw_metrics.items()
+        _metric(str(name), raw, where, judge) for name, raw in raw_metrics.items()
     ]
     raw_rounds = doc.get("rounds")
     if not isinstance(raw_rounds, list):
@@ -299,31 +304,34 @@ def parse_analysis(doc: Any, *, where: str, line: int | None = None) -> Analysis
 
 
 def read_analyses(
-    text: str, source: str = "input", *, lines: bool | None = None
+    text: str, source: str = "input", *, lines: bool | None = None, judge: str = "sequential"
 ) -> list[AnalysisInput]:
     """Every analysis in `text`: one JSON document (object or list) or JSON Lines.
 
     `lines=True` forces JSON Lines (e.g. for a `.jsonl` file holding one line); None
     detects: a text that is not one JSON document but whose first line is, is JSON
-    Lines. Returns the analyses in order (each with `line` set for JSON Lines); raises
-    AnalysisInputError naming `source`, the line and the field.
+    Lines. Returns the analyses in order (each with `line` set for JSON Lines), their
+    metrics read for `judge`; raises AnalysisInputError naming `source`, the line and
+    the field.
     """
     stripped = text.strip()
     if not stripped:
         raise AnalysisInputError(f"{source}: empty input, expected JSON or JSON Lines")
     if lines:
-        return _read_lines(text, source, None)
+        return _read_lines(text, source, None, judge)
     try:
         doc = json.loads(stripped)
     except json.JSONDecodeError as whole_error:
-        return _read_lines(text, source, whole_error)
+        return _read_lines(text, source, whole_error, judge)
     if isinstance(doc, list):
-        return [parse_analysis(item, where=f"{source} [{i}]") for i, item in enumerate(doc)]
-    return [parse_analysis(doc, where=source)]
+        return [
+            parse_analysis(item, where=f"{source} [{i}]", judge=judge) for i, item in enumerate(doc)
+        ]
+    return [parse_analysis(doc, where=source, judge=judge)]
 
 
 def _read_lines(
-    text: str, source: str, whole_error: json.JSONDecodeError | None
+    text: str, source: str, whole_error: json.JSONDecodeError | None, judge: str
 ) -> list[AnalysisInput]:
     lines = text.splitlines()
     first = next((i for i, line in enumerate(lines) if line.strip()), 0)
@@ -347,7 +355,7 @@ def _read_lines(
             raise AnalysisInputError(
                 f"{where} column {exc.colno}: invalid JSON: {exc.msg}"
             ) from None
-        analyses.append(parse_analysis(doc, where=where, line=number))
+        analyses.append(parse_analysis(doc, where=where, line=number, judge=judge))
     return analyses
 
 

@@ -18,13 +18,14 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -35,6 +36,7 @@ from canary.model import MetricKind
 from canary.promregex import regex_problem
 
 __all__ = [
+    "METRIC_TYPES",
     "AnalysisSettings",
     "ArmConfig",
     "CanaryConfig",
@@ -43,17 +45,23 @@ __all__ = [
     "DatabaseConfig",
     "DestinationConfig",
     "KubernetesConfig",
+    "MannWhitneyMetric",
+    "MetricBase",
     "MetricConfig",
     "PrometheusConfig",
+    "SequentialMetric",
     "ServerConfig",
     "StepConfig",
+    "ThresholdMetric",
     "TrafficConfig",
     "WebhookConfig",
     "default_data_dir",
     "load_config",
+    "metric_config",
     "parse_config",
     "parse_duration",
     "read_secret",
+    "settings_for_judge",
 ]
 
 
@@ -409,41 +417,16 @@ class StepConfig(_Model):
     duration: Duration
 
 
-class MetricConfig(_Model):
-    """One metric to judge. Keys that a judge does not use are ignored by that judge."""
+class MetricBase(_Model):
+    """What every judge reads of a metric: its name, kind and how it is queried."""
 
     name: str
     kind: MetricKind = MetricKind.COUNTS
     query: str | None = None  # template name; default by kind (see canary.metrics.queries)
     failure_codes: str = "5.."  # regex on response_code for counts metrics
-    # sequential judge (docs/judge.md)
-    alpha_fail: float | None = Field(default=None, gt=0, lt=1)
-    alpha_pass: float | None = Field(default=None, gt=0, lt=1)
-    tolerance: float | None = Field(default=None, gt=0)
-    margin: float | None = Field(default=None, gt=0)
-    fail_grid: list[float] | None = None
-    pass_grid: list[float] | None = None
-    min_requests: int | None = Field(default=None, ge=0)
-    quantiles: list[float] | None = None  # histogram bounds near these baseline quantiles
-    # FAIL also needs evidence valid without independent requests (docs/judge.md)
-    robust: bool | None = None
-    # round-to-round coefficient of variation of an error rate assumed until the
-    # baseline's own rounds show it
-    robust_cv: float | None = Field(default=None, ge=0)
-    # mann_whitney judge (docs/judges-kayenta-threshold.md)
-    direction: Literal["increase", "decrease", "either"] | None = None
-    critical: bool | None = None
-    must_have_data: bool | None = None
-    nan_strategy: Literal["remove", "replace"] | None = None
-    effect_size: dict[str, float | str] | None = None  # keys: see canary.judge.kayenta
-    outlier_strategy: Literal["remove", "keep"] | None = None
-    group: str | None = None
-    # threshold judge (docs/judges-kayenta-threshold.md)
-    min: float | None = None
-    max: float | None = None
-    failure_limit: int | None = Field(default=None, ge=0)
-    consecutive: bool | None = None
-    no_data: Literal["inconclusive", "fail", "pass"] | None = None
+    # sequential: histogram bounds near these baseline quantiles; mann_whitney and
+    # threshold: one quantile, the per-round value of a histogram
+    quantiles: list[float] | None = None
 
     @field_validator("name")
     @classmethod
@@ -460,11 +443,92 @@ class MetricConfig(_Model):
         return value
 
 
-def _default_metrics() -> list[MetricConfig]:
-    return [
-        MetricConfig(name="errors", kind=MetricKind.COUNTS),
-        MetricConfig(name="latency", kind=MetricKind.HISTOGRAM),
-    ]
+class SequentialMetric(MetricBase):
+    """A metric judged by the sequential judge (docs/judge.md)."""
+
+    # The analysis's judge, set by AnalysisSettings; not part of a metric's dump.
+    judge: Literal["sequential"] = Field(default="sequential", exclude=True, repr=False)
+    alpha_fail: float | None = Field(default=None, gt=0, lt=1)
+    alpha_pass: float | None = Field(default=None, gt=0, lt=1)
+    tolerance: float | None = Field(default=None, gt=0)
+    margin: float | None = Field(default=None, gt=0)
+    fail_grid: list[float] | None = None
+    pass_grid: list[float] | None = None
+    min_requests: int | None = Field(default=None, ge=0)
+    # FAIL also needs evidence valid without independent requests (docs/judge.md)
+    robust: bool | None = None
+    # round-to-round coefficient of variation of an error rate assumed until the
+    # baseline's own rounds show it
+    robust_cv: float | None = Field(default=None, ge=0)
+
+
+class MannWhitneyMetric(MetricBase):
+    """A metric judged by the mann_whitney judge (docs/judges-kayenta-threshold.md)."""
+
+    judge: Literal["mann_whitney"] = Field(default="mann_whitney", exclude=True, repr=False)
+    direction: Literal["increase", "decrease", "either"] | None = None
+    critical: bool | None = None
+    must_have_data: bool | None = None
+    nan_strategy: Literal["remove", "replace"] | None = None
+    effect_size: dict[str, float | str] | None = None  # keys: see canary.judge.kayenta
+    outlier_strategy: Literal["remove", "keep"] | None = None
+    group: str | None = None
+
+
+class ThresholdMetric(MetricBase):
+    """A metric judged by the threshold judge (docs/judges-kayenta-threshold.md)."""
+
+    judge: Literal["threshold"] = Field(default="threshold", exclude=True, repr=False)
+    min: float | None = None
+    max: float | None = None
+    failure_limit: int | None = Field(default=None, ge=0)
+    consecutive: bool | None = None
+    no_data: Literal["inconclusive", "fail", "pass"] | None = None
+
+
+#: The metric model of each judge.
+METRIC_TYPES: dict[str, type[MetricBase]] = {
+    "sequential": SequentialMetric,
+    "mann_whitney": MannWhitneyMetric,
+    "threshold": ThresholdMetric,
+}
+
+#: One metric to judge: the keys it may carry are those of the analysis's judge.
+MetricConfig = Annotated[
+    SequentialMetric | MannWhitneyMetric | ThresholdMetric, Field(discriminator="judge")
+]
+
+_METRIC_ADAPTER: TypeAdapter[MetricConfig] = TypeAdapter(MetricConfig)
+
+#: The metrics an analysis judges when it lists none.
+_DEFAULT_METRICS = (
+    {"name": "errors", "kind": MetricKind.COUNTS.value},
+    {"name": "latency", "kind": MetricKind.HISTOGRAM.value},
+)
+
+
+def metric_config(judge: str, data: Mapping[str, Any]) -> MetricConfig:
+    """The metric `data` describes, for `judge`; ValidationError as in a configuration."""
+    return _METRIC_ADAPTER.validate_python({**data, "judge": judge})
+
+
+def settings_for_judge(data: Mapping[str, Any], judge: str) -> dict[str, Any]:
+    """Settings (an analysis's or a whole canary's) for `judge`, each metric keeping only
+    the keys a metric of that judge has.
+
+    How recorded settings are read: before metrics were typed per judge, every stored
+    metric carried every judge's keys (those its judge did not use were null or
+    ignored). Replay's ``--judge`` also uses it to judge recorded metrics anew.
+    """
+    keys = set(METRIC_TYPES[judge].model_fields) - {"judge"} if judge in METRIC_TYPES else None
+    out = {**data, "judge": judge}
+    metrics = data.get("metrics")
+    if keys is not None and isinstance(metrics, list):
+        out["metrics"] = [
+            {k: v for k, v in m.items() if k in keys} if isinstance(m, Mapping) else m
+            for m in metrics
+        ]
+    return out
 
 
 def _default_steps() -> list[StepConfig]:
@@ -481,7 +545,9 @@ class AnalysisSettings(_Model):
     interval: Annotated[Duration, Field(gt=0)] = 60.0
     judge: Literal["sequential", "mann_whitney", "threshold"] = "sequential"
     steps: list[StepConfig] = Field(default_factory=_default_steps)
-    metrics: list[MetricConfig] = Field(default_factory=_default_metrics)
+    # Each metric is checked against the model of `judge` (see _metrics_of_the_judge);
+    # without metrics, _DEFAULT_METRICS.
+    metrics: list[MetricConfig]
     max_duration: Duration | None = 3600.0  # the budget; None: only max_rounds
     max_rounds: int | None = Field(default=None, ge=1)
     promotion: Literal["evidence", "no-failure"] = "evidence"
@@ -501,6 +567,42 @@ class AnalysisSettings(_Model):
     marginal_score: float = Field(default=75.0, ge=0, le=100)
     # mann_whitney: weight (percent) per metric `group`; unlisted groups share the rest
     group_weights: dict[str, Annotated[float, Field(ge=0, le=100)]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _metrics_of_the_judge(cls, data: Any) -> Any:
+        """Tag each metric with the analysis's judge: its keys are checked against that
+        judge's metric model (a key of another judge is refused)."""
+        if not isinstance(data, Mapping):
+            return data
+        judge = data.get("judge", "sequential")
+        metrics = data.get("metrics", [dict(m) for m in _DEFAULT_METRICS])
+        if judge not in METRIC_TYPES or not isinstance(metrics, list):
+            return {**data, "metrics": metrics}
+        return {
+            **data,
+            "metrics": [{"judge": judge, **m} if isinstance(m, Mapping) else m for m in metrics],
+        }
+
+    @classmethod
+    def from_recorded(cls, data: Mapping[str, Any], judge: str | None = None) -> Self:
+        """The settings an analysis recorded (`judge`: the judge it ran with, else the
+        recorded `judge`). Recorded keys that are not settings are left out, and so are
+        metric keys of other judges, which records from before metrics were typed per
+        judge carry (`settings_for_judge`)."""
+        fields = {k: v for k, v in data.items() if k in cls.model_fields}
+        judge = judge or str(fields.get("judge", "sequential"))
+        return cls.model_validate(settings_for_judge(fields, judge))
+
+    @model_validator(mode="after")
+    def _one_judge(self) -> AnalysisSettings:
+        for number, metric in enumerate(self.metrics):
+            if metric.judge != self.judge:
+                raise ValueError(
+                    f"metrics[{number}].judge: the judge is chosen for the whole analysis"
+                    f" (judge = {self.judge!r}), not per metric"
+                )
+        return self
 
     @field_validator("steps")
     @classmethod
@@ -618,21 +720,46 @@ def validation_problems(
 ) -> list[tuple[str, str]]:
     """The one reading of a pydantic error: (key path, message) per problem.
 
-    Paths read as in TOML (``canary[0].steps``); "unknown key" and "required key is
-    missing" replace pydantic's wording. Every CLI message about bad settings (the
-    configuration, `--set`, `canary judge` input, recorded settings) uses it.
+    Paths read as in TOML (``canary[0].steps``); "unknown key", "not a key of a
+    sequential metric" and "required key is missing" replace pydantic's wording. Every
+    CLI message about bad settings (the configuration, `--set`, `canary judge` input,
+    recorded settings) uses it.
     """
     problems = []
     for item in error.errors():
-        # Drop pydantic's internal tags (e.g. 'function-after[...]') from the path.
-        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and "[" in p))
+        loc, judge = _metric_loc(item["loc"])
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            message = "unknown key"
+            message = "unknown key" if judge is None else _foreign_key(str(loc[-1]), judge)
         elif item["type"] == "missing":
             message = "required key is missing"
+        elif item["type"] == "union_tag_invalid":
+            loc += ("judge",)
+            message = "the judge is chosen for the whole analysis, not per metric"
+        elif item["type"] == "union_tag_not_found":  # the analysis's judge is not valid
+            message = "not checked: no valid judge"
         problems.append((_key_path(prefix + loc), message))
     return problems
+
+
+def _metric_loc(loc: tuple[int | str, ...]) -> tuple[tuple[int | str, ...], str | None]:
+    """`loc` without pydantic's internal tags, and the judge whose metric it is in."""
+    judge = None
+    out: list[int | str] = []
+    for part in loc:
+        if isinstance(part, str) and "[" in part:
+            continue  # e.g. 'function-after[...]'
+        if part in METRIC_TYPES and (not out or isinstance(out[-1], int)):
+            judge = str(part)  # the tag of the metric union, after a metric's index
+            continue
+        out.append(part)
+    return tuple(out), judge
+
+
+def _foreign_key(key: str, judge: str) -> str:
+    owners = [name for name, model in METRIC_TYPES.items() if key in model.model_fields]
+    owner = f" (a key of {' and '.join(owners)} metrics)" if owners and key != "judge" else ""
+    return f"not a key of a {judge} metric{owner}"
 
 
 def parse_config(raw: Mapping[str, Any], source: str = "configuration") -> Config:

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from canary.config import AnalysisSettings, MetricConfig, validation_problems
+from canary.config import METRIC_TYPES, AnalysisSettings, metric_config, validation_problems
 from canary.errors import UsageError
 
 __all__ = [
@@ -28,8 +28,13 @@ __all__ = [
 
 #: Analysis settings `--set` may change (steps and metrics come from the input).
 SETTING_KEYS = frozenset(AnalysisSettings.model_fields) - {"metrics", "steps", "judge"}
-#: Metric settings `--set` may change, for every metric or as `metric.key`.
-METRIC_KEYS = frozenset(MetricConfig.model_fields) - {"name", "kind"}
+#: Metric settings `--set` may change, for every metric or as `metric.key` (the keys of
+#: every judge's metrics; the analysis's judge refuses those of another judge).
+METRIC_KEYS = frozenset().union(*(m.model_fields for m in METRIC_TYPES.values())) - {
+    "name",
+    "kind",
+    "judge",
+}
 
 
 def _value(text: str) -> Any:
@@ -73,12 +78,22 @@ def parse_overrides(
     except ValidationError as exc:
         raise UsageError(validation_message(exc, "--set ")) from None
     for name, fields in [("", every), *per_metric.items()]:
-        try:
-            MetricConfig.model_validate({"name": name or "metric", **fields})
-        except ValidationError as exc:
-            prefix = f"--set {name}." if name else "--set "
-            raise UsageError(validation_message(exc, prefix)) from None
+        for judge, keys in _by_judge(fields).items():
+            try:
+                metric_config(judge, {"name": name or "metric", **keys})
+            except ValidationError as exc:
+                prefix = f"--set {name}." if name else "--set "
+                raise UsageError(validation_message(exc, prefix)) from None
     return settings, every, per_metric
+
+
+def _by_judge(fields: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """`fields` grouped under the first judge whose metrics have each key."""
+    groups: dict[str, dict[str, Any]] = {}
+    for key, value in fields.items():
+        judge = next(j for j, model in METRIC_TYPES.items() if key in model.model_fields)
+        groups.setdefault(judge, {})[key] = value
+    return groups
 
 
 def validation_message(exc: ValidationError, prefix: str = "") -> str:

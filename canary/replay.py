@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from canary import engine
-from canary.config import AnalysisSettings, Config
+from canary.config import AnalysisSettings, Config, settings_for_judge
 from canary.errors import UsageError
 from canary.judge import JUDGES, make_judge
 from canary.model import AnalysisStatus, Decision, Judgement, Verdict
@@ -77,8 +77,7 @@ def recorded_settings_data(stored: StoredAnalysis) -> dict[str, Any]:
     The judge the analysis actually used (its `judge` column) wins over the dump's.
     """
     data = {k: v for k, v in stored.settings.items() if k in AnalysisSettings.model_fields}
-    data["judge"] = stored.judge
-    return data
+    return settings_for_judge(data, stored.judge)
 
 
 def config_settings(config: Config, canary: str) -> dict[str, Any]:
@@ -96,18 +95,22 @@ def resolve_settings(
     judge: str | None = None,
     overrides: Sequence[str] = (),
 ) -> AnalysisSettings:
-    """The settings to replay with: recorded (or from `config`), then overrides, then judge."""
+    """The settings to replay with: recorded (or from `config`), then judge, then overrides.
+
+    Another judge keeps the metrics' common keys (name, kind, query ...) and drops the
+    keys of the recorded judge; `--set` then sets the new judge's keys.
+    """
     if config is None:
         base = recorded_settings_data(stored)
         where = f"recorded configuration of {stored.id}"
     else:
         base = config_settings(config, stored.canary)
         where = "configuration"
-    data = apply_overrides(base, overrides)
     if judge is not None:
         if judge not in JUDGES:
             raise UsageError(f"--judge {judge!r}: unknown judge (known: {', '.join(JUDGES)})")
-        data["judge"] = judge
+        base = settings_for_judge(base, judge)
+    data = apply_overrides(base, overrides)
     if overrides:
         where = f"{where} with --set {' '.join(overrides)}"
     return validate_settings(data, where)

@@ -89,16 +89,13 @@ def settings_dump(canary: CanaryConfig) -> dict[str, Any]:
 
 def recorded_settings(analysis: Analysis) -> AnalysisSettings:
     """The analysis settings recorded when the analysis started."""
-    fields = set(AnalysisSettings.model_fields)
-    return AnalysisSettings.model_validate(
-        {k: v for k, v in (analysis.settings or {}).items() if k in fields}
-    )
+    return AnalysisSettings.from_recorded(analysis.settings or {}, analysis.judge)
 
 
 def recorded_canary(analysis: Analysis) -> CanaryConfig | None:
     """The canary configuration recorded with the analysis, if it was a whole canary."""
     try:
-        return CanaryConfig.model_validate(analysis.settings or {})
+        return CanaryConfig.from_recorded(analysis.settings or {}, analysis.judge)
     except ValueError:
         return None
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from canary.config import AnalysisSettings
+from canary.config import AnalysisSettings, validation_problems
 from canary.engine import EngineState
 from canary.errors import NotFoundError, UsageError
 from canary.judge import JUDGES
@@ -248,14 +248,11 @@ def _validate_analysis(analysis: Analysis, where: str) -> None:
         isinstance(analysis.verdict_round, bool) or not isinstance(analysis.verdict_round, int)
     ):
         raise _Invalid(f"{where}.verdict_round", "expected an integer or null")
-    settings = {k: v for k, v in analysis.settings.items() if k in AnalysisSettings.model_fields}
     try:
-        AnalysisSettings.model_validate(settings)
+        AnalysisSettings.from_recorded(analysis.settings, analysis.judge)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        loc = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-"))
-        message = error["msg"].removeprefix("Value error, ")
-        raise _Invalid(f"{where}.settings.{loc}", message) from None
+        path, message = validation_problems(exc, ("settings",))[0]
+        raise _Invalid(f"{where}.{path}", message) from None
     if analysis.engine_state:
         try:
             EngineState.from_json(analysis.engine_state)

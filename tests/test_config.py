@@ -134,14 +134,19 @@ def test_example_file_documents_every_key() -> None:
 
     missing = []
 
+    def models(annotation: object) -> list[type[BaseModel]]:
+        """The models in an annotation (inside lists, unions, Annotated ...)."""
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return [annotation]
+        inner = (*getattr(annotation, "__args__", ()), getattr(annotation, "__origin__", None))
+        return [model for arg in inner if arg is not annotation for model in models(arg)]
+
     def walk(model: type[BaseModel], path: str) -> None:
         for name, field in model.model_fields.items():
             if name not in written:
                 missing.append(f"{path}{name}")
-            for kind in (field.annotation, *getattr(field.annotation, "__args__", ())):
-                for inner in (kind, *getattr(kind, "__args__", ())):
-                    if isinstance(inner, type) and issubclass(inner, BaseModel):
-                        walk(inner, f"{path}{name}.")
+            for inner in models(field.annotation):
+                walk(inner, f"{path}{name}.")
 
     walk(Config, "")
     walk(CanaryConfig, "canary.")

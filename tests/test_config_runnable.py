@@ -135,6 +135,19 @@ CASES: dict[str, Case] = {
         "canary[0].metrics[0].failure_codes",
         "possessive repetition",
     ),
+    "a mann_whitney key on a sequential metric": (
+        lambda t: {"failure_codes": '"5.."\ndirection = "increase"'},
+        "canary[0].metrics[0].direction",
+        "not a key of a sequential metric (a key of mann_whitney metrics)",
+    ),
+    "a sequential key on a threshold metric": (
+        lambda t: {
+            "interval": '"30s"\njudge = "threshold"',
+            "failure_codes": '"5.."\nmax = 0.02\nalpha_fail = 0.01',
+        },
+        "canary[0].metrics[0].alpha_fail",
+        "not a key of a threshold metric (a key of sequential metrics)",
+    ),
     "lookbehind in an arm's match_regex": (
         lambda t: {"arm_regex": "match_regex = { pod = '(?<=x)checkout-.*' }"},
         "canary[0].arms.canary",

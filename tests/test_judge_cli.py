@@ -180,7 +180,7 @@ def test_malformed_line_names_line_and_field(capsys, tmp_path):
         (lambda a: a["metrics"]["errors"].update(kind="gauge"),
          "metrics.errors.kind: expected counts, histogram or value"),
         (lambda a: a["metrics"]["errors"].update(colour="red"),
-         "metrics.errors.colour: unknown key"),
+         "metrics.errors.colour: not a key of a sequential metric"),
         (lambda a: a["rounds"][1]["canary"].update(latency={}),
          "rounds[1].canary.latency: not a metric of this analysis"),
         (lambda a: a.pop("rounds"), "rounds: required"),

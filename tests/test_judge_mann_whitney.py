@@ -33,7 +33,7 @@ from kayenta_vectors import (
 )
 from scipy.stats import mannwhitneyu, norm, rankdata
 
-from canary.config import AnalysisSettings, MetricConfig
+from canary.config import AnalysisSettings, MannWhitneyMetric
 from canary.judge import judge_rounds, make_judge
 from canary.judge.kayenta import (
     Classification,
@@ -466,13 +466,13 @@ def _noise(seed: int, n: int, mean: float, sd: float) -> list[float]:
 
 
 def test_make_judge_builds_the_mann_whitney_judge() -> None:
-    judge = make_judge("mann_whitney", [MetricConfig(name="cpu", kind="value")], SETTINGS)
+    judge = make_judge("mann_whitney", [MannWhitneyMetric(name="cpu", kind="value")], SETTINGS)
     assert isinstance(judge, MannWhitneyJudge)
     assert judge.name == "mann_whitney"
 
 
 def test_metrics_stay_pending_until_min_samples_then_a_regression_fails() -> None:
-    judge = MannWhitneyJudge([MetricConfig(name="cpu", kind="value")], SETTINGS)
+    judge = MannWhitneyJudge([MannWhitneyMetric(name="cpu", kind="value")], SETTINGS)
     rounds = _value_rounds(_noise(1, 12, 2.0, 0.1), _noise(2, 12, 1.0, 0.1))
     judgements = judge_rounds(judge, rounds)
     for early in judgements[:4]:
@@ -490,7 +490,7 @@ def test_metrics_stay_pending_until_min_samples_then_a_regression_fails() -> Non
 
 
 def test_no_difference_passes_only_at_the_budget() -> None:
-    judge = MannWhitneyJudge([MetricConfig(name="cpu", kind="value")], SETTINGS)
+    judge = MannWhitneyJudge([MannWhitneyMetric(name="cpu", kind="value")], SETTINGS)
     rounds = _value_rounds(_noise(3, 20, 1.0, 0.1), _noise(4, 20, 1.0, 0.1))
     judgements = judge_rounds(judge, rounds)
     assert all(j.verdict is Verdict.RUNNING for j in judgements[:-1])
@@ -500,7 +500,7 @@ def test_no_difference_passes_only_at_the_budget() -> None:
 
 
 def test_direction_ignores_the_harmless_side() -> None:
-    metric = MetricConfig(name="cpu", kind="value", direction="decrease")
+    metric = MannWhitneyMetric(name="cpu", kind="value", direction="decrease")
     judge = MannWhitneyJudge([metric], SETTINGS)
     rounds = _value_rounds(_noise(5, 10, 2.0, 0.1), _noise(6, 10, 1.0, 0.1))
     last = judge_rounds(judge, rounds)[-1]
@@ -509,8 +509,8 @@ def test_direction_ignores_the_harmless_side() -> None:
 
 
 def test_a_critical_metric_fails_the_analysis_despite_a_high_score() -> None:
-    metrics = [MetricConfig(name=f"ok{i}", kind="value") for i in range(9)]
-    metrics.append(MetricConfig(name="cpu", kind="value", critical=True))
+    metrics = [MannWhitneyMetric(name=f"ok{i}", kind="value") for i in range(9)]
+    metrics.append(MannWhitneyMetric(name="cpu", kind="value", critical=True))
     judge = MannWhitneyJudge(metrics, SETTINGS)
     state = judge.initial_state()
     fine, high = _noise(7, 6, 1.0, 0.1), _noise(8, 6, 3.0, 0.1)
@@ -529,8 +529,8 @@ def test_a_critical_metric_fails_the_analysis_despite_a_high_score() -> None:
 
 def test_group_weights_and_a_score_between_the_thresholds_is_inconclusive() -> None:
     metrics = [
-        MetricConfig(name="a", kind="value", group="requests"),
-        MetricConfig(name="b", kind="value", group="latency"),
+        MannWhitneyMetric(name="a", kind="value", group="requests"),
+        MannWhitneyMetric(name="b", kind="value", group="latency"),
     ]
     settings = AnalysisSettings(group_weights={"requests": 80}, marginal_score=15)
     judge = MannWhitneyJudge(metrics, settings)
@@ -548,14 +548,14 @@ def test_group_weights_and_a_score_between_the_thresholds_is_inconclusive() -> N
 
 
 def test_missing_data_at_the_budget_is_nodata_and_fails_the_score() -> None:
-    metrics = [MetricConfig(name="cpu", kind="value")]
+    metrics = [MannWhitneyMetric(name="cpu", kind="value")]
     rounds = _value_rounds([None] * 6, [1.0] * 6)
     judgements = judge_rounds(MannWhitneyJudge(metrics, SETTINGS), rounds)
     assert all(j.verdict is Verdict.RUNNING for j in judgements[:-1])
     last = judgements[-1]
     assert last.metrics["cpu"].statistics["classification"] == "Nodata"
     assert last.verdict is Verdict.FAIL and last.score == 0.0
-    required = [MetricConfig(name="cpu", kind="value", must_have_data=True)]
+    required = [MannWhitneyMetric(name="cpu", kind="value", must_have_data=True)]
     last = judge_rounds(MannWhitneyJudge(required, SETTINGS), rounds)[-1]
     assert last.metrics["cpu"].statistics["classification"] == "NodataFailMetric"
     assert last.verdict is Verdict.FAIL
@@ -564,7 +564,7 @@ def test_missing_data_at_the_budget_is_nodata_and_fails_the_score() -> None:
 def test_a_budget_too_short_for_the_test_is_inconclusive_not_a_failure() -> None:
     # 3 vs 3 values can never reach 98%; R would fall back to the data range and a
     # fully separated pair of samples would look "High".
-    judge = MannWhitneyJudge([MetricConfig(name="cpu", kind="value")], SETTINGS)
+    judge = MannWhitneyJudge([MannWhitneyMetric(name="cpu", kind="value")], SETTINGS)
     last = judge_rounds(judge, _value_rounds([5.0, 5.1, 5.2], [1.0, 1.1, 1.2]))[-1]
     assert last.verdict is Verdict.INCONCLUSIVE and last.round == 3
     assert "budget reached before cpu had 5 values per arm" in last.reasons[0]
@@ -575,7 +575,7 @@ def test_a_budget_too_short_for_the_test_is_inconclusive_not_a_failure() -> None
 def test_counts_use_the_error_ratio_and_nan_strategy_handles_idle_rounds(
     nan_strategy: str, idle_values: int
 ) -> None:
-    metric = MetricConfig(name="errors", kind="counts", nan_strategy=nan_strategy)
+    metric = MannWhitneyMetric(name="errors", kind="counts", nan_strategy=nan_strategy)
     judge = MannWhitneyJudge([metric], SETTINGS)
     rounds = [
         RoundData(
@@ -596,7 +596,7 @@ def test_counts_use_the_error_ratio_and_nan_strategy_handles_idle_rounds(
 
 
 def test_rounds_with_errors_add_no_values() -> None:
-    judge = MannWhitneyJudge([MetricConfig(name="cpu", kind="value")], SETTINGS)
+    judge = MannWhitneyJudge([MannWhitneyMetric(name="cpu", kind="value")], SETTINGS)
     state = judge.initial_state()
     for k in range(4):
         state, _ = judge.update(state, RoundData(canary={"cpu": 5.0 + k}, baseline={"cpu": 1.0}))
@@ -613,7 +613,7 @@ def test_histogram_metric_uses_a_single_quantile_when_configured() -> None:
     bounds = (10.0, 50.0, 100.0, 500.0, math.inf)
     fast = Histogram(bounds=bounds, buckets=(100, 900, 990, 1000, 1000))
     slow = Histogram(bounds=bounds, buckets=(100, 800, 900, 1000, 1000))
-    metric = MetricConfig(name="latency", kind="histogram", quantiles=[0.95])
+    metric = MannWhitneyMetric(name="latency", kind="histogram", quantiles=[0.95])
     judge = MannWhitneyJudge([metric], SETTINGS)
     rounds = [RoundData(canary={"latency": slow}, baseline={"latency": fast})] * 5
     judgement = judge_rounds(judge, rounds)[-1]
@@ -625,7 +625,7 @@ def test_histogram_metric_uses_a_single_quantile_when_configured() -> None:
 
 
 def test_state_is_json_and_resuming_gives_the_same_judgement() -> None:
-    judge = MannWhitneyJudge([MetricConfig(name="cpu", kind="value")], SETTINGS)
+    judge = MannWhitneyJudge([MannWhitneyMetric(name="cpu", kind="value")], SETTINGS)
     rounds = _value_rounds([1.0, math.nan, 1.2, 1.1, 0.9, 1.0, 1.3], [1.0, 1.1] * 3 + [1.0])
     state = judge.initial_state()
     for round_data in rounds[:4]:
@@ -640,16 +640,16 @@ def test_state_is_json_and_resuming_gives_the_same_judgement() -> None:
 @pytest.mark.parametrize(
     ("metrics", "settings", "message"),
     [
-        ([MetricConfig(name="a", kind="value", group="x")],
+        ([MannWhitneyMetric(name="a", kind="value", group="x")],
          AnalysisSettings(group_weights={"y": 10}), "no metric belongs to: y"),
-        ([MetricConfig(name="a", kind="value", group="x"),
-          MetricConfig(name="b", kind="value", group="y")],
+        ([MannWhitneyMetric(name="a", kind="value", group="x"),
+          MannWhitneyMetric(name="b", kind="value", group="y")],
          AnalysisSettings(group_weights={"x": 70, "y": 40}), "more than 100"),
-        ([MetricConfig(name="lat", kind="histogram", quantiles=[0.5, 0.99])], SETTINGS,
+        ([MannWhitneyMetric(name="lat", kind="histogram", quantiles=[0.5, 0.99])], SETTINGS,
          "metric 'lat': quantiles must list exactly one"),
-        ([MetricConfig(name="a", kind="value", effect_size={"bogus": 1.0})], SETTINGS,
+        ([MannWhitneyMetric(name="a", kind="value", effect_size={"bogus": 1.0})], SETTINGS,
          "metric 'a': unknown key effect_size.bogus"),
-        ([MetricConfig(name="a", kind="value")],
+        ([MannWhitneyMetric(name="a", kind="value")],
          AnalysisSettings(pass_score=60, marginal_score=70), "must not exceed pass_score"),
         ([], SETTINGS, "at least one metric"),
     ],
@@ -660,7 +660,7 @@ def test_bad_configuration_is_refused_with_the_metric_named(metrics, settings, m
 
 
 def test_an_observation_of_the_wrong_kind_names_metric_round_and_arm() -> None:
-    judge = MannWhitneyJudge([MetricConfig(name="errors", kind="counts")], SETTINGS)
+    judge = MannWhitneyJudge([MannWhitneyMetric(name="errors", kind="counts")], SETTINGS)
     bad = RoundData(canary={"errors": 0.5}, baseline={"errors": Counts(total=10, failed=1)})
     with pytest.raises(ValueError, match=r"'errors' is a counts metric .*round 1, canary"):
         judge.update(judge.initial_state(), bad)

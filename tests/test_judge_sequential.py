@@ -10,7 +10,7 @@ import pytest
 from scipy.optimize import brentq
 from scipy.stats import nchypergeom_fisher
 
-from canary.config import AnalysisSettings, MetricConfig
+from canary.config import AnalysisSettings, SequentialMetric
 from canary.judge import judge_rounds, make_judge
 from canary.judge.combine import combine
 from canary.judge.hypergeometric import conditional_mle, informative, round_loglik
@@ -27,7 +27,7 @@ def counts_round(x: int, n: int, y: int, m: int, name: str = "errors") -> RoundD
 
 def one_round_stats(x: int, n: int, y: int, m: int, **metric: object) -> dict:
     """Statistics after one round of the request-level process alone."""
-    judge = SequentialJudge([MetricConfig(name="errors", robust=False, **metric)], SETTINGS)
+    judge = SequentialJudge([SequentialMetric(name="errors", robust=False, **metric)], SETTINGS)
     _, judgement = judge.update(judge.initial_state(), counts_round(x, n, y, m))
     return dict(judgement.metrics["errors"].statistics)
 
@@ -196,7 +196,7 @@ def loglik_of(state: dict, metric: str = "errors") -> list[float]:
     ],
 )
 def test_rounds_without_data_leave_the_evidence_unchanged(empty):
-    judge = SequentialJudge([MetricConfig(name="errors")], SETTINGS)
+    judge = SequentialJudge([SequentialMetric(name="errors")], SETTINGS)
     state, before = judge.update(judge.initial_state(), counts_round(9, 600, 40, 5400))
     after_state, after = judge.update(state, empty)
     assert loglik_of(after_state) == loglik_of(state)
@@ -213,7 +213,7 @@ def test_incremental_equals_batch_and_state_survives_json():
     for _ in range(12):
         n, m = int(rng.poisson(800)), int(rng.poisson(7000))
         rounds.append(counts_round(int(rng.binomial(n, 0.012)), n, int(rng.binomial(m, 0.01)), m))
-    judge = SequentialJudge([MetricConfig(name="errors")], SETTINGS)
+    judge = SequentialJudge([SequentialMetric(name="errors")], SETTINGS)
     state = judge.initial_state()
     for round_data in rounds:
         state = json.loads(json.dumps(state))  # stored and read back between rounds
@@ -234,7 +234,7 @@ def test_incremental_equals_batch_and_state_survives_json():
 
 
 def test_clear_regression_fails_and_reports_a_time_uniform_interval():
-    judge = make_judge("sequential", [MetricConfig(name="errors")], SETTINGS)
+    judge = make_judge("sequential", [SequentialMetric(name="errors")], SETTINGS)
     state, judgement = judge.update(judge.initial_state(), counts_round(300, 10000, 100, 10000))
     # One round cannot show how much the rates vary between rounds: the robust
     # evidence allows for robust_cv (100%) and holds the FAIL back.
@@ -251,7 +251,7 @@ def test_clear_regression_fails_and_reports_a_time_uniform_interval():
 
 
 def test_equal_rates_pass_after_enough_evidence_and_fail_is_sticky():
-    judge = make_judge("sequential", [MetricConfig(name="errors")], SETTINGS)
+    judge = make_judge("sequential", [SequentialMetric(name="errors")], SETTINGS)
     state = judge.initial_state()
     verdicts = []
     for _ in range(10):
@@ -273,7 +273,7 @@ def test_equal_rates_pass_after_enough_evidence_and_fail_is_sticky():
 
 
 def test_pass_waits_for_min_requests():
-    judge = SequentialJudge([MetricConfig(name="errors", min_requests=10**6)], SETTINGS)
+    judge = SequentialJudge([SequentialMetric(name="errors", min_requests=10**6)], SETTINGS)
     state = judge.initial_state()
     for _ in range(10):
         state, judgement = judge.update(state, counts_round(100, 10000, 100, 10000))
@@ -284,14 +284,14 @@ def test_pass_waits_for_min_requests():
 
 
 def test_alpha_fail_is_split_across_metrics():
-    metrics = [MetricConfig(name="errors"), MetricConfig(name="other")]
+    metrics = [SequentialMetric(name="errors"), SequentialMetric(name="other")]
     judge = SequentialJudge(metrics, SETTINGS)
     _, judgement = judge.update(judge.initial_state(), counts_round(2, 3, 1, 2))
     assert judgement.metrics["errors"].statistics["fail_threshold"] == pytest.approx(200.0)
 
 
 def test_value_metrics_are_reported_but_not_judged():
-    metrics = [MetricConfig(name="errors"), MetricConfig(name="cpu", kind=MetricKind.VALUE)]
+    metrics = [SequentialMetric(name="errors"), SequentialMetric(name="cpu", kind=MetricKind.VALUE)]
     judge = SequentialJudge(metrics, SETTINGS)
     data = RoundData(
         canary={"errors": Counts(10000, 300), "cpu": 0.9},
@@ -302,14 +302,14 @@ def test_value_metrics_are_reported_but_not_judged():
     assert judgement.verdict is Verdict.FAIL
     assert "not judged" in judgement.metrics["cpu"].reasons[0]
     with pytest.raises(ValueError, match="kind value"):
-        SequentialJudge([MetricConfig(name="cpu", kind=MetricKind.VALUE)], SETTINGS)
+        SequentialJudge([SequentialMetric(name="cpu", kind=MetricKind.VALUE)], SETTINGS)
 
 
 def test_invalid_grids_are_rejected_with_the_metric_name():
     with pytest.raises(ValueError, match=r"'errors'.*fail_grid"):
-        SequentialJudge([MetricConfig(name="errors", fail_grid=[0.5])], SETTINGS)
+        SequentialJudge([SequentialMetric(name="errors", fail_grid=[0.5])], SETTINGS)
     with pytest.raises(ValueError, match=r"'errors'.*pass_grid"):
-        SequentialJudge([MetricConfig(name="errors", pass_grid=[1.5])], SETTINGS)
+        SequentialJudge([SequentialMetric(name="errors", pass_grid=[1.5])], SETTINGS)
 
 
 # ---------------------------------------------------------------------- histograms
@@ -330,7 +330,7 @@ def test_bounds_nearest_the_baseline_quantiles():
 
 
 def test_histogram_warm_up_then_exceedance_tests_per_bound():
-    judge = SequentialJudge([MetricConfig(name="latency", kind=MetricKind.HISTOGRAM)], SETTINGS)
+    judge = SequentialJudge([SequentialMetric(name="latency", kind=MetricKind.HISTOGRAM)], SETTINGS)
     base = histogram([400, 800, 700, 90, 10])
     slow = histogram([100, 500, 1000, 300, 100])
     state, judgement = judge.update(
@@ -358,7 +358,7 @@ def test_histogram_warm_up_then_exceedance_tests_per_bound():
 
 
 def test_histogram_round_without_the_chosen_bound_adds_no_evidence():
-    judge = SequentialJudge([MetricConfig(name="latency", kind=MetricKind.HISTOGRAM)], SETTINGS)
+    judge = SequentialJudge([SequentialMetric(name="latency", kind=MetricKind.HISTOGRAM)], SETTINGS)
     base = histogram([400, 800, 700, 90, 10])
     state, _ = judge.update(
         judge.initial_state(), RoundData(canary={"latency": base}, baseline={"latency": base})
@@ -372,7 +372,7 @@ def test_histogram_round_without_the_chosen_bound_adds_no_evidence():
 
 
 def test_histogram_pass_needs_every_bound():
-    judge = SequentialJudge([MetricConfig(name="latency", kind=MetricKind.HISTOGRAM)], SETTINGS)
+    judge = SequentialJudge([SequentialMetric(name="latency", kind=MetricKind.HISTOGRAM)], SETTINGS)
     base = histogram([4000, 8000, 7000, 900, 100])
     state = judge.initial_state()
     for _ in range(30):
@@ -390,8 +390,8 @@ def test_histogram_pass_needs_every_bound():
 
 
 def test_robust_evidence_holds_back_bursts_the_baseline_shows_too():
-    robust = SequentialJudge([MetricConfig(name="errors")], SETTINGS)
-    plain = SequentialJudge([MetricConfig(name="errors", robust=False)], SETTINGS)
+    robust = SequentialJudge([SequentialMetric(name="errors")], SETTINGS)
+    plain = SequentialJudge([SequentialMetric(name="errors", robust=False)], SETTINGS)
     r_state, p_state = robust.initial_state(), plain.initial_state()
     # Both arms' rates jump from round to round (bursts, not a shift), taking turns.
     for k in range(9):
@@ -409,7 +409,7 @@ def test_robust_evidence_holds_back_bursts_the_baseline_shows_too():
 def test_request_level_start_time_mixture_has_expectation_sum_of_weights():
     """E[sum_s w_s prod_{k>=s} LR_k] = sum_s w_s under the null, exactly (two rounds)."""
     judge = SequentialJudge(
-        [MetricConfig(name="errors", robust=False, fail_grid=[2.0, 5.0])], SETTINGS
+        [SequentialMetric(name="errors", robust=False, fail_grid=[2.0, 5.0])], SETTINGS
     )
     params = judge.params["errors"]
     tables = [(4, 3, 5), (3, 6, 4)]  # (n, m, e) margins of rounds 1 and 2
@@ -456,8 +456,10 @@ def test_robust_score_is_monotone_in_the_canary_failures():
 def test_robust_process_false_fail_rate_under_round_heterogeneity():
     """Rates drawn per arm and round (Beta, CV 99%): the robust e-process stays valid."""
     rng = np.random.default_rng(17)
-    judge = SequentialJudge([MetricConfig(name="errors")], SETTINGS, explain=False)
-    plain = SequentialJudge([MetricConfig(name="errors", robust=False)], SETTINGS, explain=False)
+    judge = SequentialJudge([SequentialMetric(name="errors")], SETTINGS, explain=False)
+    plain = SequentialJudge(
+        [SequentialMetric(name="errors", robust=False)], SETTINGS, explain=False
+    )
     mean, cv, reps = 0.01, 0.99, 150
     strength = (1 - mean) / (mean * cv * cv) - 1
     robust_fails = plain_fails = 0
@@ -482,7 +484,7 @@ def test_robust_process_false_fail_rate_under_round_heterogeneity():
 @pytest.mark.parametrize("baseline_failed", [10, 100])
 def test_severity_is_monotone(baseline_failed):
     """More canary failures never mean less evidence or a later FAIL."""
-    metrics = [MetricConfig(name="errors")]
+    metrics = [SequentialMetric(name="errors")]
     e_values, fail_rounds = [], []
     for canary_failed in (20, 50, 100, 200, 500, 1000, 5000, 10000):
         judge = SequentialJudge(metrics, SETTINGS, explain=False)
@@ -503,7 +505,7 @@ def test_severity_is_monotone(baseline_failed):
 
 
 def test_a_dead_canary_fails_at_its_first_round_with_requests():
-    judge = make_judge("sequential", [MetricConfig(name="errors")], SETTINGS)
+    judge = make_judge("sequential", [SequentialMetric(name="errors")], SETTINGS)
     state, j = judge.update(judge.initial_state(), counts_round(0, 0, 50, 5000))
     assert j.verdict is Verdict.RUNNING
     _, j = judge.update(state, counts_round(12, 12, 48, 5000))
@@ -512,7 +514,7 @@ def test_a_dead_canary_fails_at_its_first_round_with_requests():
 
 def test_a_regression_after_a_clean_period_fails_within_two_rounds():
     rng = np.random.default_rng(8)
-    judge = SequentialJudge([MetricConfig(name="errors")], SETTINGS)
+    judge = SequentialJudge([SequentialMetric(name="errors")], SETTINGS)
     state = judge.initial_state()
     for k in range(1, 31):
         rate = 0.01 if k <= 10 else 0.04
@@ -525,7 +527,7 @@ def test_a_regression_after_a_clean_period_fails_within_two_rounds():
 
 def test_a_severe_regression_fails_even_when_the_baseline_pods_differ_a_lot():
     """Baseline pods at 20% and 0% errors, the canary at 50%: FAIL within a few rounds."""
-    judge = SequentialJudge([MetricConfig(name="errors")], SETTINGS)
+    judge = SequentialJudge([SequentialMetric(name="errors")], SETTINGS)
     state = judge.initial_state()
     for _ in range(5):
         data = RoundData(
@@ -558,8 +560,8 @@ def test_pods_the_baseline_shows_to_differ_hold_the_fail_back():
         )
 
     baseline = [(1000, 10)] * 7 + [(1000, 30)] * 3  # three of ten baseline pods at 3%
-    judge = SequentialJudge([MetricConfig(name="errors")], SETTINGS)
-    plain = SequentialJudge([MetricConfig(name="errors", robust=False)], SETTINGS)
+    judge = SequentialJudge([SequentialMetric(name="errors")], SETTINGS)
+    plain = SequentialJudge([SequentialMetric(name="errors", robust=False)], SETTINGS)
     state, p_state = judge.initial_state(), plain.initial_state()
     for _ in range(20):
         state, j = judge.update(state, pod_round([(500, 15)], baseline))
@@ -617,8 +619,8 @@ def test_simulated_rounds_judge_end_to_end():
     sim = simulate(model, 1, seed=11)
     assert sim.canary_buckets.shape == (1, 20, len(ENVOY_BUCKETS))
     metrics = [
-        MetricConfig(name="errors"),
-        MetricConfig(name="latency", kind=MetricKind.HISTOGRAM),
+        SequentialMetric(name="errors"),
+        SequentialMetric(name="latency", kind=MetricKind.HISTOGRAM),
     ]
     judgements = judge_rounds(make_judge("sequential", metrics, SETTINGS), list(sim.round_data(0)))
     assert judgements[-1].verdict is Verdict.FAIL
@@ -626,7 +628,7 @@ def test_simulated_rounds_judge_end_to_end():
 
 
 def test_a_state_stored_before_the_restarting_mixtures_still_loads_and_continues():
-    judge = SequentialJudge([MetricConfig(name="errors")], SETTINGS)
+    judge = SequentialJudge([SequentialMetric(name="errors")], SETTINGS)
     state, _ = judge.update(judge.initial_state(), counts_round(10, 1000, 90, 9000))
     old = json.loads(json.dumps(state))
     for track in old["metrics"]["errors"]["tracks"]:
@@ -654,7 +656,7 @@ def test_identical_latency_in_envoy_buckets_passes_and_a_thin_bound_is_fail_only
     warm = Histogram(ENVOY_BUCKETS, tuple(int(c) for c in cumulative))
     rounds = [RoundData(canary={"latency": warm}, baseline={"latency": warm})]
     rounds += list(sim.round_data(0))
-    metric = MetricConfig(name="latency", kind=MetricKind.HISTOGRAM)
+    metric = SequentialMetric(name="latency", kind=MetricKind.HISTOGRAM)
     judgements = judge_rounds(make_judge("sequential", [metric], SETTINGS), rounds)
     result = judgements[-1].metrics["latency"]
     assert 250.0 in result.statistics["bounds"]

@@ -8,7 +8,7 @@ import math
 import pytest
 from prometheus_harness import OpenMetricsWriter, le_text, start_backfilled
 
-from canary.config import AnalysisSettings, MetricConfig
+from canary.config import AnalysisSettings, ThresholdMetric
 from canary.judge import judge_rounds, make_judge
 from canary.judge.round_values import bucket_quantile
 from canary.judge.threshold import ThresholdJudge
@@ -27,12 +27,12 @@ def _verdicts(judge: ThresholdJudge, rounds: list[RoundData]) -> list[tuple[Verd
 
 
 def test_make_judge_builds_the_threshold_judge() -> None:
-    judge = make_judge("threshold", [MetricConfig(name="rate", kind="value", min=0.9)], SETTINGS)
+    judge = make_judge("threshold", [ThresholdMetric(name="rate", kind="value", min=0.9)], SETTINGS)
     assert isinstance(judge, ThresholdJudge)
 
 
 def test_cumulative_limit_fails_when_failures_exceed_it_as_argo_does() -> None:
-    metric = MetricConfig(name="rate", kind="value", min=0.95, failure_limit=2)
+    metric = ThresholdMetric(name="rate", kind="value", min=0.95, failure_limit=2)
     judge = ThresholdJudge([metric], SETTINGS)
     # Failures at rounds 1, 3 and 5; successes between them do not reset the count.
     verdicts = _verdicts(judge, _rounds([0.9, 0.99, 0.9, 0.99, 0.9, 0.99]))
@@ -41,7 +41,7 @@ def test_cumulative_limit_fails_when_failures_exceed_it_as_argo_does() -> None:
 
 
 def test_default_limit_zero_fails_on_the_first_failed_measurement() -> None:
-    judge = ThresholdJudge([MetricConfig(name="rate", kind="value", max=500)], SETTINGS)
+    judge = ThresholdJudge([ThresholdMetric(name="rate", kind="value", max=500)], SETTINGS)
     assert _verdicts(judge, _rounds([100, 501, 100])) == [
         (Verdict.RUNNING, None),
         (Verdict.FAIL, 2),
@@ -50,7 +50,7 @@ def test_default_limit_zero_fails_on_the_first_failed_measurement() -> None:
 
 
 def test_consecutive_limit_counts_failures_in_a_row_only() -> None:
-    metric = MetricConfig(name="rate", kind="value", min=0.95, failure_limit=1, consecutive=True)
+    metric = ThresholdMetric(name="rate", kind="value", min=0.95, failure_limit=1, consecutive=True)
     judge = ThresholdJudge([metric], SETTINGS)
     alternating = _verdicts(judge, _rounds([0.9, 0.99, 0.9, 0.99, 0.9, 0.99]))
     assert alternating[-1] == (Verdict.PASS, 6)  # 3 failures, never 2 in a row
@@ -59,7 +59,7 @@ def test_consecutive_limit_counts_failures_in_a_row_only() -> None:
 
 
 def test_pass_only_at_the_budget_and_bounds_are_inclusive() -> None:
-    metric = MetricConfig(name="rate", kind="value", min=0.95, max=1.0)
+    metric = ThresholdMetric(name="rate", kind="value", min=0.95, max=1.0)
     judgements = judge_rounds(ThresholdJudge([metric], SETTINGS), _rounds([0.95, 1.0, 0.97]))
     assert [j.verdict for j in judgements] == [Verdict.RUNNING, Verdict.RUNNING, Verdict.PASS]
     last = judgements[-1]
@@ -69,11 +69,11 @@ def test_pass_only_at_the_budget_and_bounds_are_inclusive() -> None:
 
 
 def test_no_data_is_inconclusive_by_default_and_never_a_pass() -> None:
-    metric = MetricConfig(name="rate", kind="value", min=0.95)
+    metric = ThresholdMetric(name="rate", kind="value", min=0.95)
     judge = ThresholdJudge([metric], SETTINGS)
     assert _verdicts(judge, _rounds([None, None, None]))[-1] == (Verdict.INCONCLUSIVE, 3)
     # Gaps neither fail nor break a run of failures.
-    consecutive = MetricConfig(
+    consecutive = ThresholdMetric(
         name="rate", kind="value", min=0.95, failure_limit=1, consecutive=True
     )
     gaps = _verdicts(ThresholdJudge([consecutive], SETTINGS), _rounds([0.9, None, 0.9]))
@@ -85,7 +85,7 @@ def test_no_data_is_inconclusive_by_default_and_never_a_pass() -> None:
 
 @pytest.mark.parametrize(("policy", "expected"), [("fail", (Verdict.FAIL, 2)), ("pass", None)])
 def test_no_data_policy_fail_or_pass(policy: str, expected) -> None:
-    metric = MetricConfig(name="rate", kind="value", min=0.95, no_data=policy)
+    metric = ThresholdMetric(name="rate", kind="value", min=0.95, no_data=policy)
     verdicts = _verdicts(ThresholdJudge([metric], SETTINGS), _rounds([0.99, None, 0.99]))
     if expected is None:
         assert verdicts[-1] == (Verdict.PASS, 3)
@@ -94,7 +94,7 @@ def test_no_data_policy_fail_or_pass(policy: str, expected) -> None:
 
 
 def test_counts_are_judged_as_success_rate_and_idle_rounds_have_no_value() -> None:
-    metric = MetricConfig(name="errors", kind="counts", min=0.95)
+    metric = ThresholdMetric(name="errors", kind="counts", min=0.95)
     rounds = [
         RoundData(canary={"errors": Counts(total=1000, failed=50)}, baseline={}),
         RoundData(canary={"errors": Counts(total=0, failed=0)}, baseline={}),
@@ -111,7 +111,7 @@ def test_histogram_p99_against_a_maximum() -> None:
     bounds = (50.0, 100.0, 250.0, 500.0, math.inf)
     good = Histogram(bounds=bounds, buckets=(900, 990, 1000, 1000, 1000))
     slow = Histogram(bounds=bounds, buckets=(500, 800, 950, 980, 1000))
-    metric = MetricConfig(name="latency", kind="histogram", quantiles=[0.99], max=250)
+    metric = ThresholdMetric(name="latency", kind="histogram", quantiles=[0.99], max=250)
     rounds = [
         RoundData(canary={"latency": good}, baseline={}),
         RoundData(canary={"latency": slow}, baseline={}),
@@ -121,14 +121,14 @@ def test_histogram_p99_against_a_maximum() -> None:
     # p99: rank 990 of 1000 -> 100 ms; slow: rank 990 is in the +Inf bucket -> 500 ms.
     assert [e["value"] for e in evidence] == [pytest.approx(100.0), 500.0]
     assert judgements[-1].verdict is Verdict.FAIL
-    mean = MetricConfig(name="latency", kind="histogram", max=250)
+    mean = ThresholdMetric(name="latency", kind="histogram", max=250)
     first = judge_rounds(ThresholdJudge([mean], SETTINGS), rounds[:1])[0]
     # Bucket mean: 900 at 25, 90 at 75, 10 at 175.
     assert first.metrics["latency"].evidence[0]["value"] == pytest.approx(31.0)
 
 
 def test_rounds_with_errors_are_not_measurements() -> None:
-    metric = MetricConfig(name="rate", kind="value", min=0.95, failure_limit=1, consecutive=True)
+    metric = ThresholdMetric(name="rate", kind="value", min=0.95, failure_limit=1, consecutive=True)
     judge = ThresholdJudge([metric], SETTINGS)
     rounds = [
         RoundData(canary={"rate": 0.9}, baseline={}),
@@ -146,8 +146,8 @@ def test_rounds_with_errors_are_not_measurements() -> None:
 
 def test_several_metrics_combine_fail_wins_and_pass_needs_all() -> None:
     metrics = [
-        MetricConfig(name="rate", kind="value", min=0.95),
-        MetricConfig(name="latency", kind="value", max=500),
+        ThresholdMetric(name="rate", kind="value", min=0.95),
+        ThresholdMetric(name="latency", kind="value", max=500),
     ]
     judge = ThresholdJudge(metrics, SETTINGS)
     rounds = [
@@ -165,7 +165,7 @@ def test_several_metrics_combine_fail_wins_and_pass_needs_all() -> None:
 
 
 def test_state_is_json_and_resuming_gives_the_same_judgement() -> None:
-    metric = MetricConfig(name="rate", kind="value", min=0.95, failure_limit=1)
+    metric = ThresholdMetric(name="rate", kind="value", min=0.95, failure_limit=1)
     judge = ThresholdJudge([metric], SETTINGS)
     rounds = _rounds([0.9, None, 0.99, 0.9])
     state = judge.initial_state()
@@ -181,14 +181,14 @@ def test_state_is_json_and_resuming_gives_the_same_judgement() -> None:
 @pytest.mark.parametrize(
     ("metric", "message"),
     [
-        (MetricConfig(name="rate", kind="value"), "metric 'rate': the threshold judge needs"),
-        (MetricConfig(name="rate", kind="value", min=2, max=1), "min \\(2\\) is greater"),
+        (ThresholdMetric(name="rate", kind="value"), "metric 'rate': the threshold judge needs"),
+        (ThresholdMetric(name="rate", kind="value", min=2, max=1), "min \\(2\\) is greater"),
         (
-            MetricConfig(name="lat", kind="histogram", max=1, quantiles=[0.5, 0.9]),
+            ThresholdMetric(name="lat", kind="histogram", max=1, quantiles=[0.5, 0.9]),
             "metric 'lat': quantiles must list exactly one",
         ),
         (
-            MetricConfig(name="lat", kind="histogram", max=1, quantiles=[1.5]),
+            ThresholdMetric(name="lat", kind="histogram", max=1, quantiles=[1.5]),
             "quantiles\\[0\\] must be in \\(0, 1\\)",
         ),
     ],
@@ -199,7 +199,7 @@ def test_bad_configuration_is_refused_with_the_metric_named(metric, message) -> 
 
 
 def test_an_observation_of_the_wrong_kind_is_refused() -> None:
-    judge = ThresholdJudge([MetricConfig(name="rate", kind="value", min=0.9)], SETTINGS)
+    judge = ThresholdJudge([ThresholdMetric(name="rate", kind="value", min=0.9)], SETTINGS)
     bad = RoundData(canary={"rate": Counts(total=1, failed=0)}, baseline={})
     with pytest.raises(ValueError, match=r"'rate' is a value metric but got counts \(round 1"):
         judge.update(judge.initial_state(), bad)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from canary.config import ArmConfig, MetricConfig
+from canary.config import ArmConfig, MetricBase
 from canary.metrics.collect import (
     counts_from_deltas,
     groups_from_result,
@@ -97,11 +97,11 @@ def test_format_duration() -> None:
 
 
 def test_default_templates_by_kind() -> None:
-    assert template_for(MetricConfig(name="e")) == "istio-requests"
-    assert template_for(MetricConfig(name="l", kind="histogram")) == "istio-latency"
-    assert template_for(MetricConfig(name="v", kind="value", query="latency-p99")) == "latency-p99"
+    assert template_for(MetricBase(name="e")) == "istio-requests"
+    assert template_for(MetricBase(name="l", kind="histogram")) == "istio-latency"
+    assert template_for(MetricBase(name="v", kind="value", query="latency-p99")) == "latency-p99"
     with pytest.raises(TemplateError, match="kind 'value' needs `query`"):
-        template_for(MetricConfig(name="v", kind="value"))
+        template_for(MetricBase(name="v", kind="value"))
 
 
 def test_user_templates_add_and_override(tmp_path: Path) -> None:

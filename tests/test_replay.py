@@ -22,7 +22,9 @@ from replay_helpers import (
 
 from canary.errors import UsageError
 from canary.replay import load_stored, replay, resolve_settings
+from canary.rounds import recorded_canary, recorded_settings
 from canary.store.database import connect, migrate, sessions
+from canary.store.tables import Analysis
 
 
 def _replayed(url: str, analysis_id: str, **kwargs):  # type: ignore[no-untyped-def]
@@ -185,3 +187,46 @@ def test_bad_overrides_are_refused_with_the_key(sqlite_url: str) -> None:
             resolve_settings(stored, overrides=[item])
     with pytest.raises(UsageError, match="unknown judge"):
         resolve_settings(stored, judge="coin_flip")
+
+
+#: Every key a stored metric carried before metrics were typed per judge: the keys of
+#: all three judges, those its judge did not use being null (or ignored).
+OLD_METRIC_KEYS = [
+    *("name", "kind", "query", "failure_codes", "quantiles"),
+    *("alpha_fail", "alpha_pass", "tolerance", "margin", "fail_grid", "pass_grid"),
+    *("min_requests", "robust", "robust_cv"),
+    *("direction", "critical", "must_have_data", "nan_strategy", "effect_size"),
+    *("outlier_strategy", "group"),
+    *("min", "max", "failure_limit", "consecutive", "no_data"),
+]
+
+
+def test_an_analysis_stored_in_the_old_settings_form_loads_and_replays(sqlite_url: str) -> None:
+    analysis_id = daemon_analysis(
+        sqlite_url, scenario(12, 45, rps=100, canary_errors=0.04, regression_from=8)
+    )
+    engine = connect(sqlite_url)
+    with sessions(engine).begin() as session:
+        analysis = session.get(Analysis, analysis_id)
+        written = recorded_canary(analysis)
+        old = dict(analysis.settings)
+        old["metrics"] = [
+            {key: metric.get(key) for key in OLD_METRIC_KEYS} for metric in old["metrics"]
+        ]
+        old["metrics"][0]["direction"] = "increase"  # a key the sequential judge ignored
+        analysis.settings = old
+    with sessions(engine)() as session:
+        analysis = session.get(Analysis, analysis_id)
+        assert analysis.settings["metrics"][0]["min"] is None  # the old form is stored
+        assert recorded_canary(analysis) == written
+        assert recorded_settings(analysis) == written.settings()
+
+    stored, result = _replayed(sqlite_url, analysis_id)
+    assert result.reproduced and result.differences == []
+    assert result.recorded.decision == "rollback"
+    # Another judge drops the recorded judge's keys; --set keys are the new judge's.
+    limits = ["errors.max=0.02", "latency.max=10000"]
+    _, other = _replayed(sqlite_url, analysis_id, judge="threshold", overrides=limits)
+    assert other.replayed.verdict == "fail"
+    with pytest.raises(UsageError, match=r"direction: not a key of a sequential metric"):
+        resolve_settings(stored, overrides=["errors.direction=decrease"])

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from test_report import _regressing_analysis
 
-from canary.config import AnalysisSettings, MetricConfig
+from canary.config import AnalysisSettings, SequentialMetric
 from canary.judge import make_judge
 from canary.model import Counts, Judgement, MetricResult, RoundData, Verdict
 from canary.store.database import connect, migrate
@@ -25,7 +25,7 @@ RAW = re.compile(r"(?<![\w-])\d(\.\d+)?e[+-]\d+")
 
 def judge_counts(make, *, failing: bool, rounds: int = 8) -> Judgement:
     """The real sequential judge over `rounds` rounds of counts (5% vs 1% errors if failing)."""
-    settings = AnalysisSettings(metrics=[MetricConfig(name="errors", kind="counts")])
+    settings = AnalysisSettings(metrics=[SequentialMetric(name="errors", kind="counts")])
     judge = make("sequential", settings.metrics, settings)
     state = judge.initial_state()
     judgement = None

@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from canary.analysis_json import AnalysisInput, read_analyses
 from canary.commands._common import console, print_json, to_jsonable
-from canary.config import AnalysisSettings, MetricConfig
+from canary.config import AnalysisSettings, MetricConfig, metric_config
 from canary.errors import EXIT_FAIL_VERDICT, EXIT_OK, UsageError
 from canary.judge import JUDGES, make_judge
 from canary.model import Decision, Judgement, Verdict
@@ -76,10 +76,11 @@ def _where(analysis: AnalysisInput, source: str) -> str:
 
 def apply_overrides(
     analysis: AnalysisInput,
+    judge_name: str,
     overrides: tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]],
     where: str,
 ) -> tuple[list[MetricConfig], AnalysisSettings]:
-    """The analysis's metrics and settings with the `--set` overrides applied."""
+    """The analysis's metrics (read for `judge_name`) and settings, `--set` applied."""
     settings_over, every, per_metric = overrides
     names = {m.name for m in analysis.metrics}
     for name in per_metric:
@@ -93,14 +94,14 @@ def apply_overrides(
         fields = {**every, **per_metric.get(config.name, {})}
         if fields:
             try:
-                config = MetricConfig.model_validate({**config.model_dump(), **fields})
+                config = metric_config(config.judge, {**config.model_dump(), **fields})
             except ValidationError as exc:
                 raise UsageError(
                     validation_message(exc, f"{where}: metrics.{config.name}.")
                 ) from None
         metrics.append(config)
     settings = AnalysisSettings.model_validate(
-        {**analysis.settings, **settings_over, "metrics": metrics}
+        {**analysis.settings, **settings_over, "judge": judge_name, "metrics": metrics}
     )
     return metrics, settings
 
@@ -133,7 +134,7 @@ def judge_analysis(
     With `all_rounds`, a PASS does not stop the judging (only a FAIL does), as in the
     daemon after a PASS; the result then carries `pass_round` and `fail_round`.
     """
-    metrics, settings = apply_overrides(analysis, overrides, where)
+    metrics, settings = apply_overrides(analysis, judge_name, overrides, where)
     try:
         judge = make_judge(judge_name, metrics, settings)
     except ValueError as exc:
@@ -243,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides)
     text, source = _read(args.input)
     lines = True if source.endswith((".jsonl", ".ndjson")) else None
-    analyses = read_analyses(text, source, lines=lines)
+    analyses = read_analyses(text, source, lines=lines, judge=judge_name)
     results = [
         judge_analysis(
             analysis, judge_name, overrides, _where(analysis, source), all_rounds=args.all_rounds

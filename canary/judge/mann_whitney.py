@@ -43,7 +43,7 @@ from typing import Any
 
 from scipy.stats import norm
 
-from canary.config import AnalysisSettings, MetricConfig
+from canary.config import AnalysisSettings, MannWhitneyMetric
 from canary.judge.kayenta import (
     Classification,
     Direction,
@@ -83,7 +83,7 @@ def min_samples_for(confidence: float) -> int:
 
 @dataclass(frozen=True, slots=True)
 class _Spec:
-    config: MetricConfig
+    config: MannWhitneyMetric
     direction: Direction
     nan_strategy: NanStrategy
     outliers: OutlierStrategy
@@ -106,7 +106,7 @@ class MannWhitneyJudge:
 
     def __init__(
         self,
-        metrics: Sequence[MetricConfig],
+        metrics: Sequence[MannWhitneyMetric],
         settings: AnalysisSettings,
         *,
         confidence: float = 0.98,
@@ -143,7 +143,7 @@ class MannWhitneyJudge:
         self.group_weights = weights
 
     @staticmethod
-    def _spec(metric: MetricConfig) -> _Spec:
+    def _spec(metric: MannWhitneyMetric) -> _Spec:
         default_direction: Direction = "either" if metric.kind is MetricKind.VALUE else "increase"
         quantile = histogram_quantile_of(metric) if metric.kind is MetricKind.HISTOGRAM else None
         return _Spec(

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from canary.config import MetricConfig
+from canary.config import MetricBase
 from canary.model import Counts, Histogram, MetricKind, Observation
 
 __all__ = [
@@ -91,7 +91,7 @@ def bucket_quantile(q: float, histogram: Histogram) -> float:
     return start + (end - start) * (rank / count)
 
 
-def histogram_quantile_of(metric: MetricConfig) -> float | None:
+def histogram_quantile_of(metric: MetricBase) -> float | None:
     """The quantile a histogram metric is reduced to per round (None: the mean).
 
     Raises ValueError when `quantiles` lists more than one value or one outside (0, 1).
@@ -126,7 +126,7 @@ def value_description(
 
 def round_value(
     observation: Observation,
-    metric: MetricConfig,
+    metric: MetricBase,
     *,
     counts_as: CountsAs,
     quantile: float | None = None,

@@ -64,7 +64,7 @@ from typing import Any
 
 import numpy as np
 
-from canary.config import AnalysisSettings, MetricConfig
+from canary.config import AnalysisSettings, SequentialMetric
 from canary.judge.combine import combine
 from canary.judge.hypergeometric import conditional_mle, informative, round_loglik
 from canary.judge.robust import (
@@ -138,7 +138,7 @@ def _logmeanexp_rows(values: np.ndarray) -> np.ndarray:
 class MetricParameters:
     """The resolved settings of one metric and the psi grid its state is kept on."""
 
-    def __init__(self, config: MetricConfig, n_judged: int, budget_rounds: int = 60) -> None:
+    def __init__(self, config: SequentialMetric, n_judged: int, budget_rounds: int = 60) -> None:
         name = config.name
         self.name = name
         self.kind = config.kind
@@ -267,14 +267,14 @@ class SequentialJudge:
 
     `explain=False` skips the confidence intervals and reasons (same verdicts, for
     bulk backtests and benchmarks). The robustness settings are per metric
-    (`robust`, `robust_cv` in `MetricConfig`).
+    (`robust`, `robust_cv` in `SequentialMetric`).
     """
 
     name = "sequential"
 
     def __init__(
         self,
-        metrics: Sequence[MetricConfig],
+        metrics: Sequence[SequentialMetric],
         settings: AnalysisSettings,
         *,
         explain: bool = True,

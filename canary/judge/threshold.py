@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from canary.config import AnalysisSettings, MetricConfig
+from canary.config import AnalysisSettings, ThresholdMetric
 from canary.judge.combine import combine
 from canary.judge.round_values import histogram_quantile_of, round_value, value_description
 from canary.model import Judgement, MetricKind, MetricResult, RoundData, Verdict
@@ -49,7 +49,7 @@ NoData = Literal["inconclusive", "fail", "pass"]
 
 @dataclass(frozen=True, slots=True)
 class _Spec:
-    config: MetricConfig
+    config: ThresholdMetric
     min: float | None
     max: float | None
     failure_limit: int
@@ -67,14 +67,14 @@ class ThresholdJudge:
 
     name = "threshold"
 
-    def __init__(self, metrics: Sequence[MetricConfig], settings: AnalysisSettings) -> None:
+    def __init__(self, metrics: Sequence[ThresholdMetric], settings: AnalysisSettings) -> None:
         if not metrics:
             raise ValueError("the threshold judge needs at least one metric")
         self.settings = settings
         self.specs = [self._spec(m) for m in metrics]
 
     @staticmethod
-    def _spec(metric: MetricConfig) -> _Spec:
+    def _spec(metric: ThresholdMetric) -> _Spec:
         if metric.min is None and metric.max is None:
             raise ValueError(
                 f"metric {metric.name!r}: the threshold judge needs `min`, `max` or both"

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from canary.config import LABEL_NAME, ArmConfig, MetricConfig
+from canary.config import LABEL_NAME, ArmConfig, MetricBase
 from canary.metrics.errors import TemplateError
 from canary.model import MetricKind
 
@@ -50,7 +50,7 @@ __all__ = [
     "template_for",
 ]
 
-#: The template used for a metric kind when `MetricConfig.query` is not set.
+#: The template used for a metric kind when `MetricBase.query` is not set.
 DEFAULT_TEMPLATES: Mapping[MetricKind, str] = {
     MetricKind.COUNTS: "istio-requests",
     MetricKind.HISTOGRAM: "istio-latency",
@@ -263,7 +263,7 @@ def load_templates(templates_dir: str | None = None) -> TemplateSet:
     return TemplateSet(templates)
 
 
-def template_for(metric: MetricConfig) -> str:
+def template_for(metric: MetricBase) -> str:
     """The template name a metric uses: its `query`, or the default for its kind."""
     if metric.query:
         return metric.query
