@@ -149,7 +149,7 @@ def test_the_estimate_at_the_ends_of_the_support():
 
 
 def test_the_verdict_reports_the_exact_estimate_without_a_cap():
-    judge = make_judge("sequential", [MetricConfig(name="errors")], SETTINGS)
+    judge = make_judge("sequential", [SequentialMetric(name="errors")], SETTINGS)
     state, judgement = judge.initial_state(), None
     tables = [(30, 1000, 10, 1000), (28, 1000, 11, 1000), (300, 1000, 9, 1000)]
     for table in tables:
