@@ -51,11 +51,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import itertools
 import logging
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -230,10 +229,18 @@ def _drops(
 
 def counts_from_deltas(deltas: Mapping[Key, int], failure_codes: str) -> Counts:
     """Counts(total, failed); a failure is a code fully matching `failure_codes`."""
-    pattern = re.compile(failure_codes)
-    total = sum(deltas.values())
-    failed = sum(v for (_, code), v in deltas.items() if pattern.fullmatch(code))
+    total = failed = 0
+    for (_, code), value in deltas.items():
+        total += value
+        if _is_failure(failure_codes, code):
+            failed += value
     return Counts(total=total, failed=failed)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_failure(failure_codes: str, code: str) -> bool:
+    """Whether `code` fully matches `failure_codes` (a handful of codes per metric)."""
+    return re.fullmatch(failure_codes, code) is not None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -254,22 +261,35 @@ def histogram_from_deltas(
     deltas: Mapping[Key, int], present_pods: Iterable[str], *, where: str
 ) -> Histogram:
     """Sum per-`le` bucket deltas over pods, checking bounds agree and are cumulative."""
+    return _histogram(_pod_buckets(deltas, where), set(present_pods), where)
+
+
+def _pod_buckets(deltas: Mapping[Key, int], where: str) -> dict[str, dict[float, int]]:
+    """Per pod, bound -> delta; two `le` texts of one bound in one pod are an error."""
     per_pod: dict[str, dict[float, int]] = {}
-    raw_le: dict[tuple[str, float], str] = {}
     for (pod, le), value in deltas.items():
         bound = _parse_le(le, pod, where)
-        buckets = per_pod.setdefault(pod, {})
-        if bound in buckets:
+        buckets = per_pod.get(pod)
+        if buckets is None:
+            buckets = per_pod[pod] = {}
+        elif bound in buckets:
+            first = next(k[1] for k in deltas if k[0] == pod and _le_value(k[1]) == bound)
             raise MetricsDataError(
-                f"{where}: pod {pod!r} has two buckets for one bound: "
-                f"le={raw_le[(pod, bound)]!r} and le={le!r}"
+                f"{where}: pod {pod!r} has two buckets for one bound: le={first!r} and le={le!r}"
             )
-        raw_le[(pod, bound)] = le
         buckets[bound] = value
-    present = [pod for pod in sorted(per_pod) if pod in set(present_pods)]
+    return per_pod
+
+
+def _histogram(
+    per_pod: Mapping[str, Mapping[float, int]], present: set[str], where: str
+) -> Histogram:
+    """The sum of `per_pod`'s buckets; the `present` pods must agree on their bounds."""
+    pods = sorted(per_pod)
     layouts: dict[tuple[float, ...], list[str]] = {}
-    for pod in present:
-        layouts.setdefault(tuple(sorted(per_pod[pod])), []).append(pod)
+    for pod in pods:
+        if pod in present:
+            layouts.setdefault(tuple(sorted(per_pod[pod])), []).append(pod)
     if len(layouts) > 1:
         described = "; ".join(
             f"{', '.join(repr(p) for p in pods)} with le={_bounds_text(bounds)}"
@@ -278,15 +298,15 @@ def histogram_from_deltas(
         raise MetricsDataError(f"{where}: pods disagree on histogram buckets: {described}")
     if not layouts:
         raise MetricsDataError(f"{where}: no histogram buckets")
-    bounds = next(iter(layouts))
+    bounds, shown = next(iter(layouts.items()))
     if not math.isinf(bounds[-1]):
-        raise MetricsDataError(f"{where}: pods {', '.join(map(repr, present))} have no +Inf bucket")
+        raise MetricsDataError(f"{where}: pods {', '.join(map(repr, shown))} have no +Inf bucket")
     totals = [0] * len(bounds)
-    for pod in sorted(per_pod):
+    for pod in pods:
         buckets = per_pod[pod]
         if pod in present:
             values = [buckets[b] for b in bounds]
-            if any(b < a for a, b in itertools.pairwise(values)):
+            if values != sorted(values):
                 raise MetricsDataError(
                     f"{where}: pod {pod!r} has buckets that are not cumulative in this round "
                     f"(deltas {values} for le={_bounds_text(bounds)})"
@@ -311,17 +331,18 @@ def pod_breakdown(
     carried forward contributes nothing to the round and is left out.
     """
     present = set(present_pods)
+    if kind is MetricKind.HISTOGRAM:
+        per_pod = _pod_buckets(deltas, where)
+        return {
+            pod: _histogram({pod: per_pod[pod]}, {pod}, where)
+            for pod in sorted(per_pod)
+            if pod in present
+        }
     by_pod: dict[str, dict[Key, int]] = {}
     for key, value in deltas.items():
         if key[0] in present:
             by_pod.setdefault(key[0], {})[key] = value
-    out: dict[str, Observation] = {}
-    for pod in sorted(by_pod):
-        if kind is MetricKind.COUNTS:
-            out[pod] = counts_from_deltas(by_pod[pod], failure_codes)
-        else:
-            out[pod] = histogram_from_deltas(by_pod[pod], [pod], where=where)
-    return out
+    return {pod: counts_from_deltas(by_pod[pod], failure_codes) for pod in sorted(by_pod)}
 
 
 def _check_complete(
@@ -416,14 +437,23 @@ def _arm_to_json(series: ArmSeries) -> dict[str, Any]:
     return {"pods": pods}
 
 
-def _arm_from_json(data: Mapping[str, Any] | None) -> ArmSeries:
+def _arm_from_json(data: Mapping[str, Any] | None, keep: Container[str] | None = None) -> ArmSeries:
+    """The `_arm_to_json` form read back; with `keep`, only the codes or `le`s in it."""
     if not data:
         return {}
     return {
         (pod, second): (int(value), float(seen))
         for pod, by_second in data.get("pods", {}).items()
         for second, (value, seen) in by_second.items()
+        if keep is None or second in keep
     }
+
+
+def _arm_seconds(data: Mapping[str, Any] | None) -> set[str]:
+    """The codes or `le`s named in an `_arm_to_json` form."""
+    if not data:
+        return set()
+    return {second for by_second in data.get("pods", {}).values() for second in by_second}
 
 
 def raw_snapshots(snapshot: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -577,15 +607,16 @@ def _render_plans(canary: CanaryConfig, templates: TemplateSet) -> tuple[_Plan, 
     return tuple(plans)
 
 
-def _judged_les(before: ArmSeries, bounds: Sequence[float]) -> tuple[str, ...] | None:
-    """The `le` texts of `bounds` and +Inf as the previous snapshot spells them.
+def _judged_les(stored: Iterable[str], bounds: Sequence[float]) -> tuple[str, ...] | None:
+    """The `le` texts of `bounds` and +Inf as the previous snapshot spells them
+    (`stored`: the snapshot's `le` texts).
 
     None (ask for every bucket) unless each bound and +Inf is found there.
     """
     wanted = set(bounds)
     texts: set[str] = set()
     found: set[float] = set()
-    for _pod, le in before:
+    for le in stored:
         try:
             value = _le_value(le)
         except ValueError:
@@ -638,8 +669,7 @@ def _narrow_plans(
             and stored is not None
             and stored.get("kind") == MetricKind.HISTOGRAM.value
         ):
-            before = _arm_from_json((stored.get("arms") or {}).get(plan.arm.value))
-            les = _judged_les(before, judged)
+            les = _judged_les(_arm_seconds((stored.get("arms") or {}).get(plan.arm.value)), judged)
             if les is not None:
                 plan = _narrowed(plan, templates, les)
         out.append(plan)
@@ -692,9 +722,8 @@ async def _counter_observation(
     if previous is None or prev_at is None:  # warm-up for this metric
         kept: ArmSeries = {key: (value, at) for key, value in current.items()}
         return None, _arm_to_json(kept), notes, {}
-    before = _arm_from_json(previous)
-    if plan.les is not None:  # buckets no longer asked for are no longer tracked
-        before = {key: value for key, value in before.items() if key[1] in plan.les}
+    # Buckets no longer asked for (`plan.les`) are no longer tracked.
+    before = _arm_from_json(previous, None if plan.les is None else frozenset(plan.les))
     new_pods = _pods(current) - _pods(before)
     if kind is MetricKind.HISTOGRAM:
         _check_complete(before, current, where)
