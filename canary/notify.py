@@ -18,7 +18,7 @@ from typing import Any, Literal
 import httpx
 
 from canary.config import WebhookConfig
-from canary.retry import backoff_delay
+from canary.retry import RetryPolicy, retrying
 from canary.store.tables import utcnow
 
 __all__ = ["EVENTS", "Event", "Notifier", "slack_payload"]
@@ -127,27 +127,33 @@ class Notifier:
             log.warning("webhook without a URL (%s unset); %s not sent", webhook.url_env, event)
             return
         body = slack_payload(event) if webhook.format == "slack" else event.as_dict()
-        for attempt in range(webhook.retries + 1):
+
+        async def attempt(number: int) -> None:
             try:
                 response = await self._client.post(url, json=body, timeout=webhook.timeout)
-                if response.status_code < 400:
-                    return
-                problem = f"HTTP {response.status_code}"
-                if response.status_code < 500 and response.status_code != 429:
-                    log.warning("webhook %s refused %s: %s", _host(url), event.event, problem)
-                    return
             except httpx.HTTPError as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            if attempt < webhook.retries:
-                await asyncio.sleep(backoff_delay(attempt + 1, self.backoff))
-        log.warning(
-            "webhook %s: %s of %s not delivered after %d attempts (%s)",
-            _host(url),
-            event.event,
-            event.analysis_id,
-            webhook.retries + 1,
-            problem,
-        )
+                raise _Undelivered(f"{type(exc).__name__}: {exc}") from None
+            status = response.status_code
+            if status >= 500 or status == 429:
+                raise _Undelivered(f"HTTP {status}")
+            if status >= 400:
+                log.warning("webhook %s refused %s: HTTP %d", _host(url), event.event, status)
+
+        try:
+            await retrying(
+                attempt,
+                RetryPolicy(webhook.retries, self.backoff),
+                retryable=lambda error: isinstance(error, _Undelivered),
+            )
+        except _Undelivered as exc:
+            log.warning(
+                "webhook %s: %s of %s not delivered after %d attempts (%s)",
+                _host(url),
+                event.event,
+                event.analysis_id,
+                webhook.retries + 1,
+                exc,
+            )
 
     async def aclose(self, timeout: float = 5.0) -> None:
         """Wait (bounded) for background sends, then close the HTTP client."""
@@ -155,6 +161,10 @@ class Notifier:
             await asyncio.wait(list(self._tasks), timeout=timeout)
         if self._client is not None:
             await self._client.aclose()
+
+
+class _Undelivered(Exception):
+    """A delivery to retry: no answer, HTTP 429 or 5xx (other 4xx are not retried)."""
 
 
 def _host(url: str) -> str:

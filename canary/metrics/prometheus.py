@@ -46,7 +46,7 @@ from canary.metrics.errors import (
     PrometheusTimeout,
     PrometheusUnreachable,
 )
-from canary.retry import backoff_delay
+from canary.retry import RetryPolicy, retrying
 
 __all__ = ["PrometheusClient", "QueryResult", "RangeSeries", "Sample", "to_unix"]
 
@@ -264,54 +264,57 @@ class PrometheusClient:
     # ------------------------------------------------------------------ internals
 
     async def _call(self, path: str, data: dict[str, str], query: str) -> QueryResult:
+        """POST a query, retrying timeouts, unreachable servers and HTTP 5xx."""
         url = self.config.url + path
-        attempts = self.config.retries + 1
         started = time.perf_counter()
-        last_error: PrometheusError | None = None
-        for attempt in range(attempts):
-            if attempt:
-                self.stats.retries += 1
-                delay = backoff_delay(attempt, self.config.retry_backoff)
-                log.debug("retrying %s in %.2fs after: %s", path, delay, last_error)
-                await asyncio.sleep(delay)
-            try:
-                async with self._lease() as client:
-                    t0 = time.perf_counter()
-                    response = await client.post(path, data=data)
-                    if self._record:
-                        self.stats.latencies.append(time.perf_counter() - t0)
-                self.stats.requests += 1
-            except httpx.TimeoutException as exc:
-                last_error = PrometheusTimeout(
-                    f"Prometheus at {self.config.url} did not answer within "
-                    f"{self.config.timeout:g}s ({type(exc).__name__})",
-                    query=query,
-                    url=url,
-                )
-                continue
-            except httpx.TransportError as exc:
-                last_error = PrometheusUnreachable(
-                    f"Prometheus at {self.config.url} is unreachable: {_describe(exc)}",
-                    query=query,
-                    url=url,
-                )
-                continue
-            status = response.status_code
-            if status >= 500:
-                message = _server_message(response)
-                last_error = PrometheusServerError(
-                    f"Prometheus answered HTTP {status}: {message}",
-                    query=query,
-                    url=url,
-                    status_code=status,
-                    server_message=message,
-                    error_type=_error_type(response),
-                )
-                continue
-            result = self._parse(response, query, url)
-            return _with_timing(result, time.perf_counter() - started, attempt + 1)
-        assert last_error is not None
-        raise last_error
+
+        async def attempt(number: int) -> QueryResult:
+            response = await self._post(path, data, query, url)
+            return _with_timing(
+                self._parse(response, query, url), time.perf_counter() - started, number
+            )
+
+        def on_retry(retry: int, delay: float, error: Exception) -> None:
+            self.stats.retries += 1
+            log.debug("retrying %s in %.2fs after: %s", path, delay, error)
+
+        policy = RetryPolicy(self.config.retries, self.config.retry_backoff)
+        return await retrying(attempt, policy, retryable=_retryable, on_retry=on_retry)
+
+    async def _post(self, path: str, data: dict[str, str], query: str, url: str) -> httpx.Response:
+        """One POST; a timeout, an unreachable server or HTTP 5xx as a PrometheusError."""
+        try:
+            async with self._lease() as client:
+                t0 = time.perf_counter()
+                response = await client.post(path, data=data)
+                if self._record:
+                    self.stats.latencies.append(time.perf_counter() - t0)
+            self.stats.requests += 1
+        except httpx.TimeoutException as exc:
+            raise PrometheusTimeout(
+                f"Prometheus at {self.config.url} did not answer within "
+                f"{self.config.timeout:g}s ({type(exc).__name__})",
+                query=query,
+                url=url,
+            ) from None
+        except httpx.TransportError as exc:
+            raise PrometheusUnreachable(
+                f"Prometheus at {self.config.url} is unreachable: {_describe(exc)}",
+                query=query,
+                url=url,
+            ) from None
+        status = response.status_code
+        if status >= 500:
+            message = _server_message(response)
+            raise PrometheusServerError(
+                f"Prometheus answered HTTP {status}: {message}",
+                query=query,
+                url=url,
+                status_code=status,
+                server_message=message,
+                error_type=_error_type(response),
+            )
+        return response
 
     def _parse(self, response: httpx.Response, query: str, url: str) -> QueryResult:
         status = response.status_code
@@ -454,3 +457,8 @@ def _server_message(response: httpx.Response, body: Any = None) -> str:
         kind = body.get("errorType")
         return f"{kind}: {body['error']}" if kind else str(body["error"])
     return _excerpt(response.text) or response.reason_phrase or "no message"
+
+
+def _retryable(error: Exception) -> bool:
+    """Retried: a timeout, an unreachable server, HTTP 5xx (not 4xx or a bad answer)."""
+    return isinstance(error, PrometheusTimeout | PrometheusUnreachable | PrometheusServerError)

@@ -43,7 +43,7 @@ import yaml
 
 from canary.config import KubernetesConfig
 from canary.errors import UsageError
-from canary.retry import backoff_delay
+from canary.retry import RetryPolicy, retrying
 from canary.traffic.base import (
     Conflict,
     Forbidden,
@@ -67,6 +67,28 @@ JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 
 _RETRYABLE = {429, 500, 502, 503, 504}
+
+
+def _retryable(error: Exception) -> bool:
+    """Retried: no answer, 429 and 5xx (not 4xx: those are answers)."""
+    return isinstance(error, KubeApiError) and (error.status is None or error.status in _RETRYABLE)
+
+
+def _answer(response: httpx.Response, verb: str, resource: str, attempt: int) -> dict[str, Any]:
+    """The decoded JSON of a 2xx answer, else the typed error for its status."""
+    status = response.status_code
+    if status < 300:
+        return response.json() if response.content else {}
+    detail = _detail(response)
+    if status == 401:
+        raise Unauthorized(resource, verb, detail)
+    if status == 403:
+        raise Forbidden(resource, verb, detail)
+    if status == 404:
+        raise NotFound(resource, verb, detail)
+    if status == 409:
+        raise Conflict(resource, verb, attempt, detail)
+    raise KubeApiError(resource, verb, status, detail, attempts=attempt)
 
 
 class KubeconfigError(UsageError):
@@ -431,55 +453,52 @@ class KubeClient:
         params: dict[str, str] | None = None,
         retries: int | None = None,
     ) -> dict[str, Any]:
-        """One API call; the decoded JSON answer or a typed error."""
-        retries = self.retries if retries is None else retries
+        """One API call; the decoded JSON answer or a typed error.
+
+        No answer, 429 and 5xx are retried (`retries`, backoff from `backoff` doubling
+        up to 5 s); a first 401 re-reads the token and repeats the attempt once.
+        """
         content = None if body is None else json.dumps(body).encode()
         refreshed = False
-        attempt = 0
-        while True:
-            attempt += 1
-            token = await self._tokens.get()
-            headers = {"Accept": "application/json"}
-            if content is not None:
-                headers["Content-Type"] = content_type
-            if token:
-                headers["Authorization"] = f"Bearer {token}"
-            try:
-                response = await self._http.request(
-                    method, path, content=content, headers=headers, params=params
-                )
-            except httpx.TransportError as exc:
-                detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                if attempt <= retries:
-                    await self._sleep(attempt, verb, resource, detail)
-                    continue
-                raise KubeApiError(resource, verb, None, detail, attempts=attempt) from exc
-            status = response.status_code
-            if status < 300:
-                return response.json() if response.content else {}
-            detail = _detail(response)
-            if status == 401 and not refreshed:
+
+        async def attempt(number: int) -> dict[str, Any]:
+            nonlocal refreshed
+            while True:
+                try:
+                    response = await self._send(method, path, content, content_type, params)
+                except httpx.TransportError as exc:
+                    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                    raise KubeApiError(resource, verb, None, detail, attempts=number) from exc
+                if response.status_code != 401 or refreshed:
+                    return _answer(response, verb, resource, number)
                 refreshed = True  # the token may have rotated under us: re-read it once
                 await self._tokens.get(refresh=True)
-                attempt -= 1
-                continue
-            if status in _RETRYABLE and attempt <= retries:
-                await self._sleep(attempt, verb, resource, f"HTTP {status}: {detail}")
-                continue
-            if status == 401:
-                raise Unauthorized(resource, verb, detail)
-            if status == 403:
-                raise Forbidden(resource, verb, detail)
-            if status == 404:
-                raise NotFound(resource, verb, detail)
-            if status == 409:
-                raise Conflict(resource, verb, attempt, detail)
-            raise KubeApiError(resource, verb, status, detail, attempts=attempt)
 
-    async def _sleep(self, attempt: int, verb: str, resource: str, why: str) -> None:
-        delay = backoff_delay(attempt, self.backoff, cap=5.0)
-        log.warning("%s %s failed (%s); retrying in %.1fs", verb, resource, why, delay)
-        await asyncio.sleep(delay)
+        def on_retry(retry: int, delay: float, error: Exception) -> None:
+            assert isinstance(error, KubeApiError)
+            why = f"HTTP {error.status}: {error.detail}" if error.status else error.detail
+            log.warning("%s %s failed (%s); retrying in %.1fs", verb, resource, why, delay)
+
+        policy = RetryPolicy(self.retries if retries is None else retries, self.backoff, cap=5.0)
+        return await retrying(attempt, policy, retryable=_retryable, on_retry=on_retry)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        content: bytes | None,
+        content_type: str,
+        params: dict[str, str] | None,
+    ) -> httpx.Response:
+        token = await self._tokens.get()
+        headers = {"Accept": "application/json"}
+        if content is not None:
+            headers["Content-Type"] = content_type
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return await self._http.request(
+            method, path, content=content, headers=headers, params=params
+        )
 
     # -- discovery
 
