@@ -37,7 +37,10 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(180)]
 
 CANARIES = 30
 INTERVAL = 2.0
-LEASE_TTL = 4.0
+# Long enough that a replica stalled by a loaded CI machine (2 cores, load 8 seen) still
+# renews within half of it; a shorter TTL made the stalled replica lose canaries it was
+# running, which the uniqueness of (analysis, index) then refused ("recorded already").
+LEASE_TTL = 8.0
 ROUND_LINE = re.compile(r"analysis (\S+) round (\d+): ")
 
 
