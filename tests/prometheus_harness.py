@@ -469,7 +469,8 @@ class IstioExporter:
 
     ``exporter.arms["canary"].error_ratio = 0.2`` (or `configure`) changes traffic
     while it runs; a background thread serves requests every `tick` seconds.
-    `pause()` stops traffic; `totals()` gives the counts served so far per arm.
+    `pause()` stops traffic; `totals()` gives the counts served so far per arm;
+    `LiveStack.wait_scraped()` waits until Prometheus holds its counters as they are.
     """
 
     def __init__(self, arms: Mapping[str, ArmTraffic], *, tick: float = 0.05) -> None:
@@ -556,6 +557,14 @@ class IstioExporter:
             for arm in self.arms.values():
                 arm.add_pod(pod)
 
+    def counter_sums(self) -> dict[str, int]:
+        """The requests counted per destination workload in what a scrape shows now."""
+        with self.lock:
+            return {
+                arm.workload: sum(arm.counters[pod].total for pod in arm.pods)
+                for arm in self.arms.values()
+            }
+
     def totals(self) -> dict[str, tuple[int, int]]:
         """(served, failed) per arm since the start."""
         with self.lock:
@@ -622,6 +631,32 @@ class LiveStack:
     exporter: IstioExporter
     prometheus: PrometheusServer
     namespace: str = "live"
+
+    def wait_scraped(self, timeout: float = 30.0) -> None:
+        """Block until Prometheus holds the exporter's counters as they are now.
+
+        Call it with the traffic paused (or between changes of the counters): the
+        per-workload sums Prometheus returns for the current time equal the exporter's
+        only once it has scraped after the last change, however late a loaded machine
+        lets that scrape happen. Raises `TimeoutError` naming both sums otherwise.
+        """
+        want = self.exporter.counter_sums()
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.prometheus.query(
+                "sum by (destination_workload) (istio_requests_total)", time.time()
+            )
+            seen = {r["metric"].get("destination_workload", ""): r["value"][1] for r in found}
+            held = {workload: int(float(seen.get(workload, 0))) for workload in want}
+            if held == want:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"Prometheus {self.prometheus.url} holds {held} requests per workload"
+                    f" after {timeout}s; the exporter shows {want} (scraped"
+                    f" {self.exporter.scrapes} times)"
+                )
+            time.sleep(0.1)
 
     def reset_traffic(self) -> None:
         """Back to the defaults: 20 req/s per arm, no errors, 20 ms."""

@@ -15,8 +15,6 @@ from canary.metrics.collect import collect_round
 from canary.metrics.prometheus import PrometheusClient
 from canary.model import Counts
 
-SETTLE = 2.5  # > two scrape intervals: Prometheus holds the exporter's frozen values
-
 
 def test_live_round_counts_exactly_what_the_exporter_served(live_stack: LiveStack) -> None:
     stack = live_stack
@@ -46,7 +44,7 @@ def test_live_round_counts_exactly_what_the_exporter_served(live_stack: LiveStac
             return await collect_round(client, config, datetime.now(UTC), previous)
 
     stack.exporter.pause()
-    time.sleep(SETTLE)
+    stack.wait_scraped()
     _, first = asyncio.run(snapshot(None))
     before = stack.exporter.totals()
 
@@ -54,7 +52,7 @@ def test_live_round_counts_exactly_what_the_exporter_served(live_stack: LiveStac
     stack.exporter.configure("baseline", rate=60.0, error_ratio=0.02, latency_ms=30.0)
     time.sleep(3.0)
     stack.exporter.pause()
-    time.sleep(SETTLE)
+    stack.wait_scraped()
     data, _ = asyncio.run(snapshot(first))
     after = stack.exporter.totals()
     stack.reset_traffic()

@@ -163,7 +163,11 @@ def traced_deltas(
     of any series of an `owner` (the Envoy: a pod's sidecar, or a waypoint pod)
     between two instants means it restarted then: from that instant every series of
     that owner counts its value in full, even one whose new value is already above
-    its old one (buckets of a histogram, busy destinations). Without traces this is
+    its old one (buckets of a histogram, busy destinations). A series absent for a
+    while (Envoy drops a restarted proxy's series until their next request) that comes
+    back lower shows the same restart late, somewhere in its gap: each drop is an
+    interval, and an owner's restarts are the fewest instants that explain all of its
+    drops (`_restart_instants`). Without traces this is
     the sidecar rule of the module doc, judged at the boundary. With them, a waypoint
     that restarts and climbs back inside a round is counted exactly, and the requests
     it served before the restart (up to its last scrape) are kept; a series gone at
@@ -172,20 +176,21 @@ def traced_deltas(
     forgotten (their next appearance counts in full).
     """
     starts: dict[Key, int] = {}
-    resets: dict[str, set[float]] = {}  # owner -> instants at which it had restarted
+    drops: dict[str, list[tuple[float, float]]] = {}  # owner -> (after, at) of each drop
     for key, value in current.items():
         entry = previous.get(key)
         start = entry[0] if entry is not None else base.get(key, 0)
         starts[key] = start
         trace = traces.get(key)
-        if trace:
-            _drops(key, start, [*trace, (at, value)], owner, resets)
-        elif value < start:
-            resets.setdefault(owner(key[0]), set()).add(at)
+        if trace or value < start:
+            since = entry[1] if entry is not None else -math.inf
+            chain = [*(trace or ()), (at, value)]
+            _drops(start, since, chain, drops.setdefault(owner(key[0]), []))
     gone = [key for key in previous if key not in current and traces.get(key)]
     for key in gone:
         starts[key] = previous[key][0]
-        _drops(key, starts[key], traces[key], owner, resets)
+        _drops(starts[key], previous[key][1], traces[key], drops.setdefault(owner(key[0]), []))
+    resets = {who: _restart_instants(found) for who, found in drops.items() if found}
     kept: ArmSeries = {key: (value, at) for key, value in current.items()}
     if not resets and not gone:  # the usual round: no restart, every delta is a difference
         deltas = {key: value - starts[key] for key, value in current.items()}
@@ -213,18 +218,35 @@ def traced_deltas(
 
 
 def _drops(
-    key: Key,
     start: int,
+    since: float,
     chain: Sequence[tuple[float, int]],
-    owner: Callable[[str], str],
-    resets: dict[str, set[float]],
+    found: list[tuple[float, float]],
 ) -> None:
-    """Record in `resets` each instant at which `key`'s values went down."""
-    last = start
+    """Append to `found` each ``(after, at)`` between which a series' value went down.
+
+    `start` is its value at `since`; a drop after a gap in `chain` spans the gap.
+    """
+    last, last_ts = start, since
     for ts, value in chain:
         if value < last:
-            resets.setdefault(owner(key[0]), set()).add(ts)
-        last = value
+            found.append((last_ts, ts))
+        last, last_ts = value, ts
+
+
+def _restart_instants(drops: Iterable[tuple[float, float]]) -> set[float]:
+    """The fewest instants `r` with ``after < r <= at`` for every drop ``(after, at)``.
+
+    The greedy stabbing of intervals by their ends: the drop that ends first fixes a
+    restart at its end, which explains every drop seen around it (the same restart,
+    noticed later by a series that was absent meanwhile); a drop starting at or after
+    that instant is a later restart.
+    """
+    instants: list[float] = []
+    for after, at in sorted(drops, key=lambda drop: drop[1]):
+        if not instants or after >= instants[-1]:
+            instants.append(at)
+    return set(instants)
 
 
 def counts_from_deltas(deltas: Mapping[Key, int], failure_codes: str) -> Counts:
