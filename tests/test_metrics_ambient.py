@@ -35,11 +35,15 @@ from canary.metrics.series_keys import SeriesKeys
 from canary.model import Counts, Histogram, Verdict
 
 
-def config(namespace: str, *, interval: float = ROUND_SECONDS, **extra: Any) -> CanaryConfig:
+def config(
+    namespace: str, *, interval: float = ROUND_SECONDS, judge: str = "sequential", **extra: Any
+) -> CanaryConfig:
+    sequential = {"min_requests": 200} if judge == "sequential" else {}
     raw = {
         "name": "app",
         "namespace": namespace,
         "interval": interval,
+        "judge": judge,
         "traffic": {
             "kind": "HTTPRoute",
             "http_route": "app",
@@ -51,8 +55,8 @@ def config(namespace: str, *, interval: float = ROUND_SECONDS, **extra: Any) -> 
             "baseline": {"match": {"destination_workload": "app-primary"}},
         },
         "metrics": [
-            {"name": "errors", "kind": "counts", "min_requests": 200},
-            {"name": "latency", "kind": "histogram", "min_requests": 200},
+            {"name": "errors", "kind": "counts", **sequential},
+            {"name": "latency", "kind": "histogram", **sequential},
         ],
         **extra,
     }
@@ -179,13 +183,12 @@ def test_ambient_and_sidecar_shapes_of_the_same_traffic_give_the_same_rounds_and
     twins: tuple[PrometheusServer, dict[str, tuple[Scenario, Expected]]],
 ) -> None:
     server, generated = twins
-    configs = {
-        "twin-sidecar": config("twin-sidecar"),
-        "twin-ambient": config("twin-ambient", reporter="waypoint"),
-        "twin-ambient-pods": config(
-            "twin-ambient-pods", reporter="waypoint", destination_pod_label="destination_pod"
-        ),
+    shapes: dict[str, dict[str, Any]] = {
+        "twin-sidecar": {},
+        "twin-ambient": {"reporter": "waypoint"},
+        "twin-ambient-pods": {"reporter": "waypoint", "destination_pod_label": "destination_pod"},
     }
+    configs = {ns: config(ns, **shape) for ns, shape in shapes.items()}
     rounds = {ns: asyncio.run(_collect(server.url, c)) for ns, c in configs.items()}
     _, expected = generated["twin-ambient"]
     for ns in configs:  # the generator's own accounting: one traffic, three shapes
@@ -208,7 +211,7 @@ def test_ambient_and_sidecar_shapes_of_the_same_traffic_give_the_same_rounds_and
         assert amb.pods == {}
 
     def verdicts(judge_name: str, ns: str) -> list[tuple[Verdict, int | None]]:
-        canary = configs[ns]
+        canary = config(ns, judge=judge_name, **shapes[ns])
         judge = make_judge(judge_name, canary.metrics, canary.settings())
         return [(j.verdict, j.round) for j in judge_rounds(judge, rounds[ns][1:])]
 
