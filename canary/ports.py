@@ -85,12 +85,10 @@ class WriteOutcome(Protocol):
 
 
 class Router(Protocol):
-    """Moves one canary's traffic (the part of `canary.traffic.base.Router` rounds use).
+    """Moves one canary's traffic: the part of `canary.traffic.base.Router` rounds use.
 
-    `set_weights` raises `canary.traffic.base.Drift` when the weights moved under
-    our last recorded write (unless `force`) and another `TrafficError` for
-    transient faults; writing the weights in place for the same analysis and step
-    is a no-op, so re-applying an action is safe.
+    What `set_weights` raises and why re-applying an action is safe is documented
+    once, on `canary.traffic.base.Router.set_weights`.
     """
 
     async def set_weights(

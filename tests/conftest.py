@@ -11,7 +11,11 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from kubeapi import kube_api, kubeconfig_file  # noqa: F401  (fixtures: local Kubernetes API)
+from kubeapi import (  # noqa: F401  (fixtures: local Kubernetes API)
+    kube_api,
+    kube_client,
+    kubeconfig_file,
+)
 from prometheus_harness import (  # noqa: F401  (fixtures: Prometheus and the exporter)
     LiveStack,
     ambient_stack,

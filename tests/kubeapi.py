@@ -26,8 +26,9 @@ No kube-apiserver can run here, so this implements the part canary uses:
 - bearer-token checks (401), optional TLS with client certificates, RBAC denials
   (403) per verb and resource, 5xx answers and slow answers on demand.
 
-Use it as a fixture (``kube_api``, ``kubeconfig_file`` below; tests/conftest.py
-re-exports them) or directly: ``with KubeApiServer(tokens={"t"}) as api: ...``.
+Use it as a fixture (``kube_api``, ``kube_client``, ``kubeconfig_file`` below;
+tests/conftest.py re-exports them) or directly: ``with KubeApiServer(tokens={"t"}) as
+api: ...``; `client_for` and `shop_canary` build a client and a canary for it.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,6 +51,9 @@ from typing import Any
 
 import pytest
 import yaml
+
+from canary.config import CanaryConfig, parse_config
+from canary.traffic.kube import Connection, KubeClient
 
 ISTIO = "networking.istio.io"
 ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")
@@ -963,6 +967,39 @@ def kube_api() -> Iterator[KubeApiServer]:
         yield server
 
 
+def client_for(api: KubeApiServer, *, retries: int = 3, timeout: float = 5.0) -> KubeClient:
+    """A canary Kubernetes client of `api` with TEST_TOKEN and a short backoff."""
+    return KubeClient(
+        Connection(server=api.url, token=TEST_TOKEN), retries=retries, timeout=timeout, backoff=0.01
+    )
+
+
+@pytest.fixture
+async def kube_client(kube_api: KubeApiServer) -> AsyncIterator[KubeClient]:
+    """`client_for(kube_api)`, open for the test."""
+    async with client_for(kube_api) as kube:
+        yield kube
+
+
+def shop_canary(traffic: dict[str, Any], *, stable_workload: str) -> CanaryConfig:
+    """The canary ``checkout`` in namespace ``shop`` with `traffic`, its arms selected by
+    destination workload (``checkout-canary`` and `stable_workload`)."""
+    raw = {
+        "canary": [
+            {
+                "name": "checkout",
+                "namespace": "shop",
+                "traffic": traffic,
+                "arms": {
+                    "canary": {"match": {"destination_workload": "checkout-canary"}},
+                    "baseline": {"match": {"destination_workload": stable_workload}},
+                },
+            }
+        ]
+    }
+    return parse_config(raw).canary[0]
+
+
 @pytest.fixture
 def kubeconfig_file(kube_api: KubeApiServer, tmp_path: Path) -> Path:
     """A kubeconfig file whose current context reaches `kube_api` with TEST_TOKEN."""
@@ -976,15 +1013,18 @@ __all__ = [
     "ApiStatus",
     "KubeApiServer",
     "Request",
+    "client_for",
     "http_route",
     "httproute_defaults",
     "httproute_problems",
     "istio_weight_problems",
     "json_patch",
     "kube_api",
+    "kube_client",
     "kubeconfig_file",
     "merge_patch",
     "self_signed",
+    "shop_canary",
     "virtual_service",
     "write_kubeconfig",
 ]

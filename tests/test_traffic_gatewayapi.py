@@ -6,11 +6,10 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from kubeapi import GATEWAY, TEST_TOKEN, KubeApiServer, http_route
+from kubeapi import GATEWAY, TEST_TOKEN, KubeApiServer, client_for, http_route, shop_canary
 
 from canary.config import CanaryConfig, ConfigError, KubernetesConfig, parse_config
 from canary.traffic import (
@@ -26,7 +25,7 @@ from canary.traffic import (
     make_router,
 )
 from canary.traffic.gatewayapi import HTTPRouteRouter
-from canary.traffic.kube import Connection, KubeClient
+from canary.traffic.kube import KubeClient
 
 
 def canary_config(
@@ -43,28 +42,7 @@ def canary_config(
     }
     if rule:
         traffic["rule"] = rule
-    raw = {
-        "canary": [
-            {
-                "name": "checkout",
-                "namespace": "shop",
-                "traffic": traffic,
-                "arms": {
-                    "canary": {"match": {"destination_workload": "checkout-canary"}},
-                    "baseline": {"match": {"destination_workload": "checkout-stable"}},
-                },
-            }
-        ]
-    }
-    return parse_config(raw).canary[0]
-
-
-@pytest.fixture
-async def client(kube_api: KubeApiServer) -> AsyncIterator[KubeClient]:
-    async with KubeClient(
-        Connection(server=kube_api.url, token=TEST_TOKEN), retries=3, timeout=5, backoff=0.01
-    ) as kube:
-        yield kube
+    return shop_canary(traffic, stable_workload="checkout-stable")
 
 
 def weights_of(route: dict[str, Any], rule: int = 1) -> list[int | None]:
@@ -84,7 +62,7 @@ async def test_round_trip_changes_only_the_two_weights_and_the_rule_record(versi
     with KubeApiServer(tokens={TEST_TOKEN}, gateway_versions=versions) as api:
         api.create(http_route(api_version=f"{GATEWAY}/{version}"))
         before = stored(api)
-        async with KubeClient(Connection(server=api.url, token=TEST_TOKEN)) as kube:
+        async with client_for(api) as kube:
             router = HTTPRouteRouter(kube, canary_config())
             state = await router.get()
             assert state.weights == Weights(10, 90) and state.route == "primary"
@@ -127,19 +105,21 @@ async def test_the_api_server_defaults_an_omitted_weight_to_one(kube_api: KubeAp
     ],
 )
 async def test_weights_are_proportional(
-    kube_api: KubeApiServer, client: KubeClient, declared: tuple[int, int], expected: Weights
+    kube_api: KubeApiServer, kube_client: KubeClient, declared: tuple[int, int], expected: Weights
 ) -> None:
     route = http_route()
     refs = route["spec"]["rules"][1]["backendRefs"]
     refs[0]["weight"], refs[1]["weight"] = declared
     kube_api.create(route)
-    router = HTTPRouteRouter(client, canary_config())
+    router = HTTPRouteRouter(kube_client, canary_config())
     assert (await router.get()).weights == expected
     await router.set_weights(30)
     assert weights_of(stored(kube_api)) == [70, 30]  # written as percentages summing to 100
 
 
-async def test_omitted_weights_are_one_each(kube_api: KubeApiServer, client: KubeClient) -> None:
+async def test_omitted_weights_are_one_each(
+    kube_api: KubeApiServer, kube_client: KubeClient
+) -> None:
     kube_api.create(http_route())
 
     def omit(route: dict[str, Any]) -> None:  # as read from a server without defaulting
@@ -155,27 +135,27 @@ async def test_omitted_weights_are_one_each(kube_api: KubeApiServer, client: Kub
 
 
 async def test_a_rule_whose_weights_sum_to_zero_is_refused(
-    kube_api: KubeApiServer, client: KubeClient
+    kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     route = http_route()
     refs = route["spec"]["rules"][1]["backendRefs"]
     refs[0]["weight"], refs[1]["weight"] = 0, 0
     kube_api.create(route)
-    router = HTTPRouteRouter(client, canary_config())
+    router = HTTPRouteRouter(kube_client, canary_config())
     with pytest.raises(InvalidWeights, match="rule primary: the weights sum to 0"):
         await router.set_weights(10)
     assert kube_api.writes() == []
 
 
 async def test_the_rule_is_found_by_its_backend_refs_and_a_canary_backend_is_added(
-    kube_api: KubeApiServer, client: KubeClient
+    kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     route = http_route()
     rule = route["spec"]["rules"][1]
     del rule["name"]
     rule["backendRefs"] = [{"name": "checkout-stable", "namespace": "shop", "port": 8080}]
     kube_api.create(route)
-    router = HTTPRouteRouter(client, canary_config(rule=None))
+    router = HTTPRouteRouter(kube_client, canary_config(rule=None))
     state = await router.get()
     assert state.weights == Weights(0, 100) and state.route == "#1 (unnamed)"
     await router.set_weights(10, analysis="a", step=0)
@@ -193,13 +173,13 @@ async def test_the_rule_is_found_by_its_backend_refs_and_a_canary_backend_is_add
 
 
 async def test_other_weighted_backends_are_refused(
-    kube_api: KubeApiServer, client: KubeClient
+    kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     route = http_route()
     route["spec"]["rules"][1]["backendRefs"].append({"name": "checkout-shadow", "port": 80})
     kube_api.create(route)  # its weight defaults to 1: it receives traffic
     with pytest.raises(InvalidWeights, match="also sends weighted traffic to checkout-shadow"):
-        await HTTPRouteRouter(client, canary_config()).set_weights(20)
+        await HTTPRouteRouter(kube_client, canary_config()).set_weights(20)
     assert kube_api.writes() == []
 
 
@@ -207,7 +187,7 @@ async def test_other_weighted_backends_are_refused(
 
 
 async def test_a_concurrent_writer_is_kept_and_we_reapply(
-    kube_api: KubeApiServer, client: KubeClient
+    kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     kube_api.create(http_route())
 
@@ -221,24 +201,26 @@ async def test_a_concurrent_writer_is_kept_and_we_reapply(
         )
 
     kube_api.before_write.append(other_writer)
-    result = await HTTPRouteRouter(client, canary_config()).set_weights(20, analysis="a", step=0)
+    result = await HTTPRouteRouter(kube_client, canary_config()).set_weights(
+        20, analysis="a", step=0
+    )
     assert result.attempts == 2
     after = stored(kube_api)
     assert after["spec"]["hostnames"] == ["new.example.com"] and weights_of(after) == [80, 20]
 
 
-async def test_endless_conflicts_give_up(kube_api: KubeApiServer, client: KubeClient) -> None:
+async def test_endless_conflicts_give_up(kube_api: KubeApiServer, kube_client: KubeClient) -> None:
     kube_api.create(http_route())
     kube_api.fail(409, count=10, method="PATCH")
     with pytest.raises(Conflict, match=r"httproutes.gateway.networking.k8s.io/checkout"):
-        await HTTPRouteRouter(client, canary_config()).set_weights(20)
+        await HTTPRouteRouter(kube_client, canary_config()).set_weights(20)
 
 
 async def test_drift_is_refused_per_rule_and_rollback_is_one_write_with_an_event(
-    kube_api: KubeApiServer, client: KubeClient
+    kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     kube_api.create(http_route())
-    router = HTTPRouteRouter(client, canary_config())
+    router = HTTPRouteRouter(kube_client, canary_config())
     await router.set_weights(20, analysis="a", step=0)
 
     def move(route: dict[str, Any]) -> None:
@@ -262,10 +244,10 @@ async def test_drift_is_refused_per_rule_and_rollback_is_one_write_with_an_event
 
 
 async def test_the_same_step_is_never_applied_twice(
-    kube_api: KubeApiServer, client: KubeClient
+    kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     kube_api.create(http_route())
-    router = HTTPRouteRouter(client, canary_config())
+    router = HTTPRouteRouter(kube_client, canary_config())
     await router.set_weights(20, analysis="a", step=0)
     again = await router.set_weights(20, analysis="a", step=0)
     assert not again.changed
@@ -273,10 +255,10 @@ async def test_the_same_step_is_never_applied_twice(
 
 
 async def test_dry_run_logs_the_patch_and_sends_nothing(
-    kube_api: KubeApiServer, client: KubeClient, caplog: pytest.LogCaptureFixture
+    kube_api: KubeApiServer, kube_client: KubeClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     kube_api.create(http_route())
-    router = HTTPRouteRouter(client, canary_config(), dry_run=True)
+    router = HTTPRouteRouter(kube_client, canary_config(), dry_run=True)
     with caplog.at_level(logging.INFO, logger="canary.traffic"):
         result = await router.set_weights(20)
     assert kube_api.writes() == []
@@ -291,21 +273,21 @@ async def test_dry_run_logs_the_patch_and_sends_nothing(
 
 async def test_gateway_api_not_installed_is_a_clear_error() -> None:
     with KubeApiServer(tokens={TEST_TOKEN}, gateway_versions=()) as api:
-        async with KubeClient(Connection(server=api.url, token=TEST_TOKEN)) as kube:
+        async with client_for(api) as kube:
             with pytest.raises(NotFound, match=r"gateway.networking.k8s.io: not found"):
                 await HTTPRouteRouter(kube, canary_config()).get()
 
 
 async def test_missing_rule_names_the_known_ones(
-    kube_api: KubeApiServer, client: KubeClient
+    kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     kube_api.create(http_route())
     with pytest.raises(NotFound, match=r"rule 'checkout' of .*rules named: beta-testers, primary"):
-        await HTTPRouteRouter(client, canary_config(rule="checkout")).get()
+        await HTTPRouteRouter(kube_client, canary_config(rule="checkout")).get()
 
 
 async def test_ambiguous_unnamed_rules_ask_for_a_rule_name(
-    kube_api: KubeApiServer, client: KubeClient
+    kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     route = http_route()
     route["spec"]["rules"][0]["backendRefs"] = copy.deepcopy(
@@ -313,29 +295,29 @@ async def test_ambiguous_unnamed_rules_ask_for_a_rule_name(
     )
     kube_api.create(route)
     with pytest.raises(TrafficError, match=r"name the rule with traffic.rule"):
-        await HTTPRouteRouter(client, canary_config(rule=None)).get()
+        await HTTPRouteRouter(kube_client, canary_config(rule=None)).get()
 
 
 async def test_forbidden_patch_names_httproutes(
-    kube_api: KubeApiServer, client: KubeClient
+    kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     kube_api.create(http_route())
     kube_api.deny("patch", "httproutes")
     with pytest.raises(Forbidden, match=r"forbidden to patch httproutes.gateway.networking.k8s.io"):
-        await HTTPRouteRouter(client, canary_config()).set_weights(20)
+        await HTTPRouteRouter(kube_client, canary_config()).set_weights(20)
 
 
 async def test_server_errors_are_retried_then_typed(
-    kube_api: KubeApiServer, client: KubeClient
+    kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     kube_api.create(http_route())
     kube_api.fail(503, count=10, method="GET", path="/httproutes/")
     with pytest.raises(KubeApiError, match="HTTP 503 after 4 attempts"):
-        await HTTPRouteRouter(client, canary_config()).get()
+        await HTTPRouteRouter(kube_client, canary_config()).get()
 
 
 async def test_the_api_server_keeps_the_crd_rules(
-    kube_api: KubeApiServer, client: KubeClient
+    kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     """The stand-in refuses what the real HTTPRoute CRD refuses (422)."""
     kube_api.create(http_route())
@@ -350,7 +332,7 @@ async def test_the_api_server_keeps_the_crd_rules(
         ({"op": "add", "path": "/spec/rules/2/name", "value": "primary"}, "must be unique"),
     ):
         with pytest.raises(KubeApiError, match=message) as info:
-            await client.request(
+            await kube_client.request(
                 "PATCH",
                 path,
                 verb="patch",
@@ -359,7 +341,7 @@ async def test_the_api_server_keeps_the_crd_rules(
                 content_type="application/json-patch+json",
             )
         assert info.value.status == 422
-    groups = await client.request("GET", "/apis", verb="discover", resource="apis")
+    groups = await kube_client.request("GET", "/apis", verb="discover", resource="apis")
     gateway = next(g for g in groups["groups"] if g["name"] == GATEWAY)
     assert [v["version"] for v in gateway["versions"]] == ["v1", "v1beta1"]
 

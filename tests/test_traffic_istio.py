@@ -5,13 +5,12 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from kubeapi import ISTIO, TEST_TOKEN, KubeApiServer, virtual_service
+from kubeapi import ISTIO, TEST_TOKEN, KubeApiServer, client_for, shop_canary, virtual_service
 
-from canary.config import CanaryConfig, KubernetesConfig, parse_config
+from canary.config import CanaryConfig, KubernetesConfig
 from canary.traffic import (
     ANNOTATION,
     Conflict,
@@ -25,7 +24,7 @@ from canary.traffic import (
     make_router,
 )
 from canary.traffic.istio import IstioRouter
-from canary.traffic.kube import Connection, KubeClient
+from canary.traffic.kube import KubeClient
 
 
 def canary_config(
@@ -42,32 +41,7 @@ def canary_config(
     }
     if route:
         traffic["route"] = route
-    raw = {
-        "canary": [
-            {
-                "name": "checkout",
-                "namespace": "shop",
-                "traffic": traffic,
-                "arms": {
-                    "canary": {"match": {"destination_workload": "checkout-canary"}},
-                    "baseline": {"match": {"destination_workload": "checkout-primary"}},
-                },
-            }
-        ]
-    }
-    return parse_config(raw).canary[0]
-
-
-def client_for(api: KubeApiServer, *, retries: int = 3, timeout: float = 5.0) -> KubeClient:
-    return KubeClient(
-        Connection(server=api.url, token=TEST_TOKEN), retries=retries, timeout=timeout, backoff=0.01
-    )
-
-
-@pytest.fixture
-async def client(kube_api: KubeApiServer) -> AsyncIterator[KubeClient]:
-    async with client_for(kube_api) as kube:
-        yield kube
+    return shop_canary(traffic, stable_workload="checkout-primary")
 
 
 def weights_of(vs: dict[str, Any], route: int = 1) -> list[int | None]:
@@ -150,7 +124,7 @@ async def test_istio_not_installed_is_a_clear_error() -> None:
 
 
 async def test_unnamed_route_found_by_destinations_and_host_based_routing(
-    kube_api: KubeApiServer, client: KubeClient
+    kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     vs = {
         "apiVersion": f"{ISTIO}/v1",
@@ -179,7 +153,7 @@ async def test_unnamed_route_found_by_destinations_and_host_based_routing(
     config = canary_config(
         route=None, vs="search", canary={"host": "search-canary"}, stable={"host": "search-stable"}
     )
-    router = IstioRouter(client, config)
+    router = IstioRouter(kube_client, config)
     state = await router.get()
     assert state.weights == Weights(0, 100)
     assert state.route == "#1 (unnamed)"
@@ -191,12 +165,12 @@ async def test_unnamed_route_found_by_destinations_and_host_based_routing(
 
 
 async def test_a_route_without_a_canary_destination_gets_one(
-    kube_api: KubeApiServer, client: KubeClient
+    kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     vs = virtual_service()
     vs["spec"]["http"][1]["route"] = [{"destination": {"host": "checkout", "subset": "stable"}}]
     kube_api.create(vs)
-    router = IstioRouter(client, canary_config())
+    router = IstioRouter(kube_client, canary_config())
     assert (await router.get()).weights == Weights(0, 100)  # a lone destination takes all
     await router.set_weights(5, analysis="a", step=0)
     route = kube_api.virtual_service("shop", "checkout")["spec"]["http"][1]["route"]
@@ -210,7 +184,7 @@ async def test_a_route_without_a_canary_destination_gets_one(
 
 
 async def test_concurrent_writer_is_kept_and_we_retry(
-    kube_api: KubeApiServer, client: KubeClient
+    kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     kube_api.create(virtual_service())
 
@@ -222,7 +196,7 @@ async def test_concurrent_writer_is_kept_and_we_retry(
         api.modify(ISTIO, "virtualservices", "shop", "checkout", change)
 
     kube_api.before_write.append(someone_else)  # between our read and our write
-    result = await IstioRouter(client, canary_config()).set_weights(30, analysis="a", step=2)
+    result = await IstioRouter(kube_client, canary_config()).set_weights(30, analysis="a", step=2)
 
     stored = kube_api.virtual_service("shop", "checkout")
     assert result.attempts == 2
@@ -249,10 +223,10 @@ async def test_conflicts_without_end_give_up_with_conflict(kube_api: KubeApiServ
 
 
 async def test_weights_moved_by_someone_else_mid_write_are_drift(
-    kube_api: KubeApiServer, client: KubeClient
+    kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     kube_api.create(virtual_service())
-    router = IstioRouter(client, canary_config())
+    router = IstioRouter(kube_client, canary_config())
     await router.set_weights(20, analysis="a", step=1)
 
     def human(api: KubeApiServer) -> None:
@@ -272,10 +246,10 @@ async def test_weights_moved_by_someone_else_mid_write_are_drift(
 
 
 async def test_drift_is_reported_and_nothing_is_overwritten(
-    kube_api: KubeApiServer, client: KubeClient
+    kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     kube_api.create(virtual_service())
-    router = IstioRouter(client, canary_config())
+    router = IstioRouter(kube_client, canary_config())
     await router.set_weights(20, analysis="a-7", step=1)
 
     def manual(vs: dict[str, Any]) -> None:  # kubectl edit by a human
@@ -303,10 +277,10 @@ async def test_drift_is_reported_and_nothing_is_overwritten(
 
 
 async def test_the_same_step_is_never_applied_twice(
-    kube_api: KubeApiServer, client: KubeClient
+    kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     kube_api.create(virtual_service())
-    router = IstioRouter(client, canary_config())
+    router = IstioRouter(kube_client, canary_config())
     first = await router.set_weights(20, analysis="a", step=1)
     writes = len(kube_api.writes())
     again = await router.set_weights(20, analysis="a", step=1)  # e.g. after a restart
@@ -315,10 +289,10 @@ async def test_the_same_step_is_never_applied_twice(
 
 
 async def test_rollback_is_one_write_and_emits_an_event(
-    kube_api: KubeApiServer, client: KubeClient
+    kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     kube_api.create(virtual_service())
-    router = IstioRouter(client, canary_config())
+    router = IstioRouter(kube_client, canary_config())
     await router.set_weights(50, analysis="a", step=3)
     patches_before = len([r for r in kube_api.writes() if r.method == "PATCH"])
     result = await router.rollback(analysis="a", step=3)
@@ -349,20 +323,20 @@ async def test_rollback_is_one_write_and_emits_an_event(
 
 
 async def test_event_failure_never_blocks_a_weight_change(
-    kube_api: KubeApiServer, client: KubeClient
+    kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     kube_api.create(virtual_service())
     kube_api.deny("create", "events")
-    result = await IstioRouter(client, canary_config()).set_weights(40)
+    result = await IstioRouter(kube_client, canary_config()).set_weights(40)
     assert result.changed
     assert weights_of(kube_api.virtual_service("shop", "checkout")) == [60, 40]
 
 
 async def test_dry_run_logs_the_exact_patch_and_sends_nothing(
-    kube_api: KubeApiServer, client: KubeClient, caplog: pytest.LogCaptureFixture
+    kube_api: KubeApiServer, kube_client: KubeClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     kube_api.create(virtual_service())
-    router = IstioRouter(client, canary_config(), dry_run=True)
+    router = IstioRouter(kube_client, canary_config(), dry_run=True)
     with caplog.at_level(logging.INFO, logger="canary.traffic"):
         result = await router.set_weights(20, analysis="a", step=1)
     assert result.dry_run and result.after == Weights(20, 80)
@@ -377,39 +351,39 @@ async def test_dry_run_logs_the_exact_patch_and_sends_nothing(
 # --------------------------------------------------------------------------- errors
 
 
-async def test_missing_virtual_service_names_resource_and_verb(client: KubeClient) -> None:
+async def test_missing_virtual_service_names_resource_and_verb(kube_client: KubeClient) -> None:
     with pytest.raises(NotFound) as info:
-        await IstioRouter(client, canary_config()).get()
+        await IstioRouter(kube_client, canary_config()).get()
     message = str(info.value)
     assert "cannot get virtualservices.networking.istio.io/checkout in namespace shop" in message
 
 
 async def test_missing_route_names_the_route_and_the_known_ones(
-    kube_api: KubeApiServer, client: KubeClient
+    kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     kube_api.create(virtual_service())
     with pytest.raises(NotFound) as info:
-        await IstioRouter(client, canary_config(route="main")).set_weights(10)
+        await IstioRouter(kube_client, canary_config(route="main")).set_weights(10)
     message = str(info.value)
     assert "route 'main' of virtualservices.networking.istio.io/checkout" in message
     assert "beta-testers, primary, legacy" in message
 
 
 async def test_missing_stable_destination_is_named(
-    kube_api: KubeApiServer, client: KubeClient
+    kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     kube_api.create(virtual_service())
     config = canary_config(stable={"host": "checkout", "subset": "v1"})
     with pytest.raises(NotFound, match=r"stable destination \(host 'checkout' subset 'v1'\)"):
-        await IstioRouter(client, config).get()
+        await IstioRouter(kube_client, config).get()
 
 
 async def test_forbidden_names_resource_and_verb(
-    kube_api: KubeApiServer, client: KubeClient
+    kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     kube_api.create(virtual_service())
     kube_api.deny("patch", "virtualservices")
-    router = IstioRouter(client, canary_config())
+    router = IstioRouter(kube_client, canary_config())
     with pytest.raises(Forbidden) as info:
         await router.set_weights(20)
     message = str(info.value)
@@ -452,14 +426,14 @@ async def test_slow_answers_time_out_and_are_retried(kube_api: KubeApiServer) ->
 
 
 async def test_other_weighted_destinations_are_refused_zero_weight_ones_kept(
-    kube_api: KubeApiServer, client: KubeClient
+    kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     kube_api.create(virtual_service())
     vs_change = lambda vs: vs["spec"]["http"][1]["route"].append(  # noqa: E731
         {"destination": {"host": "checkout", "subset": "old"}, "weight": 0}
     )
     kube_api.modify(ISTIO, "virtualservices", "shop", "checkout", vs_change)
-    router = IstioRouter(client, canary_config())
+    router = IstioRouter(kube_client, canary_config())
     await router.set_weights(20)  # a zero-weight extra destination is kept as it is
     assert weights_of(kube_api.virtual_service("shop", "checkout")) == [80, 20, 0]
 
@@ -480,25 +454,27 @@ async def test_other_weighted_destinations_are_refused_zero_weight_ones_kept(
         await router.set_weights(30, force=True)
 
 
-async def test_api_422_becomes_invalid_weights(kube_api: KubeApiServer, client: KubeClient) -> None:
+async def test_api_422_becomes_invalid_weights(
+    kube_api: KubeApiServer, kube_client: KubeClient
+) -> None:
     kube_api.create(virtual_service())
     kube_api.fail(422, method="PATCH")
     with pytest.raises(InvalidWeights, match="rejected weights canary=20 stable=80"):
-        await IstioRouter(client, canary_config()).set_weights(20)
+        await IstioRouter(kube_client, canary_config()).set_weights(20)
 
 
 @pytest.mark.parametrize("bad", [-1, 101, 12.5, True])
 async def test_weights_out_of_range_are_refused_before_any_request(
-    kube_api: KubeApiServer, client: KubeClient, bad: Any
+    kube_api: KubeApiServer, kube_client: KubeClient, bad: Any
 ) -> None:
     kube_api.create(virtual_service())
     with pytest.raises(InvalidWeights):
-        await IstioRouter(client, canary_config()).set_weights(bad)
+        await IstioRouter(kube_client, canary_config()).set_weights(bad)
     assert kube_api.requests == []
 
 
 async def test_ambiguous_unnamed_routes_ask_for_a_route_name(
-    kube_api: KubeApiServer, client: KubeClient
+    kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     vs = virtual_service()
     legacy = vs["spec"]["http"][2]["route"]
@@ -507,7 +483,7 @@ async def test_ambiguous_unnamed_routes_ask_for_a_route_name(
     legacy[0]["weight"] = 50
     kube_api.create(vs)
     with pytest.raises(TrafficError, match=r"routes \[1, 2\] all send traffic to host 'checkout'"):
-        await IstioRouter(client, canary_config(route=None)).get()
+        await IstioRouter(kube_client, canary_config(route=None)).get()
 
 
 # --------------------------------------------------------------------------- factory
@@ -539,13 +515,13 @@ async def test_make_router_memory_and_kubeconfig(
     ],
 )
 async def test_weights_are_read_as_istio_applies_them(
-    kube_api: KubeApiServer, client: KubeClient, declared: tuple[int, int], expected: Weights
+    kube_api: KubeApiServer, kube_client: KubeClient, declared: tuple[int, int], expected: Weights
 ) -> None:
     vs = virtual_service()
     route = vs["spec"]["http"][1]["route"]
     route[0]["weight"], route[1]["weight"] = declared
     kube_api.create(vs)
-    router = IstioRouter(client, canary_config())
+    router = IstioRouter(kube_client, canary_config())
     state = await router.get()
     assert state.weights == expected
     assert state.declared == {"canary": declared[1], "stable": declared[0]}
@@ -555,20 +531,20 @@ async def test_weights_are_read_as_istio_applies_them(
 
 
 async def test_a_lone_destination_takes_all_traffic_whatever_its_weight(
-    kube_api: KubeApiServer, client: KubeClient
+    kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     vs = virtual_service()
     vs["spec"]["http"][1]["route"] = [vs["spec"]["http"][1]["route"][0]]
     vs["spec"]["http"][1]["route"][0]["weight"] = 0  # Istio sends it everything anyway
     kube_api.create(vs)
-    router = IstioRouter(client, canary_config())
+    router = IstioRouter(kube_client, canary_config())
     assert (await router.get()).weights == Weights(0, 100)
     await router.set_weights(10)
     assert weights_of(kube_api.virtual_service("shop", "checkout")) == [90, 10]
 
 
 async def test_a_zero_total_is_invalid_and_nothing_is_written(
-    kube_api: KubeApiServer, client: KubeClient
+    kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     vs = virtual_service()
     route = vs["spec"]["http"][1]["route"]
@@ -583,7 +559,7 @@ async def test_a_zero_total_is_invalid_and_nothing_is_written(
         key,
         lambda o: o["spec"].__setitem__("http", vs["spec"]["http"]),
     )
-    router = IstioRouter(client, canary_config())
+    router = IstioRouter(kube_client, canary_config())
     with pytest.raises(InvalidWeights, match="route primary: the weights sum to 0"):
         await router.set_weights(10)
     assert kube_api.writes() == []
@@ -607,12 +583,12 @@ def _two_route_vs() -> dict[str, Any]:
 
 
 async def test_canaries_on_two_routes_of_one_virtual_service_never_see_drift(
-    kube_api: KubeApiServer, client: KubeClient
+    kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     kube_api.create(_two_route_vs())
-    checkout = IstioRouter(client, canary_config())
+    checkout = IstioRouter(kube_client, canary_config())
     search = IstioRouter(
-        client,
+        kube_client,
         canary_config(
             route="search",
             canary={"host": "search", "subset": "canary"},
@@ -645,12 +621,12 @@ async def test_canaries_on_two_routes_of_one_virtual_service_never_see_drift(
 
 
 async def test_a_record_in_the_old_single_form_is_ignored_then_replaced(
-    kube_api: KubeApiServer, client: KubeClient
+    kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     vs = virtual_service()
     vs["metadata"]["annotations"][ANNOTATION] = json.dumps({"canary": 50, "stable": 50})
     kube_api.create(vs)
-    router = IstioRouter(client, canary_config())
+    router = IstioRouter(kube_client, canary_config())
     state = await router.get()
     assert state.last_write is None and not state.drift
     await router.set_weights(20)

@@ -362,8 +362,10 @@ class Router(abc.ABC):
         """Give `canary` percent to the canary, the rest to stable.
 
         Raises Drift when the current weights differ from our last recorded write
-        (unless `force`), InvalidWeights, NotFound, Forbidden, Conflict, KubeApiError.
-        Writing the weights already in place for the same analysis and step is a no-op.
+        (unless `force`), and another `TrafficError` otherwise: InvalidWeights,
+        NotFound, Forbidden, Conflict, KubeApiError. Writing the weights already in
+        place for the same analysis and step is a no-op, so re-applying an action is
+        safe. The rounds use this through `canary.ports.Router`.
         """
 
     async def rollback(

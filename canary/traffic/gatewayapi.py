@@ -24,15 +24,13 @@ last-write record, drift refusal, rollback in one write, Events, dry run) is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from canary.config import CanaryConfig, DestinationConfig
 from canary.traffic.base import InvalidWeights, NotFound, TrafficError, Weights
-from canary.traffic.kube import KubeClient
-from canary.traffic.kuberouter import KubeRouter, Located
+from canary.traffic.kuberouter import KubeRouter, RouteRef
 
-__all__ = ["GROUP", "VERSIONS", "HTTPRouteRouter", "RuleRef", "locate_rule"]
+__all__ = ["GROUP", "VERSIONS", "HTTPRouteRouter", "locate_rule"]
 
 GROUP = "gateway.networking.k8s.io"
 #: Supported versions, most preferred first.
@@ -72,21 +70,7 @@ def _describe(service: tuple[str, str]) -> str:
     return f"Service {service[1]}/{service[0]}"
 
 
-@dataclass(frozen=True)
-class RuleRef:
-    """Where the weights live: the rule's index and its backendRefs' indexes."""
-
-    index: int
-    name: str
-    stable: int
-    canary: int | None  # None: the rule has no canary backendRef yet (weight 0)
-
-    @property
-    def label(self) -> str:
-        return self.name or f"#{self.index} (unnamed)"
-
-
-def locate_rule(route: dict[str, Any], canary: CanaryConfig, resource: str) -> RuleRef:
+def locate_rule(route: dict[str, Any], canary: CanaryConfig, resource: str) -> RouteRef:
     """The configured rule of an HTTPRoute; NotFound/TrafficError say what is wrong."""
     traffic, ns = canary.traffic, canary.namespace
     stable_svc = service_of(traffic.stable, ns)
@@ -143,7 +127,7 @@ def locate_rule(route: dict[str, Any], canary: CanaryConfig, resource: str) -> R
         )
     if len(stable) > 1 or len(canary_at) > 1:
         raise TrafficError(f"{resource}: rule {label} lists the same backend twice")
-    ref = RuleRef(index, name, stable[0], canary_at[0] if canary_at else None)
+    ref = RouteRef(index, name, stable[0], canary_at[0] if canary_at else None)
     others = [
         b
         for j, b in enumerate(backends)
@@ -159,7 +143,7 @@ def locate_rule(route: dict[str, Any], canary: CanaryConfig, resource: str) -> R
 
 
 def read_weights(
-    route: dict[str, Any], ref: RuleRef, resource: str
+    route: dict[str, Any], ref: RouteRef, resource: str
 ) -> tuple[Weights, tuple[int, int]]:
     """The rule's split as the Gateway API defines it, and the weights as written."""
     backends = route["spec"]["rules"][ref.index]["backendRefs"]
@@ -179,48 +163,17 @@ class HTTPRouteRouter(KubeRouter):
     PLURAL = "httproutes"
     KIND = "HTTPRoute"
 
-    def __init__(
-        self,
-        client: KubeClient,
-        canary: CanaryConfig,
-        *,
-        dry_run: bool = False,
-        retries: int | None = None,
-        owns_client: bool = False,
-    ) -> None:
-        name = canary.traffic.http_route or ""
-        super().__init__(
-            client, canary, name, dry_run=dry_run, retries=retries, owns_client=owns_client
-        )
+    NAME_FIELD = "http_route"
+    ROUTES = ("rules", "backendRefs")
+    find_route = staticmethod(locate_rule)
+    read_route = staticmethod(read_weights)
 
-    def locate(self, obj: dict[str, Any]) -> Located:
-        ref = locate_rule(obj, self.canary, self.resource)
-        weights, declared = read_weights(obj, ref, self.resource)
-        key = ref.name or f"#{ref.index}"
-        return Located(key=key, label=ref.label, weights=weights, declared=declared, ref=ref)
-
-    def weight_ops(
-        self, obj: dict[str, Any], located: Located, target: Weights
-    ) -> list[dict[str, Any]]:
-        ref: RuleRef = located.ref
-        path = f"/spec/rules/{ref.index}/backendRefs"
-        backends = obj["spec"]["rules"][ref.index]["backendRefs"]
-        ops: list[dict[str, Any]] = []
-
-        def set_weight(j: int, value: int) -> None:
-            op = "replace" if "weight" in backends[j] else "add"
-            ops.append({"op": op, "path": f"{path}/{j}/weight", "value": value})
-
-        set_weight(ref.stable, target.stable)
-        if ref.canary is not None:
-            set_weight(ref.canary, target.canary)
-        elif target.canary > 0:
-            name, namespace = service_of(self.canary.traffic.canary, self.namespace)
-            backend: dict[str, Any] = {"name": name}
-            if namespace != self.namespace:
-                backend["namespace"] = namespace
-            if "port" in backends[ref.stable]:
-                backend["port"] = backends[ref.stable]["port"]
-            backend["weight"] = target.canary
-            ops.append({"op": "add", "path": f"{path}/-", "value": backend})
-        return ops
+    def new_canary(self, stable: dict[str, Any], weight: int) -> dict[str, Any]:
+        name, namespace = service_of(self.canary.traffic.canary, self.namespace)
+        backend: dict[str, Any] = {"name": name}
+        if namespace != self.namespace:
+            backend["namespace"] = namespace
+        if "port" in stable:
+            backend["port"] = stable["port"]
+        backend["weight"] = weight
+        return backend

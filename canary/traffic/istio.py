@@ -16,15 +16,13 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from canary.config import CanaryConfig, DestinationConfig
 from canary.traffic.base import InvalidWeights, NotFound, TrafficError, Weights
-from canary.traffic.kube import KubeClient
-from canary.traffic.kuberouter import KubeRouter, Located
+from canary.traffic.kuberouter import KubeRouter, RouteRef
 
-__all__ = ["GROUP", "VERSIONS", "IstioRouter", "RouteRef", "locate_route", "weight_ops"]
+__all__ = ["GROUP", "VERSIONS", "IstioRouter", "locate_route"]
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +57,6 @@ def _matches(entry: Any, dest: DestinationConfig, namespace: str) -> bool:
 
 def _describe(dest: DestinationConfig) -> str:
     return f"host {dest.host!r}" + (f" subset {dest.subset!r}" if dest.subset else "")
-
-
-@dataclass(frozen=True)
-class RouteRef:
-    """Where the weights live: the http route's index and its destinations' indexes."""
-
-    index: int
-    name: str
-    stable: int
-    canary: int | None  # None: the route has no canary destination yet (weight 0)
-
-    @property
-    def label(self) -> str:
-        return self.name or f"#{self.index} (unnamed)"
 
 
 def locate_route(vs: dict[str, Any], canary: CanaryConfig, resource: str) -> RouteRef:
@@ -176,35 +160,6 @@ def read_weights(
         raise InvalidWeights(f"{resource}: route {ref.label}: {exc}") from None
 
 
-def weight_ops(
-    vs: dict[str, Any], ref: RouteRef, target: Weights, canary_destination: DestinationConfig
-) -> list[dict[str, Any]]:
-    """JSON-patch operations setting the two weights (adding the canary destination)."""
-    route = f"/spec/http/{ref.index}/route"
-    dests = vs["spec"]["http"][ref.index]["route"]
-    ops: list[dict[str, Any]] = []
-
-    def set_weight(j: int, value: int) -> None:
-        op = "replace" if "weight" in dests[j] else "add"
-        ops.append({"op": op, "path": f"{route}/{j}/weight", "value": value})
-
-    set_weight(ref.stable, target.stable)
-    if ref.canary is not None:
-        set_weight(ref.canary, target.canary)
-    elif target.canary > 0:
-        destination: dict[str, Any] = {"host": canary_destination.host}
-        if canary_destination.subset:
-            destination["subset"] = canary_destination.subset
-        ops.append(
-            {
-                "op": "add",
-                "path": f"{route}/-",
-                "value": {"destination": destination, "weight": target.canary},
-            }
-        )
-    return ops
-
-
 class IstioRouter(KubeRouter):
     """Moves one canary's VirtualService weights (see the module docstring)."""
 
@@ -213,27 +168,14 @@ class IstioRouter(KubeRouter):
     PLURAL = "virtualservices"
     KIND = "VirtualService"
 
-    def __init__(
-        self,
-        client: KubeClient,
-        canary: CanaryConfig,
-        *,
-        dry_run: bool = False,
-        retries: int | None = None,
-        owns_client: bool = False,
-    ) -> None:
-        name = canary.traffic.virtual_service or ""
-        super().__init__(
-            client, canary, name, dry_run=dry_run, retries=retries, owns_client=owns_client
-        )
+    NAME_FIELD = "virtual_service"
+    ROUTES = ("http", "route")
+    find_route = staticmethod(locate_route)
+    read_route = staticmethod(read_weights)
 
-    def locate(self, obj: dict[str, Any]) -> Located:
-        ref = locate_route(obj, self.canary, self.resource)
-        weights, declared = read_weights(obj, ref, self.resource)
-        key = ref.name or f"#{ref.index}"
-        return Located(key=key, label=ref.label, weights=weights, declared=declared, ref=ref)
-
-    def weight_ops(
-        self, obj: dict[str, Any], located: Located, target: Weights
-    ) -> list[dict[str, Any]]:
-        return weight_ops(obj, located.ref, target, self.canary.traffic.canary)
+    def new_canary(self, stable: dict[str, Any], weight: int) -> dict[str, Any]:
+        canary = self.canary.traffic.canary
+        destination: dict[str, Any] = {"host": canary.host}
+        if canary.subset:
+            destination["subset"] = canary.subset
+        return {"destination": destination, "weight": weight}

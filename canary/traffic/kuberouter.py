@@ -1,8 +1,10 @@
 """The write protocol shared by the routers that move weights in a Kubernetes resource.
 
 One mechanism for every mesh API (Istio VirtualService, Gateway API HTTPRoute): a
-subclass says how to find the canary's route in the object and which JSON-patch
-operations set two weights; this class does the rest, identically for all:
+subclass names the ``[canary.traffic]`` key that names its resource (`NAME_FIELD`),
+how to find the canary's route in the object and read its weights (`find_route`,
+`read_route`), and which JSON-patch operations set two weights; this class does the
+rest, identically for all:
 
 - read the object (the API version the server prefers among the supported ones);
 - compare the route's weights with the route's own last-write record (`RecordBook`)
@@ -41,9 +43,24 @@ from canary.traffic.base import (
 )
 from canary.traffic.kube import JSON_PATCH, KubeClient
 
-__all__ = ["KubeRouter", "Located"]
+__all__ = ["KubeRouter", "Located", "RouteRef"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RouteRef:
+    """Where the weights live: the route's (rule's) index in the object, its name, and
+    the indexes of the stable and canary destinations (backendRefs) in it."""
+
+    index: int
+    name: str
+    stable: int
+    canary: int | None  # None: the route has no canary destination yet (weight 0)
+
+    @property
+    def label(self) -> str:
+        return self.name or f"#{self.index} (unnamed)"
 
 
 @dataclass(frozen=True)
@@ -54,7 +71,7 @@ class Located:
     label: str  # for messages
     weights: Weights  # the percentages the declared weights give
     declared: tuple[int, int]  # (canary, stable) as written in the object
-    ref: Any  # the subclass's own locator (indexes)
+    ref: RouteRef
 
 
 class KubeRouter(Router):
@@ -64,12 +81,15 @@ class KubeRouter(Router):
     VERSIONS: ClassVar[tuple[str, ...]]  # supported, most preferred first
     PLURAL: ClassVar[str]
     KIND: ClassVar[str]
+    #: The `TrafficConfig` field naming the resource (``virtual_service``, ``http_route``).
+    NAME_FIELD: ClassVar[str]
+    #: Where a route's destinations are: ``spec.<ROUTES[0]>[index].<ROUTES[1]>``.
+    ROUTES: ClassVar[tuple[str, str]]
 
     def __init__(
         self,
         client: KubeClient,
         canary: CanaryConfig,
-        name: str,
         *,
         dry_run: bool = False,
         retries: int | None = None,
@@ -77,26 +97,61 @@ class KubeRouter(Router):
     ) -> None:
         self.client = client
         self.canary = canary
-        self.name = name
+        self.name = getattr(canary.traffic, self.NAME_FIELD) or ""
         self.namespace = canary.namespace
         self.dry_run = dry_run
         self.retries = client.retries if retries is None else retries
         self._owns_client = owns_client
-        self.resource = f"{self.PLURAL}.{self.GROUP}/{name} in namespace {self.namespace}"
+        self.resource = f"{self.PLURAL}.{self.GROUP}/{self.name} in namespace {self.namespace}"
 
     # -- what a mesh API defines
 
+    @staticmethod
     @abc.abstractmethod
-    def locate(self, obj: dict[str, Any]) -> Located:
+    def find_route(obj: dict[str, Any], canary: CanaryConfig, resource: str) -> RouteRef:
         """The canary's route in `obj`; NotFound/TrafficError/InvalidWeights say why not."""
 
+    @staticmethod
     @abc.abstractmethod
+    def read_route(
+        obj: dict[str, Any], ref: RouteRef, resource: str
+    ) -> tuple[Weights, tuple[int, int]]:
+        """The route's split as the API applies it, and its (canary, stable) as written."""
+
+    @abc.abstractmethod
+    def new_canary(self, stable: dict[str, Any], weight: int) -> dict[str, Any]:
+        """The canary destination to add to a route that has none, next to `stable`."""
+
+    # -- the shared protocol
+
     def weight_ops(
         self, obj: dict[str, Any], located: Located, target: Weights
     ) -> list[dict[str, Any]]:
-        """JSON-patch operations giving the canary and stable `target` (sum 100)."""
+        """JSON-patch operations giving the canary and stable `target` (sum 100): the
+        two weights replaced (or added where omitted), or the canary destination added."""
+        ref = located.ref
+        routes, destinations = self.ROUTES
+        path = f"/spec/{routes}/{ref.index}/{destinations}"
+        entries = obj["spec"][routes][ref.index][destinations]
 
-    # -- the shared protocol
+        def set_weight(j: int, value: int) -> dict[str, Any]:
+            op = "replace" if "weight" in entries[j] else "add"
+            return {"op": op, "path": f"{path}/{j}/weight", "value": value}
+
+        ops = [set_weight(ref.stable, target.stable)]
+        if ref.canary is not None:
+            ops.append(set_weight(ref.canary, target.canary))
+        elif target.canary > 0:
+            value = self.new_canary(entries[ref.stable], target.canary)
+            ops.append({"op": "add", "path": f"{path}/-", "value": value})
+        return ops
+
+    def locate(self, obj: dict[str, Any]) -> Located:
+        """The canary's route in `obj` and its weights; errors as `find_route`'s."""
+        ref = self.find_route(obj, self.canary, self.resource)
+        weights, declared = self.read_route(obj, ref, self.resource)
+        key = ref.name or f"#{ref.index}"
+        return Located(key=key, label=ref.label, weights=weights, declared=declared, ref=ref)
 
     async def aclose(self) -> None:
         if self._owns_client:
