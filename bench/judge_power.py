@@ -153,6 +153,13 @@ def scenarios() -> list[Scenario]:
             "errors",
             "the bad pod scenario with the per-pod breakdown the collector has",
         ),
+        Scenario(
+            "errors 1% -> 2%, 3+10 pods",
+            replace(high, pod_counts=(3, 10)).with_canary(error_rate=0.02),
+            False,
+            "errors",
+            "with the per-pod breakdown the collector has (every canary pod regressed)",
+        ),
     ]
 
 

@@ -572,6 +572,84 @@ def test_pods_the_baseline_shows_to_differ_hold_the_fail_back():
     assert any("single canary pod" in r for r in j.metrics["errors"].reasons)
 
 
+def pods_round(canary_pods, baseline_pods) -> RoundData:
+    """A round from (requests, failures) per pod; each arm's entry is the pods' sum."""
+    c = Counts(sum(t for t, _ in canary_pods), sum(f for _, f in canary_pods))
+    b = Counts(sum(t for t, _ in baseline_pods), sum(f for _, f in baseline_pods))
+    return RoundData(
+        canary={"errors": c},
+        baseline={"errors": b},
+        pods={
+            "canary": {"errors": {f"c{i}": Counts(*p) for i, p in enumerate(canary_pods)}},
+            "baseline": {"errors": {f"b{i}": Counts(*p) for i, p in enumerate(baseline_pods)}},
+        },
+    )
+
+
+def test_the_pod_spread_of_identical_pods_falls_as_requests_accumulate():
+    """A/A: the baseline's pods differ only binomially; pooled over rounds, the bound
+    on their spread falls (it must not stay at the level of one round's noise), while
+    pods that do differ keep it up."""
+    from canary.judge.robust import BaselineSpread
+
+    rng = np.random.default_rng(3)
+    same, differ = BaselineSpread(), BaselineSpread()
+    bounds = []
+    for _ in range(40):
+        pods = {f"b{i}": (int(rng.binomial(500, 0.01)), 500) for i in range(10)}
+        same.add(sum(y for y, _ in pods.values()), 5000, pods)
+        bad = {**pods, "b0": (int(rng.binomial(500, 0.03)), 500)}
+        differ.add(sum(y for y, _ in bad.values()), 5000, bad)
+        bounds.append(math.sqrt(same.rho2()))
+    assert bounds[-1] < bounds[4] / 2 and bounds[-1] < 0.15
+    assert math.sqrt(differ.rho2()) > 0.4  # one pod at 3x: relative spread ~0.6
+    assert same.pod_count == 10
+
+
+def test_a_small_regression_with_pods_fails_as_fast_as_without():
+    """1% -> 2% on all of 3 canary pods against 10 baseline pods: the pods change the
+    FAIL round by at most one (their spread, pooled, is not mistaken for a pod effect)."""
+    rng = np.random.default_rng(5)
+    with_pods = SequentialJudge([MetricConfig(name="errors")], SETTINGS)
+    without = SequentialJudge([MetricConfig(name="errors")], SETTINGS)
+    s1, s2 = with_pods.initial_state(), without.initial_state()
+    rounds = {}
+    for k in range(1, 61):
+        canary = [(200, int(rng.binomial(200, 0.02))) for _ in range(3)]
+        baseline = [(540, int(rng.binomial(540, 0.01))) for _ in range(10)]
+        data = pods_round(canary, baseline)
+        s1, j1 = with_pods.update(s1, data)
+        s2, j2 = without.update(s2, RoundData(canary=data.canary, baseline=data.baseline))
+        for name, j in (("pods", j1), ("plain", j2)):
+            if j.verdict is Verdict.FAIL:
+                rounds.setdefault(name, k)
+        if len(rounds) == 2:
+            break
+    assert set(rounds) == {"pods", "plain"}
+    assert rounds["pods"] <= rounds["plain"] + 1
+
+
+def test_an_outlying_canary_pod_is_held_to_what_the_others_predict():
+    from canary.judge.robust import without_worst_pod
+
+    # One bursting pod of four: its excess over mu + 3 sqrt(mu) + 3 is left out.
+    x, n = without_worst_pod(66, 800, [(60, 200), (2, 200), (2, 200), (2, 200)])
+    mu = 200 * 6 / 600
+    assert n == 800 and x == pytest.approx(6 + mu + 3 * math.sqrt(mu) + 3)
+    # Every pod regressed alike: nothing stands out, nothing is lost.
+    assert without_worst_pod(24, 800, [(7, 200), (5, 200), (6, 200), (6, 200)]) == (24.0, 800)
+    # Fewer than three canary pods: a bad pod cannot be told from a bad version.
+    assert without_worst_pod(62, 400, [(60, 200), (2, 200)]) == (62.0, 400)
+    # Monotone: one more failure in any pod never lowers the result.
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        pods = [(int(f), 200) for f in rng.integers(0, 60, size=4)]
+        base, _ = without_worst_pod(sum(f for f, _ in pods), 800, pods)
+        for i in range(4):
+            more = [(f + (j == i), t) for j, (f, t) in enumerate(pods)]
+            assert without_worst_pod(sum(f for f, _ in more), 800, more)[0] >= base - 1e-9
+
+
 # ---------------------------------------------------------------------- combination
 
 

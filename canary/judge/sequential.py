@@ -68,12 +68,14 @@ from canary.config import AnalysisSettings, SequentialMetric
 from canary.judge.combine import combine
 from canary.judge.hypergeometric import conditional_mle, informative, round_loglik
 from canary.judge.robust import (
+    TRIM_PODS,
     BaselineSpread,
     log_evidence,
     round_contrast,
     round_log_ratios,
     severe_etas,
     start_weight,
+    without_worst_pod,
 )
 from canary.model import (
     Arm,
@@ -117,6 +119,8 @@ CONFIDENCE = 0.95
 _CI_LOG10 = np.arange(-20, 21) / 20.0
 _CI_STEPS = (2, 4, 6, 10, 14)
 DEFAULT_ROBUST_CV = 0.75
+#: Per pod name, (events, requests) of the baseline's and of the canary's pods.
+PodEvents = tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]]
 #: Budget in rounds when the settings give neither max_rounds nor max_duration.
 DEFAULT_BUDGET_ROUNDS = 60
 #: log R of a start-time mixture before any start (exp underflows to 0; JSON-safe).
@@ -358,7 +362,7 @@ class SequentialJudge:
         note: str | None = None
         tables: list[tuple[int, int, int, int]] | None = None
 
-        pods: list[tuple[list[tuple[int, int]], int]] | None = None
+        pods: list[PodEvents] | None = None
         if round.error:
             note = f"round error, no evidence: {round.error}"
         elif params.kind is MetricKind.COUNTS:
@@ -469,7 +473,7 @@ class SequentialJudge:
         old: Mapping[str, Any],
         table: tuple[int, int, int, int] | None,
         k: int,
-        pods: tuple[list[tuple[int, int]], int] | None,
+        pods: PodEvents | None,
     ) -> dict[str, Any]:
         """Add round k to one track (`table` None: a round without data, no change)."""
         track = dict(old)
@@ -481,10 +485,11 @@ class SequentialJudge:
         track["canary"] = [old["canary"][0] + n, old["canary"][1] + x]
         track["baseline"] = [old["baseline"][0] + m, old["baseline"][1] + y]
         spread = BaselineSpread(track["spread"])
-        baseline_pods, canary_pods = pods or ([], 0)
+        baseline_pods, canary_pods = pods or ({}, {})
         spread.add(y, m, baseline_pods)
         track["spread"] = spread.to_json()
-        track["canary_pods"] = max(int(track.get("canary_pods", 0)), canary_pods)
+        with_requests = sum(1 for _, ni in canary_pods.values() if ni > 0)
+        track["canary_pods"] = max(int(track.get("canary_pods", 0)), with_requests)
         if not informative(x, n, y, m):
             return track
         lik = round_loglik(x, n, y, m, params.log_psi)
@@ -512,7 +517,8 @@ class SequentialJudge:
             b = np.append(b, 0.0)
             weights.append(log_w)
         kappa2 = spread.kappa2(params.robust_cv)
-        contrast = round_contrast(x, n, y, m, params.tolerance, kappa2, spread.rate())
+        x_rob, n_rob = without_worst_pod(x, n, list(canary_pods.values()))
+        contrast = round_contrast(x_rob, n_rob, y, m, params.tolerance, kappa2, spread.rate())
         if contrast is not None:
             z, d = contrast
             etas = params.etas.copy()
@@ -558,7 +564,7 @@ class SequentialJudge:
             log_req = _logmeanexp(np.asarray(track["late"])) if "late" in track else _LOG_ZERO
             spread = BaselineSpread(track.get("spread"))
             tau2 = spread.rho2(params.robust_cv) * _pod_factor(
-                spread.pod_max, int(track.get("canary_pods", 0))
+                spread.pod_count, int(track.get("canary_pods", 0))
             )
             starts = track.get("starts") or {"logs": [], "a": [], "b": [], "log_w": []}
             log_rob = log_evidence(
@@ -594,7 +600,7 @@ class SequentialJudge:
                     "pod_cv": math.sqrt(spread.rho2(params.robust_cv)),
                     "pods": {
                         "canary": int(track.get("canary_pods", 0)),
-                        "baseline": spread.pod_max,
+                        "baseline": spread.pod_count,
                     },
                 }
             )
@@ -698,26 +704,24 @@ def _budget_rounds(settings: AnalysisSettings) -> int:
     return DEFAULT_BUDGET_ROUNDS
 
 
-def _pod_events(
-    round: RoundData, metric: str, bound: float | None
-) -> tuple[list[tuple[int, int]], int]:
-    """(baseline (events, requests) per pod, number of canary pods) for one track."""
-    baseline: list[tuple[int, int]] = []
-    for obs in round.pod_observations(Arm.BASELINE, metric).values():
+def _pod_events(round: RoundData, metric: str, bound: float | None) -> PodEvents:
+    """(events, requests) per pod name of the baseline and of the canary, for one track."""
+    return _arm_pod_events(round, Arm.BASELINE, metric, bound), _arm_pod_events(
+        round, Arm.CANARY, metric, bound
+    )
+
+
+def _arm_pod_events(
+    round: RoundData, arm: Arm, metric: str, bound: float | None
+) -> dict[str, tuple[int, int]]:
+    events: dict[str, tuple[int, int]] = {}
+    for name, obs in round.pod_observations(arm, metric).items():
         if bound is None and isinstance(obs, Counts):
-            baseline.append((obs.failed, obs.total))
+            events[name] = (obs.failed, obs.total)
         elif bound is not None and isinstance(obs, Histogram) and bound in obs.bounds:
             c = obs.exceeding(bound)
-            baseline.append((c.failed, c.total))
-    canary = round.pod_observations(Arm.CANARY, metric)
-    n_canary = sum(
-        1 for obs in canary.values() if isinstance(obs, Counts | Histogram) and _total(obs) > 0
-    )
-    return baseline, n_canary
-
-
-def _total(obs: Counts | Histogram) -> int:
-    return obs.total
+            events[name] = (c.failed, c.total)
+    return events
 
 
 def _pod_factor(baseline_pods: int, canary_pods: int) -> float:
@@ -826,6 +830,11 @@ def _robust_reasons(params: MetricParameters, stats: Mapping[str, Any]) -> list[
         reasons.append(
             "no per-pod breakdown of the baseline: differences between pods are not "
             "allowed for, only between rounds"
+        )
+    elif pods["canary"] >= TRIM_PODS:
+        reasons.append(
+            f"{pods['canary']} canary pods: one standing out from the others counts only "
+            "as much as they predict (a version's regression shows in every pod)"
         )
     elif pods["canary"] <= 1:
         reasons.append(
