@@ -610,8 +610,8 @@ def test_a_small_regression_with_pods_fails_as_fast_as_without():
     """1% -> 2% on all of 3 canary pods against 10 baseline pods: the pods change the
     FAIL round by at most one (their spread, pooled, is not mistaken for a pod effect)."""
     rng = np.random.default_rng(5)
-    with_pods = SequentialJudge([MetricConfig(name="errors")], SETTINGS)
-    without = SequentialJudge([MetricConfig(name="errors")], SETTINGS)
+    with_pods = SequentialJudge([SequentialMetric(name="errors")], SETTINGS)
+    without = SequentialJudge([SequentialMetric(name="errors")], SETTINGS)
     s1, s2 = with_pods.initial_state(), without.initial_state()
     rounds = {}
     for k in range(1, 61):
