@@ -35,22 +35,17 @@ from typing import Any
 from pydantic import ValidationError
 
 from canary.config import AnalysisSettings, MetricConfig, metric_config, validation_problems
-from canary.errors import UsageError
+from canary.errors import AnalysisInputError
 from canary.model import Counts, Histogram, MetricKind, Observation, RoundData
 
 __all__ = [
     "AnalysisInput",
-    "AnalysisInputError",
     "analysis_to_json",
     "parse_analysis",
     "read_analyses",
 ]
 
 _METRIC_RESERVED = {"kind", "bounds"}
-
-
-class AnalysisInputError(UsageError):
-    """Malformed analysis JSON; the message names the source, line and field."""
 
 
 @dataclass(frozen=True)

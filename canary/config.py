@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from canary.errors import UsageError
+from canary.errors import ConfigError
 from canary.model import MetricKind
 from canary.promregex import regex_problem
 
@@ -41,7 +41,6 @@ __all__ = [
     "ArmConfig",
     "CanaryConfig",
     "Config",
-    "ConfigError",
     "DatabaseConfig",
     "DestinationConfig",
     "KubernetesConfig",
@@ -63,19 +62,6 @@ __all__ = [
     "read_secret",
     "settings_for_judge",
 ]
-
-
-class ConfigError(UsageError):
-    """A configuration that cannot be used; `problems` are ``(key path, message)`` pairs."""
-
-    def __init__(self, problems: list[tuple[str, str]], source: str = "configuration") -> None:
-        self.problems = problems
-        self.source = source
-        super().__init__(self.render())
-
-    def render(self) -> str:
-        lines = [f"{path}: {message}" if path else message for path, message in self.problems]
-        return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- value types

@@ -45,7 +45,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from canary import control, telemetry
 from canary import engine as rollout
 from canary.config import CanaryConfig, Config
-from canary.errors import CanaryError, UsageError
+from canary.errors import DaemonAlreadyRunning, UsageError
 from canary.model import ActionState, AnalysisStatus
 from canary.notify import Event, EventName, Notifier
 from canary.ports import MetricSource, RevisionSource
@@ -62,13 +62,9 @@ from canary.store.database import Sessions, backend, sqlite_file
 from canary.store.tables import Analysis, utcnow
 from canary.verdict_words import describe_judgement
 
-__all__ = ["Daemon", "DaemonAlreadyRunning", "lease_name", "single_daemon_lock"]
+__all__ = ["Daemon", "lease_name", "single_daemon_lock"]
 
 log = logging.getLogger(__name__)
-
-
-class DaemonAlreadyRunning(CanaryError):
-    """Another daemon holds the SQLite database (SQLite supports a single daemon)."""
 
 
 #: More analyses than this becoming due in one sync get their first rounds spread.

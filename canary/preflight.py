@@ -15,7 +15,8 @@ import os
 import stat
 from pathlib import Path
 
-from canary.config import Config, ConfigError, database_scheme_problem
+from canary.config import Config, database_scheme_problem
+from canary.errors import ConfigError
 
 __all__ = ["check", "problems"]
 
@@ -118,7 +119,7 @@ def problems(config: Config, database_url: str | None = None) -> list[Problem]:
 
 def _templates(config: Config) -> list[Problem]:
     """The templates directory loads, and every metric's template is in it."""
-    from canary.metrics.errors import TemplateError
+    from canary.errors import TemplateError
     from canary.metrics.queries import load_templates, template_for
 
     directory = config.prometheus.templates_dir

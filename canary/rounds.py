@@ -29,7 +29,7 @@ from typing import Any
 
 from canary import engine as rollout
 from canary.config import AnalysisSettings, CanaryConfig
-from canary.errors import CanaryError, DriftError, TrafficError, UsageError
+from canary.errors import CanaryError, DriftError, RoundConflict, TrafficError, UsageError
 from canary.judge import judged_bounds, make_judge
 from canary.model import (
     ActionState,
@@ -42,7 +42,6 @@ from canary.model import (
 from canary.ports import Collected, MetricSource, Router
 from canary.store.analyses import (
     ActionIntent,
-    RoundConflict,
     detached_action,
     ensure_keyed_analysis,
     finish_analysis,

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from canary.config import ConfigError, load_config, parse_config, parse_duration
+from canary.config import load_config, parse_config, parse_duration
+from canary.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

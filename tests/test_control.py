@@ -10,8 +10,7 @@ from daemon_stack import canary_entry, config_dict, make_config, write_toml
 
 from canary import control
 from canary.cli import main
-from canary.config import ConfigError
-from canary.errors import NotFoundError, UsageError
+from canary.errors import ConfigError, NotFoundError, UsageError
 from canary.model import AnalysisStatus
 from canary.rounds import ensure_analysis
 from canary.store.analyses import load_analysis_full

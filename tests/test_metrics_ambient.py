@@ -26,7 +26,8 @@ from prometheus_harness import (
     backfill,
 )
 
-from canary.config import CanaryConfig, ConfigError, PrometheusConfig, parse_config
+from canary.config import CanaryConfig, PrometheusConfig, parse_config
+from canary.errors import ConfigError
 from canary.judge import judge_rounds, make_judge
 from canary.metrics.collect import collect_round, traced_deltas
 from canary.metrics.prometheus import PrometheusClient

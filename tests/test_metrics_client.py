@@ -21,7 +21,7 @@ from prometheus_harness import (
 )
 
 from canary.config import PrometheusConfig
-from canary.metrics.errors import (
+from canary.errors import (
     PrometheusBadResponse,
     PrometheusClientError,
     PrometheusServerError,

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from canary.config import ArmConfig, MetricBase
+from canary.errors import MetricsDataError, TemplateError
 from canary.metrics.collect import (
     counts_from_deltas,
     groups_from_result,
     histogram_from_deltas,
     series_deltas,
 )
-from canary.metrics.errors import MetricsDataError, TemplateError
 from canary.metrics.prometheus import QueryResult, Sample
 from canary.metrics.queries import (
     QueryContext,

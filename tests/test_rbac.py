@@ -13,7 +13,8 @@ from typing import Any
 import yaml
 from kubeapi import TEST_TOKEN, KubeApiServer, http_route, virtual_service
 
-from canary.config import ConfigError, parse_config
+from canary.config import parse_config
+from canary.errors import ConfigError
 from canary.traffic.gatewayapi import HTTPRouteRouter
 from canary.traffic.istio import IstioRouter
 from canary.traffic.kube import Connection, KubeClient

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
+from canary.errors import RoundConflict
 from canary.model import (
     ActionState,
     Counts,
@@ -22,7 +23,6 @@ from canary.model import (
 from canary.store import leases
 from canary.store.analyses import (
     ActionIntent,
-    RoundConflict,
     create_analysis,
     load_analysis_full,
     lock_analysis,

@@ -7,7 +7,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from canary.store.database import SchemaError, check_schema, connect, migrate
+from canary.errors import SchemaError
+from canary.store.database import check_schema, connect, migrate
 from canary.store.tables import Base
 
 

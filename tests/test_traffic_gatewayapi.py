@@ -11,19 +11,18 @@ from typing import Any
 import pytest
 from kubeapi import GATEWAY, TEST_TOKEN, KubeApiServer, client_for, http_route, shop_canary
 
-from canary.config import CanaryConfig, ConfigError, KubernetesConfig, parse_config
-from canary.traffic import (
-    ANNOTATION,
+from canary.config import CanaryConfig, KubernetesConfig, parse_config
+from canary.errors import (
+    ConfigError,
     Conflict,
-    Drift,
+    DriftError,
     Forbidden,
     InvalidWeights,
     KubeApiError,
-    NotFound,
+    ResourceNotFound,
     TrafficError,
-    Weights,
-    make_router,
 )
+from canary.traffic import ANNOTATION, Weights, make_router
 from canary.traffic.gatewayapi import HTTPRouteRouter
 from canary.traffic.kube import KubeClient
 
@@ -229,7 +228,7 @@ async def test_drift_is_refused_per_rule_and_rollback_is_one_write_with_an_event
 
     kube_api.modify(GATEWAY, "httproutes", "shop", "checkout", move)
     assert (await router.get()).drift
-    with pytest.raises(Drift, match="route primary"):
+    with pytest.raises(DriftError, match="route primary"):
         await router.set_weights(50, analysis="a", step=1)
     assert weights_of(stored(kube_api)) == [1, 1]
     writes = len(kube_api.writes())
@@ -274,7 +273,7 @@ async def test_dry_run_logs_the_patch_and_sends_nothing(
 async def test_gateway_api_not_installed_is_a_clear_error() -> None:
     with KubeApiServer(tokens={TEST_TOKEN}, gateway_versions=()) as api:
         async with client_for(api) as kube:
-            with pytest.raises(NotFound, match=r"gateway.networking.k8s.io: not found"):
+            with pytest.raises(ResourceNotFound, match=r"gateway.networking.k8s.io: not found"):
                 await HTTPRouteRouter(kube, canary_config()).get()
 
 
@@ -282,7 +281,9 @@ async def test_missing_rule_names_the_known_ones(
     kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     kube_api.create(http_route())
-    with pytest.raises(NotFound, match=r"rule 'checkout' of .*rules named: beta-testers, primary"):
+    with pytest.raises(
+        ResourceNotFound, match=r"rule 'checkout' of .*rules named: beta-testers, primary"
+    ):
         await HTTPRouteRouter(kube_client, canary_config(rule="checkout")).get()
 
 

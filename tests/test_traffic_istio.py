@@ -11,18 +11,16 @@ import pytest
 from kubeapi import ISTIO, TEST_TOKEN, KubeApiServer, client_for, shop_canary, virtual_service
 
 from canary.config import CanaryConfig, KubernetesConfig
-from canary.traffic import (
-    ANNOTATION,
+from canary.errors import (
     Conflict,
-    Drift,
+    DriftError,
     Forbidden,
     InvalidWeights,
     KubeApiError,
-    NotFound,
+    ResourceNotFound,
     TrafficError,
-    Weights,
-    make_router,
 )
+from canary.traffic import ANNOTATION, Weights, make_router
 from canary.traffic.istio import IstioRouter
 from canary.traffic.kube import KubeClient
 
@@ -119,7 +117,7 @@ async def test_discovery_prefers_the_servers_preferred_supported_version() -> No
 async def test_istio_not_installed_is_a_clear_error() -> None:
     with KubeApiServer(istio_versions=()) as api:
         async with client_for(api) as kube:
-            with pytest.raises(NotFound, match=r"discover networking\.istio\.io"):
+            with pytest.raises(ResourceNotFound, match=r"discover networking\.istio\.io"):
                 await IstioRouter(kube, canary_config()).get()
 
 
@@ -237,7 +235,7 @@ async def test_weights_moved_by_someone_else_mid_write_are_drift(
         api.modify(ISTIO, "virtualservices", "shop", "checkout", change)
 
     kube_api.before_write.append(human)
-    with pytest.raises(Drift):  # 409, re-read, re-check: the weights moved -> stop
+    with pytest.raises(DriftError):  # 409, re-read, re-check: the weights moved -> stop
         await router.set_weights(50, analysis="a", step=2)
     assert weights_of(kube_api.virtual_service("shop", "checkout")) == [50, 50]
 
@@ -263,7 +261,7 @@ async def test_drift_is_reported_and_nothing_is_overwritten(
 
     writes = len(kube_api.writes())
     for attempt in (router.set_weights(50, analysis="a-7", step=2), router.rollback()):
-        with pytest.raises(Drift) as info:
+        with pytest.raises(DriftError) as info:
             await attempt
         assert "canary=0 stable=100" in str(info.value)
         assert "we last wrote canary=20 stable=80" in str(info.value)
@@ -352,7 +350,7 @@ async def test_dry_run_logs_the_exact_patch_and_sends_nothing(
 
 
 async def test_missing_virtual_service_names_resource_and_verb(kube_client: KubeClient) -> None:
-    with pytest.raises(NotFound) as info:
+    with pytest.raises(ResourceNotFound) as info:
         await IstioRouter(kube_client, canary_config()).get()
     message = str(info.value)
     assert "cannot get virtualservices.networking.istio.io/checkout in namespace shop" in message
@@ -362,7 +360,7 @@ async def test_missing_route_names_the_route_and_the_known_ones(
     kube_api: KubeApiServer, kube_client: KubeClient
 ) -> None:
     kube_api.create(virtual_service())
-    with pytest.raises(NotFound) as info:
+    with pytest.raises(ResourceNotFound) as info:
         await IstioRouter(kube_client, canary_config(route="main")).set_weights(10)
     message = str(info.value)
     assert "route 'main' of virtualservices.networking.istio.io/checkout" in message
@@ -374,7 +372,9 @@ async def test_missing_stable_destination_is_named(
 ) -> None:
     kube_api.create(virtual_service())
     config = canary_config(stable={"host": "checkout", "subset": "v1"})
-    with pytest.raises(NotFound, match=r"stable destination \(host 'checkout' subset 'v1'\)"):
+    with pytest.raises(
+        ResourceNotFound, match=r"stable destination \(host 'checkout' subset 'v1'\)"
+    ):
         await IstioRouter(kube_client, config).get()
 
 
@@ -615,7 +615,7 @@ async def test_canaries_on_two_routes_of_one_virtual_service_never_see_drift(
 
     kube_api.modify(ISTIO, "virtualservices", "shop", "checkout", move)
     assert (await search.get()).drift and not (await checkout.get()).drift
-    with pytest.raises(Drift):
+    with pytest.raises(DriftError):
         await search.set_weights(40)
     await checkout.set_weights(100, analysis="a-checkout", step=2)
 

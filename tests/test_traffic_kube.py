@@ -13,15 +13,9 @@ import pytest
 from kubeapi import KubeApiServer, self_signed, virtual_service, write_kubeconfig
 
 from canary.config import KubernetesConfig
-from canary.traffic import KubeApiError, NotFound, Unauthorized
+from canary.errors import KubeApiError, KubeconfigError, ResourceNotFound, Unauthorized
 from canary.traffic import kube as kube_module
-from canary.traffic.kube import (
-    Connection,
-    KubeClient,
-    KubeconfigError,
-    in_cluster_connection,
-    kubeconfig_connection,
-)
+from canary.traffic.kube import Connection, KubeClient, in_cluster_connection, kubeconfig_connection
 
 VS_PATH = "/apis/networking.istio.io/v1/namespaces/shop/virtualservices/checkout"
 
@@ -45,7 +39,7 @@ async def test_current_and_named_contexts(tmp_path: Path) -> None:
         named = kubeconfig_connection(str(path), "b")
         assert named.server == two.url and named.namespace == "default"
         async with KubeClient(named) as client:
-            with pytest.raises(NotFound):
+            with pytest.raises(ResourceNotFound):
                 await read_vs(client)  # 'checkout' only lives behind the current context
         async with KubeClient(current) as client:
             assert (await read_vs(client))["metadata"]["name"] == "checkout"

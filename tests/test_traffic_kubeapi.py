@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from kubeapi import ISTIO, TEST_TOKEN, KubeApiServer, json_patch, merge_patch, virtual_service
 
-from canary.traffic import Conflict, KubeApiError, NotFound
+from canary.errors import Conflict, KubeApiError, ResourceNotFound
 from canary.traffic.kube import MERGE_PATCH, Connection, KubeClient
 
 PATH = f"/apis/{ISTIO}/v1beta1/namespaces/shop/virtualservices/checkout"
@@ -117,7 +117,7 @@ async def test_discovery_documents() -> None:
             assert {"virtualservices", "destinationrules"} <= {
                 r["name"] for r in resources["resources"]
             }
-            with pytest.raises(NotFound):  # a version the server does not serve
+            with pytest.raises(ResourceNotFound):  # a version the server does not serve
                 await kube.request(
                     "GET", f"/apis/{ISTIO}/v1/namespaces/shop/virtualservices/x", verb="get",
                     resource="vs",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from canary.traffic import Drift, InvalidWeights, Weights, WriteRecord
+from canary.errors import DriftError, InvalidWeights
+from canary.traffic import Weights, WriteRecord
 from canary.traffic.memory import MemoryRouter
 
 
@@ -40,9 +41,9 @@ async def test_memory_router_moves_rolls_back_and_detects_drift() -> None:
     router.external_set(50)  # someone else
     state = await router.get()
     assert state.drift
-    with pytest.raises(Drift, match="we last wrote canary=10 stable=90"):
+    with pytest.raises(DriftError, match="we last wrote canary=10 stable=90"):
         await router.set_weights(20, analysis="a", step=1)
-    with pytest.raises(Drift):
+    with pytest.raises(DriftError):
         await router.rollback(analysis="a", step=1)
     assert (await router.get()).weights == Weights(50, 50)
 
@@ -55,12 +56,12 @@ async def test_a_new_analysis_takes_over_from_a_previous_ones_final_weights() ->
     router = MemoryRouter("checkout")
     await router.set_weights(100, analysis="a-1", step=3)  # a-1 promoted
     router.external_set(0)  # the release process resets the route to stable
-    with pytest.raises(Drift):  # the same analysis, or an operator, sees drift
+    with pytest.raises(DriftError):  # the same analysis, or an operator, sees drift
         await router.set_weights(50, analysis="a-1", step=4)
-    with pytest.raises(Drift):
+    with pytest.raises(DriftError):
         await router.set_weights(50)
     result = await router.set_weights(10, analysis="a-2", step=0)  # a new analysis starts
     assert (result.before, result.after) == (Weights(0, 100), Weights(10, 90))
     router.external_set(40)  # and from now on its own record binds it
-    with pytest.raises(Drift, match="analysis a-2 step 0"):
+    with pytest.raises(DriftError, match="analysis a-2 step 0"):
         await router.set_weights(20, analysis="a-2", step=1)

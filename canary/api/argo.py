@@ -56,10 +56,9 @@ from canary.api.argo_view import (
 from canary.api.auth import bearer_scheme, require_token
 from canary.api.errors import ApiError
 from canary.api.params import reject_unknown_query
-from canary.errors import CanaryError, NotFoundError
+from canary.errors import CanaryError, NotFoundError, RoundConflict
 from canary.model import Verdict
 from canary.rounds import RoundResult, ensure_analysis, judge_round, load_for_round
-from canary.store.analyses import RoundConflict
 from canary.store.database import StoreFailure, failure_reason
 
 __all__ = ["ArgoRunner", "MeasureRequest", "router"]

@@ -6,8 +6,8 @@ import argparse
 
 from canary import preflight
 from canary.commands._common import add_json_flag, console, print_json
-from canary.config import ConfigError, load_config
-from canary.errors import EXIT_USAGE
+from canary.config import load_config
+from canary.errors import EXIT_USAGE, ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

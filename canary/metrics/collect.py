@@ -60,7 +60,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from canary.config import CanaryConfig, MetricConfig
-from canary.metrics.errors import MetricsDataError, MetricsError
+from canary.errors import MetricsDataError, MetricsError
 from canary.metrics.prometheus import (
     PrometheusClient,
     QueryResult,

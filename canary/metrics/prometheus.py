@@ -12,7 +12,7 @@ pool does, per request and per connection, which cost a round of a thousand cana
 about a fifth of its CPU). Connection errors,
 timeouts and 5xx answers are retried `retries` times with exponential backoff
 (`retry_backoff`, doubling); 4xx answers never are. Every failure raises a typed
-`canary.metrics.errors.PrometheusError` carrying the query and the server's message.
+`canary.errors.PrometheusError` carrying the query and the server's message.
 An empty result is not an error: `QueryResult.empty` is True ("no data").
 
 Answers are decoded with orjson: a round of a thousand canaries parses hundreds of
@@ -37,7 +37,7 @@ import httpx
 import orjson
 
 from canary.config import PrometheusConfig, read_secret
-from canary.metrics.errors import (
+from canary.errors import (
     PrometheusBadResponse,
     PrometheusClientError,
     PrometheusError,

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from canary.config import LABEL_NAME, ArmConfig, MetricBase
-from canary.metrics.errors import TemplateError
+from canary.errors import TemplateError
 from canary.model import MetricKind
 
 __all__ = [

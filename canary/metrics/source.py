@@ -46,8 +46,8 @@ class PrometheusSource:
         *,
         bounds: Mapping[str, Sequence[float]] | None = None,
     ) -> Collected:
+        from canary.errors import MetricsError, TemplateError
         from canary.metrics.collect import collect_round, raw_snapshots
-        from canary.metrics.errors import MetricsError, TemplateError
 
         previous = dict(previous_snapshot) if previous_snapshot else None
         try:
@@ -71,7 +71,7 @@ class PrometheusSource:
         Read from Istio's request counter on the canary arm's selector; None when no
         series carries the label or Prometheus cannot be read (logged).
         """
-        from canary.metrics.errors import MetricsError
+        from canary.errors import MetricsError
         from canary.metrics.queries import QueryContext
 
         context = QueryContext(

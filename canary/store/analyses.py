@@ -17,7 +17,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer, selectinload
 
-from canary.errors import CanaryError, NotFoundError, UsageError
+from canary.errors import NotFoundError, RoundConflict, UsageError
 from canary.model import (
     ActionState,
     AnalysisStatus,
@@ -34,7 +34,6 @@ from canary.store.tables import Action, Analysis, MetricResultRow, ObservationRo
 
 __all__ = [
     "ActionIntent",
-    "RoundConflict",
     "add_action",
     "close_analysis",
     "create_analysis",
@@ -56,10 +55,6 @@ __all__ = [
     "round_data",
     "save_rollout",
 ]
-
-
-class RoundConflict(CanaryError):
-    """Another process recorded this (analysis, round index) first."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,12 +22,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from canary.errors import CanaryError
+from canary.errors import DatabaseError, SchemaError
 from canary.model import json_text
 
 __all__ = [
-    "DatabaseError",
-    "SchemaError",
     "Session",
     "Sessions",
     "StoreFailure",
@@ -52,14 +50,6 @@ Sessions = sessionmaker[Session]
 #: database is down, a deadlock, a lost connection): callers that answer for an
 #: unavailable store (the API's 503, a scrape's `canary_store_up 0`) catch this.
 StoreFailure = SQLAlchemyError
-
-
-class DatabaseError(CanaryError):
-    """The database cannot be reached or the URL is unusable."""
-
-
-class SchemaError(DatabaseError):
-    """The database schema is not the one this version of canary needs."""
 
 
 def _describe(url: str) -> str:

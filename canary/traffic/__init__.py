@@ -13,38 +13,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from canary.config import CanaryConfig, KubernetesConfig
-from canary.traffic.base import (
-    ANNOTATION,
-    Conflict,
-    Drift,
-    Forbidden,
-    InvalidWeights,
-    KubeApiError,
-    NotFound,
-    Router,
-    TrafficError,
-    TrafficState,
-    Unauthorized,
-    Weights,
-    WriteRecord,
-    WriteResult,
-)
+from canary.traffic.base import ANNOTATION, Router, TrafficState, Weights, WriteRecord, WriteResult
 
 if TYPE_CHECKING:
     from canary.traffic.kube import KubeClient
 
 __all__ = [
     "ANNOTATION",
-    "Conflict",
-    "Drift",
-    "Forbidden",
-    "InvalidWeights",
-    "KubeApiError",
-    "NotFound",
     "Router",
-    "TrafficError",
     "TrafficState",
-    "Unauthorized",
     "Weights",
     "WriteRecord",
     "WriteResult",

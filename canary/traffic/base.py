@@ -9,16 +9,15 @@ destinations. Every implementation keeps the same safety rules (docs/architectur
 - each write records who wrote which weights (`WriteRecord`), one record per route
   of the resource (`RecordBook`), so canaries on different routes of one resource
   never see each other's writes as drift; before writing, the current weights are
-  compared with the route's last record, and if someone else changed
-  them the write is refused with `Drift` — reported, never overwritten (`force=True`
-  is the operator's explicit override; a new analysis is not bound by the record of
-  a previous one, see `decide_write`);
+  compared with the route's last record, and if someone else changed them the write
+  is refused with `DriftError` — reported, never overwritten (`force=True` is the
+  operator's explicit override; a new analysis is not bound by the record of a
+  previous one, see `decide_write`);
 - a write that meets a concurrent writer re-reads, re-checks drift and re-applies,
   a bounded number of times (`Conflict` when exhausted);
 - rollback is one write that sets the canary weight to 0.
 
-The errors below are shared by the Kubernetes client (`canary.traffic.kube`), which
-has no other dependency on this module.
+The errors named here live in `canary.errors`.
 """
 
 from __future__ import annotations
@@ -31,21 +30,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from canary.errors import DriftError, TrafficError, UsageError
+from canary.errors import DriftError, InvalidWeights
 
 __all__ = [
     "ANNOTATION",
-    "Conflict",
-    "Drift",
-    "Forbidden",
-    "InvalidWeights",
-    "KubeApiError",
-    "NotFound",
     "RecordBook",
     "Router",
-    "TrafficError",
     "TrafficState",
-    "Unauthorized",
     "Weights",
     "WriteRecord",
     "WriteResult",
@@ -56,80 +47,6 @@ log = logging.getLogger(__name__)
 #: The annotation on the routed resource recording our last write per route: a JSON
 #: object ``{route key: record}`` (see `RecordBook` and `WriteRecord`).
 ANNOTATION = "canary.analysis/last-write"
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class NotFound(TrafficError):
-    """A resource (or a route inside it) that does not exist."""
-
-    def __init__(self, resource: str, verb: str, detail: str = "") -> None:
-        self.resource, self.verb, self.detail = resource, verb, detail
-        message = f"cannot {verb} {resource}: not found"
-        super().__init__(f"{message} ({detail})" if detail else message)
-
-
-class Forbidden(TrafficError):
-    """RBAC denied a verb on a resource."""
-
-    def __init__(self, resource: str, verb: str, detail: str = "") -> None:
-        self.resource, self.verb, self.detail = resource, verb, detail
-        message = f"forbidden to {verb} {resource}; check the RBAC rules (deploy/kubernetes)"
-        super().__init__(f"{message}: {detail}" if detail else message)
-
-
-class Unauthorized(TrafficError):
-    """The API server rejected our credentials (401), even after re-reading the token."""
-
-    def __init__(self, resource: str, verb: str, detail: str = "") -> None:
-        self.resource, self.verb, self.detail = resource, verb, detail
-        message = f"unauthorized to {verb} {resource}: the API server rejected the credentials"
-        super().__init__(f"{message} ({detail})" if detail else message)
-
-
-class Conflict(TrafficError):
-    """A write kept meeting concurrent writers (409) until the retries ran out."""
-
-    def __init__(self, resource: str, verb: str, attempts: int, detail: str = "") -> None:
-        self.resource, self.verb, self.attempts, self.detail = resource, verb, attempts, detail
-        message = f"cannot {verb} {resource}: conflicting concurrent writes"
-        message += f" ({attempts} attempt{'s' if attempts != 1 else ''})"
-        super().__init__(f"{message}: {detail}" if detail else message)
-
-
-class KubeApiError(TrafficError):
-    """The API server failed (5xx, timeouts, unreachable) after retries, or refused oddly."""
-
-    def __init__(
-        self, resource: str, verb: str, status: int | None, detail: str = "", attempts: int = 1
-    ) -> None:
-        self.resource, self.verb, self.status = resource, verb, status
-        self.detail, self.attempts = detail, attempts
-        what = f"HTTP {status}" if status is not None else "no answer"
-        message = f"cannot {verb} {resource}: {what}"
-        if attempts > 1:
-            message += f" after {attempts} attempts"
-        super().__init__(f"{message}: {detail}" if detail else message)
-
-
-class InvalidWeights(TrafficError, UsageError):
-    """Weights that are not integers in 0..100 summing to 100, or rejected by the server."""
-
-    exit_code = UsageError.exit_code
-
-
-class Drift(DriftError):
-    """The weights differ from what we last wrote: someone else moved traffic."""
-
-    def __init__(self, resource: str, actual: Weights, record: WriteRecord) -> None:
-        self.resource, self.actual, self.record = resource, actual, record
-        by = f"analysis {record.analysis} step {record.step}" if record.analysis else record.by
-        super().__init__(
-            f"drift on {resource}: weights are canary={actual.canary} stable={actual.stable}"
-            f" but we last wrote canary={record.weights.canary} stable={record.weights.stable}"
-            f" ({by}, {record.at}); not overwriting — someone else changed the weights"
-        )
 
 
 # --------------------------------------------------------------------------- values
@@ -361,9 +278,9 @@ class Router(abc.ABC):
     ) -> WriteResult:
         """Give `canary` percent to the canary, the rest to stable.
 
-        Raises Drift when the current weights differ from our last recorded write
+        Raises DriftError when the current weights differ from our last recorded write
         (unless `force`), and another `TrafficError` otherwise: InvalidWeights,
-        NotFound, Forbidden, Conflict, KubeApiError. Writing the weights already in
+        ResourceNotFound, Forbidden, Conflict, KubeApiError. Writing the weights already in
         place for the same analysis and step is a no-op, so re-applying an action is
         safe. The rounds use this through `canary.ports.Router`.
         """
@@ -399,10 +316,10 @@ def decide_write(
     step: int | None,
     force: bool,
 ) -> bool:
-    """Whether a write is needed; raise Drift when the weights moved under us.
+    """Whether a write is needed; raise DriftError when the weights moved under us.
 
     Shared by every router so the rule is the same everywhere: with a record, the
-    current weights must equal the recorded ones (else Drift, unless `force`); a
+    current weights must equal the recorded ones (else DriftError, unless `force`); a
     write is skipped when the target is in place and the record names the same
     analysis and step (a replayed step is never applied twice).
 
@@ -415,7 +332,7 @@ def decide_write(
         analysis is not None and record.analysis is not None and record.analysis != analysis
     )
     if binding and record is not None and record.weights != current and not force:
-        raise Drift(resource, current, record)
+        raise DriftError(resource, current, record)
     return not (
         current == target
         and record is not None

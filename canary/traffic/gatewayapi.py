@@ -27,7 +27,8 @@ from __future__ import annotations
 from typing import Any
 
 from canary.config import CanaryConfig, DestinationConfig
-from canary.traffic.base import InvalidWeights, NotFound, TrafficError, Weights
+from canary.errors import InvalidWeights, ResourceNotFound, TrafficError
+from canary.traffic.base import Weights
 from canary.traffic.kuberouter import KubeRouter, RouteRef
 
 __all__ = ["GROUP", "VERSIONS", "HTTPRouteRouter", "locate_rule"]
@@ -71,13 +72,13 @@ def _describe(service: tuple[str, str]) -> str:
 
 
 def locate_rule(route: dict[str, Any], canary: CanaryConfig, resource: str) -> RouteRef:
-    """The configured rule of an HTTPRoute; NotFound/TrafficError say what is wrong."""
+    """The configured rule of an HTTPRoute; ResourceNotFound/TrafficError say what is wrong."""
     traffic, ns = canary.traffic, canary.namespace
     stable_svc = service_of(traffic.stable, ns)
     canary_svc = service_of(traffic.canary, ns)
     rules = (route.get("spec") or {}).get("rules")
     if not isinstance(rules, list) or not rules:
-        raise NotFound(f"rules of {resource}", "get", "the HTTPRoute has no spec.rules")
+        raise ResourceNotFound(f"rules of {resource}", "get", "the HTTPRoute has no spec.rules")
 
     def refs(rule: Any) -> list[Any]:
         backends = rule.get("backendRefs") if isinstance(rule, dict) else None
@@ -89,7 +90,7 @@ def locate_rule(route: dict[str, Any], canary: CanaryConfig, resource: str) -> R
         ]
         if not candidates:
             names = [r.get("name") for r in rules if isinstance(r, dict) and r.get("name")]
-            raise NotFound(
+            raise ResourceNotFound(
                 f"rule {traffic.rule!r} of {resource}",
                 "get",
                 f"rules named: {', '.join(names) or 'none'}",
@@ -99,7 +100,7 @@ def locate_rule(route: dict[str, Any], canary: CanaryConfig, resource: str) -> R
             i for i, r in enumerate(rules) if any(_matches(b, stable_svc, ns) for b in refs(r))
         ]
         if not candidates:
-            raise NotFound(
+            raise ResourceNotFound(
                 f"a rule with a backendRef to the stable {_describe(stable_svc)} in {resource}",
                 "get",
             )
@@ -117,7 +118,7 @@ def locate_rule(route: dict[str, Any], canary: CanaryConfig, resource: str) -> R
     stable = [j for j, b in enumerate(backends) if _matches(b, stable_svc, ns)]
     canary_at = [j for j, b in enumerate(backends) if _matches(b, canary_svc, ns)]
     if not stable:
-        raise NotFound(
+        raise ResourceNotFound(
             f"backendRef to the stable {_describe(stable_svc)} in rule {label} of {resource}",
             "get",
         )

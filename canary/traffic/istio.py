@@ -19,7 +19,8 @@ import logging
 from typing import Any
 
 from canary.config import CanaryConfig, DestinationConfig
-from canary.traffic.base import InvalidWeights, NotFound, TrafficError, Weights
+from canary.errors import InvalidWeights, ResourceNotFound, TrafficError
+from canary.traffic.base import Weights
 from canary.traffic.kuberouter import KubeRouter, RouteRef
 
 __all__ = ["GROUP", "VERSIONS", "IstioRouter", "locate_route"]
@@ -60,16 +61,18 @@ def _describe(dest: DestinationConfig) -> str:
 
 
 def locate_route(vs: dict[str, Any], canary: CanaryConfig, resource: str) -> RouteRef:
-    """The configured route in a VirtualService; NotFound/TrafficError say what is wrong."""
+    """The configured route in a VirtualService; ResourceNotFound/TrafficError say what is wrong."""
     traffic, ns = canary.traffic, canary.namespace
     http = (vs.get("spec") or {}).get("http")
     if not isinstance(http, list) or not http:
-        raise NotFound(f"http routes of {resource}", "get", "the VirtualService has no spec.http")
+        raise ResourceNotFound(
+            f"http routes of {resource}", "get", "the VirtualService has no spec.http"
+        )
     if traffic.route:
         candidates = [i for i, r in enumerate(http) if (r or {}).get("name") == traffic.route]
         if not candidates:
             names = [r.get("name") for r in http if isinstance(r, dict) and r.get("name")]
-            raise NotFound(
+            raise ResourceNotFound(
                 f"route {traffic.route!r} of {resource}",
                 "get",
                 f"routes named: {', '.join(names) or 'none'}",
@@ -81,7 +84,7 @@ def locate_route(vs: dict[str, Any], canary: CanaryConfig, resource: str) -> Rou
             if any(_matches(d, traffic.stable, ns) for d in (r or {}).get("route") or [])
         ]
         if not candidates:
-            raise NotFound(
+            raise ResourceNotFound(
                 f"a route to the stable destination ({_describe(traffic.stable)}) in {resource}",
                 "get",
             )
@@ -104,7 +107,7 @@ def locate_route(vs: dict[str, Any], canary: CanaryConfig, resource: str) -> Rou
     name = route.get("name") or ""
     label = name or f"#{index} (unnamed)"
     if not stable:
-        raise NotFound(
+        raise ResourceNotFound(
             f"stable destination ({_describe(traffic.stable)}) in route {label} of {resource}",
             "get",
         )

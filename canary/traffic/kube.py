@@ -42,20 +42,19 @@ import httpx
 import yaml
 
 from canary.config import KubernetesConfig
-from canary.errors import UsageError
-from canary.retry import RetryPolicy, retrying
-from canary.traffic.base import (
+from canary.errors import (
     Conflict,
     Forbidden,
     KubeApiError,
-    NotFound,
+    KubeconfigError,
+    ResourceNotFound,
     Unauthorized,
 )
+from canary.retry import RetryPolicy, retrying
 
 __all__ = [
     "SERVICEACCOUNT_DIR",
     "KubeClient",
-    "KubeconfigError",
     "TokenSource",
 ]
 
@@ -85,14 +84,10 @@ def _answer(response: httpx.Response, verb: str, resource: str, attempt: int) ->
     if status == 403:
         raise Forbidden(resource, verb, detail)
     if status == 404:
-        raise NotFound(resource, verb, detail)
+        raise ResourceNotFound(resource, verb, detail)
     if status == 409:
         raise Conflict(resource, verb, attempt, detail)
     raise KubeApiError(resource, verb, status, detail, attempts=attempt)
-
-
-class KubeconfigError(UsageError):
-    """A kubeconfig or in-cluster environment that cannot be used."""
 
 
 # --------------------------------------------------------------------------- tokens
@@ -509,8 +504,8 @@ class KubeClient:
             return self._versions[group]
         try:
             info = await self.request("GET", f"/apis/{group}", verb="discover", resource=group)
-        except NotFound:
-            raise NotFound(
+        except ResourceNotFound:
+            raise ResourceNotFound(
                 group, "discover", "the API server does not serve this API group"
             ) from None
         served = [v.get("version") for v in info.get("versions") or []]

@@ -8,7 +8,7 @@ rest, identically for all:
 
 - read the object (the API version the server prefers among the supported ones);
 - compare the route's weights with the route's own last-write record (`RecordBook`)
-  and refuse with `Drift` when someone else moved them (`decide_write`);
+  and refuse with `DriftError` when someone else moved them (`decide_write`);
 - one JSON patch (RFC 6902): ``replace /metadata/resourceVersion`` with the version
   read (the API server answers 409 when the object changed since: re-read, re-check
   drift, re-apply, at most `retries` more times), the weight operations and the
@@ -28,13 +28,10 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from canary.config import CanaryConfig
+from canary.errors import Conflict, InvalidWeights, KubeApiError, TrafficError
 from canary.traffic.base import (
-    Conflict,
-    InvalidWeights,
-    KubeApiError,
     RecordBook,
     Router,
-    TrafficError,
     TrafficState,
     Weights,
     WriteRecord,
@@ -109,7 +106,7 @@ class KubeRouter(Router):
     @staticmethod
     @abc.abstractmethod
     def find_route(obj: dict[str, Any], canary: CanaryConfig, resource: str) -> RouteRef:
-        """The canary's route in `obj`; NotFound/TrafficError/InvalidWeights say why not."""
+        """The canary's route in `obj`; ResourceNotFound/TrafficError/InvalidWeights say why not."""
 
     @staticmethod
     @abc.abstractmethod
