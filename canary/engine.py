@@ -9,6 +9,11 @@ status changes only through these two (`halt` records a halt decided at the edge
 a promotion the router could not carry out), and `stored_verdict` is the one map
 from a finished rollout to the verdict it is stored with.
 
+A judged-only analysis (the Argo endpoint, `canary analyze`) has no rollout state:
+`step` says when one of its rounds closes it (`judged_closing`: at a FAIL or at the
+budget's last round), and `window_closing` / `warmup_failed` how `canary analyze`
+closes the analysis of a past window.
+
 Rules, in order:
 
 1. a round whose queries failed changes no evidence; after `max_failed_rounds`
@@ -37,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTION_KINDS",
+    "Closing",
     "EngineState",
     "Outcome",
     "RoundStep",
@@ -45,10 +51,13 @@ __all__ = [
     "command",
     "decide",
     "halt",
+    "judged_closing",
     "start",
     "step",
     "stored_verdict",
+    "warmup_failed",
     "weight_applied",
+    "window_closing",
 ]
 
 ManualOp = Literal["pause", "resume", "abort", "promote"]
@@ -151,17 +160,63 @@ def budget_reached(state: EngineState, settings: AnalysisSettings, now: datetime
 
 
 @dataclass(frozen=True, slots=True)
+class Closing:
+    """How a judged-only analysis ends: its status, the verdict it is stored with
+    (None keeps the last one judged) and why."""
+
+    status: AnalysisStatus
+    verdict: Verdict | None
+    reasons: tuple[str, ...]
+
+    @property
+    def reason(self) -> str | None:
+        return "; ".join(self.reasons) or None
+
+
+def judged_closing(judgement: Judgement | None, final: bool) -> Closing | None:
+    """The round of a judged-only analysis that ends it: a FAIL, or the last round the
+    budget allows (`final`); COMPLETED with the judgement's reasons. A round whose
+    queries failed (`judgement` None) ends nothing."""
+    if judgement is None or not (final or judgement.verdict is Verdict.FAIL):
+        return None
+    reasons = tuple(judgement.reasons) or (f"verdict {judgement.verdict.value}",)
+    return Closing(AnalysisStatus.COMPLETED, None, reasons)
+
+
+def window_closing(last: Judgement | None, failed_rounds: int) -> Closing:
+    """How the analysis of one past window (`canary analyze`) ends after its rounds.
+
+    COMPLETED with the last judgement's verdict (INCONCLUSIVE if it is still RUNNING
+    or no round could be judged), its reasons and how many rounds failed to query.
+    """
+    verdict = last.verdict if last else Verdict.INCONCLUSIVE
+    if verdict is Verdict.RUNNING:
+        verdict = Verdict.INCONCLUSIVE
+    reasons = list(last.reasons) if last else ["no round could be judged"]
+    if failed_rounds:
+        reasons.append(f"{failed_rounds} round(s) failed to query Prometheus")
+    return Closing(AnalysisStatus.COMPLETED, verdict, tuple(reasons))
+
+
+def warmup_failed(error: str) -> Closing:
+    """A past window whose warm-up snapshot failed has nothing to judge: ABORTED."""
+    return Closing(AnalysisStatus.ABORTED, None, (error,))
+
+
+@dataclass(frozen=True, slots=True)
 class RoundStep:
     """What one round did: the judge's new state, its judgement and the decision.
 
     `judgement` is None for a warm-up or a round whose queries failed; `outcome` is
-    None for a judged-only analysis and for a warm-up that took its snapshot.
+    None for a judged-only analysis and for a warm-up that took its snapshot;
+    `closing` is set when the round ends a judged-only analysis (`judged_closing`).
     """
 
     judge_state: dict[str, Any]
     judgement: Judgement | None
     final: bool
     outcome: Outcome | None = None
+    closing: Closing | None = None
 
     @property
     def finished(self) -> bool:
@@ -203,9 +258,9 @@ def step(
             final = at_budget(index, started_at, now, settings)
     new_state, judgement = judge.update(judge_state or judge.initial_state(), data, final=final)
     judged = judgement if data.error is None else None
-    outcome = None
-    if state is not None:
-        outcome = decide(state, judged, now, settings, error=data.error)
+    if state is None:
+        return RoundStep(new_state, judged, final, closing=judged_closing(judged, final))
+    outcome = decide(state, judged, now, settings, error=data.error)
     return RoundStep(new_state, judged, final, outcome)
 
 

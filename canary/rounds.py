@@ -5,9 +5,11 @@ action -> act -> mark the action) -> persist; each round's judging and deciding 
 `canary.engine.step` (docs/architecture.md, "One round").
 
 - `judge_round` is the judged-only path (Argo web metric, `canary analyze`): no
-  traffic, no engine. The first round of an analysis only takes the counter snapshot
-  (warm-up, stored as round index 0 without judgement); every later round is judged
-  incrementally from the judge state stored with the analysis.
+  traffic, no rollout state. The first round of an analysis only takes the counter
+  snapshot (warm-up, stored as round index 0 without judgement); every later round is
+  judged incrementally from the judge state stored with the analysis, and the round
+  the engine says ends it (a FAIL, the budget) closes it in the same transaction.
+  `close_judged` stores how `canary analyze` ends its window.
 - `daemon_round` adds the engine and the router on top of the same steps.
 - `apply_action` carries out a recorded (pending) action through a Router; it is
   idempotent, so the daemon also uses it to reconcile pending actions after a crash.
@@ -22,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,6 +43,7 @@ from canary.model import (
 from canary.ports import Collected, MetricSource, Router
 from canary.store.analyses import (
     ActionIntent,
+    close_analysis,
     detached_action,
     ensure_keyed_analysis,
     finish_analysis,
@@ -63,6 +65,7 @@ __all__ = [
     "DaemonRoundResult",
     "RoundResult",
     "apply_action",
+    "close_judged",
     "daemon_round",
     "ensure_analysis",
     "judge_round",
@@ -137,6 +140,7 @@ class RoundResult:
     warmup: bool
     data: RoundData
     final: bool = False
+    closing: rollout.Closing | None = None  # this round ended the analysis
 
     @property
     def error(self) -> str | None:
@@ -255,8 +259,7 @@ def _record_judged(
     sessions: Sessions,
     loaded: _Loaded,
     collected: Collected,
-    judgement: Judgement | None,
-    judge_state: Mapping[str, Any],
+    step: rollout.RoundStep,
     at: datetime,
 ) -> None:
     with sessions.begin() as session:
@@ -268,11 +271,36 @@ def _record_judged(
             analysis,
             index=loaded.index,
             data=collected.data,
-            judgement=judgement,
-            judge_state=judge_state,
+            judgement=step.judgement,
+            judge_state=step.judge_state,
             snapshot=collected.snapshot,
             raw_snapshots=collected.raw,
             now=at,
+        )
+        closing = step.closing
+        if closing is not None and not AnalysisStatus(analysis.status).is_final:
+            finish_analysis(
+                session,
+                analysis,
+                closing.status,
+                reason=closing.reason,
+                verdict=closing.verdict,
+                now=at,
+            )
+
+
+def close_judged(
+    sessions: Sessions, analysis_id: str, closing: rollout.Closing, now: datetime
+) -> None:
+    """Store how a judged-only analysis ended (`canary.engine.window_closing`)."""
+    with sessions.begin() as session:
+        close_analysis(
+            session,
+            analysis_id,
+            closing.status,
+            verdict=closing.verdict,
+            reason=closing.reason,
+            now=now,
         )
 
 
@@ -305,11 +333,11 @@ async def judge_round(
         _check_window(loaded, at, min_window)
     collected = await _collect(source, canary, at, loaded)
     step = _step(loaded, collected.data, at, final=final)
-    await asyncio.to_thread(
-        _record_judged, sessions, loaded, collected, step.judgement, step.judge_state, at
-    )
+    await asyncio.to_thread(_record_judged, sessions, loaded, collected, step, at)
     warmup = loaded.index == 0
-    return RoundResult(loaded.id, loaded.index, step.judgement, warmup, collected.data, step.final)
+    return RoundResult(
+        loaded.id, loaded.index, step.judgement, warmup, collected.data, step.final, step.closing
+    )
 
 
 # --------------------------------------------------------------------------- acting

@@ -15,7 +15,9 @@ from canary.engine import (
     start,
     step,
     stored_verdict,
+    warmup_failed,
     weight_applied,
+    window_closing,
 )
 from canary.model import AnalysisStatus, Decision, Judgement, RoundData, Verdict
 
@@ -228,6 +230,46 @@ def test_step_judged_only_budget_counts_rounds_from_the_start() -> None:
     assert judge.finals == [False, False, True]
     step(judge, {}, data(60), at(60), limited, index=1, started_at=T0, final=True)
     assert judge.finals[-1] is True
+
+
+def test_a_judged_only_analysis_closes_at_a_fail_or_at_its_budget() -> None:
+    running = step(
+        _Recorder(Verdict.RUNNING), {}, data(60), at(60), settings(), index=1, started_at=T0
+    )
+    assert running.closing is None
+    failed = step(_Recorder(Verdict.FAIL), {}, data(60), at(60), settings(), index=1, started_at=T0)
+    assert failed.closing is not None
+    assert failed.closing.status is AnalysisStatus.COMPLETED
+    assert failed.closing.verdict is None  # the judged FAIL stays the stored verdict
+    assert failed.closing.reason == "metric fail"
+    last = step(
+        _Recorder(Verdict.INCONCLUSIVE),
+        {},
+        data(60),
+        at(60),
+        settings(max_rounds=1),
+        index=1,
+        started_at=T0,
+    )
+    assert last.final and last.closing is not None
+    error = step(
+        _Recorder(Verdict.FAIL), {}, data(60, "boom"), at(60), settings(), index=1, started_at=T0
+    )
+    assert error.closing is None  # a round without data ends nothing
+
+
+def test_a_window_closes_with_its_last_verdict_or_inconclusive() -> None:
+    passed = window_closing(judged(Verdict.PASS), failed_rounds=0)
+    assert (passed.status, passed.verdict) == (AnalysisStatus.COMPLETED, Verdict.PASS)
+    assert passed.reasons == ("metric pass",)
+    unfinished = window_closing(judged(Verdict.RUNNING), failed_rounds=2)
+    assert unfinished.verdict is Verdict.INCONCLUSIVE
+    assert unfinished.reason == "metric running; 2 round(s) failed to query Prometheus"
+    nothing = window_closing(None, failed_rounds=0)
+    assert nothing.verdict is Verdict.INCONCLUSIVE
+    assert nothing.reasons == ("no round could be judged",)
+    aborted = warmup_failed("Prometheus timed out")
+    assert (aborted.status, aborted.verdict) == (AnalysisStatus.ABORTED, None)
 
 
 def test_an_inconclusive_rollout_is_stored_inconclusive_whatever_it_judged() -> None:

@@ -13,7 +13,7 @@ from prometheus_harness import LiveStack, free_port
 
 from canary.config import PrometheusConfig
 from canary.metrics.source import PrometheusSource
-from canary.model import Counts, Histogram, Verdict
+from canary.model import AnalysisStatus, Counts, Histogram, Verdict
 from canary.rounds import (
     RoundConflict,
     ensure_analysis,
@@ -136,3 +136,9 @@ async def test_the_final_round_without_evidence_is_inconclusive(
         await source.aclose()
     assert last.final  # derived from max_rounds = 1
     assert last.verdict is Verdict.INCONCLUSIVE
+    assert last.closing is not None
+    with sessions.begin() as session:  # closed with the round that reached the budget
+        analysis = load_analysis_full(session, analysis_id)
+        assert analysis.status == AnalysisStatus.COMPLETED.value
+        assert analysis.verdict == Verdict.INCONCLUSIVE.value
+        assert analysis.finished_at == analysis.rounds[-1].recorded_at

@@ -47,7 +47,6 @@ from canary.api.argo_key import ArgoTarget, resolve_target
 from canary.api.argo_view import (
     StoredView,
     find_id,
-    finish,
     load_state,
     load_view,
     response_body,
@@ -57,7 +56,6 @@ from canary.api.auth import bearer_scheme, require_token
 from canary.api.errors import ApiError
 from canary.api.params import reject_unknown_query
 from canary.errors import CanaryError, NotFoundError, RoundConflict
-from canary.model import Verdict
 from canary.rounds import RoundResult, ensure_analysis, judge_round, load_for_round
 from canary.store.database import StoreFailure, failure_reason
 
@@ -204,9 +202,7 @@ class ArgoRunner:
         if result.error is not None:
             view = await self._view(context, analysis_id)
             raise _round_failed(view, f"cannot judge: queries failed: {result.error}")
-        finished = result.judgement is not None and (
-            result.final or result.judgement.verdict is Verdict.FAIL
-        )
+        finished = result.closing is not None
         view = view_after(view, result.index, result.judgement, now, finished=finished)
         next_after = now + interval * INTERVAL_SLACK
         return self._answer(view, target, new_round=True, next_after=next_after)
@@ -243,7 +239,7 @@ class ArgoRunner:
         interval: timedelta,
         loaded: Any = None,
     ) -> RoundResult:
-        result = await judge_round(
+        return await judge_round(
             context.sessions,
             analysis_id,
             target.canary,
@@ -252,12 +248,6 @@ class ArgoRunner:
             min_window=interval * INTERVAL_SLACK,
             loaded=loaded,
         )
-        if result.error is None and result.judgement is not None:
-            verdict = result.judgement.verdict
-            if verdict is Verdict.FAIL or result.final:
-                reason = "; ".join(result.judgement.reasons) or f"verdict {verdict.value}"
-                await asyncio.to_thread(finish, context.sessions, analysis_id, reason)
-        return result
 
     async def _state(
         self, context: Any, target: ArgoTarget, now: datetime, client: str

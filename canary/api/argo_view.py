@@ -7,14 +7,12 @@ from datetime import datetime
 from typing import Any
 
 from canary.model import AnalysisStatus, Judgement, json_safe
-from canary.store.analyses import finish_analysis, lock_analysis
 from canary.store.database import Sessions
 from canary.store.reads import analysis_head, analysis_id_for_key, latest_round, latest_rounds
 
 __all__ = [
     "StoredView",
     "find_id",
-    "finish",
     "load_state",
     "load_view",
     "response_body",
@@ -144,14 +142,6 @@ def load_state(sessions: Sessions, analysis_id: str) -> StoredView:
 def find_id(sessions: Sessions, key: str) -> str | None:
     """The id of the analysis keyed `key`, if there is one."""
     return analysis_id_for_key(sessions, key)
-
-
-def finish(sessions: Sessions, analysis_id: str, reason: str | None) -> None:
-    """Close a judged-only analysis once its verdict is final (FAIL, or the budget's end)."""
-    with sessions.begin() as session:
-        analysis = lock_analysis(session, analysis_id)
-        if not AnalysisStatus(analysis.status).is_final:
-            finish_analysis(session, analysis, AnalysisStatus.COMPLETED, reason=reason)
 
 
 def response_body(

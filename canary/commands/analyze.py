@@ -38,7 +38,6 @@ from canary.commands.history import print_wide
 from canary.config import CanaryConfig, parse_duration
 from canary.errors import EXIT_FAIL_VERDICT, EXIT_OK, CanaryError, UsageError
 from canary.model import (
-    AnalysisStatus,
     Counts,
     Histogram,
     Observation,
@@ -181,9 +180,9 @@ async def analyze_window(
     sessions: Any, canary: CanaryConfig, prometheus: Any, points: list[datetime]
 ) -> dict[str, Any]:
     """Run the rounds of one past window; returns the JSON summary (plus `_results`)."""
+    from canary import engine
     from canary.metrics.source import PrometheusSource
-    from canary.rounds import ensure_analysis, judge_round
-    from canary.store.analyses import finish_analysis, get_analysis
+    from canary.rounds import close_judged, ensure_analysis, judge_round
 
     source = PrometheusSource(prometheus)
     try:
@@ -199,7 +198,8 @@ async def analyze_window(
             result = await judge_round(sessions, analysis_id, canary, source, at, final=final)
             results.append(result)
             if index == 0 and result.error:
-                _finish(sessions, analysis_id, AnalysisStatus.ABORTED, result.error, at)
+                closing = engine.warmup_failed(result.error)
+                await asyncio.to_thread(close_judged, sessions, analysis_id, closing, at)
                 raise CanaryError(
                     f"the warm-up snapshot at {at.isoformat()} failed: {result.error}"
                 )
@@ -212,29 +212,13 @@ async def analyze_window(
 
     judged = [r for r in results if r.judgement is not None]
     last = judged[-1].judgement if judged else None
-    verdict = last.verdict if last else Verdict.INCONCLUSIVE
-    if verdict is Verdict.RUNNING:
-        verdict = Verdict.INCONCLUSIVE
-    reasons = list(last.reasons) if last else ["no round could be judged"]
-    errors = sum(1 for r in results if r.error)
-    if errors:
-        reasons.append(f"{errors} round(s) failed to query Prometheus")
-
-    def finish() -> None:
-        with sessions.begin() as session:
-            finish_analysis(
-                session,
-                get_analysis(session, analysis_id, for_update=True),
-                AnalysisStatus.COMPLETED,
-                verdict=verdict,
-                reason="; ".join(reasons) or None,
-                now=results[-1].data.end or points[-1],  # the window's time, not the wall clock
-            )
-
-    await asyncio.to_thread(finish)
+    closing = engine.window_closing(last, sum(1 for r in results if r.error))
+    end = results[-1].data.end or points[-1]  # the window's time, not the wall clock
+    await asyncio.to_thread(close_judged, sessions, analysis_id, closing, end)
+    assert closing.verdict is not None
     return {
         "analysis_id": analysis_id,
-        "verdict": verdict.value,
+        "verdict": closing.verdict.value,
         "round": last.round if last else None,
         "rounds": [_round_json(r) for r in results],
         "canary": canary.name,
@@ -242,18 +226,9 @@ async def analyze_window(
         "from": points[0].isoformat(),
         "to": points[-1].isoformat(),
         "interval": canary.interval,
-        "reasons": reasons,
+        "reasons": list(closing.reasons),
         "_results": results,
     }
-
-
-def _finish(
-    sessions: Any, analysis_id: str, status: AnalysisStatus, reason: str, now: datetime
-) -> None:
-    from canary.store.analyses import finish_analysis, get_analysis
-
-    with sessions.begin() as session:
-        finish_analysis(session, get_analysis(session, analysis_id), status, reason=reason, now=now)
 
 
 def run(args: argparse.Namespace) -> int:
