@@ -18,6 +18,7 @@ from canary.rounds import (
     RoundConflict,
     ensure_analysis,
     judge_round,
+    load_for_round,
     recorded_settings,
 )
 from canary.store.analyses import get_analysis, load_analysis_full
@@ -110,9 +111,13 @@ async def test_concurrent_callers_record_a_round_once(traffic: LiveStack, sessio
     analysis_id = ensure_analysis(sessions, canary, key="k-race", source="argo")
     try:
         await judge_round(sessions, analysis_id, canary, source, utcnow())
+        # Both callers read the analysis before either records (as two replicas
+        # answering Argo at once do); on a loaded machine one call could otherwise
+        # finish before the other starts reading, and then rightly take round 2.
+        loaded = load_for_round(sessions, analysis_id)
         results = await asyncio.gather(
-            judge_round(sessions, analysis_id, canary, source, utcnow()),
-            judge_round(sessions, analysis_id, canary, source, utcnow()),
+            judge_round(sessions, analysis_id, canary, source, utcnow(), loaded=loaded),
+            judge_round(sessions, analysis_id, canary, source, utcnow(), loaded=loaded),
             return_exceptions=True,
         )
     finally:
