@@ -165,3 +165,51 @@ def test_robustness_keys_are_per_metric_and_validated() -> None:
     ok = [{"name": "errors", "robust": False, "robust_cv": 0.3}]
     metric = parse_config({"canary": [{**CANARY, "metrics": ok}]}).canary[0].metrics[0]
     assert (metric.robust, metric.robust_cv) == (False, 0.3)
+
+
+def test_a_metric_takes_the_keys_of_its_analysis_judge_only() -> None:
+    sequential = [{"name": "errors", "alpha_fail": 0.01, "direction": "increase"}]
+    found = problems({"canary": [{**CANARY, "metrics": sequential}]})
+    assert found == {
+        "canary[0].metrics[0].direction": (
+            "not a key of a sequential metric (a key of mann_whitney metrics)"
+        )
+    }
+    threshold = [{"name": "errors", "max": 0.02, "min_requests": 10}, {"name": "cpu", "bogus": 1}]
+    found = problems({"canary": [{**CANARY, "judge": "threshold", "metrics": threshold}]})
+    assert found == {
+        "canary[0].metrics[0].min_requests": (
+            "not a key of a threshold metric (a key of sequential metrics)"
+        ),
+        "canary[0].metrics[1].bogus": "not a key of a threshold metric",
+    }
+    # The judge is the analysis's: a metric cannot name another.
+    chosen = [{"name": "errors", "judge": "threshold", "max": 0.02}]
+    found = problems({"canary": [{**CANARY, "metrics": chosen}]})
+    assert "judge is chosen for the whole analysis" in found["canary[0]"]
+
+
+def test_a_canary_with_another_judge_does_not_inherit_metrics_of_the_default_judge() -> None:
+    raw = {
+        "defaults": {"metrics": [{"name": "errors", "alpha_fail": 0.01}]},
+        "canary": [{**CANARY, "judge": "mann_whitney"}],
+    }
+    assert problems(raw) == {
+        "canary[0].metrics[0].alpha_fail": (
+            "not a key of a mann_whitney metric (a key of sequential metrics)"
+        )
+    }
+    raw["canary"][0]["metrics"] = [{"name": "errors", "direction": "increase"}]
+    [canary] = parse_config(raw).canary
+    assert canary.metrics[0].direction == "increase"
+
+
+def test_the_default_metrics_are_the_judges_and_a_dump_holds_only_its_keys() -> None:
+    [canary] = parse_config({"canary": [{**CANARY, "judge": "threshold"}]}).canary
+    assert [(m.judge, m.name) for m in canary.metrics] == [
+        ("threshold", "errors"),
+        ("threshold", "latency"),
+    ]
+    dumped = parse_config({"canary": [CANARY]}).canary[0].model_dump(mode="json")["metrics"][0]
+    assert "judge" not in dumped and "direction" not in dumped and "min" not in dumped
+    assert dumped["alpha_fail"] is None and dumped["name"] == "errors"

@@ -343,3 +343,16 @@ def test_a_canary_failing_every_one_of_ten_million_requests_fails_at_once(tmp_pa
     result = json.loads(out)
     assert code == 1 and result["verdict"] == "fail" and result["round"] == 1
     assert result["metrics"]["errors"]["statistics"]["ci_high"] is None  # above the grid
+
+
+def test_a_key_of_another_judge_is_refused_in_the_input_and_in_set(capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    doc = analysis("x", 100)
+    doc["metrics"]["errors"]["alpha_fail"] = 0.01
+    path = write(tmp_path, "in.json", json.dumps(doc))
+    code, _, err = run(capsys, "--input", path, "--judge", "threshold")
+    assert code == 2
+    assert "metrics.errors.alpha_fail: not a key of a threshold metric" in err
+    code, _, err = run(capsys, "--input", path, "--set", "errors.direction=decrease")
+    assert code == 2
+    assert "errors.direction: not a key of a sequential metric" in err
+    assert run(capsys, "--input", path)[0] == 0  # a sequential key on a sequential metric
