@@ -48,3 +48,32 @@ def test_demo_promotes_the_healthy_canary_and_rolls_back_the_regression(tmp_path
     promoted = browser.load(reports["checkout"].as_uri())
     assert promoted.console == []
     assert "Promoted at round" in promoted.dom
+
+
+def test_demo_on_gateway_api_moves_http_route_weights_through_the_router(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "canary",
+            "demo",
+            "--mesh",
+            "gateway-api",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr == "", result.stderr[-2000:]
+    assert re.search(r"^checkout: promoted \(pass\)", result.stdout, re.M), result.stdout
+    assert re.search(r"^payments: rolled_back \(fail\)", result.stdout, re.M), result.stdout
+    # the weights as read back from each HTTPRoute the router patched
+    route = (
+        r"  traffic: httproutes\.gateway\.networking\.k8s\.io/{} in namespace demo, route primary"
+    )
+    assert re.search(route.format("checkout") + ": canary 100%, stable 0%$", result.stdout, re.M)
+    assert re.search(route.format("payments") + ": canary 0%, stable 100%$", result.stdout, re.M)

@@ -4,8 +4,13 @@ Two canaries run side by side through the real scheduler, engine, judge, SQLite
 store and API server: `checkout` is as healthy as its baseline and is promoted step
 by step once the evidence says PASS; the new revision of `payments` is worse than its
 baseline from its first request (`--error-rate`, `--latency-factor`) and is rolled
-back. Weights live in in-memory routers; the mesh's clock runs `--speed` times faster
-than real time.
+back. The mesh's clock runs `--speed` times faster than real time.
+
+Weights live in in-memory routers (`--mesh memory`, the default), or in Istio
+VirtualServices (`--mesh istio`) or Gateway API HTTPRoutes (`--mesh gateway-api`)
+held by an in-process stand-in of the Kubernetes API and moved by the same routers,
+JSON patches and write records as on a cluster; the summary shows each route's
+final weights.
 """
 
 from __future__ import annotations
@@ -35,12 +40,19 @@ from canary.notify import Notifier
 from canary.report import render_analysis
 from canary.store.analyses import load_analysis_full
 from canary.store.database import connect, migrate, sessions
+from canary.traffic import make_router
+from canary.traffic.gatewayapi import GROUP as GATEWAY_GROUP
+from canary.traffic.istio import GROUP as ISTIO_GROUP
+from canary.traffic.kube import Connection, KubeClient
 from canary.traffic.memory import MemoryRouter
+from canary.traffic.standin import KubeStandIn
 from canary.verdict_words import deciding_effects, describe_metric
 
 log = logging.getLogger(__name__)
 
 HEALTHY, REGRESSING = "checkout", "payments"
+NAMESPACE = "demo"
+MESHES = ("memory", "istio", "gateway-api")
 BASE_ERROR_RATE = 0.01
 BASE_LATENCY_MS = 45.0
 
@@ -66,6 +78,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--rps", type=float, default=1000.0, help="requests/s per service (default 1000)"
+    )
+    parser.add_argument(
+        "--mesh",
+        choices=MESHES,
+        default="memory",
+        help="where the weights live: in-memory routers (default), or VirtualServices "
+        "(istio) or HTTPRoutes (gateway-api) in an in-process Kubernetes API stand-in",
     )
     parser.add_argument(
         "--speed",
@@ -94,10 +113,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_demo)
 
 
-def demo_config(listen: str) -> Config:
-    """The two demo canaries: one-second rounds and short steps."""
+def demo_config(listen: str, mesh: str = "memory") -> Config:
+    """The two demo canaries on `mesh`: one-second rounds and short steps."""
     canary = {
-        "namespace": "demo",
+        "namespace": NAMESPACE,
         "interval": "1s",
         "max_duration": "2m",
         "steps": [
@@ -116,22 +135,75 @@ def demo_config(listen: str) -> Config:
             {
                 **canary,
                 "name": name,
-                "traffic": {
-                    "virtual_service": name,
-                    "route": "primary",
-                    "canary": {"host": name, "subset": "canary"},
-                    "stable": {"host": name, "subset": "stable"},
-                },
+                "traffic": _traffic(name, mesh),
                 "arms": {
                     "canary": {"match": {"destination_workload": f"{name}-canary"}},
                     "baseline": {"match": {"destination_workload": f"{name}-primary"}},
                 },
             }
         )
+    kubernetes = {"mode": "memory" if mesh == "memory" else "kubeconfig"}
     return parse_config(
-        {"kubernetes": {"mode": "memory"}, "server": {"listen": listen}, "canary": canaries},
-        "demo",
+        {"kubernetes": kubernetes, "server": {"listen": listen}, "canary": canaries}, "demo"
     )
+
+
+def _traffic(name: str, mesh: str) -> dict[str, Any]:
+    if mesh == "gateway-api":
+        return {
+            "kind": "HTTPRoute",
+            "http_route": name,
+            "rule": "primary",
+            "canary": {"host": f"{name}-canary"},
+            "stable": {"host": f"{name}-primary"},
+        }
+    return {
+        "virtual_service": name,
+        "route": "primary",
+        "canary": {"host": name, "subset": "canary"},
+        "stable": {"host": name, "subset": "stable"},
+    }
+
+
+def _route(name: str, mesh: str) -> tuple[str, dict[str, Any]]:
+    """(plural, object) of the demo route of `name`: all traffic to stable."""
+    metadata = {"name": name, "namespace": NAMESPACE}
+    if mesh == "gateway-api":
+        backends = [
+            {"name": f"{name}-primary", "port": 80, "weight": 100},
+            {"name": f"{name}-canary", "port": 80, "weight": 0},
+        ]
+        spec = {
+            "parentRefs": [{"name": "demo-gateway"}],
+            "rules": [{"name": "primary", "backendRefs": backends}],
+        }
+        return "httproutes", {
+            "apiVersion": f"{GATEWAY_GROUP}/v1",
+            "kind": "HTTPRoute",
+            "metadata": metadata,
+            "spec": spec,
+        }
+    destinations = [
+        {"destination": {"host": name, "subset": "stable"}, "weight": 100},
+        {"destination": {"host": name, "subset": "canary"}, "weight": 0},
+    ]
+    return "virtualservices", {
+        "apiVersion": f"{ISTIO_GROUP}/v1",
+        "kind": "VirtualService",
+        "metadata": metadata,
+        "spec": {"hosts": [name], "http": [{"name": "primary", "route": destinations}]},
+    }
+
+
+def _routers(config: Config, mesh: str) -> tuple[dict[str, Any], KubeClient | None]:
+    """The demo's routers by canary name, and the stand-in's client to close after."""
+    if mesh == "memory":
+        return {c.name: MemoryRouter(c.name) for c in config.canary}, None
+    api = KubeStandIn({GATEWAY_GROUP: "v1", ISTIO_GROUP: "v1"})
+    for canary in config.canary:
+        api.create(*_route(canary.name, mesh))
+    kube = KubeClient(Connection(server="http://kubernetes.demo"), transport=api.transport())
+    return {c.name: make_router(config.kubernetes, c, client=kube) for c in config.canary}, kube
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -143,22 +215,43 @@ def _demo(args: argparse.Namespace) -> int:
         raise UsageError("--latency-factor must be positive")
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     url = args.database_url or f"sqlite:///{data_dir / 'canary.db'}"
-    config = demo_config(args.listen)
+    config = demo_config(args.listen, args.mesh)
     if not args.debug:  # the live table shows progress; keep the log to warnings
         logging.getLogger("canary").setLevel(logging.WARNING)
     with single_daemon_lock(url):
         engine = connect(url)
         migrate(engine)
         try:
-            ids = asyncio.run(_run_demo(args, config, sessions(engine)))
-            _write_reports(ids, sessions(engine), data_dir / "reports")
+            ids, routes = asyncio.run(_run_demo(args, config, sessions(engine)))
+            _write_reports(ids, routes, sessions(engine), data_dir / "reports")
         finally:
             engine.dispose()
     return 0
 
 
-async def _run_demo(args: argparse.Namespace, config: Config, factory: Any) -> dict[str, str]:
-    routers = {c.name: MemoryRouter(c.name) for c in config.canary}
+async def _run_demo(
+    args: argparse.Namespace, config: Config, factory: Any
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The analyses' ids and each route's final weights in words, by canary name."""
+    routers, kube = _routers(config, args.mesh)
+    try:
+        ids = await _run_daemon(args, config, factory, routers)
+        return ids, {name: _weights_text(await r.get()) for name, r in routers.items()}
+    finally:
+        if kube is not None:
+            await kube.aclose()
+
+
+def _weights_text(state: Any) -> str:
+    weights = state.weights
+    return (
+        f"{state.resource}, route {state.route}: canary {weights.canary}%, stable {weights.stable}%"
+    )
+
+
+async def _run_daemon(
+    args: argparse.Namespace, config: Config, factory: Any, routers: dict[str, Any]
+) -> dict[str, str]:
 
     async def weight_of(name: str) -> int:
         return (await routers[name].get()).weights.canary
@@ -288,7 +381,7 @@ def _table(rows: dict[str, dict[str, Any]]) -> Table:
     return table
 
 
-def _write_reports(ids: dict[str, str], factory: Any, out: Path) -> None:
+def _write_reports(ids: dict[str, str], routes: dict[str, str], factory: Any, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with factory() as session:
         for name, analysis_id in ids.items():
@@ -303,5 +396,6 @@ def _write_reports(ids: dict[str, str], factory: Any, out: Path) -> None:
                 + (f" — {effects}" if effects else ""),
                 markup=False,
             )
+            console.print(f"  traffic: {routes[name]}", markup=False)
             console.print(f"  report: {path}", markup=False)
     console.print("More: `canary history`, `canary show ID`, `canary replay ID`.", markup=False)

@@ -383,6 +383,7 @@ class KubeClient:
         timeout: float = 10.0,
         retries: int = 3,
         backoff: float = 0.2,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.connection = connection
         self.namespace = connection.namespace
@@ -393,14 +394,15 @@ class KubeClient:
             token_file=connection.token_file,
             exec_config=connection.exec_config,
         )
-        verify: ssl.SSLContext | bool = True
-        if connection.server.startswith("https://"):
-            verify = connection.ssl_context()
-        # TCP_NODELAY: a request's headers and body leave in separate writes; with
-        # Nagle's algorithm and the server's delayed ACK each PATCH/POST waits ~40 ms
-        transport = httpx.AsyncHTTPTransport(
-            verify=verify, socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
-        )
+        if transport is None:  # `transport`: an in-process API (canary.traffic.standin)
+            verify: ssl.SSLContext | bool = True
+            if connection.server.startswith("https://"):
+                verify = connection.ssl_context()
+            # TCP_NODELAY: a request's headers and body leave in separate writes; with
+            # Nagle's algorithm and the server's delayed ACK each PATCH/POST waits ~40 ms
+            transport = httpx.AsyncHTTPTransport(
+                verify=verify, socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+            )
         self._http = httpx.AsyncClient(
             base_url=connection.server, transport=transport, timeout=timeout, trust_env=False
         )
