@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from kubeapi import http_route, shop_canary
 
-from canary.traffic import ANNOTATION, Conflict, KubeApiError, Weights
+from canary.errors import Conflict, KubeApiError
+from canary.traffic import ANNOTATION, Weights
 from canary.traffic.gatewayapi import GROUP, HTTPRouteRouter
 from canary.traffic.kube import JSON_PATCH, Connection, KubeClient
 from canary.traffic.standin import KubeStandIn
