@@ -52,12 +52,13 @@ from canary.store.analyses import (
     halt_analysis,
     lock_analysis,
     mark_action,
-    next_round_index,
     note_action_error,
+    record_judged_round,
     record_round,
     save_rollout,
 )
 from canary.store.database import Session, Sessions
+from canary.store.reads import LatestRound, latest_round
 from canary.store.tables import Action, Analysis, utcnow
 
 __all__ = [
@@ -167,6 +168,9 @@ class _Loaded:
     started_at: datetime
     weight: int
     step: int
+    verdict: str
+    verdict_round: int | None
+    latest: LatestRound | None  # the latest stored round, None before the warm-up
 
 
 def _load(sessions: Sessions, analysis_id: str) -> _Loaded:
@@ -176,7 +180,7 @@ def _load(sessions: Sessions, analysis_id: str) -> _Loaded:
         # counter snapshot with the older index, which the window check or the
         # unique index refuses, never an older snapshot with the newer index (a
         # second round over the same window).
-        index = next_round_index(session, analysis_id)
+        latest = latest_round(session, analysis_id)
         analysis = get_analysis(session, analysis_id)
         return _Loaded(
             id=analysis.id,
@@ -184,13 +188,16 @@ def _load(sessions: Sessions, analysis_id: str) -> _Loaded:
             judge=analysis.judge,
             status=AnalysisStatus(analysis.status),
             settings=recorded_settings(analysis),
-            index=index,
+            index=0 if latest is None else latest.index + 1,
             snapshot=dict(analysis.snapshot or {}),
             judge_state=dict(analysis.judge_state or {}),
             engine_state=dict(analysis.engine_state or {}),
             started_at=analysis.started_at,
             weight=analysis.weight,
             step=analysis.step,
+            verdict=analysis.verdict,
+            verdict_round=analysis.verdict_round,
+            latest=latest,
         )
 
 
@@ -265,10 +272,9 @@ def _record_judged(
     with sessions.begin() as session:
         # A round recorded meanwhile makes the insert of this index conflict (unique
         # per analysis and index): RoundConflict, nothing written.
-        analysis = lock_analysis(session, loaded.id)
-        record_round(
+        record_judged_round(
             session,
-            analysis,
+            loaded.id,
             index=loaded.index,
             data=collected.data,
             judgement=step.judgement,
@@ -278,7 +284,10 @@ def _record_judged(
             now=at,
         )
         closing = step.closing
-        if closing is not None and not AnalysisStatus(analysis.status).is_final:
+        if closing is None:
+            return
+        analysis = lock_analysis(session, loaded.id)
+        if not AnalysisStatus(analysis.status).is_final:
             finish_analysis(
                 session,
                 analysis,

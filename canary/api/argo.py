@@ -47,9 +47,9 @@ from canary.api.argo_key import ArgoTarget, resolve_target
 from canary.api.argo_view import (
     StoredView,
     find_id,
-    load_state,
     load_view,
     response_body,
+    state_view,
     view_after,
 )
 from canary.api.auth import bearer_scheme, require_token
@@ -329,7 +329,8 @@ class ArgoRunner:
 
 def _read(sessions: Any, analysis_id: str) -> tuple[StoredView, Any]:
     """The stored state a decision needs, and what the round it may start reads."""
-    return load_state(sessions, analysis_id), load_for_round(sessions, analysis_id)
+    loaded = load_for_round(sessions, analysis_id)
+    return state_view(loaded), loaded
 
 
 def _next_round_after(view: StoredView, interval: timedelta) -> datetime | None:

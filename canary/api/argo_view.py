@@ -8,14 +8,14 @@ from typing import Any
 
 from canary.model import AnalysisStatus, Judgement, json_safe
 from canary.store.database import Sessions
-from canary.store.reads import analysis_head, analysis_id_for_key, latest_round, latest_rounds
+from canary.store.reads import analysis_head, analysis_id_for_key, latest_rounds
 
 __all__ = [
     "StoredView",
     "find_id",
-    "load_state",
     "load_view",
     "response_body",
+    "state_view",
     "view_after",
 ]
 
@@ -119,24 +119,23 @@ def view_after(
     )
 
 
-def load_state(sessions: Sessions, analysis_id: str) -> StoredView:
-    """What deciding about a new round needs (two small reads): no per-metric results."""
-    with sessions() as session:
-        analysis = analysis_head(session, analysis_id)
-        latest = latest_round(session, analysis_id)
-        return StoredView(
-            analysis_id=analysis.id,
-            status=analysis.status,
-            verdict=analysis.verdict,
-            verdict_round=analysis.verdict_round,
-            round=latest.index if latest else None,
-            last_round_at=latest.recorded_at if latest else None,
-            last_error=latest.error if latest else None,
-            score=None,
-            reasons=[],
-            metrics={},
-            started_at=analysis.started_at,
-        )
+def state_view(loaded: Any) -> StoredView:
+    """What deciding about a new round needs, from what the round reads first
+    (`canary.rounds.load_for_round`): no per-metric results."""
+    latest = loaded.latest
+    return StoredView(
+        analysis_id=loaded.id,
+        status=loaded.status.value,
+        verdict=loaded.verdict,
+        verdict_round=loaded.verdict_round,
+        round=latest.index if latest else None,
+        last_round_at=latest.recorded_at if latest else None,
+        last_error=latest.error if latest else None,
+        score=None,
+        reasons=[],
+        metrics={},
+        started_at=loaded.started_at,
+    )
 
 
 def find_id(sessions: Sessions, key: str) -> str | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer, selectinload
 
@@ -51,6 +51,7 @@ __all__ = [
     "next_round_index",
     "note_action_error",
     "pending_actions",
+    "record_judged_round",
     "record_round",
     "round_data",
     "save_rollout",
@@ -240,9 +241,116 @@ def record_round(
     now = now or utcnow()
     weight = analysis.weight if weight is None else weight
     step = analysis.step if step is None else step
+    round_id = _insert_round(
+        session,
+        analysis.id,
+        index=index,
+        data=data,
+        judgement=judgement,
+        raw_snapshots=raw_snapshots,
+        decision=decision,
+        weight=weight,
+        step=step,
+        now=now,
+    )
+    action_row = None
+    if action is not None:
+        action_row = _action_row(analysis.id, action, index, weight, now)
+        session.add(action_row)
+        session.flush()  # the action's id, for the caller to carry it out
+
+    analysis.rounds_done = max(analysis.rounds_done, index)
+    analysis.weight = weight
+    analysis.step = step
+    if engine_state is not None:
+        analysis.engine_state = dict(engine_state)
+    for column, value in _round_state(judgement, judge_state, snapshot, now).items():
+        setattr(analysis, column, value)
+    return round_id, action_row
+
+
+def record_judged_round(
+    session: Session,
+    analysis_id: str,
+    *,
+    index: int,
+    data: RoundData,
+    judgement: Judgement | None,
+    judge_state: Mapping[str, Any],
+    snapshot: Mapping[str, Any],
+    raw_snapshots: Mapping[str, Mapping[str, Any]] | None = None,
+    now: datetime | None = None,
+) -> int:
+    """`record_round` for a judged-only round (no decision, weight or action), without
+    reading the analysis: one UPDATE of its running state comes first, which locks
+    its row (on SQLite: takes the database's write lock), then the round's inserts.
+
+    Returns the round's id. NotFoundError for an unknown analysis; RoundConflict when
+    (analysis, index) exists already (the caller's transaction then rolls back).
+    """
+    now = now or utcnow()
+    values = _round_state(judgement, judge_state, snapshot, now)
+    values["rounds_done"] = case((Analysis.rounds_done > index, Analysis.rounds_done), else_=index)
+    statement = (
+        update(Analysis)
+        .where(Analysis.id == analysis_id)
+        .values(values)
+        .returning(Analysis.weight, Analysis.step)
+    )
+    row = session.execute(statement, execution_options={"synchronize_session": False}).first()
+    if row is None:
+        raise NotFoundError(f"no analysis with id {analysis_id!r}")
+    weight, step = row
+    return _insert_round(
+        session,
+        analysis_id,
+        index=index,
+        data=data,
+        judgement=judgement,
+        raw_snapshots=raw_snapshots,
+        decision=None,
+        weight=weight,
+        step=step,
+        now=now,
+    )
+
+
+def _round_state(
+    judgement: Judgement | None,
+    judge_state: Mapping[str, Any],
+    snapshot: Mapping[str, Any],
+    now: datetime,
+) -> dict[str, Any]:
+    """The analysis columns a recorded round sets (besides rounds done, weight, step)."""
+    values: dict[str, Any] = {
+        "judge_state": dict(judge_state),
+        "snapshot": dict(snapshot),
+        "updated_at": now,
+    }
+    if judgement:
+        values["verdict"] = judgement.verdict.value
+        values["verdict_round"] = judgement.round
+        values["reason"] = "; ".join(judgement.reasons) or None
+    return values
+
+
+def _insert_round(
+    session: Session,
+    analysis_id: str,
+    *,
+    index: int,
+    data: RoundData,
+    judgement: Judgement | None,
+    raw_snapshots: Mapping[str, Mapping[str, Any]] | None,
+    decision: Decision | None,
+    weight: int,
+    step: int,
+    now: datetime,
+) -> int:
+    """Insert the round row, its observations and its results; the round's id."""
     verdict = judgement.verdict if judgement else Verdict.RUNNING
     round_values = {
-        "analysis_id": analysis.id,
+        "analysis_id": analysis_id,
         "index": index,
         "window_start": data.start,
         "window_end": data.end or now,
@@ -262,7 +370,7 @@ def record_round(
     try:
         round_id = session.execute(_ROUND_INSERT, round_values).scalar_one()
     except IntegrityError as exc:
-        raise RoundConflict(f"round {index} of analysis {analysis.id} is recorded already") from exc
+        raise RoundConflict(f"round {index} of analysis {analysis_id} is recorded already") from exc
     # Core inserts, one statement per table: no ORM object per row. The JSON columns
     # are encoded once, by the engine's serializer (which also replaces NaN/Inf).
     observations = []
@@ -301,25 +409,7 @@ def record_round(
                 for result in judgement.metrics.values()
             ],
         )
-    action_row = None
-    if action is not None:
-        action_row = _action_row(analysis.id, action, index, weight, now)
-        session.add(action_row)
-        session.flush()  # the action's id, for the caller to carry it out
-
-    analysis.rounds_done = max(analysis.rounds_done, index)
-    analysis.judge_state = dict(judge_state)
-    analysis.snapshot = dict(snapshot)
-    analysis.updated_at = now
-    analysis.weight = weight
-    analysis.step = step
-    if engine_state is not None:
-        analysis.engine_state = dict(engine_state)
-    if judgement:
-        analysis.verdict = judgement.verdict.value
-        analysis.verdict_round = judgement.round
-        analysis.reason = "; ".join(judgement.reasons) or None
-    return round_id, action_row
+    return round_id
 
 
 def observation_kind(data: Mapping[str, Any] | None) -> str:
