@@ -33,7 +33,6 @@ import uuid
 import zlib
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -58,7 +57,7 @@ from canary.rounds import (
     recorded_canary,
 )
 from canary.store import leases, scheduling
-from canary.store.database import Sessions, backend, sqlite_file
+from canary.store.database import Sessions, sqlite_file
 from canary.store.tables import Analysis, utcnow
 from canary.verdict_words import describe_judgement
 
@@ -240,12 +239,6 @@ class Daemon:
 
     async def run(self) -> None:
         """Run until `stop()` is called; then shut down within `shutdown_timeout`."""
-        # Database work runs in worker threads. SQLite has one writer: a single worker
-        # avoids writers sleeping in SQLite's busy handler; PostgreSQL gets several.
-        sqlite = backend(self.sessions) == "sqlite"
-        asyncio.get_running_loop().set_default_executor(
-            ThreadPoolExecutor(max_workers=1 if sqlite else 8, thread_name_prefix="canary-db")
-        )
         scheduler = AsyncIOScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone="UTC",

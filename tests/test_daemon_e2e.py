@@ -39,6 +39,7 @@ from prometheus_harness import (
 )
 
 from canary import control
+from canary.commands._root import use_worker_threads
 from canary.daemon import Daemon
 from canary.model import AnalysisStatus
 from canary.store.analyses import load_analysis_full
@@ -68,6 +69,7 @@ class Running:
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
+        use_worker_threads(daemon.sessions, daemon=True)  # as `canary run` does
         self.task = asyncio.create_task(daemon.run())
 
     async def stop(self) -> None:

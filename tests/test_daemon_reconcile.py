@@ -23,6 +23,7 @@ from daemon_stack import (
 from kubeapi import KubeApiServer
 
 from canary import control, telemetry
+from canary.commands._root import use_worker_threads
 from canary.daemon import Daemon
 from canary.store.analyses import load_analysis_full
 
@@ -139,6 +140,7 @@ async def test_a_sync_abandoned_at_shutdown_logs_no_error(setup, sessions, caplo
 
     daemon._find_work = slow_find_work  # type: ignore[method-assign]
     caplog.set_level(logging.INFO)
+    use_worker_threads(daemon.sessions, daemon=True)  # as `canary run` does
     task = asyncio.create_task(daemon.run())
     await asyncio.sleep(0.5)  # started, first sync done, the sync job scheduled
     slow["on"] = True

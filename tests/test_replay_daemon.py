@@ -21,6 +21,7 @@ from prometheus_harness import (
 
 from canary import control
 from canary.cli import main
+from canary.commands._root import use_worker_threads
 from canary.daemon import Daemon
 from canary.model import AnalysisStatus
 from canary.store.analyses import get_analysis, pending_actions
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.timeout(180)
 
 async def _run_until_final(config: Any, factory: Any, analysis_id: str, timeout: float) -> str:
     daemon = Daemon(config, factory, sync_interval=0.5, lease_ttl=10)
+    use_worker_threads(factory, daemon=True)  # as `canary run` does
     task = asyncio.create_task(daemon.run())
     deadline = time.monotonic() + timeout
     try:

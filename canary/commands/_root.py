@@ -6,18 +6,42 @@ routers, the API alone, or the daemon on the simulated mesh with in-memory route
 this module builds what they share the same way for all three: the API server on a
 metric source and a store, with canary's own metrics on /metrics and uvicorn's
 configuration from `canary.api.server` (no lifespan handlers: the commands open and
-close the parts themselves).
+close the parts themselves), and the worker threads that run the blocking work
+(database transactions) of the process (`use_worker_threads`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from canary.config import Config
-from canary.store.database import Sessions
+from canary.store.database import Sessions, backend
 
-__all__ = ["api_server"]
+__all__ = ["api_server", "use_worker_threads", "worker_threads"]
+
+
+def worker_threads(sessions: Sessions, *, daemon: bool) -> int:
+    """How many threads run a process' blocking work (`asyncio.to_thread`).
+
+    With the daemon (`run`, `demo`): 1 on SQLite, which has one writer (more workers
+    would only sleep in SQLite's busy handler), 8 on PostgreSQL. The API alone
+    (`serve`): 32, since the default pool (CPUs + 4) would queue concurrent Argo
+    measurements behind each other.
+    """
+    if not daemon:
+        return 32
+    return 1 if backend(sessions) == "sqlite" else 8
+
+
+def use_worker_threads(sessions: Sessions, *, daemon: bool) -> None:
+    """Give the running event loop its default executor of `worker_threads` threads."""
+    threads = worker_threads(sessions, daemon=daemon)
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=threads, thread_name_prefix="canary-worker")
+    )
 
 
 def api_server(

@@ -233,6 +233,9 @@ async def _run_demo(
     args: argparse.Namespace, config: Config, factory: Any
 ) -> tuple[dict[str, str], dict[str, str]]:
     """The analyses' ids and each route's final weights in words, by canary name."""
+    from canary.commands._root import use_worker_threads
+
+    use_worker_threads(factory, daemon=True)
     routers, kube = _routers(config, args.mesh)
     try:
         ids = await _run_daemon(args, config, factory, routers)

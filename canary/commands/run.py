@@ -92,6 +92,9 @@ def _api_server(args: argparse.Namespace, config: Config, daemon: Daemon):  # ty
 
 
 async def _serve(args: argparse.Namespace, config: Config, sessions, sock=None) -> None:  # type: ignore[no-untyped-def]
+    from canary.commands._root import use_worker_threads
+
+    use_worker_threads(sessions, daemon=True)
     daemon = Daemon(
         config,
         sessions,

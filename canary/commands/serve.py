@@ -75,9 +75,10 @@ def serve(args: argparse.Namespace) -> int:
     from canary.metrics.source import PrometheusSource
 
     source = PrometheusSource(config.prometheus)
+    factory = sessions(engine)
     api = api_server(
         config.model_copy(update={"server": server}),
-        sessions(engine),
+        factory,
         source,
         tokens=tokens,
         auth=not args.insecure_no_auth,
@@ -87,20 +88,16 @@ def serve(args: argparse.Namespace) -> int:
     if args.insecure_no_auth:
         log.warning("serving WITHOUT authentication (--insecure-no-auth) on %s", server.listen)
     try:
-        asyncio.run(_run(api, server.host, server.port, source, sock))
+        asyncio.run(_run(api, factory, server.host, server.port, source, sock))
     finally:
         sock.close()
     return 0
 
 
-async def _run(server, host: str, port: int, source, sock) -> None:  # type: ignore[no-untyped-def]
-    from concurrent.futures import ThreadPoolExecutor
+async def _run(server, sessions, host: str, port: int, source, sock) -> None:  # type: ignore[no-untyped-def]
+    from canary.commands._root import use_worker_threads
 
-    # Database work runs in threads; the default pool (CPUs + 4) queues concurrent
-    # Argo measurements behind each other.
-    asyncio.get_running_loop().set_default_executor(
-        ThreadPoolExecutor(max_workers=32, thread_name_prefix="canary-io")
-    )
+    use_worker_threads(sessions, daemon=False)
     log.info("serving the canary API on http://%s:%d", host, port)
     try:
         await server.serve(sockets=[sock])
