@@ -443,8 +443,8 @@ class SequentialMetric(MetricBase):
     min_requests: int | None = Field(default=None, ge=0)
     # FAIL also needs evidence valid without independent requests (docs/judge.md)
     robust: bool | None = None
-    # round-to-round coefficient of variation of an error rate assumed until the
-    # baseline's own rounds show it
+    # round-to-round coefficient of variation of an error rate assumed at the first
+    # round, before the baseline's own rounds show it; the most pod spread allowed for
     robust_cv: float | None = Field(default=None, ge=0)
 
 

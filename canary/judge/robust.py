@@ -50,9 +50,9 @@ spread), never from the canary's failures: more canary failures always mean more
 evidence (the score is monotone in x). Both are upper confidence bounds (chi-square,
 level `SPREAD_LEVEL`; between rounds with rounds - 1 degrees of freedom, between
 pods with pods - 1 on the pooled pod counts, so with pods that do not differ the
-bound falls as requests accumulate), both at most
-the metric's `robust_cv`, and kappa equals it until the baseline has two rounds.
-The t model, the plug-in scales and the prior cap make this validity approximate:
+bound falls as requests accumulate); kappa is the metric's `robust_cv` until the
+baseline has two rounds, rho at most `robust_cv`.
+The t model, the plug-in scales and the prior make this validity approximate:
 it is *measured* on the benchmark's heterogeneous nulls (docs/judge.md), not proved.
 """
 
@@ -145,12 +145,12 @@ class BaselineSpread:
     def _rate(self) -> float:
         return (self.s_y + 0.5) / (self.s_m + 1.0)
 
-    def kappa2(self, cap: float) -> float:
-        """Relative round-to-round variance of an arm's rate: an upper confidence bound
-        (level `SPREAD_LEVEL`) from the baseline's rounds, at most cap^2; cap^2 until
-        the baseline has two rounds."""
+    def kappa2(self, prior: float) -> float:
+        """Relative round-to-round variance of an arm's rate: prior^2 until the baseline
+        has two rounds, then an upper confidence bound (level `SPREAD_LEVEL`) from the
+        baseline's rounds — whatever the rounds allow, however large."""
         if self.rounds < 2:
-            return cap * cap
+            return prior * prior
         p = self._rate()
         pq = p * (1.0 - p)
         df = self.rounds - 1
@@ -158,8 +158,8 @@ class BaselineSpread:
         upper = x2 * df / _chi2_lower(df)
         neff = self.s_m - self.s_m2 / self.s_m
         if neff <= 0:
-            return cap * cap
-        return min(cap * cap, max(upper - df, 0.0) * pq / (p * p * neff))
+            return prior * prior
+        return max(upper - df, 0.0) * pq / (p * p * neff)
 
     def rho2(self, cap: float = math.inf) -> float:
         """Relative pod-to-pod variance of the rate (0 without pods): an upper confidence

@@ -118,7 +118,7 @@ CONFIDENCE = 0.95
 # each psi0 is tested against psi0 * 10^(+-s/20) for the steps below (x1.26 ... x5).
 _CI_LOG10 = np.arange(-20, 21) / 20.0
 _CI_STEPS = (2, 4, 6, 10, 14)
-DEFAULT_ROBUST_CV = 0.75
+DEFAULT_ROBUST_CV = 0.5
 #: Per pod name, (events, requests) of the baseline's and of the canary's pods.
 PodEvents = tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]]
 #: Budget in rounds when the settings give neither max_rounds nor max_duration.
