@@ -1,6 +1,8 @@
 """Shared fixtures: databases (SQLite and the local PostgreSQL), a local Kubernetes API,
-a real Prometheus scraping an Istio-like exporter (`live_stack`, `ambient_stack`) and
-steady traffic on it (`traffic`). Test modules use them by name, without importing.
+a real Prometheus scraping an Istio-like exporter (`live_stack`, `ambient_stack`),
+steady traffic on it (`traffic`) and one serving the backfilled scenarios of
+tests/metrics_scenarios.py (`backfilled_scenarios`). Test modules use them by name, without
+importing.
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ from kubeapi import (  # noqa: F401  (fixtures: local Kubernetes API)
     kube_client,
     kubeconfig_file,
 )
+from metrics_scenarios import SCENARIOS, Expected, Scenario
 from prometheus_harness import (  # noqa: F401  (fixtures: Prometheus and the exporter)
     LiveStack,
+    OpenMetricsWriter,
+    PrometheusServer,
     ambient_stack,
+    backfill,
     live_stack,
     prometheus_bin,
 )
@@ -87,3 +93,24 @@ def traffic(live_stack: LiveStack) -> Iterator[LiveStack]:  # noqa: F811  (the f
         live_stack.exporter.configure(arm, rate=100.0, error_ratio=0.05)
     yield live_stack
     live_stack.reset_traffic()
+
+
+@pytest.fixture(scope="session")
+def backfilled_scenarios(
+    prometheus_bin: str,  # noqa: F811  (the fixture imported above)
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[PrometheusServer, dict[str, tuple[Scenario, Expected]]]]:
+    """One Prometheus serving every scenario of tests/metrics_scenarios.py, backfilled
+    with promtool, and each scenario with its expected per-round deltas."""
+    writer = OpenMetricsWriter()
+    scenarios = {}
+    for name, build in SCENARIOS.items():
+        scenario = build()
+        scenarios[name] = (scenario, scenario.generate(writer))
+    data_dir = tmp_path_factory.mktemp("backfilled") / "data"
+    backfill(writer.text(), data_dir, expected_samples=writer.samples)
+    server = PrometheusServer(data_dir).start()
+    try:
+        yield server, scenarios
+    finally:
+        server.stop()

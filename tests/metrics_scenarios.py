@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from prometheus_harness import ENVOY_BUCKETS, ArmTraffic, OpenMetricsWriter
 
@@ -323,3 +324,33 @@ def ambient_twins() -> tuple[Scenario, Scenario, Scenario]:
     for arm in ("canary", "baseline"):
         ambient.hide(arm, "waypoint-0", range(62, 70))
     return sidecar, ambient, ambient_pods
+
+
+def iso(ts: float) -> str:
+    """A scenario timestamp as the CLI takes it (``2026-01-01T00:10:00Z``)."""
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def write_config(path, url: str, namespace: str, judge: str = "sequential") -> str:  # type: ignore[no-untyped-def]
+    """A configuration file for `canary analyze` of one scenario's namespace."""
+    path.write_text(
+        f"""
+[prometheus]
+url = "{url}"
+
+[[canary]]
+name = "shop"
+namespace = "{namespace}"
+interval = "2m"
+judge = "{judge}"
+[canary.traffic]
+virtual_service = "shop"
+canary = {{ host = "shop-canary" }}
+stable = {{ host = "shop-primary" }}
+[canary.arms.canary]
+match = {{ destination_workload = "app-canary" }}
+[canary.arms.baseline]
+match = {{ destination_workload = "app-primary" }}
+"""
+    )
+    return str(path)

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_deploy import dockerfile_stages, instructions
+from dockerfile_helpers import dockerfile_stages, instructions
 
 import canary
 

@@ -31,6 +31,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from dockerfile_helpers import dockerfile_stages, instructions
 from pod_security import containers, pod_spec_of, restricted_violations
 
 from canary.config import load_config
@@ -67,34 +68,6 @@ def run(args: list[str], timeout: float = 120, **kwargs: Any) -> subprocess.Comp
 
 
 # --------------------------------------------------------------------------- Dockerfile
-
-
-def dockerfile_stages(text: str) -> list[list[tuple[str, str]]]:
-    """The Dockerfile as stages of (INSTRUCTION, arguments), continuations joined."""
-    logical, current = [], ""
-    for line in text.splitlines():
-        if not current and (not line.strip() or line.lstrip().startswith("#")):
-            continue
-        if current and line.lstrip().startswith("#"):
-            continue  # a comment inside a continued instruction
-        if line.rstrip().endswith("\\"):
-            current += line.rstrip()[:-1] + " "
-            continue
-        logical.append(current + line)
-        current = ""
-    stages: list[list[tuple[str, str]]] = []
-    for entry in logical:
-        instruction, _, arguments = entry.strip().partition(" ")
-        instruction = instruction.upper()
-        if instruction == "FROM":
-            stages.append([])
-        if stages:
-            stages[-1].append((instruction, arguments.strip()))
-    return stages
-
-
-def instructions(stage: list[tuple[str, str]], name: str) -> list[str]:
-    return [arguments for instruction, arguments in stage if instruction == name]
 
 
 def dockerignore_excludes(patterns: list[str], path: str) -> bool:

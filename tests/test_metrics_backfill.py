@@ -18,42 +18,18 @@ from metrics_scenarios import (
     HOSTILE_BASELINE,
     HOSTILE_CANARY,
     ROUND_SECONDS,
-    SCENARIOS,
     Expected,
-    Scenario,
     histogram_quantile,
+    iso,
+    write_config,
 )
-from prometheus_harness import (
-    ENVOY_BUCKETS,
-    OpenMetricsWriter,
-    PrometheusServer,
-    backfill,
-)
+from prometheus_harness import ENVOY_BUCKETS
 
 from canary.config import CanaryConfig, PrometheusConfig, parse_config
 from canary.metrics.collect import collect_round, raw_snapshots
 from canary.metrics.prometheus import PrometheusClient
 from canary.metrics.queries import promql_string, regex_literal
 from canary.model import Arm, Counts, Histogram
-
-
-@pytest.fixture(scope="session")
-def backfilled(
-    prometheus_bin: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[PrometheusServer, dict[str, tuple[Scenario, Expected]]]]:
-    writer = OpenMetricsWriter()
-    scenarios = {}
-    for name, build in SCENARIOS.items():
-        scenario = build()
-        scenarios[name] = (scenario, scenario.generate(writer))
-    data_dir = tmp_path_factory.mktemp("backfilled") / "data"
-    backfill(writer.text(), data_dir, expected_samples=writer.samples)
-    server = PrometheusServer(data_dir).start()
-    try:
-        yield server, scenarios
-    finally:
-        server.stop()
 
 
 def canary_config(namespace: str, canary: str, baseline: str, **extra: Any) -> CanaryConfig:
@@ -100,8 +76,10 @@ def expected_histogram(expected: Expected, index: int, arm: str) -> Histogram:
         ("hostile", HOSTILE_CANARY, HOSTILE_BASELINE),
     ],
 )
-def test_deltas_equal_the_generated_counts_exactly(backfilled, scenario, canary, baseline) -> None:
-    server, scenarios = backfilled
+def test_deltas_equal_the_generated_counts_exactly(
+    backfilled_scenarios, scenario, canary, baseline
+) -> None:
+    server, scenarios = backfilled_scenarios
     _, expected = scenarios[scenario]
     config = canary_config(scenario, canary, baseline)
     rounds = asyncio.run(collect_all(server.url, config))
@@ -144,11 +122,11 @@ JUDGED = (25.0, 100.0, 1000.0)  # bounds a judge fixed at its warm-up
     ],
 )
 def test_judged_buckets_only_after_the_judge_fixed_them_deltas_still_exact(
-    backfilled, scenario, canary, baseline
+    backfilled_scenarios, scenario, canary, baseline
 ) -> None:
     """With `bounds`, a histogram asks only for those buckets and +Inf; every delta
     (resets, new and vanished pods) equals the generated counts at those bounds."""
-    server, scenarios = backfilled
+    server, scenarios = backfilled_scenarios
     _, expected = scenarios[scenario]
     config = canary_config(scenario, canary, baseline)
     keep = [i for i, b in enumerate(ENVOY_BUCKETS) if b in JUDGED or math.isinf(b)]
@@ -190,8 +168,8 @@ def test_judged_buckets_only_after_the_judge_fixed_them_deltas_still_exact(
             assert sum(h.total for h in hist.values()) == total
 
 
-def test_worse_canary_shows_more_failures_and_slower_latency(backfilled) -> None:
-    server, _ = backfilled
+def test_worse_canary_shows_more_failures_and_slower_latency(backfilled_scenarios) -> None:
+    server, _ = backfilled_scenarios
     rounds = asyncio.run(
         collect_all(server.url, canary_config("worse", "app-canary", "app-primary"))
     )
@@ -203,8 +181,8 @@ def test_worse_canary_shows_more_failures_and_slower_latency(backfilled) -> None
     assert slow > 0 and slow_base == 0
 
 
-def test_404s_count_as_requests_but_not_as_failures(backfilled) -> None:
-    server, scenarios = backfilled
+def test_404s_count_as_requests_but_not_as_failures(backfilled_scenarios) -> None:
+    server, scenarios = backfilled_scenarios
     _, expected = scenarios["worse"]
     rounds = asyncio.run(
         collect_all(server.url, canary_config("worse", "app-canary", "app-primary"))
@@ -218,10 +196,10 @@ def test_404s_count_as_requests_but_not_as_failures(backfilled) -> None:
         assert data.baseline["errors"].total == sum(codes.values())
 
 
-def test_snapshot_is_json_and_names_each_series(backfilled) -> None:
+def test_snapshot_is_json_and_names_each_series(backfilled_scenarios) -> None:
     import json
 
-    server, _ = backfilled
+    server, _ = backfilled_scenarios
     rounds = asyncio.run(
         collect_all(server.url, canary_config("restart", "app-canary", "app-primary"))
     )
@@ -236,8 +214,8 @@ def test_snapshot_is_json_and_names_each_series(backfilled) -> None:
     assert raw["latency"]["baseline"]["query"] == "istio-latency"
 
 
-def test_a_failed_round_keeps_the_previous_snapshot_and_loses_nothing(backfilled) -> None:
-    server, scenarios = backfilled
+def test_a_failed_round_keeps_the_previous_snapshot_and_loses_nothing(backfilled_scenarios) -> None:
+    server, scenarios = backfilled_scenarios
     _, expected = scenarios["worse"]
     config = canary_config("worse", "app-canary", "app-primary")
 
@@ -333,16 +311,16 @@ class PartialAnswers:
 
 
 @pytest.fixture
-def partial(backfilled) -> Iterator[PartialAnswers]:
-    proxy = PartialAnswers(backfilled[0].url)
+def partial(backfilled_scenarios) -> Iterator[PartialAnswers]:
+    proxy = PartialAnswers(backfilled_scenarios[0].url)
     yield proxy
     proxy.close()
 
 
 def test_a_partial_histogram_answer_fails_the_round_and_the_next_answer_recovers(
-    backfilled, partial
+    backfilled_scenarios, partial
 ) -> None:
-    _, scenarios = backfilled
+    _, scenarios = backfilled_scenarios
     _, expected = scenarios["worse"]
     config = canary_config("worse", "app-canary", "app-primary")
 
@@ -374,9 +352,9 @@ def test_a_partial_histogram_answer_fails_the_round_and_the_next_answer_recovers
 
 
 def test_a_partial_warm_up_answer_is_completed_from_the_earlier_buckets(
-    backfilled, partial
+    backfilled_scenarios, partial
 ) -> None:
-    _, scenarios = backfilled
+    _, scenarios = backfilled_scenarios
     _, expected = scenarios["worse"]
     config = canary_config("worse", "app-canary", "app-primary")
 
@@ -397,13 +375,13 @@ def test_a_partial_warm_up_answer_is_completed_from_the_earlier_buckets(
 
 
 def test_analyze_through_a_partial_answer_records_an_error_round_and_recovers(
-    backfilled, partial, migrated_url: str, tmp_path, capsys
+    backfilled_scenarios, partial, migrated_url: str, tmp_path, capsys
 ) -> None:
     import json
 
     from canary.cli import main
 
-    _, scenarios = backfilled
+    _, scenarios = backfilled_scenarios
     _, expected = scenarios["worse"]
     partial.drop, partial.only_at = "50", float(BOUNDARIES[1])
     config = write_config(tmp_path / "canary.toml", partial.url, "worse")
@@ -447,8 +425,8 @@ def collect_values(url: str, query: str, boundary: float) -> tuple[float, float]
 BOUNDARY = BOUNDARIES[5]  # its 2-minute window is after the 404 burst, rates steady
 
 
-def test_success_rate_is_the_generated_ratio(backfilled) -> None:
-    server, scenarios = backfilled
+def test_success_rate_is_the_generated_ratio(backfilled_scenarios) -> None:
+    server, scenarios = backfilled_scenarios
     scenario, _ = scenarios["worse"]
     canary, baseline = collect_values(server.url, "success-rate", BOUNDARY)
     for arm, value in (("canary", canary), ("baseline", baseline)):
@@ -459,8 +437,8 @@ def test_success_rate_is_the_generated_ratio(backfilled) -> None:
     assert baseline == pytest.approx(0.99, abs=0.002)
 
 
-def test_average_latency_is_the_generated_mean(backfilled) -> None:
-    server, _ = backfilled
+def test_average_latency_is_the_generated_mean(backfilled_scenarios) -> None:
+    server, _ = backfilled_scenarios
     canary, baseline = collect_values(server.url, "latency-avg", BOUNDARY)
     # LATENCY_SPREAD averages to 1.18 x the configured latency, for every request cycle of 10
     assert canary == pytest.approx(80.0 * 1.18, rel=1e-9)
@@ -468,8 +446,8 @@ def test_average_latency_is_the_generated_mean(backfilled) -> None:
 
 
 @pytest.mark.parametrize("q", [0.5, 0.9, 0.99])
-def test_latency_quantiles_follow_histogram_quantile(backfilled, q: float) -> None:
-    server, scenarios = backfilled
+def test_latency_quantiles_follow_histogram_quantile(backfilled_scenarios, q: float) -> None:
+    server, scenarios = backfilled_scenarios
     scenario, _ = scenarios["worse"]
     canary, baseline = collect_values(server.url, f"latency-p{round(q * 100)}", BOUNDARY)
     for arm, value in (("canary", canary), ("baseline", baseline)):
@@ -478,8 +456,8 @@ def test_latency_quantiles_follow_histogram_quantile(backfilled, q: float) -> No
     assert canary > baseline
 
 
-def test_value_metric_without_traffic_is_no_data(backfilled) -> None:
-    server, _ = backfilled
+def test_value_metric_without_traffic_is_no_data(backfilled_scenarios) -> None:
+    server, _ = backfilled_scenarios
     config = canary_config(
         "nowhere",
         "x",
@@ -499,8 +477,8 @@ def test_value_metric_without_traffic_is_no_data(backfilled) -> None:
     assert any("no data" in note for note in snapshot["notes"])
 
 
-def test_counts_metric_without_series_is_no_data(backfilled) -> None:
-    server, _ = backfilled
+def test_counts_metric_without_series_is_no_data(backfilled_scenarios) -> None:
+    server, _ = backfilled_scenarios
     config = canary_config("nowhere", "x", "y")
 
     async def run():  # type: ignore[no-untyped-def]
@@ -516,8 +494,8 @@ def test_counts_metric_without_series_is_no_data(backfilled) -> None:
 # --------------------------------------------------------------------------- escaping
 
 
-def test_hostile_pod_names_match_only_themselves_as_regex(backfilled) -> None:
-    server, _ = backfilled
+def test_hostile_pod_names_match_only_themselves_as_regex(backfilled_scenarios) -> None:
+    server, _ = backfilled_scenarios
     pods = ['p"0}', "p\\1", "p\n2", 'p"}\\.*', "q.*|x", "q$", "p.*"]
     for pod in pods:
         exact = server.query(
@@ -536,8 +514,8 @@ def test_hostile_pod_names_match_only_themselves_as_regex(backfilled) -> None:
     assert float(impostor[0]["value"][1]) > 0
 
 
-def test_hostile_label_values_select_exactly_their_series(backfilled) -> None:
-    server, scenarios = backfilled
+def test_hostile_label_values_select_exactly_their_series(backfilled_scenarios) -> None:
+    server, scenarios = backfilled_scenarios
     scenario, _ = scenarios["hostile"]
     config = canary_config("hostile", HOSTILE_CANARY, HOSTILE_BASELINE)
     rounds = asyncio.run(collect_all(server.url, config))
@@ -553,36 +531,8 @@ def test_hostile_label_values_select_exactly_their_series(backfilled) -> None:
 # --------------------------------------------------------------------------- canary analyze
 
 
-def write_config(path, url: str, namespace: str, judge: str = "sequential") -> str:  # type: ignore[no-untyped-def]
-    path.write_text(
-        f"""
-[prometheus]
-url = "{url}"
-
-[[canary]]
-name = "shop"
-namespace = "{namespace}"
-interval = "2m"
-judge = "{judge}"
-[canary.traffic]
-virtual_service = "shop"
-canary = {{ host = "shop-canary" }}
-stable = {{ host = "shop-primary" }}
-[canary.arms.canary]
-match = {{ destination_workload = "app-canary" }}
-[canary.arms.baseline]
-match = {{ destination_workload = "app-primary" }}
-"""
-    )
-    return str(path)
-
-
-def iso(ts: float) -> str:
-    return at(ts).isoformat().replace("+00:00", "Z")
-
-
 def test_analyze_judges_a_past_window_and_stores_it(
-    backfilled, migrated_url: str, tmp_path, capsys
+    backfilled_scenarios, migrated_url: str, tmp_path, capsys
 ) -> None:
     import json
 
@@ -590,7 +540,7 @@ def test_analyze_judges_a_past_window_and_stores_it(
     from canary.store.analyses import load_analysis_full
     from canary.store.database import connect, sessions
 
-    server, scenarios = backfilled
+    server, scenarios = backfilled_scenarios
     _, expected = scenarios["worse"]
     config = write_config(tmp_path / "canary.toml", server.url, "worse")
     argv = ["--config", config, "--database-url", migrated_url, "analyze", "--canary", "shop"]
@@ -634,10 +584,12 @@ def test_analyze_judges_a_past_window_and_stores_it(
     assert code == 1 and "verdict: FAIL" in text and "errors canary" in text
 
 
-def test_analyze_rejects_bad_windows(backfilled, migrated_url: str, tmp_path, capsys) -> None:
+def test_analyze_rejects_bad_windows(
+    backfilled_scenarios, migrated_url: str, tmp_path, capsys
+) -> None:
     from canary.cli import main
 
-    server, _ = backfilled
+    server, _ = backfilled_scenarios
     config = write_config(tmp_path / "canary.toml", server.url, "worse")
     argv = ["--config", config, "--database-url", migrated_url, "analyze"]
     cases = [
@@ -672,7 +624,7 @@ def test_analyze_with_prometheus_down_is_a_runtime_error(
 
 @pytest.mark.parametrize("scenario", ["resets", "gaps"])
 def test_analyze_asks_only_for_the_judged_buckets_once_the_judge_fixed_them(
-    backfilled, migrated_url: str, tmp_path, capsys, scenario: str
+    backfilled_scenarios, migrated_url: str, tmp_path, capsys, scenario: str
 ) -> None:
     """The sequential judge fixes its latency bounds at its warm-up round; the rounds
     after it store only those buckets and +Inf, with the generated counts."""
@@ -682,7 +634,7 @@ def test_analyze_asks_only_for_the_judged_buckets_once_the_judge_fixed_them(
     from canary.store.analyses import load_analysis_full
     from canary.store.database import connect, sessions
 
-    server, scenarios = backfilled
+    server, scenarios = backfilled_scenarios
     _, expected = scenarios[scenario]
     config = write_config(tmp_path / "canary.toml", server.url, scenario)
     window = ["--from", iso(BOUNDARIES[0]), "--to", iso(BOUNDARIES[-1])]

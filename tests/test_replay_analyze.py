@@ -1,7 +1,8 @@
 """`canary analyze` against a backfilled Prometheus, then `canary replay` of what it stored.
 
-Uses the session's backfilled Prometheus of tests/test_metrics_backfill.py (real
-Prometheus 2.42, OpenMetrics loaded with promtool).
+Uses the session's backfilled Prometheus of the scenarios in tests/metrics_scenarios.py
+(`backfilled_scenarios` in conftest.py: real Prometheus 2.42, OpenMetrics loaded with
+promtool).
 """
 
 from __future__ import annotations
@@ -9,17 +10,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from metrics_scenarios import BOUNDARIES
-from test_metrics_backfill import backfilled, iso, write_config  # noqa: F401 (fixture)
+from metrics_scenarios import BOUNDARIES, iso, write_config
 
 from canary.cli import main
 
 
 @pytest.mark.parametrize("judge", ["sequential", "mann_whitney"])
 def test_replay_reproduces_canary_analyze(
-    request: pytest.FixtureRequest, migrated_url, tmp_path, capsys, judge
+    backfilled_scenarios, migrated_url, tmp_path, capsys, judge
 ) -> None:  # type: ignore[no-untyped-def]
-    server, _ = request.getfixturevalue("backfilled")
+    server, _ = backfilled_scenarios
     made = []
     for namespace in ("worse", "resets", "restart", "gaps"):
         config = write_config(tmp_path / f"{namespace}.toml", server.url, namespace, judge)

@@ -5,100 +5,20 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import browser as chromium
 import pytest
+from stored_analyses import T0, regressing_analysis
 
-from canary.config import AnalysisSettings, StepConfig
-from canary.engine import decide, start
-from canary.judge import make_judge
 from canary.judge.round_values import bucket_quantile
-from canary.model import ActionState, Counts, Histogram, RoundData
+from canary.model import Histogram
 from canary.report import render_analysis, render_index
-from canary.store.analyses import (
-    ActionIntent,
-    create_analysis,
-    list_analyses,
-    load_analysis_full,
-    mark_action,
-    record_round,
-)
+from canary.store.analyses import list_analyses, load_analysis_full
 from canary.store.database import connect, migrate, sessions
 
-T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 #: An e-value or any float in scientific notation.
 RAW = re.compile(r"(?<![\w-])\d(\.\d+)?e[+-]\d+")
-BOUNDS = (5.0, 10.0, 25.0, 50.0, 100.0, 250.0, math.inf)
-
-
-def _histogram(n: int, slow: float) -> Histogram:
-    shares = [0.05, 0.25, 0.55, 0.85, 0.97 - slow, 0.995 - slow / 2, 1.0]
-    return Histogram(BOUNDS, tuple(round(n * s) for s in shares))
-
-
-def _regressing_analysis(url: str, minutes: int = 1) -> str:
-    """A real judge and the real engine over 12 rounds of `minutes`; errors rise at round 6."""
-    settings = AnalysisSettings(
-        interval=60 * minutes,
-        steps=[
-            StepConfig(weight=10, duration=180 * minutes),
-            StepConfig(weight=40, duration=180 * minutes),
-        ],
-    )
-    judge = make_judge("sequential", settings.metrics, settings)
-    factory = sessions(connect(url))
-    with factory.begin() as session:
-        analysis = create_analysis(
-            session,
-            canary="checkout",
-            source="daemon",
-            judge="sequential",
-            settings=settings.model_dump(mode="json"),
-            now=T0,
-        )
-        state, _ = start(settings, T0)
-        judge_state = judge.initial_state()
-        for index in range(1, 13):
-            now = T0 + timedelta(minutes=index * minutes)
-            canary_n = 60 * state.weight
-            failed = round(canary_n * (0.001 if index < 6 else 0.05))
-            data = RoundData(
-                canary={"errors": Counts(canary_n, failed), "latency": _histogram(canary_n, 0)},
-                baseline={"errors": Counts(6000, 6), "latency": _histogram(6000, 0)},
-                start=now - timedelta(minutes=minutes),
-                end=now,
-            )
-            judge_state, judgement = judge.update(judge_state, data)
-            outcome = decide(state, judgement, now, settings)
-            intent = (
-                ActionIntent(outcome.decision.value, outcome.weight, state.weight)
-                if outcome.weight is not None
-                else None
-            )
-            _, action = record_round(
-                session,
-                analysis,
-                index=index,
-                data=data,
-                judgement=judgement,
-                judge_state=judge_state,
-                snapshot={},
-                decision=outcome.decision,
-                weight=state.weight,
-                step=state.step,
-                action=intent,
-                now=now,
-            )
-            if action is not None:
-                mark_action(session, action, ActionState.DONE)
-            state = outcome.state
-            if state.status.is_final:
-                analysis.status = state.status.value
-                analysis.reason = outcome.reason
-                break
-        return analysis.id
 
 
 @pytest.fixture
@@ -115,7 +35,7 @@ def test_quantiles_interpolate_inside_the_bucket() -> None:
 
 
 def test_rolled_back_report_shows_when_and_why(report_db: str, tmp_path: Path) -> None:
-    analysis_id = _regressing_analysis(report_db)
+    analysis_id = regressing_analysis(report_db)
     with sessions(connect(report_db))() as session:
         analysis = load_analysis_full(session, analysis_id)
         html = render_analysis(analysis)
@@ -174,7 +94,7 @@ def _is_round(value: float) -> bool:
 
 
 def test_charts_have_round_ticks_and_a_legend_per_line(report_db: str, tmp_path: Path) -> None:
-    analysis_id = _regressing_analysis(report_db)
+    analysis_id = regressing_analysis(report_db)
     with sessions(connect(report_db))() as session:
         html = render_analysis(load_analysis_full(session, analysis_id))
     path = tmp_path / "report.html"
@@ -209,7 +129,7 @@ def test_charts_have_round_ticks_and_a_legend_per_line(report_db: str, tmp_path:
 
 
 def test_an_hour_long_analysis_reads_in_wall_clock_time(report_db: str, tmp_path: Path) -> None:
-    analysis_id = _regressing_analysis(report_db, minutes=10)
+    analysis_id = regressing_analysis(report_db, minutes=10)
     with sessions(connect(report_db))() as session:
         html = render_analysis(load_analysis_full(session, analysis_id))
     path = tmp_path / "long.html"
@@ -255,7 +175,7 @@ def test_long_analyses_show_wall_clock_time() -> None:
 
 
 def test_index_lists_and_filters(report_db: str, tmp_path: Path) -> None:
-    _regressing_analysis(report_db)
+    regressing_analysis(report_db)
     with sessions(connect(report_db))() as session:
         html = render_index(list_analyses(session), status="rolled_back")
     path = tmp_path / "index.html"
@@ -269,7 +189,7 @@ def test_index_lists_and_filters(report_db: str, tmp_path: Path) -> None:
 def test_report_command_writes_one_self_contained_file(report_db: str, tmp_path: Path) -> None:
     from canary.cli import main
 
-    analysis_id = _regressing_analysis(report_db)
+    analysis_id = regressing_analysis(report_db)
     out = tmp_path / "out.html"
     assert main(["--database-url", report_db, "report", analysis_id, "--out", str(out)]) == 0
     html = out.read_text()

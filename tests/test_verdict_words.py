@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_report import _regressing_analysis
+from stored_analyses import regressing_analysis
 
 from canary.config import AnalysisSettings, SequentialMetric
 from canary.judge import make_judge
@@ -128,7 +128,7 @@ def _canary(*args: str) -> subprocess.CompletedProcess[str]:
 def test_show_history_and_status_speak_words_and_json_keeps_the_numbers(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'canary.db'}"
     migrate(connect(url))
-    analysis_id = _regressing_analysis(url)
+    analysis_id = regressing_analysis(url)
     show = _canary("show", analysis_id, "--database-url", url)
     assert show.returncode == 0, show.stderr
     assert "FAIL evidence 100% — decided" in show.stdout
