@@ -104,6 +104,8 @@ class FaultServer:
                         "error": 'invalid parameter "query": 1:9: parse error: unexpected "}"',
                     }
                     self._answer(400, json.dumps(body).encode())
+                elif mode in ("chunked", "until-close", "drop-after"):
+                    self._framed(mode, json.dumps(fault.body).encode())
                 elif mode == "status-error":
                     body = {
                         "status": "error",
@@ -113,6 +115,27 @@ class FaultServer:
                     self._answer(200, json.dumps(body).encode())
                 else:
                     self._answer(200, json.dumps(fault.body).encode())
+
+            def _framed(self, mode: str, body: bytes) -> None:
+                """A 200 framed by chunks, by closing the connection, or with a length
+                and then closing the kept-alive connection without saying so."""
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                if mode == "chunked":
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    for start in range(0, len(body), 7):
+                        part = body[start : start + 7]
+                        self.wfile.write(b"%x;ext=1\r\n%s\r\n" % (len(part), part))
+                    self.wfile.write(b"0\r\nX-Trailer: 1\r\n\r\n")
+                    return
+                if mode == "drop-after":
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(2)
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -211,6 +234,28 @@ def test_closed_connection_is_retried_then_unreachable(fault: FaultServer) -> No
     with pytest.raises(PrometheusUnreachable, match="unreachable"):
         run_query(config(fault.url, retries=2))
     assert len(fault.requests) == 3
+
+
+@pytest.mark.parametrize("mode", ["chunked", "until-close", "drop-after"])
+def test_answers_framed_by_chunks_or_by_the_connection_end_are_read_whole(
+    fault: FaultServer, mode: str
+) -> None:
+    """Prometheus chunks large answers; a proxy may end them by closing, or close a
+    kept-alive connection between two queries (the next one opens another, not a
+    retry: retries = 0 here)."""
+    fault.mode = mode
+    fault.body = {
+        "status": "success",
+        "data": {"resultType": "vector", "result": [{"metric": {"pod": "a"}, "value": [1, "42"]}]},
+    }
+
+    async def go():  # type: ignore[no-untyped-def]
+        async with PrometheusClient(config(fault.url, retries=0)) as client:
+            return [await client.query("up", 1767225600.0) for _ in range(3)], client.stats
+
+    results, stats = asyncio.run(go())
+    assert [r.samples[0].value for r in results] == [42.0, 42.0, 42.0]
+    assert len(fault.requests) == 3 and stats.retries == 0
 
 
 def test_slow_server_times_out_after_the_configured_timeout(fault: FaultServer) -> None:

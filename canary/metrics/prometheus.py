@@ -5,11 +5,12 @@ on the query path; both are served by every Prometheus-compatible backend. Queri
 are sent as form-encoded POST bodies so long selectors never hit URL limits.
 
 One client is shared by every canary of a process. It holds up to
-`PrometheusConfig.max_concurrency` keep-alive connections, each in its own
-single-connection httpx client, and lends one to each request: that bounds the
-requests in flight, and no request pays for a pool scanning all connections (httpx's
-pool does, per request and per connection, which cost a round of a thousand canaries
-about a fifth of its CPU). Connection errors,
+`PrometheusConfig.max_concurrency` keep-alive connections and lends one to each
+request, which bounds the requests in flight. Requests go over `canary.metrics.http`
+(a lean HTTP/1.1 client: httpx cost a millisecond of CPU per request, more than
+parsing the answer); when the environment names a proxy for Prometheus
+(``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY``, not bypassed by ``NO_PROXY``), or a
+test passes an httpx transport, they go through httpx instead. Connection errors,
 timeouts and 5xx answers are retried `retries` times with exponential backoff
 (`retry_backoff`, doubling); 4xx answers never are. Every failure raises a typed
 `canary.errors.PrometheusError` carrying the query and the server's message.
@@ -23,12 +24,14 @@ library (msgspec measured the same; orjson keeps one generic parse path).
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import base64
 import logging
 import math
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -46,11 +49,15 @@ from canary.errors import (
     PrometheusTimeout,
     PrometheusUnreachable,
 )
+from canary.metrics.http import Connection, ConnectionClosed, Origin, Response
 from canary.retry import RetryPolicy, retrying
 
 __all__ = ["PrometheusClient", "QueryResult", "RangeSeries", "Sample", "to_unix"]
 
 log = logging.getLogger("canary.metrics")
+
+#: An HTTP answer: the lean client's, or httpx's when requests go through httpx.
+_Answer = Response | httpx.Response
 
 
 def to_unix(at: datetime | float) -> float:
@@ -148,15 +155,19 @@ class PrometheusClient:
     ) -> None:
         self.config = config
         self._transport = transport
-        self._clients: list[httpx.AsyncClient] = []
-        self._idle: asyncio.LifoQueue[httpx.AsyncClient | None] | None = None
-        self._verify: bool | ssl.SSLContext | None = None
-        self.stats = _Stats()
         self._record = record_latencies
+        self.stats = _Stats()
+        self._ready = False
+        self._origin: Origin | None = None
+        self._head = b""  # the header lines every request carries
+        self._httpx: httpx.AsyncClient | None = None  # proxied, or a test's transport
+        self._slots: asyncio.LifoQueue[Connection | None] | None = None
+        self._open: set[Connection] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _build(self) -> httpx.AsyncClient:
+    def _setup(self) -> None:
+        """Headers, TLS context and the way requests go, once per client."""
         config = self.config
         headers = {"Accept": "application/json", "User-Agent": "canary"}
         headers.update(config.headers)
@@ -165,51 +176,38 @@ class PrometheusClient:
         )
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        auth = None
         if config.basic_auth is not None:
             password = read_secret(
                 file=config.basic_auth.password_file,
                 env=config.basic_auth.password_env,
                 what="prometheus.basic_auth",
             )
-            auth = httpx.BasicAuth(config.basic_auth.username, password or "")
-        if self._verify is None:  # one TLS context for every connection
-            if config.insecure_skip_verify:
-                self._verify = False
-            elif config.ca_file:
-                self._verify = ssl.create_default_context(cafile=config.ca_file)
-            else:
-                self._verify = httpx.create_ssl_context()  # httpx's default trust
-        return httpx.AsyncClient(
-            base_url=config.url,
-            headers=headers,
-            auth=auth,
-            verify=self._verify,
-            timeout=httpx.Timeout(config.timeout),
-            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-            transport=self._transport,
-        )
-
-    @contextlib.asynccontextmanager
-    async def _lease(self) -> AsyncIterator[httpx.AsyncClient]:
-        """One connection for one request; waits while `max_concurrency` are lent.
-
-        The most recently returned connection is lent first, so a quiet process keeps
-        a few warm connections rather than cycling through all of them.
-        """
-        if self._idle is None:
-            self._idle = asyncio.LifoQueue()
-            for _ in range(self.config.max_concurrency):
-                self._idle.put_nowait(None)  # a connection not opened yet
-        idle = self._idle
-        client = await idle.get()
-        try:
-            if client is None:
-                client = self._build()
-                self._clients.append(client)
-            yield client
-        finally:
-            idle.put_nowait(client)
+            pair = f"{config.basic_auth.username}:{password or ''}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+        context: ssl.SSLContext
+        if config.insecure_skip_verify:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        elif config.ca_file:
+            context = ssl.create_default_context(cafile=config.ca_file)
+        else:
+            context = httpx.create_ssl_context()  # httpx's trust store (certifi)
+        if self._transport is not None or _proxied(config.url):
+            self._httpx = httpx.AsyncClient(
+                base_url=config.url,
+                headers=headers,
+                verify=context,
+                timeout=httpx.Timeout(config.timeout),
+                limits=httpx.Limits(max_connections=config.max_concurrency),
+                transport=self._transport,
+            )
+        else:
+            origin = Origin.of(config.url, context)
+            headers = {"Host": origin.host_header, **headers}
+            lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+            self._origin, self._head = origin, lines.encode("latin-1")
+        self._ready = True
 
     async def __aenter__(self) -> PrometheusClient:
         return self
@@ -218,9 +216,12 @@ class PrometheusClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        clients, self._clients, self._idle = self._clients, [], None
-        for client in clients:
-            await client.aclose()
+        opened, self._open, self._slots = self._open, set(), None
+        for connection in opened:
+            connection.close()
+        if self._httpx is not None:
+            await self._httpx.aclose()
+        self._httpx, self._ready = None, False
 
     # ------------------------------------------------------------------ API
 
@@ -250,15 +251,14 @@ class PrometheusClient:
         trivial query `1` instead. Never raises.
         """
         try:
-            async with self._lease() as client:
-                response = await client.get("/-/ready")
+            response = await self._exchange("GET", "/-/ready", None)
             if response.status_code == 200:
                 return True
             if response.status_code in (404, 405):
                 await self.query("1", time.time())
                 return True
             return False
-        except (httpx.HTTPError, PrometheusError):
+        except (OSError, PrometheusError):
             return False
 
     # ------------------------------------------------------------------ internals
@@ -281,23 +281,19 @@ class PrometheusClient:
         policy = RetryPolicy(self.config.retries, self.config.retry_backoff)
         return await retrying(attempt, policy, retryable=_retryable, on_retry=on_retry)
 
-    async def _post(self, path: str, data: dict[str, str], query: str, url: str) -> httpx.Response:
+    async def _post(self, path: str, data: dict[str, str], query: str, url: str) -> _Answer:
         """One POST; a timeout, an unreachable server or HTTP 5xx as a PrometheusError."""
         try:
-            async with self._lease() as client:
-                t0 = time.perf_counter()
-                response = await client.post(path, data=data)
-                if self._record:
-                    self.stats.latencies.append(time.perf_counter() - t0)
+            response = await self._exchange("POST", path, data)
             self.stats.requests += 1
-        except httpx.TimeoutException as exc:
+        except TimeoutError as exc:
             raise PrometheusTimeout(
                 f"Prometheus at {self.config.url} did not answer within "
                 f"{self.config.timeout:g}s ({type(exc).__name__})",
                 query=query,
                 url=url,
             ) from None
-        except httpx.TransportError as exc:
+        except OSError as exc:
             raise PrometheusUnreachable(
                 f"Prometheus at {self.config.url} is unreachable: {_describe(exc)}",
                 query=query,
@@ -316,7 +312,86 @@ class PrometheusClient:
             )
         return response
 
-    def _parse(self, response: httpx.Response, query: str, url: str) -> QueryResult:
+    async def _exchange(self, method: str, path: str, form: dict[str, str] | None) -> _Answer:
+        """One request on a lent connection, within `timeout`.
+
+        TimeoutError when it takes longer; OSError (ConnectionError) when the server
+        cannot be reached or its answer does not frame. A kept-alive connection the
+        server closed meanwhile is replaced once, transparently: queries are reads.
+        """
+        if not self._ready:
+            self._setup()
+        if self._httpx is not None:
+            return await self._through_httpx(method, path, form)
+        origin = self._origin
+        assert origin is not None
+        body = urllib.parse.urlencode(form).encode() if form is not None else b""
+        lines = f"{method} {origin.prefix}{path} HTTP/1.1\r\n".encode() + self._head
+        if form is not None:
+            lines += b"Content-Type: application/x-www-form-urlencoded\r\n"
+        message = lines + b"Content-Length: %d\r\n\r\n" % len(body) + body
+        if self._slots is None:
+            self._slots = asyncio.LifoQueue()
+            for _ in range(self.config.max_concurrency):
+                self._slots.put_nowait(None)  # a connection not opened yet
+        slots = self._slots
+        connection = await slots.get()
+        started = time.perf_counter()  # the latency: from here (not queued) to the answer
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                if connection is not None and not connection.usable:
+                    self._discard(connection)
+                    connection = None
+                if connection is None:
+                    connection = await self._connect(origin)
+                try:
+                    response = await connection.request(message)
+                except ConnectionClosed:
+                    if not connection.served:
+                        raise
+                    self._discard(connection)
+                    connection = None
+                    connection = await self._connect(origin)
+                    response = await connection.request(message)
+            if self._record:
+                self.stats.latencies.append(time.perf_counter() - started)
+            if not response.keep_alive:
+                self._discard(connection)
+                connection = None
+            return response
+        except BaseException:
+            if connection is not None:
+                self._discard(connection)
+                connection = None
+            raise
+        finally:
+            slots.put_nowait(connection)
+
+    async def _connect(self, origin: Origin) -> Connection:
+        connection = await Connection.open(origin)
+        self._open.add(connection)
+        return connection
+
+    def _discard(self, connection: Connection) -> None:
+        connection.close()
+        self._open.discard(connection)
+
+    async def _through_httpx(
+        self, method: str, path: str, form: dict[str, str] | None
+    ) -> httpx.Response:
+        assert self._httpx is not None
+        try:
+            started = time.perf_counter()
+            response = await self._httpx.request(method, path, data=form)
+            if self._record:
+                self.stats.latencies.append(time.perf_counter() - started)
+            return response
+        except httpx.TimeoutException as exc:
+            raise TimeoutError(type(exc).__name__) from None
+        except httpx.TransportError as exc:
+            raise ConnectionError(_describe(exc)) from None
+
+    def _parse(self, response: _Answer, query: str, url: str) -> QueryResult:
         status = response.status_code
         try:
             body = orjson.loads(response.content)
@@ -428,7 +503,16 @@ def _format_time(seconds: float) -> str:
     return f"{seconds:.3f}"
 
 
-def _describe(exc: httpx.TransportError) -> str:
+def _proxied(url: str) -> bool:
+    """Whether the environment names a proxy for `url` (as httpx and urllib read it)."""
+    proxies = urllib.request.getproxies_environment()
+    parts = urllib.parse.urlsplit(url)
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass_environment(parts.netloc, proxies)
+
+
+def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text
 
@@ -438,7 +522,7 @@ def _excerpt(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _error_type(response: httpx.Response) -> str | None:
+def _error_type(response: _Answer) -> str | None:
     try:
         body = response.json()
     except ValueError:
@@ -446,7 +530,7 @@ def _error_type(response: httpx.Response) -> str | None:
     return body.get("errorType") if isinstance(body, dict) else None
 
 
-def _server_message(response: httpx.Response, body: Any = None) -> str:
+def _server_message(response: _Answer, body: Any = None) -> str:
     """The PromQL error text when the body is the API's JSON, else a body excerpt."""
     if body is None:
         try:
