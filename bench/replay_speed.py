@@ -281,6 +281,8 @@ def backtest_split(url: str) -> None:
             reading += after_read - mark
             if stored is None:
                 break
+            if isinstance(stored, Exception):
+                raise stored  # the bench writes every analysis itself: none is malformed
             result = replay(stored, resolve_settings(stored), explain=False)  # as backtest()
             judging += time.perf_counter() - after_read
             summary.add(result)

@@ -21,6 +21,7 @@ error, 3 runtime error (database, Prometheus, Kubernetes unreachable ...)::
     │   └── InvalidWeights            (also a UsageError, exit 2)
     ├── DatabaseError                 the database cannot be used
     │   └── SchemaError               its schema is not this version's
+    ├── StoredDataError               a stored analysis that cannot be read as recorded
     ├── RoundConflict                 another process recorded the round first
     └── DaemonAlreadyRunning          another daemon holds the SQLite database
 
@@ -61,6 +62,7 @@ __all__ = [
     "ResourceNotFound",
     "RoundConflict",
     "SchemaError",
+    "StoredDataError",
     "TemplateError",
     "TrafficError",
     "Unauthorized",
@@ -280,6 +282,15 @@ class DatabaseError(CanaryError):
 
 class SchemaError(DatabaseError):
     """The database schema is not the one this version of canary needs."""
+
+
+class StoredDataError(CanaryError):
+    """A stored analysis whose recorded values cannot be read (edited by hand, or written
+    by another version): the message names the analysis, the round and the field."""
+
+    def __init__(self, analysis_id: str, where: str, message: str) -> None:
+        self.analysis_id, self.where = analysis_id, where
+        super().__init__(f"analysis {analysis_id}: {where}: {message}")
 
 
 class RoundConflict(CanaryError):

@@ -30,9 +30,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from canary import engine
-from canary.config import AnalysisSettings, Config, settings_for_judge
-from canary.errors import UsageError
+from canary.config import AnalysisSettings, Config, settings_for_judge, validation_problems
+from canary.errors import StoredDataError, UsageError
 from canary.judge import JUDGES, make_judge
 from canary.model import AnalysisStatus, Decision, Judgement, Verdict
 from canary.overrides import apply_overrides, validate_settings
@@ -88,6 +90,17 @@ def config_settings(config: Config, canary: str) -> dict[str, Any]:
     return config.defaults.model_dump(mode="json")
 
 
+def recorded_settings(stored: StoredAnalysis) -> AnalysisSettings:
+    """The recorded configuration, validated; StoredDataError names the stored key."""
+    try:
+        return AnalysisSettings.from_recorded(stored.settings, stored.judge)
+    except ValidationError as exc:
+        path, message = validation_problems(exc, ("settings",))[0]
+        raise StoredDataError(stored.id, path, message) from None
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise StoredDataError(stored.id, "settings", str(exc)) from None
+
+
 def resolve_settings(
     stored: StoredAnalysis,
     *,
@@ -101,6 +114,9 @@ def resolve_settings(
     keys of the recorded judge; `--set` then sets the new judge's keys.
     """
     if config is None:
+        recorded = recorded_settings(stored)
+        if judge is None and not overrides:
+            return recorded
         base = recorded_settings_data(stored)
         where = f"recorded configuration of {stored.id}"
     else:
@@ -180,7 +196,14 @@ def _seconds(stored: StoredAnalysis, start: datetime, index: int | None) -> floa
 def _start_time(stored: StoredAnalysis) -> datetime:
     """The engine's start (recorded in its state), else the analysis' creation time."""
     recorded = stored.engine_state.get("started_at") if stored.mode == "engine" else None
-    return datetime.fromisoformat(recorded) if recorded else stored.started_at
+    if not recorded:
+        return stored.started_at
+    try:
+        return datetime.fromisoformat(recorded)
+    except (TypeError, ValueError):
+        raise StoredDataError(
+            stored.id, "engine_state.started_at", f"expected an ISO 8601 time, got {recorded!r}"
+        ) from None
 
 
 def _judged(stored: StoredAnalysis) -> tuple[StoredRound, ...]:
@@ -258,6 +281,15 @@ def _judge(settings: AnalysisSettings, explain: bool = True) -> Any:
     return judge
 
 
+def _step(stored: StoredAnalysis, *args: Any, index: int, **kwargs: Any) -> engine.RoundStep:
+    """`engine.step` on a stored round; an observation the judge cannot use (a histogram
+    where the metric counts requests) is a StoredDataError naming the round."""
+    try:
+        return engine.step(*args, index=index, **kwargs)
+    except ValueError as exc:
+        raise StoredDataError(stored.id, f"round {index}", str(exc)) from None
+
+
 def _replay_engine(
     stored: StoredAnalysis, settings: AnalysisSettings, start: datetime, explain: bool = True
 ) -> tuple[list[ReplayedRound], ReplayOutcome]:
@@ -275,7 +307,9 @@ def _replay_engine(
             rounds.append(_not_reached(round_))
             continue
         now = data.end or start
-        step = engine.step(judge, judge_state, data, now, settings, index=round_.index, state=state)
+        step = _step(
+            stored, judge, judge_state, data, now, settings, index=round_.index, state=state
+        )
         assert step.outcome is not None
         judge_state, judgement, decided = step.judge_state, step.judgement, step.outcome
         if judgement is not None:
@@ -329,7 +363,8 @@ def _replay_verdicts(
         # As in the daemon and `canary analyze`: the first judged round at the budget
         # ends the analysis (a round whose queries failed judges nothing).
         ended = at_budget and round_.data.error is None
-        step = engine.step(
+        step = _step(
+            stored,
             judge,
             judge_state,
             round_.data,
@@ -593,6 +628,10 @@ def _replay_chunk(
     # Analyses of one canary mostly share their recorded settings: validate each once.
     resolved: dict[tuple[str, str], AnalysisSettings] = {}
     for stored in iter_stored(session, ids):
+        if isinstance(stored, StoredDataError):
+            for name, _ in configs:
+                run.errors[name].append(str(stored))
+            continue
         for name, config in configs:
             try:
                 if config is None:
@@ -611,10 +650,12 @@ def _replay_chunk(
                         resolved.clear()
                     resolved[key] = settings
                 run.results[name].append(replay(stored, settings, explain=False))
+            except StoredDataError as exc:
+                run.errors[name].append(str(exc))
             except UsageError as exc:
                 if overrides or judge:
                     raise  # a bad override is the user's mistake, not the analysis'
-                run.errors[name].append(f"{stored.id}: {exc}")
+                run.errors[name].append(f"analysis {stored.id}: {exc}")
     return run
 
 

@@ -234,3 +234,91 @@ def test_a_shorter_budget_ends_every_source_at_the_budget(tmp_path: Path, capsys
         assert (body["replayed"]["verdict"], body["replayed"]["round"]) == ("inconclusive", 5)
         later = [r for r in body["rounds"] if r["round"] > 5]
         assert later and all(r["replayedVerdict"] is None for r in later), source
+
+
+def _copy(url: str, path: Path) -> str:
+    """A copy of the SQLite store (through SQLite's backup, so a WAL is included)."""
+    import sqlite3
+
+    source = sqlite3.connect(url.removeprefix("sqlite:///"))
+    target = sqlite3.connect(path)
+    source.backup(target)
+    source.close()
+    target.close()
+    return f"sqlite:///{path}"
+
+
+def _dump(url: str) -> list[str]:
+    import sqlite3
+
+    connection = sqlite3.connect(url.removeprefix("sqlite:///"))
+    try:
+        return list(connection.iterdump())
+    finally:
+        connection.close()
+
+
+def test_backtest_reports_malformed_stored_analyses_and_replays_the_others(  # type: ignore[no-untyped-def]
+    store, capsys, tmp_path: Path
+) -> None:
+    """Stored values that no longer validate — a recorded setting, the engine state,
+    one round's observation, a time SQLite holds as text — stop neither `replay --all`
+    nor a `--set` backtest: every other analysis is replayed, each bad one is named on
+    stderr with the field and round, the exit code is 3, and nothing stored changes."""
+    url, ids = store
+    url = _copy(url, tmp_path / "malformed.db")
+    with sa.create_engine(url).begin() as connection:
+        connection.execute(
+            sa.text(
+                "UPDATE analyses SET settings = json_set(settings, '$.interval', 'fast') "
+                "WHERE id = :id"
+            ),
+            {"id": ids["good"]},
+        )
+        connection.execute(
+            sa.text(
+                "UPDATE analyses SET engine_state = "
+                "json_set(engine_state, '$.started_at', 'yesterday') WHERE id = :id"
+            ),
+            {"id": ids["bad"]},
+        )
+        connection.execute(
+            sa.text(
+                "UPDATE observations SET delta = json_set(delta, '$.total', 'many') "
+                "WHERE kind = 'counts' AND arm = 'canary' AND round_id = "
+                '(SELECT id FROM rounds WHERE analysis_id = :id AND "index" = 3)'
+            ),
+            {"id": ids["argo_bad"]},
+        )
+        connection.execute(
+            sa.text(
+                "UPDATE rounds SET window_end = 'garbage' WHERE analysis_id = :id AND \"index\" = 2"
+            ),
+            {"id": ids["halted"]},
+        )
+    before = _dump(url)
+    expected = {
+        ids["good"]: "settings.interval: invalid duration 'fast'",
+        ids["bad"]: "engine_state.started_at: expected an ISO 8601 time, got 'yesterday'",
+        ids["argo_bad"]: "round 3, observation 'errors' (canary) delta: counts total must be "
+        "a non-negative integer, got 'many'",
+        ids["halted"]: "rounds.window_end: a value cannot be read",
+    }
+
+    for extra in ([], ["--set", "max_rounds=5"]):
+        code, out, err = run(capsys, url, "replay", "--all", *extra, "--json")
+        assert code == 3, extra
+        body = json.loads(out)
+        assert [r["analysisId"] for r in body["results"]["replayed"]] == [ids["analyze_good"]]
+        lines = err.strip().splitlines()
+        assert len(lines) == len(expected), err
+        for analysis_id, problem in expected.items():
+            assert any(f"analysis {analysis_id}: {problem}" in line for line in lines), err
+
+    code, out, err = run(capsys, url, "replay", "--all")
+    assert code == 3
+    assert ids["analyze_good"] in out and "not replayed" in out  # the summary counts them
+    assert all(f"not replayed: analysis {i}" in err for i in expected), err
+    code, _, err = run(capsys, url, "replay", ids["argo_bad"])
+    assert code == 3 and expected[ids["argo_bad"]] in err and "internal error" not in err
+    assert _dump(url) == before

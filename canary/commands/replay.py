@@ -8,8 +8,9 @@ the command) still names the database; ``--config`` after ``replay`` names the
 configuration(s) to replay with (default: the configuration each analysis recorded).
 
 Exit codes: one analysis exits 1 when its replayed verdict is FAIL (as `canary analyze`
-and `canary judge`), else 0; a backtest (`--all`) is a report and exits 0. Bad input
-exits 2, an unreachable database 3.
+and `canary judge`), else 0; a backtest (`--all`) is a report and exits 0, or 3 after
+the report when a stored analysis could not be read (each named on stderr). Bad input
+exits 2, an unreachable database or an unreadable stored analysis 3.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from rich.table import Table
 
 from canary.commands._common import console, load, open_engine, print_json, since_time
 from canary.config import Config, load_config
-from canary.errors import EXIT_FAIL_VERDICT, EXIT_OK, UsageError
+from canary.errors import EXIT_FAIL_VERDICT, EXIT_OK, EXIT_RUNTIME, UsageError
 from canary.judge import JUDGES
 from canary.model import Verdict
 from canary.overrides import parse_overrides
@@ -299,13 +300,23 @@ def _backtest(
                 },
             }
         )
-        return 0
-    _print_analyses(results)
-    _print_summary(summaries, labelled=bool(labels))
+    else:
+        _print_analyses(results)
+        _print_summary(summaries, labelled=bool(labels))
+    return _report_unreplayed(errors)
+
+
+def _report_unreplayed(errors: dict[str, list[str]]) -> int:
+    """Each analysis that could not be replayed, once, on stderr; 3 if there was one."""
+    several = len(errors) > 1
+    seen: dict[str, list[str]] = {}
     for name, problems in errors.items():
         for problem in problems:
-            console.print(f"[{name}] not replayed: {problem}", markup=False)
-    return 0
+            seen.setdefault(problem, []).append(name)
+    for problem, names in seen.items():
+        where = f" (with {', '.join(names)})" if several and len(names) < len(errors) else ""
+        print(f"canary: replay: not replayed{where}: {problem}", file=sys.stderr)
+    return EXIT_RUNTIME if seen else EXIT_OK
 
 
 def _print_analyses(results: dict[str, list[ReplayResult]]) -> None:

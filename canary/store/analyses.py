@@ -17,7 +17,7 @@ from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer, selectinload
 
-from canary.errors import NotFoundError, RoundConflict, UsageError
+from canary.errors import NotFoundError, RoundConflict, StoredDataError, UsageError
 from canary.model import (
     ActionState,
     AnalysisStatus,
@@ -577,18 +577,29 @@ def load_analysis_full(session: Session, analysis_id: str) -> Analysis:
 
 
 def round_data(row: Round) -> RoundData:
-    """The judges' view of a stored round (for replay)."""
+    """The judges' view of a stored round (for replay); StoredDataError names the
+    observation that cannot be read."""
     sides: dict[str, dict[str, Any]] = {Arm.CANARY.value: {}, Arm.BASELINE.value: {}}
     pods: dict[str, dict[str, dict[str, Any]]] = {}
     for observation in row.observations:
+        where = f"round {row.index}, observation {observation.metric!r} ({observation.arm})"
+        if observation.arm not in sides:
+            raise StoredDataError(row.analysis_id, where, "arm is not canary or baseline")
         delta = observation.delta
-        if isinstance(delta, dict) and isinstance(delta.get("value"), str):
-            delta = {"value": float(delta["value"].replace("Inf", "inf"))}
-        sides[observation.arm][observation.metric] = observation_from_json(delta)
-        if isinstance(delta, dict) and isinstance(delta.get("pods"), dict):
-            pods.setdefault(observation.arm, {})[observation.metric] = {
-                pod: observation_from_json(obs) for pod, obs in delta["pods"].items()
-            }
+        part = "delta"
+        try:
+            if isinstance(delta, dict) and isinstance(delta.get("value"), str):
+                delta = {"value": float(delta["value"].replace("Inf", "inf"))}
+            sides[observation.arm][observation.metric] = observation_from_json(delta)
+            if isinstance(delta, dict) and isinstance(delta.get("pods"), dict):
+                by_pod = {}
+                for pod, obs in delta["pods"].items():
+                    part = f"delta.pods.{pod}"
+                    by_pod[pod] = observation_from_json(obs)
+                pods.setdefault(observation.arm, {})[observation.metric] = by_pod
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            message = f"lacks {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise StoredDataError(row.analysis_id, f"{where} {part}", message) from None
     return RoundData(
         canary=sides[Arm.CANARY.value],
         baseline=sides[Arm.BASELINE.value],

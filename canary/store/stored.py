@@ -2,7 +2,9 @@
 observations, without the object graph.
 
 `iter_stored` reads analyses in batches with plain column queries, so a backtest over
-ten thousand analyses costs a handful of queries per batch, not one per round.
+ten thousand analyses costs a handful of queries per batch, not one per round. An
+analysis whose stored observations cannot be read is handed out as the
+`StoredDataError` naming it, so one bad analysis does not end a backtest.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from canary.errors import StoredDataError
 from canary.model import RoundData
 from canary.store.analyses import load_analysis_full, round_data
 from canary.store.tables import Analysis, ObservationRow, Round
@@ -95,7 +98,11 @@ def _stored(analysis: Any, rounds: Iterable[Any]) -> StoredAnalysis:
 
 def load_stored(session: Session, analysis_id: str) -> StoredAnalysis:
     """One analysis with its rounds; NotFoundError (exit 2) for an unknown id."""
-    analysis = load_analysis_full(session, analysis_id)
+    try:
+        analysis = load_analysis_full(session, analysis_id)
+    except (TypeError, ValueError) as exc:
+        where = _unreadable_column(session, analysis_id) or "stored columns"
+        raise StoredDataError(analysis_id, where, f"a value cannot be read: {exc}") from None
     return _stored(analysis, analysis.rounds)
 
 
@@ -127,45 +134,88 @@ _ROUND_COLUMNS = (
 
 def iter_stored(
     session: Session, analysis_ids: Sequence[str], *, batch_size: int = 400
-) -> Iterator[StoredAnalysis]:
-    """Analyses by id, in the given order, read with three column queries per batch.
+) -> Iterator[StoredAnalysis | StoredDataError]:
+    """Analyses by id, in the given order, read with three column queries per batch;
+    an analysis that cannot be read comes as the StoredDataError that names it.
 
     Rows are read as tuples (no ORM identity map), so memory stays bounded by the batch
     and the cost is a handful of queries per `batch_size` analyses, not one per round.
     """
     for start in range(0, len(analysis_ids), batch_size):
-        ids = list(analysis_ids[start : start + batch_size])
-        analyses = {
-            row.id: row
-            for row in session.execute(select(*_ANALYSIS_COLUMNS).where(Analysis.id.in_(ids)))
-        }
-        rounds: dict[str, list[Any]] = {analysis_id: [] for analysis_id in ids}
-        by_round_id: dict[int, Any] = {}
-        query = (
-            select(*_ROUND_COLUMNS)
-            .where(Round.analysis_id.in_(ids))
-            .order_by(Round.analysis_id, Round.index)
+        yield from _batch(session, list(analysis_ids[start : start + batch_size]))
+
+
+def _batch(session: Session, ids: list[str]) -> list[StoredAnalysis | StoredDataError]:
+    try:
+        analyses, rounds = _read_batch(session, ids)
+    except (TypeError, ValueError) as exc:
+        # A value a column's type cannot read (a time or JSON text edited by hand in
+        # SQLite) fails the whole query: read one analysis at a time to name it.
+        if len(ids) > 1:
+            return [stored for one in ids for stored in _batch(session, [one])]
+        where = _unreadable_column(session, ids[0]) or "stored columns"
+        return [StoredDataError(ids[0], where, f"a value cannot be read: {exc}")]
+    out: list[StoredAnalysis | StoredDataError] = []
+    for analysis_id in ids:
+        if analysis_id in analyses:
+            try:
+                out.append(_stored(analyses[analysis_id], rounds[analysis_id]))
+            except StoredDataError as exc:
+                out.append(exc)
+    return out
+
+
+def _unreadable_column(session: Session, analysis_id: str) -> str | None:
+    """The first column (``table.column``) of this analysis whose stored value its type
+    cannot read."""
+    queries = [select(c).where(Analysis.id == analysis_id) for c in _ANALYSIS_COLUMNS]
+    queries += [select(c).where(Round.analysis_id == analysis_id) for c in _ROUND_COLUMNS]
+    queries += [
+        select(c)
+        .join(Round, Round.id == ObservationRow.round_id)
+        .where(Round.analysis_id == analysis_id)
+        for c in (ObservationRow.delta,)
+    ]
+    for query in queries:
+        try:
+            session.execute(query).all()
+        except (TypeError, ValueError):
+            column = query.selected_columns[0]
+            return f"{column.table.name}.{column.key}"
+    return None
+
+
+def _read_batch(session: Session, ids: list[str]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """The analyses' columns by id, and their rounds (with observations) in order."""
+    analyses = {
+        row.id: row
+        for row in session.execute(select(*_ANALYSIS_COLUMNS).where(Analysis.id.in_(ids)))
+    }
+    rounds: dict[str, list[Any]] = {analysis_id: [] for analysis_id in ids}
+    by_round_id: dict[int, Any] = {}
+    query = (
+        select(*_ROUND_COLUMNS)
+        .where(Round.analysis_id.in_(ids))
+        .order_by(Round.analysis_id, Round.index)
+    )
+    for row in session.execute(query):
+        view = SimpleNamespace(**row._mapping, observations=[])
+        rounds[row.analysis_id].append(view)
+        by_round_id[row.id] = view
+    observations = (
+        select(
+            ObservationRow.round_id,
+            ObservationRow.metric,
+            ObservationRow.arm,
+            ObservationRow.delta,
         )
-        for row in session.execute(query):
-            view = SimpleNamespace(**row._mapping, observations=[])
-            rounds[row.analysis_id].append(view)
-            by_round_id[row.id] = view
-        observations = (
-            select(
-                ObservationRow.round_id,
-                ObservationRow.metric,
-                ObservationRow.arm,
-                ObservationRow.delta,
-            )
-            .join(Round, Round.id == ObservationRow.round_id)
-            .where(Round.analysis_id.in_(ids), Round.index >= 1)
-            .order_by(ObservationRow.id)
-        )
-        for row in session.execute(observations):
-            by_round_id[row.round_id].observations.append(row)
-        for analysis_id in ids:
-            if analysis_id in analyses:
-                yield _stored(analyses[analysis_id], rounds[analysis_id])
+        .join(Round, Round.id == ObservationRow.round_id)
+        .where(Round.analysis_id.in_(ids), Round.index >= 1)
+        .order_by(ObservationRow.id)
+    )
+    for row in session.execute(observations):
+        by_round_id[row.round_id].observations.append(row)
+    return analyses, rounds
 
 
 def select_ids(
