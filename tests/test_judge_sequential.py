@@ -608,6 +608,24 @@ def test_the_pod_spread_of_identical_pods_falls_as_requests_accumulate():
     assert same.pod_count == 10
 
 
+def test_round_spread_is_the_prior_at_first_then_whatever_the_baseline_shows():
+    from canary.judge.robust import BaselineSpread
+
+    spread = BaselineSpread()
+    spread.add(50, 5000)
+    assert spread.kappa2(0.5) == pytest.approx(0.25)  # one round: the prior robust_cv
+    # The baseline's rate swinging 0.2% / 5% between rounds: far beyond the prior, and
+    # the bound follows it (a cap would under-cover such variation).
+    for y in (10, 250, 10, 250, 10, 250):
+        spread.add(y, 5000)
+    assert math.sqrt(spread.kappa2(0.5)) > 1.0
+    steady = BaselineSpread()
+    rng = np.random.default_rng(2)
+    for _ in range(30):
+        steady.add(int(rng.binomial(5000, 0.01)), 5000)
+    assert math.sqrt(steady.kappa2(0.5)) < 0.15  # steady rates: the bound falls
+
+
 def test_a_small_regression_with_pods_fails_as_fast_as_without():
     """1% -> 2% on all of 3 canary pods against 10 baseline pods: the pods change the
     FAIL round by at most one (their spread, pooled, is not mistaken for a pod effect)."""
