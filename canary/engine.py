@@ -137,19 +137,19 @@ def weight_applied(state: EngineState, kind: str, applied_at: datetime) -> Engin
 
 
 def at_budget(
-    rounds: int, started_at: datetime, now: datetime | None, settings: AnalysisSettings
+    rounds: int, started_at: datetime | None, now: datetime | None, settings: AnalysisSettings
 ) -> bool:
     """The one budget rule, for every source: True when a round is the last one allowed.
 
     `rounds` counts the analysis' rounds after the warm-up up to and including this
-    one; `now` is the end of this round's window (None: unknown, only `max_rounds`
-    applies). The round that reaches `max_rounds`, or whose window ends
-    `max_duration` or more after the start, is judged with `final=True` and ends
+    one; `now` is the end of this round's window (None, or no `started_at`: unknown,
+    only `max_rounds` applies). The round that reaches `max_rounds`, or whose window
+    ends `max_duration` or more after the start, is judged with `final=True` and ends
     the analysis: neither PASS nor FAIL by then is INCONCLUSIVE.
     """
     if settings.max_rounds is not None and rounds >= settings.max_rounds:
         return True
-    if settings.max_duration is not None and now is not None:
+    if settings.max_duration is not None and now is not None and started_at is not None:
         return (now - started_at).total_seconds() >= settings.max_duration
     return False
 

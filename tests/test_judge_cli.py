@@ -356,3 +356,58 @@ def test_a_key_of_another_judge_is_refused_in_the_input_and_in_set(capsys, tmp_p
     assert code == 2
     assert "errors.direction: not a key of a sequential metric" in err
     assert run(capsys, "--input", path)[0] == 0  # a sequential key on a sequential metric
+
+
+def test_max_duration_ends_timed_rounds_as_the_engine_does(capsys, tmp_path):
+    """With the rounds' times, `canary judge --set max_duration=5m` ends the analysis
+    where the engine ends it — `canary replay --set max_duration=5m` of the same
+    observations recorded by `canary analyze` answers the same; without the times
+    a given max_duration is refused, and `--help` says why."""
+    from datetime import timedelta
+
+    from replay_helpers import T0, config, judged_analysis, scenario
+
+    from canary.model import RoundData
+    from canary.store.database import connect, migrate
+
+    script = scenario(7, 14, canary_errors=0.08, regression_from=8)
+    timed = [
+        RoundData(
+            canary=r.canary,
+            baseline=r.baseline,
+            start=T0 + timedelta(minutes=index - 1),
+            end=T0 + timedelta(minutes=index),
+        )
+        for index, r in enumerate(script)
+        if index >= 1 and r is not None
+    ]
+    metrics = config().get_canary("checkout").metrics
+    path = write(tmp_path, "timed.json", json.dumps(analysis_to_json("timed", metrics, timed)))
+    untimed = write(
+        tmp_path, "untimed.json", json.dumps(analysis_to_json("u", metrics, script[1:]))
+    )
+
+    code, out, _ = run(capsys, "--input", path, "--json")
+    whole = json.loads(out)
+    assert (code, whole["verdict"]) == (1, "fail") and whole["round"] > 5  # within 1h
+
+    code, out, _ = run(capsys, "--input", path, "--set", "max_duration=5m", "--json")
+    judged = json.loads(out)
+    assert (code, judged["verdict"], judged["round"]) == (0, "inconclusive", 5)
+    assert len(judged["rounds"]) == 5
+
+    url = f"sqlite:///{tmp_path / 'budget.db'}"
+    migrate(connect(url))
+    analysis_id = judged_analysis(url, script, source="analyze", key="timed")
+    code = main(
+        ["--database-url", url, "replay", analysis_id, "--set", "max_duration=5m", "--json"]
+    )
+    replayed = json.loads(capsys.readouterr().out)["replayed"]
+    assert (code, replayed["verdict"], replayed["round"]) == (0, "inconclusive", 5)
+
+    code, out, err = run(capsys, "--input", untimed, "--set", "max_duration=5m")
+    assert code == 2 and out == ""
+    assert "max_duration needs the rounds' times" in err
+    with pytest.raises(SystemExit):
+        main(["judge", "--help"])
+    assert "max_duration=20m needs rounds with times" in " ".join(capsys.readouterr().out.split())

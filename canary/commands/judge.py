@@ -10,11 +10,15 @@ analysis, in the same order. Exit code 1 when any analysis fails, 2 for bad inpu
 `--set` overrides settings: an analysis setting (`max_rounds=30`), a metric setting
 for every metric (`alpha_fail=0.001`) or for one metric (`errors.margin=2`). Values
 are JSON (`fail_grid=[1.5,2,4]`) or plain strings. Precedence: the input's own
-settings < `--set key` < `--set metric.key`. The end of the input is the budget unless
-`max_rounds` says otherwise; each analysis stops at its first FAIL or PASS — or, with
-`--all-rounds`, judges every round as the daemon does after a PASS (it keeps judging
-until the last step, and a later FAIL wins): the answer then names the first PASS
-round (`pass_round`) and a later FAIL round (`fail_round`).
+settings < `--set key` < `--set metric.key`. The budget is the engine's
+(`canary.engine.at_budget`): the `max_rounds`-th round, or the first whose `end` is
+`max_duration` after the first round's `start` — which needs the rounds' times;
+without them `max_duration` does not apply (and a given one is refused). Without a
+given `max_rounds` or `max_duration` the end of the input is the budget too; a given
+one the input does not reach leaves the analysis running. Each analysis stops at its
+first FAIL or PASS — or, with `--all-rounds`, judges every round as the daemon does
+after a PASS (it keeps judging until the last step, and a later FAIL wins): the answer
+then names the first PASS round (`pass_round`) and a later FAIL round (`fail_round`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from canary import engine
 from canary.analysis_json import AnalysisInput, read_analyses
 from canary.commands._common import console, print_json, to_jsonable
 from canary.config import AnalysisSettings, MetricConfig, metric_config
@@ -44,7 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="judge analyses given as JSON (no Prometheus needed)",
         description=(
             "Judge analyses given as JSON: one document, or JSON Lines with one analysis "
-            "per line (answered with one JSON line per analysis). Exit 1 if any fails."
+            "per line (answered with one JSON line per analysis). Exit 1 if any fails. "
+            "The budget is the engine's: max_rounds, and max_duration when the rounds "
+            "carry their times (the first round's start, each round's end)."
         ),
     )
     parser.add_argument("--input", "-i", required=True, help="JSON or JSON Lines file, - for stdin")
@@ -57,7 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a setting: max_rounds=30, alpha_fail=0.001, errors.margin=2",
+        help="override a setting: max_rounds=30, alpha_fail=0.001, errors.margin=2; "
+        "max_duration=20m needs rounds with times (the first round's start, each round's "
+        "end) and is refused without them",
     )
     parser.add_argument(
         "--all-rounds",
@@ -140,14 +149,29 @@ def judge_analysis(
     except ValueError as exc:
         raise UsageError(f"{where}: {exc}") from None
     rounds = analysis.rounds
-    budget = settings.max_rounds if settings.max_rounds is not None else len(rounds)
+    start = rounds[0].start if rounds else None
+    timed = start is not None and any(r.end is not None for r in rounds)
+    given_duration = "max_duration" in overrides[0] or "max_duration" in analysis.settings
+    if given_duration and not timed:
+        raise UsageError(
+            f"{where}: max_duration needs the rounds' times (the first round's start and "
+            "each round's end); without them only max_rounds and the end of the input "
+            "end the analysis"
+        )
     state = judge.initial_state()
     out_rounds: list[dict[str, Any]] = []
     judgement: Judgement | None = None
     pass_round: int | None = None
     fail_round: int | None = None
-    for index, round_data in enumerate(rounds[:budget]):
-        final = index + 1 == budget
+    # A budget given (max_rounds, or max_duration on timed rounds) that the input does
+    # not reach leaves the analysis running; else the end of the input is the budget.
+    end_is_budget = settings.max_rounds is None and not given_duration
+    for index, round_data in enumerate(rounds):
+        # The engine's budget: the max_rounds-th round, or the first whose window ends
+        # max_duration after the first round's start. A failed round judges nothing,
+        # so the next one ends the analysis then.
+        at_budget = engine.at_budget(index + 1, start, round_data.end, settings)
+        final = at_budget or (end_is_budget and index + 1 == len(rounds))
         try:
             state, judgement = judge.update(state, round_data, final=final)
         except ValueError as exc:
@@ -169,6 +193,8 @@ def judge_analysis(
             fail_round = index + 1
             break
         if judgement.verdict is Verdict.PASS and not all_rounds:
+            break
+        if at_budget and round_data.error is None:
             break
     if judgement is None:
         return {
