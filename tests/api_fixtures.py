@@ -26,15 +26,12 @@ from prometheus_harness import (
     OpenMetricsWriter,
     PrometheusServer,
     backfill,
-    prometheus_bin,
 )
 
 from canary.api.app import AppContext, create_app
 from canary.config import Config, parse_config
 from canary.metrics.source import PrometheusSource
 from canary.store.database import connect, migrate, sessions
-
-__all__ = ["backfilled", "prometheus_bin"]
 
 NAMESPACE = "shop"
 TOKEN = "test-token-0123456789"

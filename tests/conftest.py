@@ -1,8 +1,9 @@
 """Shared fixtures: databases (SQLite and the local PostgreSQL), a local Kubernetes API,
 a real Prometheus scraping an Istio-like exporter (`live_stack`, `ambient_stack`),
-steady traffic on it (`traffic`) and one serving the backfilled scenarios of
-tests/metrics_scenarios.py (`backfilled_scenarios`). Test modules use them by name, without
-importing.
+steady traffic on it (`traffic`), one serving the backfilled scenarios of
+tests/metrics_scenarios.py (`backfilled_scenarios`) and one serving the API tests'
+Argo-style scenarios (`backfilled`, tests/api_fixtures.py). Test modules use them by
+name, without importing.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from api_fixtures import backfilled  # noqa: F401  (fixture: the API tests' Prometheus)
 from kubeapi import (  # noqa: F401  (fixtures: local Kubernetes API)
     kube_api,
     kube_client,

@@ -1,18 +1,19 @@
-"""A stored daemon analysis made by the real judge and engine, for report and wording tests."""
+"""Judgements and a stored daemon analysis made by the real judge and engine, for the
+report, wording and notification tests."""
 
 from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
 
-from canary.config import AnalysisSettings, StepConfig
+from canary.config import AnalysisSettings, SequentialMetric, StepConfig
 from canary.engine import decide, start
 from canary.judge import make_judge
-from canary.model import ActionState, Counts, Histogram, RoundData
+from canary.model import ActionState, Counts, Histogram, Judgement, RoundData
 from canary.store.analyses import ActionIntent, create_analysis, mark_action, record_round
 from canary.store.database import connect, sessions
 
-__all__ = ["T0", "regressing_analysis"]
+__all__ = ["T0", "judge_counts", "regressing_analysis"]
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 BOUNDS = (5.0, 10.0, 25.0, 50.0, 100.0, 250.0, math.inf)
@@ -84,3 +85,17 @@ def regressing_analysis(url: str, minutes: int = 1) -> str:
                 analysis.reason = outcome.reason
                 break
         return analysis.id
+
+
+def judge_counts(make, *, failing: bool, rounds: int = 8) -> Judgement:
+    """The real sequential judge over `rounds` rounds of counts (5% vs 1% errors if failing)."""
+    settings = AnalysisSettings(metrics=[SequentialMetric(name="errors", kind="counts")])
+    judge = make("sequential", settings.metrics, settings)
+    state = judge.initial_state()
+    judgement = None
+    for _ in range(rounds):
+        canary = Counts(5000, 250 if failing else 50)
+        data = RoundData(canary={"errors": canary}, baseline={"errors": Counts(50000, 500)})
+        state, judgement = judge.update(state, data)
+    assert judgement is not None
+    return judgement

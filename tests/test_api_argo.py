@@ -24,11 +24,6 @@ from api_fixtures import (
 from api_harness import ArgoWebMetric, SlowProxy, evaluate_condition, jsonpath
 from prometheus_harness import free_port
 
-from tests import api_fixtures
-
-backfilled = api_fixtures.backfilled  # fixtures
-prometheus_bin = api_fixtures.prometheus_bin
-
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 

@@ -16,11 +16,6 @@ from api_fixtures import ROUND, SCENARIOS, TOKEN, Clock, make_config, migrated_s
 from api_harness import ArgoWebMetric, SlowProxy
 from argo_controller import ERROR_RETRY_SECONDS, run_metric
 
-from tests import api_fixtures
-
-backfilled = api_fixtures.backfilled  # fixtures
-prometheus_bin = api_fixtures.prometheus_bin
-
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LIMIT = 9  # consecutiveErrorLimit of the shipped templates
 

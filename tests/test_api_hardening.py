@@ -28,10 +28,6 @@ from prometheus_harness import free_port
 from sqlalchemy.engine import Engine
 
 from canary.api.health import MIN_FREE_BYTES
-from tests import api_fixtures
-
-backfilled = api_fixtures.backfilled  # fixtures
-prometheus_bin = api_fixtures.prometheus_bin
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

@@ -8,10 +8,6 @@ from api_fixtures import SCENARIOS, TOKEN, make_config, migrated_sqlite, serve
 from prometheus_harness import free_port
 
 from canary import telemetry
-from tests import api_fixtures
-
-backfilled = api_fixtures.backfilled  # fixtures
-prometheus_bin = api_fixtures.prometheus_bin
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

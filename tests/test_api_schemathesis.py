@@ -16,11 +16,6 @@ from api_harness import ApiServer
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
-from tests import api_fixtures
-
-backfilled = api_fixtures.backfilled  # fixtures
-prometheus_bin = api_fixtures.prometheus_bin
-
 MAX_EXAMPLES = int(os.environ.get("CANARY_SCHEMATHESIS_EXAMPLES", "25"))
 
 

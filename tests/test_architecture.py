@@ -148,6 +148,21 @@ def test_only_the_store_imports_the_database_libraries() -> None:
     assert not wrong, "database access outside canary/store:\n" + "\n".join(wrong)
 
 
+TESTS = Path(__file__).resolve().parent
+
+
+def test_test_modules_share_fixtures_through_conftest_only() -> None:
+    """No test module imports another (shared fixtures live in conftest.py, shared
+    helpers in the harness modules), and the harnesses are imported by their bare
+    names only: `tests.x` next to `x` would load a second copy of module `x`."""
+    wrong = []
+    for path in sorted(TESTS.glob("*.py")):
+        for name in sorted(_third_party(path)):
+            if name.startswith("test_") or name == "tests":
+                wrong.append(f"tests/{path.name} imports {name}")
+    assert not wrong, "\n".join(wrong)
+
+
 @pytest.mark.parametrize(
     ("source", "expected"),
     [

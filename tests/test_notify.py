@@ -104,7 +104,7 @@ async def test_slack_message_carries_the_evidence_in_words(receiver: WebhookRece
     """A Slack message leads with the effect and the decision, not with e-values."""
     from dataclasses import replace
 
-    from test_verdict_words import judge_counts
+    from stored_analyses import judge_counts
 
     from canary.judge import make_judge
     from canary.verdict_words import describe_judgement

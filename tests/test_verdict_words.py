@@ -11,30 +11,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from stored_analyses import regressing_analysis
+from stored_analyses import judge_counts, regressing_analysis
 
-from canary.config import AnalysisSettings, SequentialMetric
 from canary.judge import make_judge
-from canary.model import Counts, Judgement, MetricResult, RoundData, Verdict
+from canary.model import MetricResult, Verdict
 from canary.store.database import connect, migrate
 from canary.verdict_words import describe_metric, describe_result, progress_share, raw_evidence
 
 #: An e-value or any float in scientific notation: what people should not have to read.
 RAW = re.compile(r"(?<![\w-])\d(\.\d+)?e[+-]\d+")
-
-
-def judge_counts(make, *, failing: bool, rounds: int = 8) -> Judgement:
-    """The real sequential judge over `rounds` rounds of counts (5% vs 1% errors if failing)."""
-    settings = AnalysisSettings(metrics=[SequentialMetric(name="errors", kind="counts")])
-    judge = make("sequential", settings.metrics, settings)
-    state = judge.initial_state()
-    judgement = None
-    for _ in range(rounds):
-        canary = Counts(5000, 250 if failing else 50)
-        data = RoundData(canary={"errors": canary}, baseline={"errors": Counts(50000, 500)})
-        state, judgement = judge.update(state, data)
-    assert judgement is not None
-    return judgement
 
 
 def test_a_failing_metric_leads_with_its_effect_and_decided_evidence() -> None:
