@@ -127,23 +127,26 @@ async def test_a_sync_abandoned_at_shutdown_logs_no_error(setup, sessions, caplo
     import logging
     import time
 
-    _config, daemon = setup
-    daemon.sync_interval = 0.1
-    daemon.shutdown_timeout = 0.2
-    find_work = daemon._find_work
-    slow = {"on": False}
+    from sqlalchemy.orm import sessionmaker
 
-    def slow_find_work():  # type: ignore[no-untyped-def]
-        if slow["on"]:
-            time.sleep(1.0)
-        return find_work()
+    class SlowDatabase(sessionmaker):  # type: ignore[type-arg]
+        """Every transaction starts a second late once `slow` is set."""
 
-    daemon._find_work = slow_find_work  # type: ignore[method-assign]
+        slow = False
+
+        def begin(self):  # type: ignore[no-untyped-def]
+            if self.slow:
+                time.sleep(1.0)
+            return super().begin()
+
+    config, _ = setup
+    database = SlowDatabase(**sessions.kw)
+    daemon = Daemon(config, database, sync_interval=0.1, shutdown_timeout=0.2)
     caplog.set_level(logging.INFO)
     use_worker_threads(daemon.sessions, daemon=True)  # as `canary run` does
     task = asyncio.create_task(daemon.run())
     await asyncio.sleep(0.5)  # started, first sync done, the sync job scheduled
-    slow["on"] = True
+    database.slow = True
     await asyncio.sleep(0.3)  # a scheduled sync is now waiting on the database
     daemon.stop()
     await asyncio.wait_for(task, timeout=10)
