@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import re
 from pathlib import Path
@@ -195,3 +196,91 @@ def test_report_command_writes_one_self_contained_file(report_db: str, tmp_path:
     html = out.read_text()
     assert "<svg" in html and "http://" not in html.replace("http://www.w3.org/2000/svg", "")
     assert main(["--database-url", report_db, "report", "nope", "--out", str(out)]) == 2
+
+
+STATUS_TOML = """
+[[canary]]
+name = "checkout"
+namespace = "shop"
+[canary.traffic]
+virtual_service = "checkout"
+canary = { host = "checkout", subset = "canary" }
+stable = { host = "checkout", subset = "stable" }
+[canary.arms.canary]
+match = { destination_canonical_revision = "v2" }
+[canary.arms.baseline]
+match = { destination_canonical_revision = "v1" }
+"""
+
+
+def test_analyses_ended_at_their_budget_read_inconclusive_everywhere(  # type: ignore[no-untyped-def]
+    backfilled_scenarios, report_db: str, tmp_path: Path, capsys
+) -> None:
+    """An analysis the budget ends without PASS or FAIL — a daemon rollout, an Argo
+    measurement series through the endpoint, a `canary analyze` window of a real
+    Prometheus — is inconclusive and no longer running in `history`, `show`,
+    `status` and the report page in Chromium."""
+
+    from metrics_scenarios import BOUNDARIES, iso, write_config
+    from replay_helpers import T0, argo_analysis, config, daemon_analysis, scenario
+
+    from canary.cli import main
+
+    def cli(*args: str) -> tuple[int, str]:
+        code = main(["--database-url", report_db, *args])
+        return code, capsys.readouterr().out
+
+    quiet = scenario(5, 8, rps=3)  # too few requests for evidence either way
+    one_step = [{"weight": 10, "duration": "60m"}]
+    ended = {
+        "daemon": daemon_analysis(
+            report_db, quiet, cfg=config(max_rounds=4, steps=one_step), start=T0
+        ),
+        "argo": argo_analysis(report_db, quiet, cfg=config(max_rounds=4), start=T0),
+    }
+    server, _ = backfilled_scenarios
+    toml = Path(write_config(tmp_path / "analyze.toml", server.url, "resets"))
+    toml.write_text(toml.read_text().replace('interval = "2m"', 'interval = "2m"\nmax_rounds = 1'))
+    code = main(
+        [
+            "--config", str(toml), "--database-url", report_db, "analyze", "--canary", "shop",
+            "--from", iso(BOUNDARIES[0]), "--to", iso(BOUNDARIES[-1]), "--json",
+        ]
+    )  # fmt: skip
+    analyzed = json.loads(capsys.readouterr().out)
+    assert (code, analyzed["verdict"], len(analyzed["rounds"])) == (0, "inconclusive", 2)
+    ended["analyze"] = analyzed["analysis_id"]
+    budget = {"daemon": 4, "argo": 4, "analyze": 1}
+
+    code, out = cli("history", "--json")
+    rows = {row["id"]: row for row in json.loads(out)}
+    for source, analysis_id in ended.items():
+        row = rows[analysis_id]
+        assert row["verdict"] == "inconclusive" and row["status"] != "running", source
+        assert row["verdictRound"] == budget[source], source
+
+        code, out = cli("show", analysis_id)
+        head = out.split("\n\n")[0]
+        assert f"verdict   inconclusive at round {budget[source]}" in head, head
+        assert "running" not in head, head
+
+        page_file = tmp_path / f"{source}.html"
+        assert cli("report", analysis_id, "--out", str(page_file))[0] == 0
+        page = chromium.load(page_file.as_uri())
+        assert page.console == []
+        badge = re.search(r'<span class="badge verdict"[^>]*>(.*?)</span>', page.dom).group(1)
+        assert badge == "inconclusive", source
+        meta = re.search(r'<div class="meta">(.*?)</div>', page.dom).group(1)
+        headline = re.search(r'<div class="headline"[^>]*>(.*?)</div>', page.dom).group(1)
+        assert "running" not in (meta + headline).lower(), (source, meta, headline)
+
+    status_toml = tmp_path / "status.toml"
+    status_toml.write_text(STATUS_TOML)
+    code = main(["--config", str(status_toml), "--database-url", report_db, "status", "--json"])
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["active"] is False
+    assert row["analysis"]["analysisId"] == ended["daemon"]
+    assert (row["analysis"]["status"], row["analysis"]["verdict"]) == (
+        "inconclusive",
+        "inconclusive",
+    )
