@@ -44,7 +44,7 @@ from canary.replay import (
     resolve_settings,
     select_ids,
 )
-from canary.store.database import sessions
+from canary.store.database import connection_url, dispose, sessions
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -244,8 +244,8 @@ def _backtest(
 ) -> int:
     with factory() as session:
         ids = select_ids(session, canary=args.canary, since=since)
-    url = factory.kw["bind"].url.render_as_string(hide_password=False)
-    factory.kw["bind"].dispose()
+    url = connection_url(factory)
+    dispose(factory)
     workers = args.workers or (min(os.cpu_count() or 1, 8) if len(ids) >= 400 else 1)
     progress = Progress(
         TextColumn("replaying"),

@@ -2,7 +2,9 @@
 
 Callers own the session and its transaction (`with sessions.begin() as session:`),
 so a round, its observations, its results and the intended action are committed
-together — or not at all (persist before acting, docs/architecture.md).
+together — or not at all (persist before acting, docs/architecture.md). The few
+functions that take the sessionmaker (`ensure_keyed_analysis`, `detached_action`)
+run their own short transactions.
 """
 
 from __future__ import annotations

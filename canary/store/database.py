@@ -32,8 +32,10 @@ __all__ = [
     "backend",
     "check_schema",
     "connect",
+    "connection_url",
     "current_revision",
     "database_label",
+    "dispose",
     "failure_reason",
     "head_revision",
     "migrate",
@@ -129,6 +131,22 @@ def sqlite_file(sessions: Sessions | str) -> Path | None:
     if url.database in (None, "", ":memory:"):
         return None
     return Path(str(url.database)).expanduser()
+
+
+def connection_url(sessions: Sessions) -> str:
+    """The full URL these sessions connect with (password included), for another
+    process to connect the same way."""
+    url = _url_of(sessions)
+    if url is None:
+        raise DatabaseError("these sessions are bound to no database")
+    return url.render_as_string(hide_password=False)
+
+
+def dispose(sessions: Sessions) -> None:
+    """Close the connections these sessions' engine holds (a new one opens on use)."""
+    bind = sessions.kw.get("bind")
+    if bind is not None:
+        bind.dispose()
 
 
 def database_label(sessions: Sessions) -> str:
