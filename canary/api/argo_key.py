@@ -148,12 +148,33 @@ def resolve_target(config: Config, args: dict[str, str | None]) -> ArgoTarget:
                 field="canary",
             )
         pod_label = canary.destination_pod_label
-    arms = {
-        "canary": _with_hash(canary.arms["canary"], pod_label, hashes["canaryHash"]),
-        "baseline": _with_hash(canary.arms["baseline"], pod_label, hashes["stableHash"]),
-    }
-    judged = canary.model_copy(update={"arms": arms})
+    judged = _judged(canary, pod_label, hashes["canaryHash"], hashes["stableHash"])
     key = "/".join(
         ("argo", canary.namespace, canary.name, hashes["canaryHash"], hashes["stableHash"], profile)
     )
     return ArgoTarget(judged, key, hashes["canaryHash"], hashes["stableHash"], profile)
+
+
+#: The judged canary per configured canary, pod label and hashes: every call of one
+#: rollout gets the same object, so what collection derives from a canary once (its
+#: rendered queries, `canary.metrics.collect`) serves all its rounds.
+_JUDGED: dict[tuple[int, str, str, str], tuple[CanaryConfig, CanaryConfig]] = {}
+
+
+def _judged(
+    canary: CanaryConfig, pod_label: str, canary_hash: str, stable_hash: str
+) -> CanaryConfig:
+    """`canary` with each arm narrowed to its pod-template hash (see the module doc)."""
+    key = (id(canary), pod_label, canary_hash, stable_hash)
+    hit = _JUDGED.get(key)
+    if hit is not None and hit[0] is canary:
+        return hit[1]
+    arms = {
+        "canary": _with_hash(canary.arms["canary"], pod_label, canary_hash),
+        "baseline": _with_hash(canary.arms["baseline"], pod_label, stable_hash),
+    }
+    judged = canary.model_copy(update={"arms": arms})
+    if len(_JUDGED) >= 4096:
+        _JUDGED.clear()
+    _JUDGED[key] = (canary, judged)
+    return judged
