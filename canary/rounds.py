@@ -329,7 +329,8 @@ async def judge_round(
     The first round only takes the counter snapshot (warm-up, index 0, no judgement).
     `final=None` derives the budget from the recorded settings (max_rounds,
     max_duration); True forces the last round (neither PASS nor FAIL becomes
-    INCONCLUSIVE). Raises NotFoundError for an unknown id and RoundConflict when a
+    INCONCLUSIVE). Raises NotFoundError for an unknown id and RoundConflict when the
+    analysis has ended (its verdict stays as it ended), when a
     concurrent caller recorded this round first, or, with `min_window`, when the
     round's window (from the stored snapshot to `at`) would be shorter than that:
     a caller that raced another one must not judge a window of milliseconds (or a
@@ -338,6 +339,10 @@ async def judge_round(
     """
     if loaded is None or loaded.id != analysis_id:
         loaded = await asyncio.to_thread(_load, sessions, analysis_id)
+    if loaded.status is not AnalysisStatus.RUNNING:
+        raise RoundConflict(
+            f"analysis {analysis_id} is {loaded.status.value}: an ended analysis takes no rounds"
+        )
     if min_window is not None:
         _check_window(loaded, at, min_window)
     collected = await _collect(source, canary, at, loaded)

@@ -195,7 +195,9 @@ def judged_analysis(
             at = start + timedelta(seconds=canary.interval * index)
             last = index == len(script) - 1
             final = True if (source == "analyze" and last) else None
-            await judge_round(factory, analysis_id, canary, scripted, at, final=final)
+            result = await judge_round(factory, analysis_id, canary, scripted, at, final=final)
+            if result.closing is not None:
+                return  # ended (a FAIL or the budget), as `canary analyze` and Argo stop
 
     asyncio.run(run())
     return analysis_id

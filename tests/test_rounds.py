@@ -147,3 +147,32 @@ async def test_the_final_round_without_evidence_is_inconclusive(
         assert analysis.status == AnalysisStatus.COMPLETED.value
         assert analysis.verdict == Verdict.INCONCLUSIVE.value
         assert analysis.finished_at == analysis.rounds[-1].recorded_at
+
+
+async def test_an_ended_analysis_takes_no_more_rounds(traffic: LiveStack, sessions) -> None:
+    """Once the budget has ended an analysis, a round — also from a caller that read it
+    while it was still running — is refused and its verdict stays as it ended."""
+    canary = _canary(traffic.prometheus.url, max_rounds=1)
+    source = PrometheusSource(PrometheusConfig(url=traffic.prometheus.url))
+    analysis_id = ensure_analysis(sessions, canary, key="k-ended", source="argo")
+    try:
+        await judge_round(sessions, analysis_id, canary, source, utcnow() - timedelta(seconds=2))
+        before_end = load_for_round(sessions, analysis_id)  # still running here
+        last = await judge_round(sessions, analysis_id, canary, source, utcnow())
+        assert last.closing is not None
+        with sessions.begin() as session:
+            ended = get_analysis(session, analysis_id)
+            as_ended = (ended.status, ended.verdict, ended.verdict_round, ended.reason)
+        for loaded in (None, before_end):
+            with pytest.raises(RoundConflict, match="an ended analysis takes no rounds"):
+                await judge_round(
+                    sessions, analysis_id, canary, source, utcnow(), final=True, loaded=loaded
+                )
+    finally:
+        await source.aclose()
+    with sessions.begin() as session:
+        analysis = load_analysis_full(session, analysis_id)
+        assert (analysis.status, analysis.verdict, analysis.verdict_round, analysis.reason) == (
+            as_ended
+        )
+        assert [r.index for r in analysis.rounds] == [0, 1]

@@ -288,20 +288,26 @@ def record_judged_round(
     its row (on SQLite: takes the database's write lock), then the round's inserts.
 
     Returns the round's id. NotFoundError for an unknown analysis; RoundConflict when
-    (analysis, index) exists already (the caller's transaction then rolls back).
+    the analysis is no longer running (an ended analysis keeps the verdict it ended
+    with) or (analysis, index) exists already (the caller's transaction then rolls back).
     """
     now = now or utcnow()
     values = _round_state(judgement, judge_state, snapshot, now)
     values["rounds_done"] = case((Analysis.rounds_done > index, Analysis.rounds_done), else_=index)
     statement = (
         update(Analysis)
-        .where(Analysis.id == analysis_id)
+        .where(Analysis.id == analysis_id, Analysis.status == AnalysisStatus.RUNNING.value)
         .values(values)
         .returning(Analysis.weight, Analysis.step)
     )
     row = session.execute(statement, execution_options={"synchronize_session": False}).first()
     if row is None:
-        raise NotFoundError(f"no analysis with id {analysis_id!r}")
+        status = session.scalar(select(Analysis.status).where(Analysis.id == analysis_id))
+        if status is None:
+            raise NotFoundError(f"no analysis with id {analysis_id!r}")
+        raise RoundConflict(
+            f"analysis {analysis_id} is {status}: an ended analysis takes no rounds"
+        )
     weight, step = row
     return _insert_round(
         session,
