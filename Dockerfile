@@ -5,16 +5,20 @@
 #   docker run --rm --read-only --tmpfs /tmp -v canary-data:/var/lib/canary \
 #     -p 8080:8080 -e CANARY_API_TOKEN=change-me canary
 #
-# The base is Debian's own: `debian:bookworm-slim` (pin a digest with
-# --build-arg BASE_IMAGE=debian:bookworm-slim@sha256:...), which scripts/build-image
+# The base is Debian's own: `debian:trixie-slim` (pin a digest with
+# --build-arg BASE_IMAGE=debian:trixie-slim@sha256:...), which scripts/build-image
 # can also make from Debian packages with mmdebstrap when no registry is reachable.
 # Debian's python3 runs the application from a virtual environment in /opt/canary.
+# NumPy and SciPy are Debian's too (the environment sees them through
+# --system-site-packages): they share Debian's reference BLAS/LAPACK, where the PyPI
+# wheels each bring their own OpenBLAS (about 50 MB together), and Debian's security
+# updates reach them with the interpreter's. Their test suites are never unpacked.
 #
-# Two stages: `build` builds the project's wheel and installs it with every dependency
-# into the virtual environment (pip's cache is a build cache mount, never a layer); the
-# runtime stage copies that environment, without pip, onto a base with Debian's python3
-# and tini: no compiler, no pip, no cache. Needs BuildKit (Docker 23+) or buildah for
-# `RUN --mount`.
+# Two stages: `build` builds the project's wheel and installs it with every other
+# dependency into the virtual environment (pip's cache is a build cache mount, never a
+# layer); the runtime stage copies that environment, without pip, onto a base with the
+# same Debian packages and tini: no compiler, no pip, no cache. Needs BuildKit
+# (Docker 23+) or buildah for `RUN --mount`.
 #
 # The process runs as UID/GID 10001 with a read-only root filesystem: it writes only
 # under /var/lib/canary (CANARY_DATA_DIR: the SQLite database, reports) and /tmp;
@@ -24,15 +28,17 @@
 # from the installed distribution's metadata and sets it after the build (a Dockerfile
 # cannot compute a label), so nothing here names the distribution or its version.
 
-ARG BASE_IMAGE=debian:bookworm-slim
+ARG BASE_IMAGE=debian:trixie-slim
 
 FROM ${BASE_IMAGE} AS build
 ENV DEBIAN_FRONTEND=noninteractive \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
-# Debian bookworm's python3 (3.11); python3-venv brings ensurepip for the venv.
+# Debian trixie's python3 (3.13), NumPy and SciPy, the versions the runtime stage installs;
+# python3-venv brings ensurepip for the environment, binutils `strip`.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3=3.11.2-1+b1 python3-venv=3.11.2-1+b1 \
+ && apt-get install -y --no-install-recommends python3=3.13.5-1 python3-venv=3.13.5-1 \
+      python3-numpy=1:2.2.4+ds-1 python3-scipy=1.15.3-1 binutils=2.44-3 \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
@@ -41,21 +47,28 @@ COPY canary ./canary
 COPY queries ./queries
 COPY migrations ./migrations
 # The wheel of this source tree (whatever its distribution name and version), installed
-# with its PostgreSQL extra; then pip, setuptools and the dependencies' own test suites
-# (a third of SciPy and NumPy) leave the environment. Behind a
-# TLS-intercepting proxy, pass its CA bundle as the build secret `ca-certificates`
-# (scripts/build-image passes the machine's own bundle); it never lands in a layer.
+# with its PostgreSQL extra into an environment that sees Debian's NumPy and SciPy, which
+# meet the project's pins, so pip installs neither (checked: a copy from PyPI would
+# bring its own OpenBLAS back); then pip and the dependencies' own test suites leave the
+# environment, and the extension modules lose their symbol tables (as Debian strips its
+# own; the libraries the wheels bundle under *.libs are stripped already). Behind a TLS-intercepting proxy, pass its CA bundle as the build secret
+# `ca-certificates` (scripts/build-image passes the machine's own bundle); it never
+# lands in a layer.
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=ca-certificates,target=/run/secrets/ca-certificates \
     if [ -s /run/secrets/ca-certificates ]; then export PIP_CERT=/run/secrets/ca-certificates; fi \
- && python3 -m venv /opt/canary \
+ && python3 -m venv --system-site-packages /opt/canary \
  && /opt/canary/bin/pip wheel --no-deps --wheel-dir /dist . \
  && set -- /dist/*.whl \
  && test "$#" = 1 \
  && /opt/canary/bin/pip install "$1[postgres]" \
- && /opt/canary/bin/pip uninstall --yes pip setuptools \
+ && for copy in /opt/canary/lib/python3*/site-packages/numpy /opt/canary/lib/python3*/site-packages/scipy; do \
+      if [ -e "$copy" ]; then echo "pip installed $copy: Debian's no longer meets the pins" >&2; exit 1; fi; \
+    done \
+ && /opt/canary/bin/pip uninstall --yes pip \
  && find /opt/canary/lib -depth -type d -name tests -path '*/site-packages/*/tests' \
-      -exec rm -rf {} +
+      -exec rm -rf {} + \
+ && find /opt/canary/lib -name '*.so' ! -path '*.libs/*' -exec strip --strip-unneeded {} +
 
 FROM ${BASE_IMAGE} AS runtime
 ARG BASE_IMAGE
@@ -68,16 +81,28 @@ LABEL org.opencontainers.image.title="canary" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.base.name="${BASE_IMAGE}"
 
-# Debian's python3 (the interpreter the environment was built against) and tini as
-# PID 1: the kernel gives PID 1 no default signal actions, so a SIGTERM that arrives
+# Debian's python3, NumPy and SciPy (those the environment was built against) and tini
+# as PID 1: the kernel gives PID 1 no default signal actions, so a SIGTERM that arrives
 # before the daemon has installed its own handler (while it imports SciPy or migrates
 # the database) would be ignored until the kill timeout. tini forwards SIGTERM/SIGINT
 # to canary, where the default action or the daemon's handler applies, and reaps
-# zombies. Versions are Debian bookworm's.
+# zombies. Versions are Debian trixie's. The Python packages' test suites (a third of
+# NumPy and SciPy) go in the layer that installs them (dpkg cannot leave them out: the
+# packages byte-compile them when configured), all but the one test module that
+# numpy.testing, which SciPy imports, reads at import time; so do the SciPy subpackages
+# that neither canary nor the ones it imports ever import (tests/test_image.py runs
+# every judge in the image).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3=3.11.2-1+b1 tini=0.19.0-1+b3 \
+ && apt-get install -y --no-install-recommends python3=3.13.5-1 tini=0.19.0-3+b8 \
+      python3-numpy=1:2.2.4+ds-1 python3-scipy=1.15.3-1 \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /var/cache/debconf/*-old /var/log/apt /var/log/dpkg.log \
+ && find /usr/lib/python3/dist-packages -path '*/tests/*' -type f \
+      ! -path '*/numpy/_core/tests/_natype.py' ! -path '*/numpy/_core/tests/__pycache__/_natype.*' \
+      -delete \
+ && find /usr/lib/python3/dist-packages -path '*/tests*' -type d -empty -delete \
+ && (cd /usr/lib/python3/dist-packages/scipy \
+     && rm -r cluster datasets differentiate fftpack io misc odr signal) \
  && groupadd --gid 10001 canary \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin canary \

@@ -165,7 +165,9 @@ def test_dockerfile_promises() -> None:
     base = global_args(text).get("BASE_IMAGE", "")
     name, _, tag = base.rpartition(":")
     assert name == "debian" and tag.endswith("-slim"), f"BASE_IMAGE={base}: Debian's slim image"
-    assert tag.startswith("bookworm"), "Debian 12, whose python3 is the targeted 3.11"
+    assert tag.startswith("trixie"), (
+        "Debian 13: python3 3.13 with NumPy and SciPy that meet the pins"
+    )
     for stage in stages:
         assert instructions(stage, "FROM")[0].split()[0] == "${BASE_IMAGE}"
     build, runtime = stages[0], stages[-1]
