@@ -101,8 +101,9 @@ RUN apt-get update \
       ! -path '*/numpy/_core/tests/_natype.py' ! -path '*/numpy/_core/tests/__pycache__/_natype.*' \
       -delete \
  && find /usr/lib/python3/dist-packages -path '*/tests*' -type d -empty -delete \
- && (cd /usr/lib/python3/dist-packages/scipy \
-     && rm -r cluster datasets differentiate fftpack io misc odr signal) \
+ && for unused in cluster datasets differentiate fftpack io misc odr signal; do \
+      rm -r "/usr/lib/python3/dist-packages/scipy/$unused"; \
+    done \
  && groupadd --gid 10001 canary \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin canary \
