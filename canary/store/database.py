@@ -8,6 +8,7 @@ version of canary migrated.
 
 from __future__ import annotations
 
+import time
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    DisconnectionError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from canary.errors import DatabaseError, SchemaError
@@ -87,12 +94,45 @@ def connect(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         try:
-            engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **_JSON)
+            engine = create_engine(url, pool_size=10, max_overflow=20, **_JSON)
         except ModuleNotFoundError as exc:
             raise DatabaseError(
                 f"missing driver for {url.split(':')[0]}: {exc}; install canary[postgres]"
             ) from None
+        event.listen(engine, "checkin", _note_checkin)
+        event.listen(engine, "checkout", _ping_if_idle)
     return engine
+
+
+#: A pooled server connection idle for longer than this is pinged before it is used.
+PING_IDLE_SECONDS = 5.0
+
+
+def _note_checkin(_dbapi_connection: Any, record: Any) -> None:
+    record.info["checked_in"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """Before a connection idle for `PING_IDLE_SECONDS` is used, ask the server whether
+    it is still there (a restarted PostgreSQL, a proxy's idle cut); if not, the pool
+    opens a new one (SQLAlchemy's "pessimistic disconnect handling", done only for
+    idle connections).
+
+    SQLAlchemy's `pool_pre_ping` pings at every checkout: two more round trips in
+    each Argo round. A connection back in use within the span is not pinged, so a
+    database restart under load fails the transactions then in flight, once.
+    """
+    since = record.info.get("checked_in")
+    if since is None or time.monotonic() - since < PING_IDLE_SECONDS:
+        return
+    try:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT 1")
+        finally:
+            cursor.close()
+    except Exception as exc:  # the driver's error, whatever its class
+        raise DisconnectionError(f"pooled connection is gone: {exc}") from exc
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
