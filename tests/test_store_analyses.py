@@ -191,3 +191,19 @@ def test_a_round_is_invisible_to_others_until_its_transaction_commits(migrated_u
         analysis = load_analysis_full(session, analysis_id)
         assert [r.index for r in analysis.rounds] == [0]
         assert analysis.snapshot == {"at_unix": 60.0}
+
+
+def test_reading_an_analysis_does_not_wait_for_a_writer(migrated_url: str) -> None:
+    """Pages, the REST API, history and replay read while a round is being written: the
+    reader neither waits for the writer's lock nor takes one (SQLite's WAL readers and
+    PostgreSQL's MVCC readers never block)."""
+    factory = sessions(connect(migrated_url))
+    with factory.begin() as session:
+        analysis = create_analysis(
+            session, canary="c", source="daemon", judge="sequential", settings={}, now=T0
+        )
+        analysis_id = analysis.id
+    with factory.begin() as writer:
+        lock_analysis(writer, analysis_id)  # a round being recorded holds this
+        with factory.begin() as reader:
+            assert load_analysis_full(reader, analysis_id).rounds == []

@@ -124,6 +124,14 @@ def get_analysis(session: Session, analysis_id: str, *, for_update: bool = False
     return analysis
 
 
+def _take_sqlite_write_lock(session: Session, analysis_id: str) -> None:
+    """SQLite has no row locks, and pysqlite begins a transaction only at the first
+    write: a no-op update takes the database's write lock now, so nothing the
+    transaction reads from here on can change before it commits. Only for writers:
+    readers in WAL mode never wait and must not make writers wait."""
+    session.execute(update(Analysis).where(Analysis.id == analysis_id).values(id=Analysis.id))
+
+
 def lock_analysis(session: Session, analysis_id: str) -> Analysis:
     """The analysis row locked for update, its JSON columns left unloaded.
 
@@ -132,10 +140,7 @@ def lock_analysis(session: Session, analysis_id: str) -> Analysis:
     round's own statements. A deferred column that is read is loaded on access.
     """
     if session.get_bind().dialect.name == "sqlite":
-        # SQLite has no row locks, and pysqlite begins a transaction only at the first
-        # write: a no-op update takes the database's write lock now, so nothing read
-        # from here on can change before this transaction commits.
-        session.execute(update(Analysis).where(Analysis.id == analysis_id).values(id=Analysis.id))
+        _take_sqlite_write_lock(session, analysis_id)
     query = (
         select(Analysis)
         .where(Analysis.id == analysis_id)
@@ -564,11 +569,6 @@ def close_analysis(
 
 def load_analysis_full(session: Session, analysis_id: str) -> Analysis:
     """An analysis with its rounds, observations, results and actions loaded."""
-    if session.get_bind().dialect.name == "sqlite":
-        # SQLite has no row locks, and pysqlite begins a transaction only at the first
-        # write: a no-op update takes the database's write lock now, so nothing read
-        # from here on can change before this transaction commits.
-        session.execute(update(Analysis).where(Analysis.id == analysis_id).values(id=Analysis.id))
     query = (
         select(Analysis)
         .where(Analysis.id == analysis_id)
