@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from canary.model import Verdict
+from canary.model import Counts, Histogram, Verdict, stored_observation
 from canary.store.analyses import list_analyses, load_analysis_full
 from canary.store.database import Session
 from canary.store.reads import latest_judged_rounds
@@ -177,20 +177,24 @@ def _quantile_bound(bounds: list[Any], buckets: list[int], q: float) -> str:
 
 
 def describe_observation(delta: Mapping[str, Any] | None) -> str:
-    """One arm's delta in a few words: ``3/1,000 failed (0.30%)``, ``n=950 p50≤25 p99≤250``."""
-    if delta is None:
+    """One arm's delta in a few words: ``3/1,000 failed (0.30%)``, ``n=950 p50≤25 p99≤250``;
+    ``unreadable: ...`` for a stored value that is not an observation."""
+    try:
+        observation = stored_observation(delta)
+    except ValueError as exc:
+        return f"unreadable: {exc}"
+    if observation is None:
         return "no data"
-    if "total" in delta:
-        total, failed = int(delta["total"]), int(delta["failed"])
+    if isinstance(observation, Counts):
+        total, failed = observation.total, observation.failed
         rate = f" ({100 * failed / total:.2f}%)" if total else ""
         return f"{failed:,}/{total:,} failed{rate}"
-    if "buckets" in delta:
-        bounds, buckets = list(delta["bounds"]), [int(b) for b in delta["buckets"]]
+    if isinstance(observation, Histogram):
+        bounds, buckets = list(observation.bounds), list(observation.buckets)
         total = buckets[-1] if buckets else 0
         if total == 0:
             return "n=0"
         p50 = _quantile_bound(bounds, buckets, 0.5)
         p99 = _quantile_bound(bounds, buckets, 0.99)
         return f"n={total:,} p50≤{p50} p99≤{p99}"
-    value = delta.get("value")
-    return "no data" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{observation:g}"

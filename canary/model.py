@@ -248,6 +248,21 @@ def observation_from_json(data: Mapping[str, Any] | None) -> Observation:
     return None if value is None else float(value)
 
 
+def stored_observation(delta: Any) -> Observation:
+    """An observation as the store keeps it (`observation_to_json`; a value JSON cannot
+    hold, such as "+Inf", as a string); ValueError saying what is wrong with it."""
+    if delta is not None and not isinstance(delta, Mapping):
+        raise ValueError(f"expected an object, got {type(delta).__name__}")
+    if delta is not None and isinstance(delta.get("value"), str):
+        delta = {"value": delta["value"].replace("Inf", "inf")}
+    try:
+        return observation_from_json(delta)
+    except KeyError as exc:
+        raise ValueError(f"lacks {exc}") from None
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def json_safe(value: Any) -> Any:
     """`value` with NaN and infinities as the strings "NaN", "+Inf", "-Inf", recursively.
 

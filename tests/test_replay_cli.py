@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import browser as chromium
 import pytest
 import sqlalchemy as sa
 from replay_helpers import history_database
@@ -321,4 +322,17 @@ def test_backtest_reports_malformed_stored_analyses_and_replays_the_others(  # t
     assert all(f"not replayed: analysis {i}" in err for i in expected), err
     code, _, err = run(capsys, url, "replay", ids["argo_bad"])
     assert code == 3 and expected[ids["argo_bad"]] in err and "internal error" not in err
+
+    # `show` and the report, where one looks next, show the rest and name what is wrong.
+    code, out, _ = run(capsys, url, "show", ids["argo_bad"])
+    (line,) = [line for line in out.splitlines() if "unreadable" in line]
+    assert code == 0 and "canary unreadable: counts total must be a non-negative integer" in line
+    page_file = tmp_path / "argo_bad.html"
+    code, _, _ = run(capsys, url, "report", ids["argo_bad"], "--out", str(page_file))
+    page = chromium.load(page_file.as_uri())
+    assert code == 0 and page.console == []
+    assert "errors canary unreadable: counts total must be a non-negative integer" in page.dom
+    for command in (["show", ids["halted"]], ["report", ids["halted"], "--out", str(page_file)]):
+        code, _, err = run(capsys, url, *command)
+        assert code == 3 and expected[ids["halted"]] in err and "internal error" not in err
     assert _dump(url) == before

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from html import escape
 
+from canary.model import Counts, Histogram, stored_observation
 from canary.replay import fmt_seconds
 from canary.report.series import judged_rounds, metric_series, seconds
 from canary.report.svg import NARROW, Chart, Marker, Series
@@ -250,14 +251,19 @@ def _round_table(analysis: Analysis) -> str:
     rows = []
     for row in analysis.rounds:
         sides = {"canary": [], "baseline": []}
+        unreadable = []
         for observation in row.observations:
-            delta = observation.delta or {}
-            if "total" in delta:
-                text = f"{observation.metric} {delta['failed']}/{delta['total']}"
-            elif "buckets" in delta:
-                text = f"{observation.metric} n={delta['buckets'][-1] if delta['buckets'] else 0}"
+            try:
+                read = stored_observation(observation.delta)
+            except ValueError as exc:
+                unreadable.append(f"{observation.metric} {observation.arm} unreadable: {exc}")
+                continue
+            if isinstance(read, Counts):
+                text = f"{observation.metric} {read.failed}/{read.total}"
+            elif isinstance(read, Histogram):
+                text = f"{observation.metric} n={read.total}"
             else:
-                text = f"{observation.metric} {delta.get('value', '-')}"
+                text = f"{observation.metric} {'-' if read is None else f'{read:g}'}"
             sides.setdefault(observation.arm, []).append(escape(text))
         metrics = "<br>".join(
             f"{escape(r.metric)}: {escape(r.verdict)}"
@@ -265,6 +271,7 @@ def _round_table(analysis: Analysis) -> str:
             for r in row.results
         )
         note = row.error or ("warm-up: counter snapshot only" if row.index == 0 else "")
+        note = "; ".join([note, *unreadable] if note else unreadable)
         rows.append(
             f'<tr class="round"><td class="num">{row.index}</td>'
             f'<td class="num">{fmt_seconds(seconds(analysis, row))}</td>'

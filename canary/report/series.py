@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from canary.judge.round_values import bucket_quantile
-from canary.model import observation_from_json
+from canary.model import Counts, Histogram, stored_observation
 from canary.store.tables import Analysis, Round
 from canary.verdict_words import round_progress
 
@@ -57,26 +57,29 @@ def _one_metric(analysis: Analysis, rounds: list[Round], name: str) -> MetricSer
         for observation in row.observations:
             if observation.metric != name:
                 continue
-            delta = observation.delta or {}
+            delta = observation.delta if isinstance(observation.delta, dict) else {}
+            try:
+                read = stored_observation(observation.delta)
+            except ValueError:
+                read = None  # unreadable: a gap here, the reason in the round table
             if "total" in delta:
                 kind, unit = "counts", "success rate"
-                total, failed = delta["total"], delta["failed"]
-                rate = 1 - failed / total if total else None
+                rate = None
+                if isinstance(read, Counts) and read.total:
+                    rate = 1 - read.failed / read.total
                 arms.setdefault(f"{observation.arm}", []).append((x, rate))
             elif "buckets" in delta:
                 kind, unit = "histogram", "latency (ms)"
-                histogram = observation_from_json(delta)
                 for q in (0.5, 0.99):
                     # For display only: the judges never test interpolated quantiles.
-                    value = bucket_quantile(q, histogram)
+                    value = bucket_quantile(q, read) if isinstance(read, Histogram) else math.nan
                     arms.setdefault(f"{observation.arm} p{int(q * 100)}", []).append(
                         (x, None if math.isnan(value) else value)
                     )
             else:
                 kind, unit = "value", "value"
-                value = delta.get("value")
                 arms.setdefault(observation.arm, []).append(
-                    (x, float(value) if isinstance(value, int | float) else None)
+                    (x, read if isinstance(read, float) and math.isfinite(read) else None)
                 )
         for result in row.results:
             if result.metric != name:

@@ -28,8 +28,8 @@ from canary.model import (
     Judgement,
     RoundData,
     Verdict,
-    observation_from_json,
     observation_to_json,
+    stored_observation,
 )
 from canary.store.database import Sessions
 from canary.store.tables import Action, Analysis, MetricResultRow, ObservationRow, Round, utcnow
@@ -57,6 +57,7 @@ __all__ = [
     "record_round",
     "round_data",
     "save_rollout",
+    "unreadable_columns",
 ]
 
 
@@ -578,10 +579,38 @@ def load_analysis_full(session: Session, analysis_id: str) -> Analysis:
             selectinload(Analysis.actions),
         )
     )
-    analysis = session.scalars(query).one_or_none()
+    try:
+        analysis = session.scalars(query).one_or_none()
+    except (TypeError, ValueError) as exc:
+        raise unreadable_columns(session, analysis_id, exc) from None
     if analysis is None:
         raise NotFoundError(f"no analysis with id {analysis_id!r}")
     return analysis
+
+
+def unreadable_columns(session: Session, analysis_id: str, error: Exception) -> StoredDataError:
+    """The StoredDataError for an analysis whose rows failed to load with `error`: a
+    value its column's type cannot read (a time or JSON text edited by hand in SQLite),
+    named by the first such column (``table.column``)."""
+    own = {
+        Analysis: Analysis.id == analysis_id,
+        Round: Round.analysis_id == analysis_id,
+        Action: Action.analysis_id == analysis_id,
+    }
+    queries = [select(c).where(where) for table, where in own.items() for c in table.__table__.c]
+    for table in (ObservationRow, MetricResultRow):
+        queries += [
+            select(c).join(Round, Round.id == table.round_id).where(own[Round])
+            for c in table.__table__.c
+        ]
+    for query in queries:
+        try:
+            session.execute(query).all()
+        except (TypeError, ValueError):
+            column = query.selected_columns[0]
+            where = f"{column.table.name}.{column.key}"
+            return StoredDataError(analysis_id, where, f"a value cannot be read: {error}")
+    return StoredDataError(analysis_id, "stored rows", f"a value cannot be read: {error}")
 
 
 def round_data(row: Round) -> RoundData:
@@ -596,18 +625,15 @@ def round_data(row: Round) -> RoundData:
         delta = observation.delta
         part = "delta"
         try:
-            if isinstance(delta, dict) and isinstance(delta.get("value"), str):
-                delta = {"value": float(delta["value"].replace("Inf", "inf"))}
-            sides[observation.arm][observation.metric] = observation_from_json(delta)
+            sides[observation.arm][observation.metric] = stored_observation(delta)
             if isinstance(delta, dict) and isinstance(delta.get("pods"), dict):
                 by_pod = {}
                 for pod, obs in delta["pods"].items():
                     part = f"delta.pods.{pod}"
-                    by_pod[pod] = observation_from_json(obs)
+                    by_pod[pod] = stored_observation(obs)
                 pods.setdefault(observation.arm, {})[observation.metric] = by_pod
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
-            message = f"lacks {exc}" if isinstance(exc, KeyError) else str(exc)
-            raise StoredDataError(row.analysis_id, f"{where} {part}", message) from None
+        except ValueError as exc:
+            raise StoredDataError(row.analysis_id, f"{where} {part}", str(exc)) from None
     return RoundData(
         canary=sides[Arm.CANARY.value],
         baseline=sides[Arm.BASELINE.value],

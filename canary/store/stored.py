@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from canary.errors import StoredDataError
 from canary.model import RoundData
-from canary.store.analyses import load_analysis_full, round_data
+from canary.store.analyses import load_analysis_full, round_data, unreadable_columns
 from canary.store.tables import Analysis, ObservationRow, Round
 
 __all__ = [
@@ -97,12 +97,9 @@ def _stored(analysis: Any, rounds: Iterable[Any]) -> StoredAnalysis:
 
 
 def load_stored(session: Session, analysis_id: str) -> StoredAnalysis:
-    """One analysis with its rounds; NotFoundError (exit 2) for an unknown id."""
-    try:
-        analysis = load_analysis_full(session, analysis_id)
-    except (TypeError, ValueError) as exc:
-        where = _unreadable_column(session, analysis_id) or "stored columns"
-        raise StoredDataError(analysis_id, where, f"a value cannot be read: {exc}") from None
+    """One analysis with its rounds; NotFoundError (exit 2) for an unknown id,
+    StoredDataError (exit 3) naming what cannot be read."""
+    analysis = load_analysis_full(session, analysis_id)
     return _stored(analysis, analysis.rounds)
 
 
@@ -153,8 +150,7 @@ def _batch(session: Session, ids: list[str]) -> list[StoredAnalysis | StoredData
         # SQLite) fails the whole query: read one analysis at a time to name it.
         if len(ids) > 1:
             return [stored for one in ids for stored in _batch(session, [one])]
-        where = _unreadable_column(session, ids[0]) or "stored columns"
-        return [StoredDataError(ids[0], where, f"a value cannot be read: {exc}")]
+        return [unreadable_columns(session, ids[0], exc)]
     out: list[StoredAnalysis | StoredDataError] = []
     for analysis_id in ids:
         if analysis_id in analyses:
@@ -163,26 +159,6 @@ def _batch(session: Session, ids: list[str]) -> list[StoredAnalysis | StoredData
             except StoredDataError as exc:
                 out.append(exc)
     return out
-
-
-def _unreadable_column(session: Session, analysis_id: str) -> str | None:
-    """The first column (``table.column``) of this analysis whose stored value its type
-    cannot read."""
-    queries = [select(c).where(Analysis.id == analysis_id) for c in _ANALYSIS_COLUMNS]
-    queries += [select(c).where(Round.analysis_id == analysis_id) for c in _ROUND_COLUMNS]
-    queries += [
-        select(c)
-        .join(Round, Round.id == ObservationRow.round_id)
-        .where(Round.analysis_id == analysis_id)
-        for c in (ObservationRow.delta,)
-    ]
-    for query in queries:
-        try:
-            session.execute(query).all()
-        except (TypeError, ValueError):
-            column = query.selected_columns[0]
-            return f"{column.table.name}.{column.key}"
-    return None
 
 
 def _read_batch(session: Session, ids: list[str]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
