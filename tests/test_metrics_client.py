@@ -61,7 +61,10 @@ class FaultServer:
                     self.close_connection = True
 
             def do_GET(self) -> None:
-                if self.path == "/-/ready":
+                if fault.mode == "interim-drop":
+                    self._interim_then_drop()
+                    return
+                if self.path.endswith("/-/ready"):
                     if fault.mode == "no-ready":
                         self._answer(404, b"404 page not found", "text/plain")
                     else:
@@ -104,7 +107,9 @@ class FaultServer:
                         "error": 'invalid parameter "query": 1:9: parse error: unexpected "}"',
                     }
                     self._answer(400, json.dumps(body).encode())
-                elif mode in ("chunked", "until-close", "drop-after"):
+                elif mode == "interim-drop":
+                    self._interim_then_drop()
+                elif mode in ("chunked", "Chunked", "until-close", "drop-after"):
                     self._framed(mode, json.dumps(fault.body).encode())
                 elif mode == "status-error":
                     body = {
@@ -121,8 +126,8 @@ class FaultServer:
                 and then closing the kept-alive connection without saying so."""
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
-                if mode == "chunked":
-                    self.send_header("Transfer-Encoding", "chunked")
+                if mode in ("chunked", "Chunked"):
+                    self.send_header("Transfer-Encoding", mode)  # names are case-insensitive
                     self.end_headers()
                     for start in range(0, len(body), 7):
                         part = body[start : start + 7]
@@ -133,6 +138,13 @@ class FaultServer:
                     self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(2)
+
+            def _interim_then_drop(self) -> None:
+                """A 100 Continue, then the connection ends without the final answer."""
+                self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 self.wfile.flush()
                 self.close_connection = True
                 self.connection.shutdown(2)
@@ -236,7 +248,7 @@ def test_closed_connection_is_retried_then_unreachable(fault: FaultServer) -> No
     assert len(fault.requests) == 3
 
 
-@pytest.mark.parametrize("mode", ["chunked", "until-close", "drop-after"])
+@pytest.mark.parametrize("mode", ["chunked", "Chunked", "until-close", "drop-after"])
 def test_answers_framed_by_chunks_or_by_the_connection_end_are_read_whole(
     fault: FaultServer, mode: str
 ) -> None:
@@ -256,6 +268,21 @@ def test_answers_framed_by_chunks_or_by_the_connection_end_are_read_whole(
     results, stats = asyncio.run(go())
     assert [r.samples[0].value for r in results] == [42.0, 42.0, 42.0]
     assert len(fault.requests) == 3 and stats.retries == 0
+
+
+def test_an_interim_answer_then_a_dropped_connection_is_unreachable(fault: FaultServer) -> None:
+    """A 1xx answer followed by the connection's end: retried, then reported as a
+    PrometheusError; readiness reads False (it never raises)."""
+    fault.mode = "interim-drop"
+    with pytest.raises(PrometheusUnreachable, match="ends inside"):
+        run_query(config(fault.url, retries=1))
+    assert len(fault.requests) == 2
+
+    async def ready() -> bool:
+        async with PrometheusClient(config(fault.url, retries=0)) as client:
+            return await client.ready()
+
+    assert asyncio.run(ready()) is False
 
 
 def test_slow_server_times_out_after_the_configured_timeout(fault: FaultServer) -> None:

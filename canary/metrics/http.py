@@ -124,18 +124,24 @@ class Connection:
             raise ProtocolError("the answer ends inside its headers") from None
         except asyncio.LimitOverrunError:
             raise ProtocolError("the answer's headers are too long") from None
-        status, reason, headers, keep_alive = _head(block)
-        while 100 <= status < 200:  # an interim answer: the final one follows
-            block = await reader.readuntil(b"\r\n\r\n")
+        try:
             status, reason, headers, keep_alive = _head(block)
+            while 100 <= status < 200:  # an interim answer: the final one follows
+                block = await reader.readuntil(b"\r\n\r\n")
+                status, reason, headers, keep_alive = _head(block)
+        except asyncio.IncompleteReadError:
+            raise ProtocolError("the answer ends inside its headers (after 1xx)") from None
+        except asyncio.LimitOverrunError:
+            raise ProtocolError("the answer's headers are too long") from None
+        codings = headers.get("transfer-encoding", "").lower()
         try:
             if head or status in (204, 304):
                 body = b""
-            elif "chunked" in headers.get("transfer-encoding", ""):
+            elif codings.rpartition(",")[2].strip() == "chunked":
                 body = await _chunked(reader)
-            elif "content-length" in headers:
+            elif "content-length" in headers and not codings:
                 body = await reader.readexactly(int(headers["content-length"]))
-            else:
+            else:  # no length, or a coding this client does not frame: until the end
                 body = await reader.read()
                 keep_alive = False
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
