@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq
 from scipy.stats import nchypergeom_fisher
+from scipy.stats.contingency import odds_ratio
 
 from canary.config import AnalysisSettings, SequentialMetric
 from canary.judge import judge_rounds, make_judge
@@ -136,10 +137,43 @@ def scipy_mle(tables: list[tuple[int, int, int, int]]) -> float:
         [(150, 10000, 100, 10000)] * 3,
         [(900, 1000, 10, 1000)],  # odds ratio ~880: far past the interval's grid
         [(21000, 2_000_000, 20000, 2_000_000)],
+        # Newton lands exactly on the root (score 0.0) on the way: the estimate is that root.
+        [(33, 1000, 100, 10000)] * 2,
+        [(27, 1000, 100, 10000)] * 3,
     ],
 )
 def test_the_estimate_is_the_exact_conditional_mle(tables):
     assert conditional_mle(tables) == pytest.approx(scipy_mle(tables), rel=1e-8)
+
+
+def test_repeated_tables_estimate_scipys_conditional_odds_ratio():
+    # k copies of one table have that table's score times k: the same root.
+    rng = np.random.default_rng(7)
+    cases = [(33, 1000, 100, 10000), (27, 1000, 100, 10000), (7, 50, 3, 90)]
+    cases += [
+        (int(rng.integers(1, 80)), 1000, int(rng.integers(1, 300)), 10000) for _ in range(300)
+    ]
+    for x, n, y, m in cases:
+        expected = odds_ratio([[x, n - x], [y, m - y]], kind="conditional").statistic
+        for copies in (1, 2, 3):
+            assert conditional_mle([(x, n, y, m)] * copies) == pytest.approx(expected, rel=1e-7)
+
+
+def test_random_tables_estimate_the_root_of_the_conditional_score():
+    rng = np.random.default_rng(20261130)
+    for _ in range(40):
+        tables = []
+        for _ in range(int(rng.integers(1, 5))):
+            n, m = (int(v) for v in rng.integers(20, 20000, size=2))
+            p = float(rng.uniform(0.002, 0.2))
+            x = int(rng.binomial(n, min(1.0, p * rng.uniform(0.5, 5.0))))
+            tables.append((x, n, int(rng.binomial(m, p)), m))
+        if not any(informative(*t) for t in tables):
+            continue
+        value = conditional_mle(tables)
+        if value in (0.0, math.inf):
+            continue
+        assert value == pytest.approx(scipy_mle(tables), rel=1e-7), tables
 
 
 def test_the_estimate_at_the_ends_of_the_support():

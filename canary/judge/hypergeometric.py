@@ -316,15 +316,16 @@ def conditional_mle(tables: Sequence[Sequence[int]], start: float | None = None)
             supports = _Supports(arr, t)
             mean, var, _ = supports.moments(t)
         score = total - mean
+        if score == 0.0:
+            return math.exp(t)
         if score > 0:
             low = t
         else:
             high = t
-        step = score / var if var > 0 else math.copysign(1.0, score)
-        new = t + max(-2.0, min(2.0, step))
-        if not low < new < high:
-            new = (low + high) / 2.0 if math.isfinite(low + high) else t + math.copysign(2.0, score)
-        if abs(new - t) < 1e-10:
-            return math.exp(new)
-        t = new
+        step = max(-2.0, min(2.0, score / var)) if var > 0 else math.copysign(2.0, score)
+        if abs(step) < 1e-10:
+            return math.exp(t + step)
+        # The step points away from the bound just moved to t, so it can only leave the
+        # bracket across the other bound, which is then finite: bisect.
+        t = t + step if low < t + step < high else (low + high) / 2.0
     return math.exp(t)
