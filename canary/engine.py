@@ -38,7 +38,7 @@ from canary.config import AnalysisSettings
 from canary.model import AnalysisStatus, Decision, Judgement, RoundData, Verdict
 
 if TYPE_CHECKING:
-    from canary.judge import Judge
+    from canary.judge import Judge, JudgeState
 
 __all__ = [
     "ACTION_KINDS",
@@ -207,12 +207,14 @@ def warmup_failed(error: str) -> Closing:
 class RoundStep:
     """What one round did: the judge's new state, its judgement and the decision.
 
-    `judgement` is None for a warm-up or a round whose queries failed; `outcome` is
-    None for a judged-only analysis and for a warm-up that took its snapshot;
-    `closing` is set when the round ends a judged-only analysis (`judged_closing`).
+    `judge_state` is the one `step` was given for a warm-up (None when the analysis
+    has not been judged yet); `judgement` is None for a warm-up or a round whose
+    queries failed; `outcome` is None for a judged-only analysis and for a warm-up that
+    took its snapshot; `closing` is set when the round ends a judged-only analysis
+    (`judged_closing`).
     """
 
-    judge_state: dict[str, Any]
+    judge_state: JudgeState | None
     judgement: Judgement | None
     final: bool
     outcome: Outcome | None = None
@@ -225,8 +227,8 @@ class RoundStep:
 
 
 def step(
-    judge: Judge,
-    judge_state: dict[str, Any],
+    judge: Judge[Any],
+    judge_state: JudgeState | None,
     data: RoundData,
     now: datetime,
     settings: AnalysisSettings,
@@ -242,7 +244,8 @@ def step(
     Argo endpoint, `canary analyze`), the budget then counted from `index` and
     `started_at`. Round 0 is the warm-up: it takes the counter snapshot and judges
     nothing, but a warm-up whose queries failed counts as a failed round for the
-    engine. `final=None` derives the budget; True forces the last round (neither PASS
+    engine. `judge_state` None starts the judge from its initial state (an analysis
+    not judged yet). `final=None` derives the budget; True forces the last round (neither PASS
     nor FAIL becomes INCONCLUSIVE).
     """
     if index == 0:
@@ -256,7 +259,9 @@ def step(
         else:
             assert started_at is not None, "a judged-only round needs the analysis' start"
             final = at_budget(index, started_at, now, settings)
-    new_state, judgement = judge.update(judge_state or judge.initial_state(), data, final=final)
+    if judge_state is None:
+        judge_state = judge.initial_state()
+    new_state, judgement = judge.update(judge_state, data, final=final)
     judged = judgement if data.error is None else None
     if state is None:
         return RoundStep(new_state, judged, final, closing=judged_closing(judged, final))

@@ -22,6 +22,7 @@ error, 3 runtime error (database, Prometheus, Kubernetes unreachable ...)::
     ├── DatabaseError                 the database cannot be used
     │   └── SchemaError               its schema is not this version's
     ├── StoredDataError               a stored analysis that cannot be read as recorded
+    ├── JudgeStateError               a judge state (JSON) its judge cannot read
     ├── RoundConflict                 another process recorded the round first
     └── DaemonAlreadyRunning          another daemon holds the SQLite database
 
@@ -47,6 +48,7 @@ __all__ = [
     "DriftError",
     "Forbidden",
     "InvalidWeights",
+    "JudgeStateError",
     "KubeApiError",
     "KubeconfigError",
     "MetricsDataError",
@@ -291,6 +293,16 @@ class StoredDataError(CanaryError):
     def __init__(self, analysis_id: str, where: str, message: str) -> None:
         self.analysis_id, self.where = analysis_id, where
         super().__init__(f"analysis {analysis_id}: {where}: {message}")
+
+
+class JudgeStateError(CanaryError):
+    """A judge state, stored as JSON with its analysis, that its judge cannot read:
+    `field` is the path within the state (``values.errors.canary[2]``). The round
+    pipeline reports it as a `StoredDataError` naming the analysis."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field, self.problem = field, message
+        super().__init__(f"judge state: {field}: {message}")
 
 
 class RoundConflict(CanaryError):

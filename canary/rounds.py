@@ -30,8 +30,16 @@ from typing import Any
 
 from canary import engine as rollout
 from canary.config import AnalysisSettings, CanaryConfig
-from canary.errors import CanaryError, DriftError, RoundConflict, TrafficError, UsageError
-from canary.judge import judged_bounds, make_judge
+from canary.errors import (
+    CanaryError,
+    DriftError,
+    JudgeStateError,
+    RoundConflict,
+    StoredDataError,
+    TrafficError,
+    UsageError,
+)
+from canary.judge import Judge, JudgeState, judged_bounds, make_judge
 from canary.model import (
     ActionState,
     AnalysisStatus,
@@ -231,7 +239,7 @@ def _step(
     judge = make_judge(loaded.judge, loaded.settings.metrics, loaded.settings)
     return rollout.step(
         judge,
-        loaded.judge_state,
+        _judge_state(judge, loaded),
         data,
         at,
         loaded.settings,
@@ -240,6 +248,21 @@ def _step(
         started_at=loaded.started_at,
         final=final,
     )
+
+
+def _judge_state(judge: Judge[Any], loaded: _Loaded) -> JudgeState | None:
+    """The analysis's stored judge state, typed; None before its first judged round."""
+    if not loaded.judge_state:
+        return None
+    try:
+        return judge.read_state(loaded.judge_state)
+    except JudgeStateError as exc:
+        raise StoredDataError(loaded.id, f"judge_state.{exc.field}", exc.problem) from None
+
+
+def _stored_state(step: rollout.RoundStep, loaded: _Loaded) -> dict[str, Any]:
+    """The judge state to store with the round: the loaded one ({}) if not judged yet."""
+    return loaded.judge_state if step.judge_state is None else step.judge_state.to_json()
 
 
 async def _collect(
@@ -278,7 +301,7 @@ def _record_judged(
             index=loaded.index,
             data=collected.data,
             judgement=step.judgement,
-            judge_state=step.judge_state,
+            judge_state=_stored_state(step, loaded),
             snapshot=collected.snapshot,
             raw_snapshots=collected.raw,
             now=at,
@@ -513,7 +536,7 @@ def _record_daemon(
             index=loaded.index,
             data=collected.data,
             judgement=judgement,
-            judge_state=step.judge_state,
+            judge_state=_stored_state(step, loaded),
             snapshot=collected.snapshot,
             raw_snapshots=collected.raw,
             decision=outcome.decision if outcome else None,

@@ -193,9 +193,9 @@ def data(seconds: float, error: str | None = None) -> RoundData:
 def test_step_warmup_judges_nothing_but_a_failed_warmup_counts() -> None:
     state, _ = start(settings(), T0)
     judge = _Recorder(Verdict.PASS)
-    taken = step(judge, {}, data(0), T0, settings(), index=0, state=state)
+    taken = step(judge, None, data(0), T0, settings(), index=0, state=state)
     assert taken.outcome is None and taken.judgement is None and judge.finals == []
-    failed = step(judge, {}, data(0, "timeout"), T0, settings(), index=0, state=state)
+    failed = step(judge, None, data(0, "timeout"), T0, settings(), index=0, state=state)
     assert failed.outcome is not None and failed.outcome.state.failed_rounds == 1
     assert failed.judgement is None and judge.finals == []
 
@@ -203,7 +203,7 @@ def test_step_warmup_judges_nothing_but_a_failed_warmup_counts() -> None:
 def test_step_carries_the_judge_state_and_decides() -> None:
     state, _ = start(settings(), T0)
     judge = _Recorder(Verdict.FAIL)
-    taken = step(judge, {}, data(60), at(60), settings(), index=1, state=state)
+    taken = step(judge, None, data(60), at(60), settings(), index=1, state=state)
     assert taken.judge_state == {"rounds": 1}
     assert taken.outcome is not None and taken.outcome.decision is Decision.ROLLBACK
     assert taken.finished
@@ -213,7 +213,7 @@ def test_step_carries_the_judge_state_and_decides() -> None:
 def test_step_error_round_updates_the_judge_state_but_gives_no_judgement() -> None:
     state, _ = start(settings(), T0)
     taken = step(
-        _Recorder(Verdict.FAIL), {}, data(60, "boom"), at(60), settings(), index=1, state=state
+        _Recorder(Verdict.FAIL), None, data(60, "boom"), at(60), settings(), index=1, state=state
     )
     assert taken.judgement is None and taken.judge_state == {"rounds": 1}
     assert taken.outcome is not None and taken.outcome.decision is Decision.CONTINUE
@@ -224,27 +224,29 @@ def test_step_judged_only_budget_counts_rounds_from_the_start() -> None:
     limited = settings(max_rounds=3)
     for index in (1, 2, 3):
         taken = step(
-            judge, {}, data(60 * index), at(60 * index), limited, index=index, started_at=T0
+            judge, None, data(60 * index), at(60 * index), limited, index=index, started_at=T0
         )
         assert taken.outcome is None
     assert judge.finals == [False, False, True]
-    step(judge, {}, data(60), at(60), limited, index=1, started_at=T0, final=True)
+    step(judge, None, data(60), at(60), limited, index=1, started_at=T0, final=True)
     assert judge.finals[-1] is True
 
 
 def test_a_judged_only_analysis_closes_at_a_fail_or_at_its_budget() -> None:
     running = step(
-        _Recorder(Verdict.RUNNING), {}, data(60), at(60), settings(), index=1, started_at=T0
+        _Recorder(Verdict.RUNNING), None, data(60), at(60), settings(), index=1, started_at=T0
     )
     assert running.closing is None
-    failed = step(_Recorder(Verdict.FAIL), {}, data(60), at(60), settings(), index=1, started_at=T0)
+    failed = step(
+        _Recorder(Verdict.FAIL), None, data(60), at(60), settings(), index=1, started_at=T0
+    )
     assert failed.closing is not None
     assert failed.closing.status is AnalysisStatus.COMPLETED
     assert failed.closing.verdict is None  # the judged FAIL stays the stored verdict
     assert failed.closing.reason == "metric fail"
     last = step(
         _Recorder(Verdict.INCONCLUSIVE),
-        {},
+        None,
         data(60),
         at(60),
         settings(max_rounds=1),
@@ -253,7 +255,7 @@ def test_a_judged_only_analysis_closes_at_a_fail_or_at_its_budget() -> None:
     )
     assert last.final and last.closing is not None
     error = step(
-        _Recorder(Verdict.FAIL), {}, data(60, "boom"), at(60), settings(), index=1, started_at=T0
+        _Recorder(Verdict.FAIL), None, data(60, "boom"), at(60), settings(), index=1, started_at=T0
     )
     assert error.closing is None  # a round without data ends nothing
 

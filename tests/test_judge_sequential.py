@@ -16,6 +16,7 @@ from canary.judge import judge_rounds, make_judge
 from canary.judge.combine import combine
 from canary.judge.hypergeometric import conditional_mle, informative, round_loglik
 from canary.judge.sequential import SequentialJudge, choose_bounds
+from canary.judge.states import SequentialState
 from canary.metrics.simulated_traffic import ENVOY_BUCKETS, ArmModel, TrafficModel, simulate
 from canary.model import Counts, Histogram, MetricKind, MetricResult, RoundData, Verdict
 
@@ -214,8 +215,8 @@ def test_uninformative_tables():
 # ---------------------------------------------------------------------- evidence over rounds
 
 
-def loglik_of(state: dict, metric: str = "errors") -> list[float]:
-    return state["metrics"][metric]["tracks"][0]["loglik"]
+def loglik_of(state: SequentialState, metric: str = "errors") -> list[float]:
+    return state.metrics[metric]["tracks"][0]["loglik"]
 
 
 @pytest.mark.parametrize(
@@ -238,7 +239,7 @@ def test_rounds_without_data_leave_the_evidence_unchanged(empty):
         after.metrics["errors"].statistics["e_fail"]
         == before.metrics["errors"].statistics["e_fail"]
     )
-    assert after_state["round"] == 2
+    assert after_state.round == 2
 
 
 def test_incremental_equals_batch_and_state_survives_json():
@@ -250,7 +251,7 @@ def test_incremental_equals_batch_and_state_survives_json():
     judge = SequentialJudge([SequentialMetric(name="errors")], SETTINGS)
     state = judge.initial_state()
     for round_data in rounds:
-        state = json.loads(json.dumps(state))  # stored and read back between rounds
+        state = judge.read_state(json.loads(json.dumps(state.to_json())))  # stored, read back
         state, judgement = judge.update(state, round_data)
     params = judge.params["errors"]
     batch = sum(
@@ -370,7 +371,7 @@ def test_histogram_warm_up_then_exceedance_tests_per_bound():
     state, judgement = judge.update(
         judge.initial_state(), RoundData(canary={"latency": slow}, baseline={"latency": base})
     )
-    entry = state["metrics"]["latency"]
+    entry = state.metrics["latency"]
     assert entry["bounds"] == [50.0, 100.0, 250.0] and entry["warmup_round"] == 1
     assert all(t["rounds"] == 0 for t in entry["tracks"])  # warm-up adds no evidence
     assert judgement.verdict is Verdict.RUNNING
@@ -403,7 +404,7 @@ def test_histogram_round_without_the_chosen_bound_adds_no_evidence():
     after, judgement = judge.update(
         state, RoundData(canary={"latency": other}, baseline={"latency": other})
     )
-    assert after["metrics"]["latency"]["tracks"] == state["metrics"]["latency"]["tracks"]
+    assert after.metrics["latency"]["tracks"] == state.metrics["latency"]["tracks"]
     assert "missing" in judgement.metrics["latency"].reasons[-1]
 
 
@@ -762,13 +763,13 @@ def test_simulated_rounds_judge_end_to_end():
 def test_a_state_stored_before_the_restarting_mixtures_still_loads_and_continues():
     judge = SequentialJudge([SequentialMetric(name="errors")], SETTINGS)
     state, _ = judge.update(judge.initial_state(), counts_round(10, 1000, 90, 9000))
-    old = json.loads(json.dumps(state))
+    old = json.loads(json.dumps(state.to_json()))
     for track in old["metrics"]["errors"]["tracks"]:
         for key in ("late", "starts", "spread", "canary_pods"):
             del track[key]
         track["dispersion"] = [0.0] * 41  # the old over-dispersion guard's sums
-    state, judgement = judge.update(old, counts_round(40, 1000, 90, 9000))
-    track = state["metrics"]["errors"]["tracks"][0]
+    state, judgement = judge.update(judge.read_state(old), counts_round(40, 1000, 90, 9000))
+    track = state.metrics["errors"]["tracks"][0]
     assert track["rounds"] == 2 and len(track["starts"]["log_w"]) == 1
     assert judgement.metrics["errors"].statistics["e_fail_requests"] > 1.0
 

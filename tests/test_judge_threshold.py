@@ -171,7 +171,7 @@ def test_state_is_json_and_resuming_gives_the_same_judgement() -> None:
     state = judge.initial_state()
     for round_data in rounds[:2]:
         state, _ = judge.update(state, round_data)
-    state = json.loads(json.dumps(state, allow_nan=False))
+    state = judge.read_state(json.loads(json.dumps(state.to_json(), allow_nan=False)))
     for index, round_data in enumerate(rounds[2:]):
         state, resumed = judge.update(state, round_data, final=index == 1)
     assert resumed == judge_rounds(judge, rounds)[-1]

@@ -12,6 +12,7 @@ from daemon_stack import canary_entry, config_dict, make_config
 from prometheus_harness import LiveStack, free_port
 
 from canary.config import PrometheusConfig
+from canary.errors import StoredDataError
 from canary.metrics.source import PrometheusSource
 from canary.model import AnalysisStatus, Counts, Histogram, Verdict
 from canary.rounds import (
@@ -103,6 +104,32 @@ async def test_prometheus_down_gives_an_error_round_and_keeps_the_snapshot(
         analysis = load_analysis_full(session, analysis_id)
         assert analysis.snapshot == snapshot  # the next round's delta covers both intervals
         assert analysis.rounds[1].error == failed.error
+
+
+async def test_a_malformed_stored_judge_state_is_refused_naming_the_analysis_and_field(
+    traffic: LiveStack, sessions
+) -> None:
+    canary = _canary(traffic.prometheus.url)
+    source = PrometheusSource(PrometheusConfig(url=traffic.prometheus.url))
+    analysis_id = ensure_analysis(sessions, canary, key="k-bad-state", source="argo")
+    try:
+        await judge_round(sessions, analysis_id, canary, source, utcnow() - timedelta(seconds=2))
+        await judge_round(sessions, analysis_id, canary, source, utcnow() - timedelta(seconds=1))
+        with sessions.begin() as session:  # edited by hand
+            analysis = get_analysis(session, analysis_id)
+            analysis.judge_state = {**analysis.judge_state, "round": "one"}
+        with pytest.raises(StoredDataError) as caught:
+            await judge_round(sessions, analysis_id, canary, source, utcnow())
+    finally:
+        await source.aclose()
+
+    assert str(caught.value) == (
+        f"analysis {analysis_id}: judge_state.round: expected an integer, got 'one'"
+    )
+    with sessions.begin() as session:
+        analysis = load_analysis_full(session, analysis_id)
+        assert [r.index for r in analysis.rounds] == [0, 1]  # nothing stored
+        assert analysis.judge_state["round"] == "one"
 
 
 async def test_concurrent_callers_record_a_round_once(traffic: LiveStack, sessions) -> None:

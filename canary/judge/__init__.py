@@ -8,11 +8,13 @@ Every judge has the same incremental interface, so the daemon, the Argo endpoint
     for round in rounds:
         state, judgement = judge.update(state, round, final=round is rounds[-1])
 
-`state` is a JSON-serialisable dict (stored with the analysis) holding whatever the
-judge needs to continue — running sums for the sequential judge, so the cost of
-round k does not grow with k. `final=True` says the budget is reached: a metric
-with neither PASS nor FAIL then becomes INCONCLUSIVE. A round with `error` set (its
-queries failed) or without data changes no evidence.
+`state` is the judge's typed state (`canary.judge.states`: a frozen dataclass per
+judge) holding whatever it needs to continue — running sums for the sequential
+judge, so the cost of round k does not grow with k. It is stored with the analysis
+as `state.to_json()` and read back with `judge.read_state(json)`, which refuses a
+malformed state with a `JudgeStateError` naming the field. `final=True` says the
+budget is reached: a metric with neither PASS nor FAIL then becomes INCONCLUSIVE. A
+round with `error` set (its queries failed) or without data changes no evidence.
 
 No I/O here, and nothing imported from metrics/, traffic/, store/ or api/.
 """
@@ -20,32 +22,37 @@ No I/O here, and nothing imported from metrics/, traffic/, store/ or api/.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from canary.config import AnalysisSettings, MetricConfig
+from canary.judge.states import JudgeState
 from canary.model import Judgement, RoundData
 
-__all__ = ["JUDGES", "Judge", "judge_rounds", "judged_bounds", "make_judge"]
+__all__ = ["JUDGES", "Judge", "JudgeState", "judge_rounds", "judged_bounds", "make_judge"]
 
-JudgeState = dict[str, Any]
+S = TypeVar("S", bound=JudgeState)
 
 
-class Judge(Protocol):
-    """What every judge implements."""
+class Judge(Protocol[S]):
+    """What every judge implements; `S` is its state type (`canary.judge.states`)."""
 
     name: str
 
-    def initial_state(self) -> JudgeState: ...
+    def initial_state(self) -> S: ...
 
-    def update(
-        self, state: JudgeState, round: RoundData, *, final: bool = False
-    ) -> tuple[JudgeState, Judgement]: ...
+    def read_state(self, data: Mapping[str, Any]) -> S:
+        """The state stored as `data` (`S.to_json()`); JudgeStateError names a bad field."""
+        ...
+
+    def update(self, state: S, round: RoundData, *, final: bool = False) -> tuple[S, Judgement]: ...
 
 
 JUDGES = ("sequential", "mann_whitney", "threshold")
 
 
-def make_judge(name: str, metrics: Sequence[MetricConfig], settings: AnalysisSettings) -> Judge:
+def make_judge(
+    name: str, metrics: Sequence[MetricConfig], settings: AnalysisSettings
+) -> Judge[Any]:
     """The judge called `name` for these metrics and settings.
 
     The judge modules are imported here, lazily, so each can be used on its own.
@@ -82,7 +89,7 @@ def judged_bounds(state: Mapping[str, Any] | None) -> dict[str, list[float]]:
     }
 
 
-def judge_rounds(judge: Judge, rounds: Sequence[RoundData]) -> list[Judgement]:
+def judge_rounds(judge: Judge[Any], rounds: Sequence[RoundData]) -> list[Judgement]:
     """Judge a whole analysis; the last round is the budget. One Judgement per round."""
     state = judge.initial_state()
     judgements = []

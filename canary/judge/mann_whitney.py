@@ -57,6 +57,13 @@ from canary.judge.kayenta import (
 )
 from canary.judge.kayenta_score import ScoredMetric, ScoreResult, score
 from canary.judge.round_values import histogram_quantile_of, round_value, value_description
+from canary.judge.states import (
+    MannWhitneyEvidence,
+    MannWhitneyFailure,
+    MannWhitneyState,
+    Samples,
+    check_metrics,
+)
 from canary.model import Judgement, MetricKind, MetricResult, RoundData, Verdict
 
 __all__ = ["DEFAULT_GROUP", "MannWhitneyJudge", "min_samples_for"]
@@ -160,50 +167,53 @@ class MannWhitneyJudge:
 
     # ------------------------------------------------------------------ protocol
 
-    def initial_state(self) -> dict[str, Any]:
-        return {
-            "round": 0,
-            "values": {s.config.name: {"canary": [], "baseline": []} for s in self.specs},
-            "evidence": {s.config.name: [] for s in self.specs},
-            "failed": None,
-        }
+    def initial_state(self) -> MannWhitneyState:
+        return MannWhitneyState.initial(s.config.name for s in self.specs)
+
+    def read_state(self, data: Mapping[str, Any]) -> MannWhitneyState:
+        state = MannWhitneyState.from_json(data)
+        names = [s.config.name for s in self.specs]
+        check_metrics(state.values, names, "values")
+        check_metrics(state.evidence, names, "evidence")
+        return state
 
     def update(
-        self, state: Mapping[str, Any], round: RoundData, *, final: bool = False
-    ) -> tuple[dict[str, Any], Judgement]:
-        k = int(state["round"]) + 1
-        values = {
-            name: {arm: list(v) for arm, v in arms.items()}
-            for name, arms in state["values"].items()
-        }
-        evidence = {name: list(entries) for name, entries in state["evidence"].items()}
+        self, state: MannWhitneyState, round: RoundData, *, final: bool = False
+    ) -> tuple[MannWhitneyState, Judgement]:
+        k = state.round + 1
+        values = dict(state.values)
+        measured: dict[str, tuple[float | None, float | None]] = {}
         for spec in self.specs:
-            name = spec.config.name
             if round.error:
-                evidence[name].append({"round": k, "skipped": round.error})
                 continue
-            entry: dict[str, Any] = {"round": k}
-            for arm, observations in (("canary", round.canary), ("baseline", round.baseline)):
-                value = round_value(
-                    observations.get(name),
-                    spec.config,
-                    counts_as="error_ratio",
-                    quantile=spec.quantile,
-                    where=f"round {k}, {arm}",
+            name = spec.config.name
+            canary_value, baseline_value = (
+                _clean(
+                    round_value(
+                        observations.get(name),
+                        spec.config,
+                        counts_as="error_ratio",
+                        quantile=spec.quantile,
+                        where=f"round {k}, {arm}",
+                    )
                 )
-                values[name][arm].append(_clean(value))
-                entry[arm] = _clean(value)
-            evidence[name].append(entry)
+                for arm, observations in (("canary", round.canary), ("baseline", round.baseline))
+            )
+            measured[name] = (canary_value, baseline_value)
+            samples = values[name]
+            values[name] = Samples(
+                canary=(*samples.canary, canary_value), baseline=(*samples.baseline, baseline_value)
+            )
 
         classified: dict[str, MetricClassification] = {}
         pending: dict[str, tuple[int, int]] = {}
         for spec in self.specs:
             name = spec.config.name
             canary = prepare(
-                values[name]["canary"], spec.nan_strategy, spec.outliers, self.outlier_factor
+                values[name].canary, spec.nan_strategy, spec.outliers, self.outlier_factor
             )
             baseline = prepare(
-                values[name]["baseline"], spec.nan_strategy, spec.outliers, self.outlier_factor
+                values[name].baseline, spec.nan_strategy, spec.outliers, self.outlier_factor
             )
             smallest = min(canary.size, baseline.size)
             # Too few values: pending (at the budget too, unless an arm has none at all,
@@ -223,8 +233,11 @@ class MannWhitneyJudge:
                 confidence=self.confidence,
                 effect=spec.effect,
             )
-            if not round.error:
-                evidence[name][-1]["classification"] = classified[name].classification.value
+        evidence = dict(state.evidence)
+        for spec in self.specs:
+            name = spec.config.name
+            entry = self._evidence(k, round.error, measured.get(name), classified.get(name))
+            evidence[name] = (*evidence[name], entry)
 
         groups = {s.config.name: s.group for s in self.specs}
         scored = (
@@ -239,15 +252,15 @@ class MannWhitneyJudge:
             else None
         )
 
-        failed = state.get("failed")
+        failed = state.failed
         if failed is None and scored is not None:
             failing = self._failing(scored, classified)
             if failing is not None:
-                failed = {"round": k, "metrics": failing[0], "reasons": failing[1]}
+                failed = MannWhitneyFailure(k, tuple(failing[0]), tuple(failing[1]))
 
         if failed is not None:
-            verdict, verdict_round = Verdict.FAIL, int(failed["round"])
-            reasons = list(failed["reasons"])
+            verdict, verdict_round = Verdict.FAIL, failed.round
+            reasons = list(failed.reasons)
         elif final:
             if pending or scored is None:
                 verdict = Verdict.INCONCLUSIVE
@@ -281,7 +294,7 @@ class MannWhitneyJudge:
         if pending:
             reasons.append("pending: " + ", ".join(sorted(pending)))
 
-        failed_names = set(failed["metrics"]) if failed else set()
+        failed_names = set(failed.metrics) if failed else set()
         results = {
             spec.config.name: self._metric_result(
                 spec,
@@ -295,7 +308,7 @@ class MannWhitneyJudge:
             )
             for spec in self.specs
         }
-        new_state = {"round": k, "values": values, "evidence": evidence, "failed": failed}
+        new_state = MannWhitneyState(round=k, values=values, evidence=evidence, failed=failed)
         judgement = Judgement(
             verdict=verdict,
             round=verdict_round,
@@ -306,6 +319,23 @@ class MannWhitneyJudge:
         return new_state, judgement
 
     # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _evidence(
+        k: int,
+        error: str | None,
+        measured: tuple[float | None, float | None] | None,
+        classified: MetricClassification | None,
+    ) -> MannWhitneyEvidence:
+        """Round k's evidence of one metric: its values and classification, or skipped."""
+        if error or measured is None:
+            return MannWhitneyEvidence(round=k, skipped=error or "no values")
+        return MannWhitneyEvidence(
+            round=k,
+            canary=measured[0],
+            baseline=measured[1],
+            classification=None if classified is None else classified.classification.value,
+        )
 
     def _failing(
         self, scored: ScoreResult, classified: Mapping[str, MetricClassification]
@@ -340,7 +370,7 @@ class MannWhitneyJudge:
         result: MetricClassification | None,
         pending: tuple[int, int] | None,
         scored: ScoreResult | None,
-        evidence: Sequence[Mapping[str, Any]],
+        evidence: Sequence[MannWhitneyEvidence],
     ) -> MetricResult:
         name = spec.config.name
         if verdict is Verdict.FAIL:
@@ -394,7 +424,7 @@ class MannWhitneyJudge:
             round=metric_round,
             reasons=reasons,
             statistics=statistics,
-            evidence=list(evidence),
+            evidence=[entry.to_json() for entry in evidence],
         )
 
     def _describe(self, result: MetricClassification) -> str:

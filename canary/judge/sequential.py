@@ -77,6 +77,7 @@ from canary.judge.robust import (
     start_weight,
     without_worst_pod,
 )
+from canary.judge.states import SequentialState, check_metrics
 from canary.model import (
     Arm,
     Counts,
@@ -299,7 +300,7 @@ class SequentialJudge:
 
     # ------------------------------------------------------------------ interface
 
-    def initial_state(self) -> dict[str, Any]:
+    def initial_state(self) -> SequentialState:
         metrics: dict[str, Any] = {}
         for name, params in self.params.items():
             entry: dict[str, Any] = {"fail_round": None, "pass_round": None, "requests": 0}
@@ -310,13 +311,18 @@ class SequentialJudge:
                 entry["warmup_round"] = None
                 entry["tracks"] = []
             metrics[name] = entry
-        return {"judge": self.name, "round": 0, "metrics": metrics}
+        return SequentialState(round=0, metrics=metrics)
+
+    def read_state(self, data: Mapping[str, Any]) -> SequentialState:
+        state = SequentialState.from_json(data)
+        check_metrics(state.metrics, self.params, "metrics")
+        return state
 
     def update(
-        self, state: Mapping[str, Any], round: RoundData, *, final: bool = False
-    ) -> tuple[dict[str, Any], Judgement]:
+        self, state: SequentialState, round: RoundData, *, final: bool = False
+    ) -> tuple[SequentialState, Judgement]:
         """Add one round's evidence; cost independent of how many rounds came before."""
-        k = int(state["round"]) + 1
+        k = state.round + 1
         new_metrics: dict[str, Any] = {}
         results: dict[str, MetricResult] = {}
         for config in self.metrics:
@@ -334,7 +340,7 @@ class SequentialJudge:
                 )
                 continue
             entry, result = self._update_metric(
-                self.params[name], state["metrics"][name], round, k, final
+                self.params[name], state.metrics[name], round, k, final
             )
             new_metrics[name] = entry
             results[name] = result
@@ -342,7 +348,7 @@ class SequentialJudge:
         if self.ignored:
             extra.append(f"not judged (kind value): {', '.join(self.ignored)}")
         judgement = combine(results, final=final, round=k, ignored=self.ignored, reasons=extra)
-        return {"judge": self.name, "round": k, "metrics": new_metrics}, judgement
+        return SequentialState(round=k, metrics=new_metrics), judgement
 
     # ------------------------------------------------------------------ one metric
 

@@ -34,17 +34,31 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from canary.config import AnalysisSettings, ThresholdMetric
 from canary.judge.combine import combine
 from canary.judge.round_values import histogram_quantile_of, round_value, value_description
+from canary.judge.states import (
+    Measurement,
+    Outcome,
+    ThresholdMetricState,
+    ThresholdState,
+    check_metrics,
+)
 from canary.model import Judgement, MetricKind, MetricResult, RoundData, Verdict
 
 __all__ = ["ThresholdJudge"]
 
 NoData = Literal["inconclusive", "fail", "pass"]
+
+#: The outcome of a round without a value, per `no_data`.
+_NO_DATA_OUTCOME: dict[NoData, Outcome] = {
+    "inconclusive": "no_data",
+    "fail": "failed",
+    "pass": "successful",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,39 +108,31 @@ class ThresholdJudge:
             quantile=quantile,
         )
 
-    def initial_state(self) -> dict[str, Any]:
-        return {
-            "round": 0,
-            "metrics": {
-                s.config.name: {
-                    "successful": 0,
-                    "failed": 0,
-                    "inconclusive": 0,
-                    "run": 0,  # failed measurements in a row
-                    "failed_round": None,
-                    "evidence": [],
-                }
-                for s in self.specs
-            },
-        }
+    def initial_state(self) -> ThresholdState:
+        return ThresholdState.initial(s.config.name for s in self.specs)
+
+    def read_state(self, data: Mapping[str, Any]) -> ThresholdState:
+        state = ThresholdState.from_json(data)
+        check_metrics(state.metrics, (s.config.name for s in self.specs), "metrics")
+        return state
 
     def update(
-        self, state: Mapping[str, Any], round: RoundData, *, final: bool = False
-    ) -> tuple[dict[str, Any], Judgement]:
-        k = int(state["round"]) + 1
-        new_metrics: dict[str, dict[str, Any]] = {}
+        self, state: ThresholdState, round: RoundData, *, final: bool = False
+    ) -> tuple[ThresholdState, Judgement]:
+        k = state.round + 1
+        new_metrics = dict(state.metrics)
         results: dict[str, MetricResult] = {}
         for spec in self.specs:
             name = spec.config.name
-            current = dict(state["metrics"][name])
-            current["evidence"] = list(current["evidence"])
+            current = state.metrics[name]
             if round.error:
-                current["evidence"].append({"round": k, "skipped": round.error})
+                skipped = Measurement(round=k, skipped=round.error)
+                current = replace(current, evidence=(*current.evidence, skipped))
             else:
-                self._measure(spec, current, round, k)
+                current = self._measure(spec, current, round, k)
             new_metrics[name] = current
             results[name] = self._result(spec, current, final, k)
-        new_state = {"round": k, "metrics": new_metrics}
+        new_state = ThresholdState(round=k, metrics=new_metrics)
         return new_state, combine(results, final=final, round=k)
 
     # ------------------------------------------------------------------ helpers
@@ -139,7 +145,10 @@ class ThresholdJudge:
         assert spec.max is not None
         return f"<= {_fmt(spec.max)}"
 
-    def _measure(self, spec: _Spec, current: dict[str, Any], round: RoundData, k: int) -> None:
+    def _measure(
+        self, spec: _Spec, current: ThresholdMetricState, round: RoundData, k: int
+    ) -> ThresholdMetricState:
+        """The metric after round k's measurement."""
         value = round_value(
             round.canary.get(spec.config.name),
             spec.config,
@@ -147,59 +156,72 @@ class ThresholdJudge:
             quantile=spec.quantile,
             where=f"round {k}, canary",
         )
+        outcome: Outcome
         if not math.isfinite(value):
-            outcome = {"inconclusive": "no_data", "fail": "failed", "pass": "successful"}[
-                spec.no_data
-            ]
-            entry: dict[str, Any] = {"round": k, "value": None, "outcome": outcome}
+            outcome = _NO_DATA_OUTCOME[spec.no_data]
+            entry = Measurement(round=k, value=None, outcome=outcome)
         else:
             ok = (spec.min is None or value >= spec.min) and (spec.max is None or value <= spec.max)
             outcome = "successful" if ok else "failed"
-            entry = {"round": k, "value": value, "outcome": outcome}
+            entry = Measurement(round=k, value=value, outcome=outcome)
+        successful, failed, inconclusive, run = (
+            current.successful,
+            current.failed,
+            current.inconclusive,
+            current.run,
+        )
         if outcome == "failed":
-            current["failed"] += 1
-            current["run"] += 1
+            failed, run = failed + 1, run + 1
         elif outcome == "successful":
-            current["successful"] += 1
-            current["run"] = 0
+            successful, run = successful + 1, 0
         else:
-            current["inconclusive"] += 1
-        count = current["run"] if spec.consecutive else current["failed"]
-        if current["failed_round"] is None and count > spec.failure_limit:
-            current["failed_round"] = k
-        current["evidence"].append(entry)
+            inconclusive += 1
+        failed_round = current.failed_round
+        count = run if spec.consecutive else failed
+        if failed_round is None and count > spec.failure_limit:
+            failed_round = k
+        return ThresholdMetricState(
+            successful=successful,
+            failed=failed,
+            inconclusive=inconclusive,
+            run=run,
+            failed_round=failed_round,
+            evidence=(*current.evidence, entry),
+        )
 
-    def _result(self, spec: _Spec, current: Mapping[str, Any], final: bool, k: int) -> MetricResult:
+    def _result(
+        self, spec: _Spec, current: ThresholdMetricState, final: bool, k: int
+    ) -> MetricResult:
         kind = "in a row" if spec.consecutive else "in total"
-        last = next((e for e in reversed(current["evidence"]) if "outcome" in e), None)
+        last = next((e for e in reversed(current.evidence) if e.skipped is None), None)
         statistics = {
             "min": spec.min,
             "max": spec.max,
             "failure_limit": spec.failure_limit,
             "consecutive": spec.consecutive,
             "no_data": spec.no_data,
-            "successful": current["successful"],
-            "failed": current["failed"],
-            "inconclusive": current["inconclusive"],
-            "failed_in_a_row": current["run"],
-            "last_value": None if last is None else last.get("value"),
+            "successful": current.successful,
+            "failed": current.failed,
+            "inconclusive": current.inconclusive,
+            "failed_in_a_row": current.run,
+            "last_value": None if last is None else last.value,
             "per_round_value": value_description(
                 spec.config.kind, counts_as="success_rate", quantile=spec.quantile
             ),
         }
-        limit = f"{current['failed']} failed in total, {current['run']} in a row; limit "
+        limit = f"{current.failed} failed in total, {current.run} in a row; limit "
         limit += f"{spec.failure_limit} {kind}"
         reasons = []
         if last is not None:
-            shown = "no data" if last["value"] is None else _fmt(last["value"])
+            shown = "no data" if last.value is None else _fmt(last.value)
             reasons.append(f"last value {shown} (must be {self._bounds_text(spec)})")
         reasons.append(limit)
-        if current["failed_round"] is not None:
-            verdict, verdict_round = Verdict.FAIL, int(current["failed_round"])
+        if current.failed_round is not None:
+            verdict, verdict_round = Verdict.FAIL, current.failed_round
             reasons.insert(0, f"failure limit exceeded at round {verdict_round}")
         elif not final:
             verdict, verdict_round = Verdict.RUNNING, None
-        elif current["successful"] > 0:
+        elif current.successful > 0:
             verdict, verdict_round = Verdict.PASS, k
         else:
             verdict, verdict_round = Verdict.INCONCLUSIVE, k
@@ -210,5 +232,5 @@ class ThresholdJudge:
             round=verdict_round,
             reasons=reasons,
             statistics=statistics,
-            evidence=list(current["evidence"]),
+            evidence=[entry.to_json() for entry in current.evidence],
         )
