@@ -402,3 +402,23 @@ def test_canary_run_serves_health_and_stops_on_sigterm_through_tini(
             process.kill()
             process.communicate()
     assert not _healthy(image, port)
+
+
+IMPORT_ALL = """
+import importlib, json, pkgutil, canary
+# __main__ runs the CLI; the migration environment runs only under Alembic.
+skip = {"canary.__main__", "canary.migrations.env"}
+failed = {}
+for module in pkgutil.walk_packages(canary.__path__, "canary."):
+    if module.name not in skip:
+        try:
+            importlib.import_module(module.name)
+        except Exception as error:
+            failed[module.name] = repr(error)
+print(json.dumps(failed))
+"""
+
+
+def test_every_canary_module_imports_in_the_image(image: Image) -> None:
+    """Nothing canary imports was left out of the image (SciPy ships only what it uses)."""
+    assert image.python(IMPORT_ALL) == {}
