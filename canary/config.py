@@ -128,6 +128,8 @@ def default_data_dir() -> Path:
 #: RFC 9110 field names (tokens); values must not carry CR, LF or other controls.
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+#: Headers that frame a request or its connection: canary sets them for each request.
+_FRAMING_HEADERS = frozenset({"connection", "content-length", "content-type", "transfer-encoding"})
 
 
 def http_url(value: str) -> str:
@@ -209,6 +211,8 @@ class PrometheusConfig(_Model):
         for name, value in headers.items():
             if not _HEADER_NAME.match(name):
                 raise ValueError(f"{name!r} is not a valid HTTP header name")
+            if name.lower() in _FRAMING_HEADERS:
+                raise ValueError(f"{name}: this header is set by canary for each request")
             if _CONTROL.search(value):
                 raise ValueError(f"header {name}: control characters (CR, LF, NUL) in the value")
         return headers

@@ -115,6 +115,11 @@ CASES: dict[str, Case] = {
         "prometheus.headers",
         "control characters",
     ),
+    "a framing header": (
+        lambda t: {"prometheus": 'headers = { "content-length" = "0" }'},
+        "prometheus.headers",
+        "content-length: this header is set by canary for each request",
+    ),
     "space in the URL": (
         lambda t: {"url": '"http://prometheus .monitoring:9090"'},
         "prometheus.url",

@@ -76,7 +76,14 @@ class FaultServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 form = urllib.parse.parse_qs(self.rfile.read(length).decode())
                 with fault.lock:
-                    fault.requests.append({"path": self.path, "form": form, **self.headers})
+                    fault.requests.append(
+                        {
+                            "path": self.path,
+                            "form": form,
+                            "raw": self.headers.items(),
+                            **self.headers,
+                        }
+                    )
                     fault.in_flight += 1
                     fault.max_in_flight = max(fault.max_in_flight, fault.in_flight)
                 try:
@@ -369,6 +376,28 @@ def test_explicit_time_auth_and_headers_are_sent(fault: FaultServer, tmp_path: P
     assert request["X-Scope-OrgID"] == "team-a"
 
 
+def test_header_names_are_merged_case_insensitively(fault: FaultServer, tmp_path: Path) -> None:
+    """A configured header replaces the client's own of the same name in any case;
+    the token set by bearer_token_file replaces a configured Authorization."""
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    headers = {"host": "prom.example", "user-agent": "ops", "authorization": "Bearer old"}
+    run_query(config(fault.url, bearer_token_file=str(token), headers=headers))
+    sent: dict[str, list[str]] = {}
+    for name, value in fault.requests[0]["raw"]:
+        sent.setdefault(name.lower(), []).append(value)
+    assert sent["host"] == ["prom.example"]
+    assert sent["user-agent"] == ["ops"]
+    assert sent["authorization"] == ["Bearer s3cret"]
+    assert sent["content-length"] == [str(len("query=up&time=1767225600.000"))]
+
+
+@pytest.mark.parametrize("name", ["Content-Length", "transfer-encoding", "CONNECTION"])
+def test_framing_headers_are_refused_in_the_config(name: str) -> None:
+    with pytest.raises(ValueError, match=f"{name}.*set by canary"):
+        config("http://127.0.0.1:9090", headers={name: "1"})
+
+
 def test_basic_auth(fault: FaultServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PROM_PASSWORD", "pw")
     cfg = config(fault.url, basic_auth={"username": "canary", "password_env": "PROM_PASSWORD"})
@@ -454,6 +483,12 @@ def own_prometheus(prometheus_bin: str, tmp_path_factory: pytest.TempPathFactory
     server = PrometheusServer(tmp_path_factory.mktemp("own-prometheus") / "data").start()
     yield server
     server.stop()
+
+
+def test_real_prometheus_with_a_configured_host_header(own_prometheus: PrometheusServer) -> None:
+    """Two Host headers make Prometheus answer 400; a configured one replaces the URL's."""
+    cfg = config(own_prometheus.url, retries=0, headers={"host": "prometheus.example"})
+    assert run_query(cfg, "vector(3)").samples[0].value == 3.0
 
 
 def test_real_prometheus_bad_promql_and_a_stopped_server(own_prometheus: PrometheusServer) -> None:

@@ -169,21 +169,19 @@ class PrometheusClient:
     def _setup(self) -> None:
         """Headers, TLS context and the way requests go, once per client."""
         config = self.config
-        headers = {"Accept": "application/json", "User-Agent": "canary"}
-        headers.update(config.headers)
+        auth: dict[str, str] = {}
         token = read_secret(
             file=config.bearer_token_file, env=config.bearer_token_env, what="prometheus"
         )
         if token:
-            headers["Authorization"] = f"Bearer {token}"
+            auth["Authorization"] = f"Bearer {token}"
         if config.basic_auth is not None:
             password = read_secret(
                 file=config.basic_auth.password_file,
                 env=config.basic_auth.password_env,
                 what="prometheus.basic_auth",
             )
-            pair = f"{config.basic_auth.username}:{password or ''}".encode()
-            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+            auth["Authorization"] = _basic(config.basic_auth.username, password or "")
         context: ssl.SSLContext
         if config.insecure_skip_verify:
             context = ssl.create_default_context()
@@ -193,7 +191,9 @@ class PrometheusClient:
             context = ssl.create_default_context(cafile=config.ca_file)
         else:
             context = httpx.create_ssl_context()  # httpx's trust store (certifi)
+        defaults = {"Accept": "application/json", "User-Agent": "canary"}
         if self._transport is not None or _proxied(config.url):
+            headers = _merged(defaults, config.headers, auth)
             self._httpx = httpx.AsyncClient(
                 base_url=config.url,
                 headers=headers,
@@ -204,7 +204,7 @@ class PrometheusClient:
             )
         else:
             origin = Origin.of(config.url, context)
-            headers = {"Host": origin.host_header, **headers}
+            headers = _merged({"Host": origin.host_header, **defaults}, config.headers, auth)
             lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
             self._origin, self._head = origin, lines.encode("latin-1")
         self._ready = True
@@ -497,6 +497,22 @@ def _with_timing(result: QueryResult, seconds: float, attempts: int) -> QueryRes
         seconds=seconds,
         attempts=attempts,
     )
+
+
+def _merged(*layers: Mapping[str, str]) -> dict[str, str]:
+    """Headers of all `layers`, a later layer's replacing an earlier one's of the same
+    name in any case (header names are case-insensitive, RFC 9110 section 5.1)."""
+    merged: dict[str, tuple[str, str]] = {}
+    for layer in layers:
+        for name, value in layer.items():
+            merged[name.lower()] = (name, value)
+    return dict(merged.values())
+
+
+def _basic(username: str, password: str) -> str:
+    """An Authorization value for HTTP Basic (RFC 7617)."""
+    pair = f"{username}:{password}".encode()
+    return "Basic " + base64.b64encode(pair).decode("ascii")
 
 
 def _format_time(seconds: float) -> str:
