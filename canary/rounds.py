@@ -549,7 +549,9 @@ def _record_daemon(
         if outcome is not None and step.finished:
             status = outcome.state.status
             verdict = rollout.stored_verdict(status, judgement)
-            finish_analysis(session, analysis, status, reason=outcome.reason, verdict=verdict)
+            finish_analysis(
+                session, analysis, status, reason=outcome.reason, verdict=verdict, now=at
+            )
         return action_row.id if action_row is not None else None
 
 

@@ -259,6 +259,10 @@ def test_analyses_ended_at_their_budget_read_inconclusive_everywhere(  # type: i
         assert row["verdict"] == "inconclusive" and row["status"] != "running", source
         assert row["verdictRound"] == budget[source], source
 
+        code, out = cli("show", analysis_id, "--json")
+        last = json.loads(out)["rounds"][-1]
+        assert row["finished"] == last["windowEnd"], source  # ended with its last round
+
         code, out = cli("show", analysis_id)
         head = out.split("\n\n")[0]
         assert f"verdict   inconclusive at round {budget[source]}" in head, head
