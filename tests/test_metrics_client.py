@@ -406,6 +406,26 @@ def test_basic_auth(fault: FaultServer, monkeypatch: pytest.MonkeyPatch) -> None
     assert fault.requests[0]["Authorization"] == expected
 
 
+def test_credentials_in_the_url_are_sent_as_basic_and_never_shown(
+    fault: FaultServer, tmp_path: Path
+) -> None:
+    with_userinfo = fault.url.replace("http://", "http://alice:s%40cret@")
+    run_query(config(with_userinfo))
+    assert (
+        fault.requests[0]["Authorization"] == "Basic " + base64.b64encode(b"alice:s@cret").decode()
+    )
+
+    token = tmp_path / "token"
+    token.write_text("t0ken\n")
+    run_query(config(with_userinfo, bearer_token_file=str(token)))
+    assert fault.requests[1]["Authorization"] == "Bearer t0ken"
+
+    fault.mode = "500"
+    with pytest.raises(PrometheusServerError) as info:
+        run_query(config(with_userinfo, retries=0))
+    assert "cret" not in str(info.value) and "cret" not in str(info.value.url)
+
+
 def test_query_range_parameters(fault: FaultServer) -> None:
     fault.body = {"status": "success", "data": {"resultType": "matrix", "result": []}}
 

@@ -187,7 +187,7 @@ async def analyze_window(
     source = PrometheusSource(prometheus)
     try:
         if not await source.client.ready():
-            raise CanaryError(f"Prometheus at {prometheus.url} is not reachable or not ready")
+            raise CanaryError(f"Prometheus at {source.client.url} is not reachable or not ready")
         key = f"analyze/{canary.name}/{points[0].isoformat()}/{uuid.uuid4().hex[:12]}"
         analysis_id = await asyncio.to_thread(
             ensure_analysis, sessions, canary, key=key, source="analyze", now=points[0]

@@ -154,6 +154,7 @@ class PrometheusClient:
         record_latencies: bool = False,
     ) -> None:
         self.config = config
+        self.url = _without_userinfo(config.url)  # what requests go to and errors show
         self._transport = transport
         self._record = record_latencies
         self.stats = _Stats()
@@ -170,6 +171,10 @@ class PrometheusClient:
         """Headers, TLS context and the way requests go, once per client."""
         config = self.config
         auth: dict[str, str] = {}
+        parts = urllib.parse.urlsplit(config.url)
+        if parts.username is not None:  # http://user:password@host: Basic, as httpx and curl
+            user, password = parts.username, parts.password or ""
+            auth["Authorization"] = _basic(_unquote(user), _unquote(password))
         token = read_secret(
             file=config.bearer_token_file, env=config.bearer_token_env, what="prometheus"
         )
@@ -195,7 +200,7 @@ class PrometheusClient:
         if self._transport is not None or _proxied(config.url):
             headers = _merged(defaults, config.headers, auth)
             self._httpx = httpx.AsyncClient(
-                base_url=config.url,
+                base_url=self.url,
                 headers=headers,
                 verify=context,
                 timeout=httpx.Timeout(config.timeout),
@@ -203,7 +208,7 @@ class PrometheusClient:
                 transport=self._transport,
             )
         else:
-            origin = Origin.of(config.url, context)
+            origin = Origin.of(self.url, context)
             headers = _merged({"Host": origin.host_header, **defaults}, config.headers, auth)
             lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
             self._origin, self._head = origin, lines.encode("latin-1")
@@ -265,7 +270,7 @@ class PrometheusClient:
 
     async def _call(self, path: str, data: dict[str, str], query: str) -> QueryResult:
         """POST a query, retrying timeouts, unreachable servers and HTTP 5xx."""
-        url = self.config.url + path
+        url = self.url + path
         started = time.perf_counter()
 
         async def attempt(number: int) -> QueryResult:
@@ -288,14 +293,14 @@ class PrometheusClient:
             self.stats.requests += 1
         except TimeoutError as exc:
             raise PrometheusTimeout(
-                f"Prometheus at {self.config.url} did not answer within "
+                f"Prometheus at {self.url} did not answer within "
                 f"{self.config.timeout:g}s ({type(exc).__name__})",
                 query=query,
                 url=url,
             ) from None
         except OSError as exc:
             raise PrometheusUnreachable(
-                f"Prometheus at {self.config.url} is unreachable: {_describe(exc)}",
+                f"Prometheus at {self.url} is unreachable: {_describe(exc)}",
                 query=query,
                 url=url,
             ) from None
@@ -513,6 +518,17 @@ def _basic(username: str, password: str) -> str:
     """An Authorization value for HTTP Basic (RFC 7617)."""
     pair = f"{username}:{password}".encode()
     return "Basic " + base64.b64encode(pair).decode("ascii")
+
+
+def _unquote(text: str) -> str:
+    return urllib.parse.unquote(text, errors="strict")
+
+
+def _without_userinfo(url: str) -> str:
+    """`url` without the `user:password@` of its authority (sent as Basic instead)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=host)) if host != parts.netloc else url
 
 
 def _format_time(seconds: float) -> str:
