@@ -705,6 +705,27 @@ def test_an_outlying_canary_pod_is_held_to_what_the_others_predict():
             assert without_worst_pod(sum(f for f, _ in more), 800, more)[0] >= base - 1e-9
 
 
+def test_holding_back_a_pod_is_monotone_when_pods_differ_in_size():
+    from canary.judge.robust import without_worst_pod
+
+    def held(pods: list[tuple[int, int]]) -> float:
+        return without_worst_pod(sum(f for f, _ in pods), sum(t for _, t in pods), pods)[0]
+
+    # One more failure in the third pod makes it the highest-rate pod: the result must
+    # not fall (holding back only the highest-rate pod gave 31.80, then 31.12).
+    assert held([(15, 62), (2, 183), (17, 67)]) >= held([(15, 62), (2, 183), (16, 67)])
+    rng = np.random.default_rng(12)
+    for _ in range(3000):
+        size = int(rng.integers(3, 6))
+        requests = rng.integers(1, 300, size=size)
+        pods = [(int(rng.integers(0, t + 1)), int(t)) for t in requests]
+        base = held(pods)
+        for i in range(size):
+            if pods[i][0] < pods[i][1]:
+                more = [(f + (j == i), t) for j, (f, t) in enumerate(pods)]
+                assert held(more) >= base - 1e-9, (pods, i)
+
+
 # ---------------------------------------------------------------------- combination
 
 

@@ -39,8 +39,8 @@ an offset than the pods' spread allows). A round's evidence for eta is the small
 of the two: min(exp(L), exp(G)) is below each e-value, so it is valid when either
 model holds — skewed round-to-round variation (L) or a persistent pod offset (G).
 
-With per-pod data and at least `TRIM_PODS` canary pods, each round's canary pod with
-the highest rate counts at most what the other canary pods predict plus slack
+With per-pod data and at least `TRIM_PODS` canary pods, each round's canary pod
+furthest above what the other canary pods predict plus slack counts at most that
 (`without_worst_pod`): a version's regression shows in every pod and is kept, a
 bursting pod stands out and is held back (the request-level process uses every
 request).
@@ -208,22 +208,25 @@ def _at_tolerance(rate: float, tolerance: float) -> float:
 def without_worst_pod(x: int, n: int, pods: Sequence[tuple[int, int]]) -> tuple[float, int]:
     """The canary's failures with an outlying pod held to what the other pods predict.
 
-    When the canary has at least `TRIM_PODS` pods with requests, its pod with the
-    highest rate counts at most `mu + 3 sqrt(mu) + 3` failures, mu = its requests x the
-    other canary pods' rate (a Poisson-style upper limit with slack). A version's
-    regression shows in every canary pod, so no pod stands out and nothing is lost; a
-    bad pod (a burst, a bad node) stands out and loses its excess. Raising any pod's
-    failures never lowers the result (monotone in severity).
+    When the canary has at least `TRIM_PODS` pods with requests, the largest excess of
+    a pod over its limit, max_i max(x_i - limit_i, 0), is left out: limit_i = mu_i +
+    3 sqrt(mu_i) + 3, mu_i = pod i's requests x the other canary pods' rate (a
+    Poisson-style upper limit with slack). A version's regression shows in every
+    canary pod, so no pod stands out and nothing is lost; a bad pod (a burst, a bad
+    node) stands out and loses its excess. Monotone in severity: one more failure in
+    pod j adds one to x and at most one to pod j's excess, and raises every other
+    pod's limit, so the result never falls.
     """
     pods = [(xi, ni) for xi, ni in pods if ni > 0]
     if len(pods) < TRIM_PODS:
         return float(x), n
-    x_w, n_w = max(pods, key=lambda p: p[0] / p[1])
-    others_x = sum(xi for xi, _ in pods) - x_w
-    others_n = sum(ni for _, ni in pods) - n_w
-    mu = n_w * others_x / others_n
-    limit = mu + 3.0 * math.sqrt(mu) + 3.0
-    return float(x) - max(x_w - limit, 0.0), n
+    total_x = sum(xi for xi, _ in pods)
+    total_n = sum(ni for _, ni in pods)
+    excess = 0.0
+    for xi, ni in pods:
+        mu = ni * (total_x - xi) / (total_n - ni)
+        excess = max(excess, xi - (mu + 3.0 * math.sqrt(mu) + 3.0))
+    return float(x) - excess, n
 
 
 def round_contrast(
