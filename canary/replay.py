@@ -111,7 +111,9 @@ def resolve_settings(
     """The settings to replay with: recorded (or from `config`), then judge, then overrides.
 
     Another judge keeps the metrics' common keys (name, kind, query ...) and drops the
-    keys of the recorded judge; `--set` then sets the new judge's keys.
+    keys of the recorded judge; `--set` then sets the new judge's keys. A recorded
+    configuration that no longer validates is the analysis' StoredDataError, a bad
+    `--set` or `--judge` the user's UsageError.
     """
     if config is None:
         recorded = recorded_settings(stored)
