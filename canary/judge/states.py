@@ -285,29 +285,17 @@ _OUTCOMES: tuple[Outcome, ...] = ("successful", "failed", "no_data")
 @dataclass(frozen=True, slots=True)
 class Measurement:
     """One round of one threshold metric: the canary's value and its outcome, or
-    `skipped` (the round's error) when its queries failed.
-
-    Its JSON is built once: every round's judgement lists the whole evidence, and a
-    threshold round is otherwise so cheap that rebuilding it would double its cost.
-    """
+    `skipped` (the round's error) when its queries failed."""
 
     round: int
     value: float | None = None
     outcome: Outcome | None = None
     skipped: str | None = None
-    _json: dict[str, Any] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        data: dict[str, Any] = (
-            {"round": self.round, "skipped": self.skipped}
-            if self.skipped is not None
-            else {"round": self.round, "value": self.value, "outcome": self.outcome}
-        )
-        object.__setattr__(self, "_json", data)
 
     def to_json(self) -> dict[str, Any]:
-        """The stored form (shared: do not change it)."""
-        return self._json
+        if self.skipped is not None:
+            return {"round": self.round, "skipped": self.skipped}
+        return {"round": self.round, "value": self.value, "outcome": self.outcome}
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> Measurement:
@@ -336,6 +324,35 @@ class ThresholdMetricState:
     run: int = 0
     failed_round: int | None = None
     evidence: tuple[Measurement, ...] = ()
+    #: `evidence` as stored, grown with it (`add`): every round's judgement lists all
+    #: of it, which would otherwise cost a conversion per round judged so far.
+    stored_evidence: tuple[dict[str, Any], ...] = field(default=(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.stored_evidence) != len(self.evidence):
+            stored = tuple(entry.to_json() for entry in self.evidence)
+            object.__setattr__(self, "stored_evidence", stored)
+
+    def add(
+        self,
+        entry: Measurement,
+        *,
+        successful: int,
+        failed: int,
+        inconclusive: int,
+        run: int,
+        failed_round: int | None,
+    ) -> ThresholdMetricState:
+        """This metric after one more round: `entry` and the counts it leaves."""
+        return ThresholdMetricState(
+            successful=successful,
+            failed=failed,
+            inconclusive=inconclusive,
+            run=run,
+            failed_round=failed_round,
+            evidence=(*self.evidence, entry),
+            stored_evidence=(*self.stored_evidence, entry.to_json()),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -344,7 +361,7 @@ class ThresholdMetricState:
             "inconclusive": self.inconclusive,
             "run": self.run,
             "failed_round": self.failed_round,
-            "evidence": [entry.to_json() for entry in self.evidence],
+            "evidence": list(self.stored_evidence),
         }
 
     @classmethod

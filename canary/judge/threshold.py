@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from canary.config import AnalysisSettings, ThresholdMetric
@@ -127,7 +127,14 @@ class ThresholdJudge:
             current = state.metrics[name]
             if round.error:
                 skipped = Measurement(round=k, skipped=round.error)
-                current = replace(current, evidence=(*current.evidence, skipped))
+                current = current.add(
+                    skipped,
+                    successful=current.successful,
+                    failed=current.failed,
+                    inconclusive=current.inconclusive,
+                    run=current.run,
+                    failed_round=current.failed_round,
+                )
             else:
                 current = self._measure(spec, current, round, k)
             new_metrics[name] = current
@@ -180,13 +187,13 @@ class ThresholdJudge:
         count = run if spec.consecutive else failed
         if failed_round is None and count > spec.failure_limit:
             failed_round = k
-        return ThresholdMetricState(
+        return current.add(
+            entry,
             successful=successful,
             failed=failed,
             inconclusive=inconclusive,
             run=run,
             failed_round=failed_round,
-            evidence=(*current.evidence, entry),
         )
 
     def _result(
@@ -232,5 +239,5 @@ class ThresholdJudge:
             round=verdict_round,
             reasons=reasons,
             statistics=statistics,
-            evidence=[entry.to_json() for entry in current.evidence],
+            evidence=list(current.stored_evidence),
         )
