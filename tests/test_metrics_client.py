@@ -114,6 +114,16 @@ class FaultServer:
                         "error": 'invalid parameter "query": 1:9: parse error: unexpected "}"',
                     }
                     self._answer(400, json.dumps(body).encode())
+                elif mode == "408-when-idle":
+                    self._answer(200, json.dumps(fault.body).encode())
+                    time.sleep(0.1)  # then, idle, a proxy gives up on the connection
+                    self.wfile.write(
+                        b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n"
+                        b"Connection: close\r\n\r\n"
+                    )
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(2)
                 elif mode == "interim-drop":
                     self._interim_then_drop()
                 elif mode in ("chunked", "Chunked", "until-close", "drop-after"):
@@ -275,6 +285,22 @@ def test_answers_framed_by_chunks_or_by_the_connection_end_are_read_whole(
     results, stats = asyncio.run(go())
     assert [r.samples[0].value for r in results] == [42.0, 42.0, 42.0]
     assert len(fault.requests) == 3 and stats.retries == 0
+
+
+def test_an_idle_connection_with_unsolicited_bytes_is_not_reused(fault: FaultServer) -> None:
+    """A proxy's 408 sent on an idle keep-alive connection is not the next answer."""
+    fault.mode = "408-when-idle"
+
+    async def go():  # type: ignore[no-untyped-def]
+        async with PrometheusClient(config(fault.url, retries=0)) as client:
+            results = []
+            for _ in range(3):
+                results.append(await client.query("up", 1767225600.0))
+                await asyncio.sleep(0.3)
+            return results
+
+    assert all(result.empty for result in asyncio.run(go()))
+    assert len(fault.requests) == 3
 
 
 def test_an_interim_answer_then_a_dropped_connection_is_unreachable(fault: FaultServer) -> None:

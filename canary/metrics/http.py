@@ -101,8 +101,13 @@ class Connection:
 
     @property
     def usable(self) -> bool:
-        """False once the server has closed the connection (or it was closed here)."""
-        return not self._writer.is_closing() and not self._reader.at_eof()
+        """Whether an idle connection can carry the next request: not closed by either
+        side and nothing received since the last answer. Bytes on an idle connection
+        are not an answer to anything (a proxy's 408 before it closes, say), so such a
+        connection is dead, as httpcore treats any readable idle socket."""
+        reader = self._reader
+        # StreamReader has no public way to ask whether bytes are buffered.
+        return not self._writer.is_closing() and not reader.at_eof() and not reader._buffer
 
     def close(self) -> None:
         self._writer.close()
