@@ -42,6 +42,7 @@ class FaultServer:
         self.body: dict = SUCCESS
         self.delay = 0.0
         self.requests: list[dict] = []
+        self.gets: list[str] = []
         self.in_flight = 0
         self.max_in_flight = 0
         self.lock = threading.Lock()
@@ -61,6 +62,7 @@ class FaultServer:
                     self.close_connection = True
 
             def do_GET(self) -> None:
+                fault.gets.append(self.path)
                 if fault.mode == "interim-drop":
                     self._interim_then_drop()
                     return
@@ -199,6 +201,7 @@ def fault(fault_server: FaultServer) -> FaultServer:
     fault_server.body = SUCCESS
     fault_server.delay = 0.0
     fault_server.requests.clear()
+    fault_server.gets.clear()
     fault_server.max_in_flight = 0
     return fault_server
 
@@ -450,6 +453,43 @@ def test_credentials_in_the_url_are_sent_as_basic_and_never_shown(
     with pytest.raises(PrometheusServerError) as info:
         run_query(config(with_userinfo, retries=0))
     assert "cret" not in str(info.value) and "cret" not in str(info.value.url)
+
+
+def test_prometheus_behind_a_path_prefix(fault: FaultServer) -> None:
+    async def go():  # type: ignore[no-untyped-def]
+        async with PrometheusClient(config(fault.url + "/prometheus/")) as client:
+            return await client.ready(), await client.query_range("up", 100.0, 200.0, 15)
+
+    ready, _ = asyncio.run(go())
+    assert ready and fault.gets == ["/prometheus/-/ready"]
+    assert fault.requests[0]["path"] == "/prometheus/api/v1/query_range"
+
+
+@pytest.fixture
+def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    return monkeypatch
+
+
+def test_a_proxy_from_the_environment_carries_the_queries(
+    fault: FaultServer, no_proxy_env: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY names the fault server: it receives the absolute URL, prefix
+    included, with the configured headers once each; NO_PROXY exempts a host."""
+    no_proxy_env.setenv("HTTP_PROXY", fault.url)
+    cfg = config("http://prometheus.invalid:9090/prom", headers={"user-agent": "ops"})
+    assert run_query(cfg).empty
+    request = fault.requests[0]
+    assert request["path"] == "http://prometheus.invalid:9090/prom/api/v1/query"
+    assert request["form"] == {"query": ["up"], "time": ["1767225600.000"]}
+    assert [v for k, v in request["raw"] if k.lower() == "user-agent"] == ["ops"]
+
+    fault.requests.clear()
+    no_proxy_env.setenv("NO_PROXY", "127.0.0.1")
+    assert run_query(config(fault.url + "/prom")).empty
+    assert fault.requests[0]["path"] == "/prom/api/v1/query"
 
 
 def test_query_range_parameters(fault: FaultServer) -> None:
