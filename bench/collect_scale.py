@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from prometheus_harness import ENVOY_BUCKETS, PrometheusServer, backfill, le_text
 
+from canary.commands._root import settle_heap
 from canary.config import PrometheusConfig, parse_config
 from canary.judge.sequential import DEFAULT_QUANTILES, choose_bounds
 from canary.metrics.collect import collect_round
@@ -327,6 +328,7 @@ def main() -> None:
     server = PrometheusServer(data).start(timeout=120)
     global PROMETHEUS_PID
     PROMETHEUS_PID = server.process.pid if server.process else None
+    settle_heap()  # as `canary run` does once started
     try:
         series = server.query('count({__name__=~"istio_.*"})', JUDGED)[0]["value"][1]
         print(f"Prometheus {server.url}: {series} series")
