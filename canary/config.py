@@ -753,17 +753,25 @@ def _foreign_key(key: str, judge: str) -> str:
 
 
 def parse_config(raw: Mapping[str, Any], source: str = "configuration") -> Config:
-    """Validate an already-parsed TOML document; raise ConfigError with key paths."""
+    """Validate an already-parsed TOML document; raise ConfigError with key paths.
+
+    `[defaults]` metrics are checked against the judge of each canary that inherits
+    them (one that lists no metrics of its own); a problem there is named at
+    ``defaults.metrics[i]`` with the canary that inherits it. `Config.defaults` (the
+    settings for a canary the file does not name) keeps only its own judge's keys.
+    """
     raw = dict(raw)
     defaults_raw = raw.get("defaults", {})
     if not isinstance(defaults_raw, Mapping):
         raise ConfigError([("defaults", "must be a table")], source)
+    canaries = raw.get("canary", [])
+    inheriting = _inheriting(canaries, defaults_raw)
+    raw["defaults"] = _defaults_alone(defaults_raw, bool(inheriting))
     try:
-        AnalysisSettings.model_validate(defaults_raw)
+        AnalysisSettings.model_validate(raw["defaults"])
     except ValidationError as exc:
         raise ConfigError(validation_problems(exc, ("defaults",)), source) from None
 
-    canaries = raw.get("canary", [])
     if isinstance(canaries, list):
         raw["canary"] = [
             {**defaults_raw, **entry} if isinstance(entry, Mapping) else entry for entry in canaries
@@ -771,7 +779,49 @@ def parse_config(raw: Mapping[str, Any], source: str = "configuration") -> Confi
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(validation_problems(exc), source) from None
+        problems = [_inherited(p, m, inheriting) for p, m in validation_problems(exc)]
+        raise ConfigError(problems, source) from None
+
+
+def _inheriting(canaries: Any, defaults: Mapping[str, Any]) -> dict[int, str]:
+    """Index -> judge of each canary that inherits the `[defaults]` metrics."""
+    if not isinstance(canaries, list):
+        return {}
+    judge = defaults.get("judge", "sequential")
+    return {
+        index: str(entry.get("judge", judge))
+        for index, entry in enumerate(canaries)
+        if isinstance(entry, Mapping) and "metrics" not in entry
+    }
+
+
+def _defaults_alone(defaults: Mapping[str, Any], inherited: bool) -> dict[str, Any]:
+    """`[defaults]` as the settings of its own judge. When canaries inherit its metrics,
+    without the keys of other judges: each inheriting canary checks those against its
+    own judge."""
+    own = METRIC_TYPES.get(str(defaults.get("judge", "sequential")))
+    metrics = defaults.get("metrics")
+    if own is None or not inherited or not isinstance(metrics, list):
+        return dict(defaults)
+    every = {key for model in METRIC_TYPES.values() for key in model.model_fields}
+    foreign = every - set(own.model_fields)
+    return {
+        **defaults,
+        "metrics": [
+            {k: v for k, v in m.items() if k not in foreign} if isinstance(m, Mapping) else m
+            for m in metrics
+        ],
+    }
+
+
+def _inherited(path: str, message: str, inheriting: Mapping[int, str]) -> tuple[str, str]:
+    """A problem in a canary's inherited metrics, named where it is written."""
+    for index, judge in inheriting.items():
+        prefix = f"canary[{index}].metrics"
+        if path == prefix or path.startswith(prefix + "["):
+            where = f"canary[{index}] inherits it (judge = {judge!r})"
+            return "defaults.metrics" + path[len(prefix) :], f"{message}; {where}"
+    return path, message
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:

@@ -194,14 +194,48 @@ def test_a_canary_with_another_judge_does_not_inherit_metrics_of_the_default_jud
         "defaults": {"metrics": [{"name": "errors", "alpha_fail": 0.01}]},
         "canary": [{**CANARY, "judge": "mann_whitney"}],
     }
+    # Named where it is written, with the canary that inherits it.
     assert problems(raw) == {
-        "canary[0].metrics[0].alpha_fail": (
-            "not a key of a mann_whitney metric (a key of sequential metrics)"
+        "defaults.metrics[0].alpha_fail": (
+            "not a key of a mann_whitney metric (a key of sequential metrics); "
+            "canary[0] inherits it (judge = 'mann_whitney')"
         )
     }
     raw["canary"][0]["metrics"] = [{"name": "errors", "direction": "increase"}]
     [canary] = parse_config(raw).canary
     assert canary.metrics[0].direction == "increase"
+
+
+def test_defaults_metrics_are_checked_against_the_judge_of_each_canary_inheriting_them() -> None:
+    # No canary judges with [defaults]' own judge (sequential): the threshold keys are
+    # the inheriting canaries', and [defaults] alone keeps its own judge's keys.
+    metrics = [{"name": "errors", "max": 0.01}]
+    second = {**CANARY, "name": "search", "judge": "threshold"}
+    raw = {"defaults": {"metrics": metrics}, "canary": [{**CANARY, "judge": "threshold"}, second]}
+    config = parse_config(raw)
+    assert [c.metrics[0].max for c in config.canary] == [0.01, 0.01]
+    assert config.defaults.judge == "sequential"
+    assert "max" not in config.defaults.metrics[0].model_dump()
+    # Their values are checked there too, and a key no judge has is refused.
+    raw["defaults"]["metrics"] = [{"name": "errors", "max": "low"}]
+    found = problems(raw)
+    assert list(found) == ["defaults.metrics[0].max"]
+    assert "valid number" in found["defaults.metrics[0].max"]
+    raw["defaults"]["metrics"] = [{"name": "errors", "maxx": 0.01}]
+    assert list(problems(raw)) == ["defaults.metrics[0].maxx"]
+    # A canary of another judge inheriting them is refused, naming it.
+    raw["defaults"]["metrics"] = metrics
+    raw["canary"][1]["judge"] = "mann_whitney"
+    assert problems(raw) == {
+        "defaults.metrics[0].max": (
+            "not a key of a mann_whitney metric (a key of threshold metrics); "
+            "canary[1] inherits it (judge = 'mann_whitney')"
+        )
+    }
+    # With no canary inheriting them, they are [defaults]' own judge's.
+    assert problems({"defaults": {"metrics": metrics}, "canary": []}) == {
+        "defaults.metrics[0].max": "not a key of a sequential metric (a key of threshold metrics)"
+    }
 
 
 def test_the_default_metrics_are_the_judges_and_a_dump_holds_only_its_keys() -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from daemon_stack import DaemonProcess, wait_until
 
 from canary.cli import main
 from canary.store.database import connect, migrate
@@ -235,6 +236,60 @@ def test_config_check_run_and_serve_refuse_it_naming_the_key(case: str, home: Pa
         assert line is not None and message in line, (argv, output)
         assert "Traceback" not in output
     assert not (home / "data" / "canary.db").exists()
+
+
+INHERITED = """
+[prometheus]
+url = "http://127.0.0.1:9"
+[kubernetes]
+mode = "memory"
+[defaults]
+judge = "{defaults_judge}"
+[[defaults.metrics]]
+name = "errors"
+max = 0.01
+
+[[canary]]
+name = "checkout"
+namespace = "shop"
+judge = "threshold"
+[canary.traffic]
+virtual_service = "checkout"
+canary = {{ host = "checkout", subset = "canary" }}
+stable = {{ host = "checkout", subset = "stable" }}
+[canary.arms.canary]
+match = {{ destination_workload = "checkout-canary" }}
+[canary.arms.baseline]
+match = {{ destination_workload = "checkout-primary" }}
+"""
+
+
+def test_defaults_metrics_of_the_inheriting_canaries_judge_run(home: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    # Every canary is a threshold one, [defaults] keeps the default judge: `max` is the
+    # canaries' key, so the file checks and the daemon starts.
+    config = home / "canary.toml"
+    config.write_text(INHERITED.format(defaults_judge="sequential"), encoding="utf-8")
+    assert main(["config", "check", str(config)]) == 0, capsys.readouterr()
+    capsys.readouterr()
+    url = f"sqlite:///{home / 'migrated.db'}"
+    migrate(connect(url))
+    daemon = DaemonProcess(config, url, home / "daemon.log")
+    try:
+        wait_until(lambda: "started" in daemon.log() or daemon.process.poll() is not None, 30)
+        assert daemon.process.poll() is None, daemon.log()
+    finally:
+        assert daemon.terminate() == 0, daemon.log()
+    # A canary of another judge inheriting them: refused where the key is written.
+    config.write_text(
+        INHERITED.format(defaults_judge="sequential").replace('"threshold"', '"mann_whitney"'),
+        encoding="utf-8",
+    )
+    for argv in (["config", "check", str(config)], ["--config", str(config), "run"]):
+        assert main(argv) == 2
+        captured = capsys.readouterr()
+        err = captured.out + captured.err
+        assert "defaults.metrics[0].max: not a key of a mann_whitney metric" in err, err
+        assert "canary[0] inherits it (judge = 'mann_whitney')" in err
 
 
 def test_a_non_utf8_configuration_file(home: Path, capsys) -> None:  # type: ignore[no-untyped-def]
