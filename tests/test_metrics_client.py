@@ -41,6 +41,7 @@ class FaultServer:
         self.mode = "ok"
         self.body: dict = SUCCESS
         self.delay = 0.0
+        self.stall = 0.0
         self.requests: list[dict] = []
         self.gets: list[str] = []
         self.in_flight = 0
@@ -116,6 +117,8 @@ class FaultServer:
                         "error": 'invalid parameter "query": 1:9: parse error: unexpected "}"',
                     }
                     self._answer(400, json.dumps(body).encode())
+                elif mode in ("trickle", "stall"):
+                    self._slowly(mode, json.dumps(fault.body).encode())
                 elif mode == "408-when-idle":
                     self._answer(200, json.dumps(fault.body).encode())
                     time.sleep(0.1)  # then, idle, a proxy gives up on the connection
@@ -161,6 +164,29 @@ class FaultServer:
                 self.close_connection = True
                 self.connection.shutdown(2)
 
+            def _slowly(self, mode: str, body: bytes) -> None:
+                """The head at once, then the body in five parts 0.15 s apart (trickle)
+                or half of it, then nothing for `fault.delay` before the rest (stall)."""
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.flush()
+                if mode == "trickle":
+                    size = -(-len(body) // 5)
+                    parts = [body[i : i + size] for i in range(0, len(body), size)]
+                    pauses = [0.15] * len(parts)
+                else:
+                    parts = [body[: len(body) // 2], body[len(body) // 2 :]]
+                    pauses = [0.0, fault.stall]
+                try:
+                    for part, pause in zip(parts, pauses, strict=True):
+                        time.sleep(pause)
+                        self.wfile.write(part)
+                        self.wfile.flush()
+                except OSError:  # the client gave up
+                    self.close_connection = True
+
             def _interim_then_drop(self) -> None:
                 """A 100 Continue, then the connection ends without the final answer."""
                 self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -200,6 +226,7 @@ def fault(fault_server: FaultServer) -> FaultServer:
     fault_server.mode = "ok"
     fault_server.body = SUCCESS
     fault_server.delay = 0.0
+    fault_server.stall = 0.0
     fault_server.requests.clear()
     fault_server.gets.clear()
     fault_server.max_in_flight = 0
@@ -324,10 +351,52 @@ def test_an_interim_answer_then_a_dropped_connection_is_unreachable(fault: Fault
 def test_slow_server_times_out_after_the_configured_timeout(fault: FaultServer) -> None:
     fault.delay = 1.5
     started = time.monotonic()
-    with pytest.raises(PrometheusTimeout, match=r"within 0\.3s"):
+    with pytest.raises(PrometheusTimeout, match=r"within 0\.3s \(waiting for the answer\)"):
         run_query(config(fault.url, timeout=0.3, retries=1))
     assert time.monotonic() - started < 1.4  # two attempts of 0.3 s, not the server's 1.5 s
     assert len(fault.requests) == 2
+
+
+BIG = {
+    "status": "success",
+    "data": {
+        "resultType": "vector",
+        "result": [{"metric": {"pod": f"p{i}"}, "value": [1, "1"]} for i in range(50)],
+    },
+}
+
+
+def test_an_answer_that_keeps_arriving_is_read_past_the_timeout(fault: FaultServer) -> None:
+    """The timeout bounds each wait for bytes, not the whole body: five parts 0.15 s
+    apart (0.6 s in all) arrive within a 0.4 s timeout."""
+    fault.mode, fault.body = "trickle", BIG
+    result = run_query(config(fault.url, timeout=0.4, retries=0))
+    assert len(result.samples) == 50 and len(fault.requests) == 1
+
+
+def test_an_answer_that_stops_arriving_times_out(fault: FaultServer) -> None:
+    fault.mode, fault.body, fault.stall = "stall", BIG, 1.5
+    with pytest.raises(PrometheusTimeout, match=r"within 0\.3s \(reading the answer\)"):
+        run_query(config(fault.url, timeout=0.3, retries=0))
+
+
+def test_the_wait_for_a_free_connection_is_bounded_by_the_timeout(fault: FaultServer) -> None:
+    """One connection, held 0.6 s by a trickling answer: a second query waits for
+    it at most the 0.4 s timeout."""
+    fault.mode, fault.body = "trickle", BIG
+
+    async def go():  # type: ignore[no-untyped-def]
+        cfg = config(fault.url, timeout=0.4, retries=0, max_concurrency=1)
+        async with PrometheusClient(cfg) as client:
+            return await asyncio.gather(
+                client.query("first", 0), client.query("second", 0), return_exceptions=True
+            )
+
+    first, second = asyncio.run(go())
+    assert len(first.samples) == 50
+    assert isinstance(second, PrometheusTimeout)
+    assert "waiting for a free connection" in str(second) and second.query == "second"
+    assert [r["form"]["query"] for r in fault.requests] == [["first"]]
 
 
 def test_unreachable_port(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["Connection", "ConnectionClosed", "Origin", "ProtocolError", "Response"]
+__all__ = ["Connection", "ConnectionClosed", "Deadline", "Origin", "ProtocolError", "Response"]
 
 #: Longest status line or header block accepted (asyncio's default limit is 64 KiB).
 _LIMIT = 1 << 20
@@ -80,6 +80,41 @@ class Origin:
         )
 
 
+class Deadline:
+    """One exchange's timeouts: each phase (connecting, waiting for the answer's head,
+    each wait for more of its body) may take `seconds`, and `phase` names the current
+    one for the TimeoutError.
+
+    One `asyncio.timeout` for the whole exchange, moved on as phases begin and bytes
+    arrive: a context per read would cost more than the read. Moving it only once
+    a twentieth of `seconds` has passed keeps that cheap for a fast body, so a stalled
+    body times out after between 95% and 100% of `seconds` without bytes.
+    """
+
+    __slots__ = ("_loop", "_set_at", "_slack", "_timeout", "phase", "seconds")
+
+    def __init__(self, timeout: asyncio.Timeout, seconds: float, phase: str) -> None:
+        self._timeout = timeout
+        self._loop = asyncio.get_running_loop()
+        self._set_at = self._loop.time()
+        self._slack = seconds / 20
+        self.seconds = seconds
+        self.phase = phase
+
+    def restart(self, phase: str) -> None:
+        """A new phase: `seconds` from now."""
+        self.phase = phase
+        self._set_at = self._loop.time()
+        self._timeout.reschedule(self._set_at + self.seconds)
+
+    def progress(self) -> None:
+        """Bytes arrived: the next wait for more may take `seconds` again."""
+        now = self._loop.time()
+        if now - self._set_at > self._slack:
+            self._set_at = now
+            self._timeout.reschedule(now + self.seconds)
+
+
 class Connection:
     """One keep-alive connection; `request` sends a request and reads its answer."""
 
@@ -112,8 +147,9 @@ class Connection:
     def close(self) -> None:
         self._writer.close()
 
-    async def request(self, message: bytes, *, head: bool = False) -> Response:
-        """Send `message` (request line, headers and body) and read the whole answer.
+    async def request(self, message: bytes, deadline: Deadline, *, head: bool = False) -> Response:
+        """Send `message` (request line, headers and body) and read the whole answer,
+        telling `deadline` as its parts arrive.
 
         ConnectionClosed when the connection ends before any byte of the answer;
         ProtocolError when the answer does not frame.
@@ -129,6 +165,7 @@ class Connection:
             raise ProtocolError("the answer ends inside its headers") from None
         except asyncio.LimitOverrunError:
             raise ProtocolError("the answer's headers are too long") from None
+        deadline.restart("reading the answer")
         try:
             status, reason, headers, keep_alive = _head(block)
             while 100 <= status < 200:  # an interim answer: the final one follows
@@ -143,11 +180,14 @@ class Connection:
             if head or status in (204, 304):
                 body = b""
             elif codings.rpartition(",")[2].strip() == "chunked":
-                body = await _chunked(reader)
+                body = await _chunked(reader, deadline)
             elif "content-length" in headers and not codings:
-                body = await reader.readexactly(int(headers["content-length"]))
+                length = int(headers["content-length"])
+                if length < 0:
+                    raise ValueError("a negative Content-Length")
+                body = await _exactly(reader, length, deadline)
             else:  # no length, or a coding this client does not frame: until the end
-                body = await reader.read()
+                body = await _exactly(reader, -1, deadline)
                 keep_alive = False
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             raise ProtocolError("the answer's body ends early or does not frame") from None
@@ -174,16 +214,40 @@ def _head(block: bytes) -> tuple[int, str, dict[str, str], bool]:
     return int(code), reason, headers, keep_alive
 
 
-async def _chunked(reader: asyncio.StreamReader) -> bytes:
+async def _exactly(reader: asyncio.StreamReader, size: int, deadline: Deadline) -> bytes:
+    """`size` bytes (-1: up to the end of the stream), telling `deadline` of each part.
+
+    IncompleteReadError when the stream ends before `size` bytes.
+    """
+    if size < 0:
+        parts = []
+        while part := await reader.read(1 << 16):
+            parts.append(part)
+            deadline.progress()
+        return b"".join(parts)
+    parts, missing = [], size
+    while missing:
+        part = await reader.read(missing)
+        if not part:
+            raise asyncio.IncompleteReadError(b"".join(parts), size)
+        parts.append(part)
+        missing -= len(part)
+        deadline.progress()
+    return b"".join(parts)
+
+
+async def _chunked(reader: asyncio.StreamReader, deadline: Deadline) -> bytes:
     """A body in the chunked transfer coding (RFC 9112, section 7.1), trailers dropped."""
     parts = []
     while True:
         line = await reader.readuntil(b"\r\n")
         size = int(line.split(b";", 1)[0].strip(), 16)
+        if size < 0:
+            raise ValueError("a negative chunk size")
         if size == 0:
             while await reader.readuntil(b"\r\n") != b"\r\n":
                 pass  # trailer fields
             return b"".join(parts)
-        parts.append(await reader.readexactly(size))
+        parts.append(await _exactly(reader, size, deadline))
         if await reader.readexactly(2) != b"\r\n":
             raise ValueError("a chunk does not end with CRLF")

@@ -6,7 +6,9 @@ are sent as form-encoded POST bodies so long selectors never hit URL limits.
 
 One client is shared by every canary of a process. It holds up to
 `PrometheusConfig.max_concurrency` keep-alive connections and lends one to each
-request, which bounds the requests in flight. Requests go over `canary.metrics.http`
+request, which bounds the requests in flight. `timeout` bounds each phase of a
+request: the wait for a free connection, connecting, the wait for the answer to
+begin, and each wait for more of its body. Requests go over `canary.metrics.http`
 (a lean HTTP/1.1 client: httpx cost a millisecond of CPU per request, more than
 parsing the answer); when the environment names a proxy for Prometheus
 (``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY``, not bypassed by ``NO_PROXY``), or a
@@ -49,7 +51,7 @@ from canary.errors import (
     PrometheusTimeout,
     PrometheusUnreachable,
 )
-from canary.metrics.http import Connection, ConnectionClosed, Origin, Response
+from canary.metrics.http import Connection, ConnectionClosed, Deadline, Origin, Response
 from canary.retry import RetryPolicy, retrying
 
 __all__ = ["PrometheusClient", "QueryResult", "RangeSeries", "Sample", "to_unix"]
@@ -294,7 +296,7 @@ class PrometheusClient:
         except TimeoutError as exc:
             raise PrometheusTimeout(
                 f"Prometheus at {self.url} did not answer within "
-                f"{self.config.timeout:g}s ({type(exc).__name__})",
+                f"{self.config.timeout:g}s ({exc or type(exc).__name__})",
                 query=query,
                 url=url,
             ) from None
@@ -318,11 +320,14 @@ class PrometheusClient:
         return response
 
     async def _exchange(self, method: str, path: str, form: dict[str, str] | None) -> _Answer:
-        """One request on a lent connection, within `timeout`.
+        """One request on a lent connection.
 
-        TimeoutError when it takes longer; OSError (ConnectionError) when the server
-        cannot be reached or its answer does not frame. A kept-alive connection the
-        server closed meanwhile is replaced once, transparently: queries are reads.
+        Waiting for a free connection, connecting, waiting for the answer's head and
+        each wait for more of its body may each take `timeout` (as httpx's pool,
+        connect and read timeouts); a TimeoutError names the phase that took longer.
+        OSError (ConnectionError) when the server cannot be reached or its answer
+        does not frame. A kept-alive connection the server closed meanwhile is
+        replaced once, transparently: queries are reads.
         """
         if not self._ready:
             self._setup()
@@ -335,46 +340,69 @@ class PrometheusClient:
         if form is not None:
             lines += b"Content-Type: application/x-www-form-urlencoded\r\n"
         message = lines + b"Content-Length: %d\r\n\r\n" % len(body) + body
-        if self._slots is None:
-            self._slots = asyncio.LifoQueue()
-            for _ in range(self.config.max_concurrency):
-                self._slots.put_nowait(None)  # a connection not opened yet
-        slots = self._slots
-        connection = await slots.get()
+        connection = await self._lend()
+        seconds = self.config.timeout
         started = time.perf_counter()  # the latency: from here (not queued) to the answer
+        slots = self._slots
+        assert slots is not None
+        deadline: Deadline | None = None
         try:
-            async with asyncio.timeout(self.config.timeout):
+            async with asyncio.timeout(seconds) as timer:
+                deadline = Deadline(timer, seconds, "waiting for the answer")
                 if connection is not None and not connection.usable:
                     self._discard(connection)
                     connection = None
                 if connection is None:
-                    connection = await self._connect(origin)
+                    connection = await self._connect(origin, deadline)
                 try:
-                    response = await connection.request(message)
+                    response = await connection.request(message, deadline)
                 except ConnectionClosed:
                     if not connection.served:
                         raise
                     self._discard(connection)
                     connection = None
-                    connection = await self._connect(origin)
-                    response = await connection.request(message)
+                    connection = await self._connect(origin, deadline)
+                    response = await connection.request(message, deadline)
             if self._record:
                 self.stats.latencies.append(time.perf_counter() - started)
             if not response.keep_alive:
                 self._discard(connection)
                 connection = None
             return response
-        except BaseException:
+        except BaseException as exc:
             if connection is not None:
                 self._discard(connection)
                 connection = None
+            if isinstance(exc, TimeoutError) and deadline is not None:
+                raise TimeoutError(deadline.phase) from None
             raise
         finally:
             slots.put_nowait(connection)
 
-    async def _connect(self, origin: Origin) -> Connection:
+    async def _lend(self) -> Connection | None:
+        """A free connection (None: one not opened yet), waiting at most `timeout`."""
+        if self._slots is None:
+            self._slots = asyncio.LifoQueue()
+            for _ in range(self.config.max_concurrency):
+                self._slots.put_nowait(None)  # a connection not opened yet
+        try:
+            return self._slots.get_nowait()
+        except asyncio.QueueEmpty:
+            pass
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                return await self._slots.get()
+        except TimeoutError:
+            raise TimeoutError(
+                f"waiting for a free connection: all {self.config.max_concurrency} in use"
+            ) from None
+
+    async def _connect(self, origin: Origin, deadline: Deadline) -> Connection:
+        """A new connection within `timeout`; the answer's wait starts afresh after it."""
+        deadline.restart("connecting")
         connection = await Connection.open(origin)
         self._open.add(connection)
+        deadline.restart("waiting for the answer")
         return connection
 
     def _discard(self, connection: Connection) -> None:
