@@ -358,6 +358,25 @@ def test_a_key_of_another_judge_is_refused_in_the_input_and_in_set(capsys, tmp_p
     assert run(capsys, "--input", path)[0] == 0  # a sequential key on a sequential metric
 
 
+def test_an_explicit_null_max_duration_judges_untimed_rounds(capsys, tmp_path):
+    """max_duration = null sets no time budget, so untimed rounds need none: the input's
+    null and `--set max_duration=null` judge as max_rounds alone does."""
+    doc = {**analysis("n", 100, rounds=3), "settings": {"max_rounds": 5}}
+    code, out, _ = run(capsys, "--input", write(tmp_path, "a.json", json.dumps(doc)), "--json")
+    expected = json.loads(out)
+    assert code == 0 and expected["verdict"] == "pass"
+    doc["settings"]["max_duration"] = None
+    given = write(tmp_path, "null.json", json.dumps(doc))
+    for extra in ((), ("--set", "max_duration=null")):
+        code, out, err = run(capsys, "--input", given, *extra, "--json")
+        assert code == 0, err
+        assert json.loads(out) == expected
+    del doc["settings"]["max_duration"]
+    plain = write(tmp_path, "plain.json", json.dumps(doc))
+    code, out, err = run(capsys, "--input", plain, "--set", "max_duration=null", "--json")
+    assert (code, json.loads(out)) == (0, expected), err
+
+
 def test_max_duration_ends_timed_rounds_as_the_engine_does(capsys, tmp_path):
     """With the rounds' times, `canary judge --set max_duration=5m` ends the analysis
     where the engine ends it — `canary replay --set max_duration=5m` of the same

@@ -13,12 +13,13 @@ are JSON (`fail_grid=[1.5,2,4]`) or plain strings. Precedence: the input's own
 settings < `--set key` < `--set metric.key`. The budget is the engine's
 (`canary.engine.at_budget`): the `max_rounds`-th round, or the first whose `end` is
 `max_duration` after the first round's `start` — which needs the rounds' times;
-without them `max_duration` does not apply (and a given one is refused). Without a
-given `max_rounds` or `max_duration` the end of the input is the budget too; a given
-one the input does not reach leaves the analysis running. Each analysis stops at its
-first FAIL or PASS — or, with `--all-rounds`, judges every round as the daemon does
-after a PASS (it keeps judging until the last step, and a later FAIL wins): the answer
-then names the first PASS round (`pass_round`) and a later FAIL round (`fail_round`).
+without them `max_duration` does not apply (and a given one is refused, unless null:
+no time budget). Without a given `max_rounds` or `max_duration` the end of the input is
+the budget too; a given one the input does not reach leaves the analysis running.
+Each analysis stops at its first FAIL or PASS — or, with `--all-rounds`, judges every
+round as the daemon does after a PASS (it keeps judging until the last step, and a
+later FAIL wins): the answer then names the first PASS round (`pass_round`) and a
+later FAIL round (`fail_round`).
 """
 
 from __future__ import annotations
@@ -151,7 +152,8 @@ def judge_analysis(
     rounds = analysis.rounds
     start = rounds[0].start if rounds else None
     timed = start is not None and any(r.end is not None for r in rounds)
-    given_duration = "max_duration" in overrides[0] or "max_duration" in analysis.settings
+    given = "max_duration" in overrides[0] or "max_duration" in analysis.settings
+    given_duration = given and settings.max_duration is not None
     if given_duration and not timed:
         raise UsageError(
             f"{where}: max_duration needs the rounds' times (the first round's start and "
