@@ -14,6 +14,7 @@ from canary.metrics.collect import (
     counts_from_deltas,
     groups_from_result,
     histogram_from_deltas,
+    pod_breakdown,
     series_deltas,
 )
 from canary.metrics.prometheus import QueryResult, Sample
@@ -186,6 +187,20 @@ def test_histogram_sums_pods_and_checks_them() -> None:
         histogram_from_deltas({("a", "1"): 1}, {"a"}, where="m")
     with pytest.raises(MetricsDataError, match="not a number"):
         histogram_from_deltas({("a", "fast"): 1}, {"a"}, where="m")
+
+
+def test_the_pod_breakdown_reads_only_the_pods_present_in_the_round() -> None:
+    # Pod "gone" reports no series this round: its carried series (other bounds, a
+    # bound written twice, one that is no number) are neither listed nor checked.
+    deltas = {
+        ("a", "10"): 1, ("a", "+Inf"): 2,
+        ("gone", "25"): 0, ("gone", "25.0"): 0, ("gone", "fast"): 0, ("gone", "+Inf"): 0,
+    }  # fmt: skip
+    pods = pod_breakdown(deltas, MetricKind.HISTOGRAM, "5..", {"a"}, where="m")
+    assert list(pods) == ["a"]
+    assert pods["a"].bounds == (10.0, math.inf) and pods["a"].buckets == (1, 2)
+    counts = {("a", "200"): 9, ("a", "503"): 1, ("gone", "500"): 0}
+    assert pod_breakdown(counts, MetricKind.COUNTS, "5..", {"a"}, where="m") == {"a": Counts(10, 1)}
 
 
 def test_counter_results_must_be_integers_with_the_right_labels() -> None:

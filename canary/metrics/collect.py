@@ -354,12 +354,8 @@ def pod_breakdown(
     """
     present = set(present_pods)
     if kind is MetricKind.HISTOGRAM:
-        per_pod = _pod_buckets(deltas, where)
-        return {
-            pod: _histogram({pod: per_pod[pod]}, {pod}, where)
-            for pod in sorted(per_pod)
-            if pod in present
-        }
+        per_pod = _pod_buckets({k: v for k, v in deltas.items() if k[0] in present}, where)
+        return {pod: _histogram({pod: per_pod[pod]}, {pod}, where) for pod in sorted(per_pod)}
     by_pod: dict[str, dict[Key, int]] = {}
     for key, value in deltas.items():
         if key[0] in present:
