@@ -176,7 +176,9 @@ class PrometheusClient:
         parts = urllib.parse.urlsplit(config.url)
         if parts.username is not None:  # http://user:password@host: Basic, as httpx and curl
             user, password = parts.username, parts.password or ""
-            auth["Authorization"] = _basic(_unquote(user), _unquote(password))
+            auth["Authorization"] = _basic(
+                urllib.parse.unquote(user), urllib.parse.unquote(password)
+            )
         token = read_secret(
             file=config.bearer_token_file, env=config.bearer_token_env, what="prometheus"
         )
@@ -199,7 +201,7 @@ class PrometheusClient:
         else:
             context = httpx.create_ssl_context()  # httpx's trust store (certifi)
         defaults = {"Accept": "application/json", "User-Agent": "canary"}
-        if self._transport is not None or _proxied(config.url):
+        if self._transport is not None or _proxied(self.url):
             headers = _merged(defaults, config.headers, auth)
             self._httpx = httpx.AsyncClient(
                 base_url=self.url,
@@ -546,10 +548,6 @@ def _basic(username: str, password: str) -> str:
     """An Authorization value for HTTP Basic (RFC 7617)."""
     pair = f"{username}:{password}".encode()
     return "Basic " + base64.b64encode(pair).decode("ascii")
-
-
-def _unquote(text: str) -> str:
-    return urllib.parse.unquote(text, errors="strict")
 
 
 def _without_userinfo(url: str) -> str:
