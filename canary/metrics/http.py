@@ -139,7 +139,8 @@ class Connection:
         """Whether an idle connection can carry the next request: not closed by either
         side and nothing received since the last answer. Bytes on an idle connection
         are not an answer to anything (a proxy's 408 before it closes, say), so such a
-        connection is dead, as httpcore treats any readable idle socket."""
+        connection is dead, as httpcore treats a readable idle socket
+        (httpcore/_async/http11.py, AsyncHTTP11Connection.has_expired)."""
         reader = self._reader
         # StreamReader has no public way to ask whether bytes are buffered.
         return not self._writer.is_closing() and not reader.at_eof() and not reader._buffer

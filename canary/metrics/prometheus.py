@@ -174,8 +174,9 @@ class PrometheusClient:
         config = self.config
         auth: dict[str, str] = {}
         parts = urllib.parse.urlsplit(config.url)
-        if parts.username is not None:  # http://user:password@host: Basic, as httpx and curl
-            user, password = parts.username, parts.password or ""
+        if parts.username or parts.password:  # user:password@ in the URL: Basic, as httpx
+            # (httpx/_client.py, _build_request_auth), unless bearer or basic_auth is set
+            user, password = parts.username or "", parts.password or ""
             auth["Authorization"] = _basic(
                 urllib.parse.unquote(user), urllib.parse.unquote(password)
             )
@@ -326,7 +327,8 @@ class PrometheusClient:
 
         Waiting for a free connection, connecting, waiting for the answer's head and
         each wait for more of its body may each take `timeout` (as httpx's pool,
-        connect and read timeouts); a TimeoutError names the phase that took longer.
+        connect and read timeouts: httpx/_config.py, Timeout); a TimeoutError names
+        the phase that took longer.
         OSError (ConnectionError) when the server cannot be reached or its answer
         does not frame. A kept-alive connection the server closed meanwhile is
         replaced once, transparently: queries are reads.
