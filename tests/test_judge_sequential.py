@@ -643,6 +643,54 @@ def test_the_pod_spread_of_identical_pods_falls_as_requests_accumulate():
     assert same.pod_count == 10
 
 
+def old_pod_spread_state(rounds: list[dict[str, tuple[int, int]]]) -> dict:
+    """A baseline spread as stored before pods were kept by name: per-round sums of the
+    pods' Pearson statistic, degrees of freedom and effective size, and the most pods."""
+    state = {"rounds": 0, "s_m": 0.0, "s_m2": 0.0, "s_y": 0.0, "s_yy": 0.0}
+    state |= {"pod_ss": 0.0, "pod_df": 0, "pod_neff": 0.0, "pod_max": 0}
+    for pods in rounds:
+        y, m = sum(v[0] for v in pods.values()), sum(v[1] for v in pods.values())
+        state["rounds"] += 1
+        state["s_m"] += m
+        state["s_m2"] += m * m
+        state["s_y"] += y
+        state["s_yy"] += y * y / m
+        state["pod_ss"] += sum(yi * yi / mi for yi, mi in pods.values()) - y * y / m
+        state["pod_df"] += len(pods) - 1
+        state["pod_neff"] += m - sum(mi * mi for _, mi in pods.values()) / m
+        state["pod_max"] = max(state["pod_max"], len(pods))
+    return state
+
+
+def test_an_analysis_running_across_the_upgrade_keeps_its_recorded_pod_spread():
+    """A state stored before pods were kept by name carries its pod spread as sums; the
+    spread it shows is still allowed for, and not forgotten when new rounds come."""
+    from canary.judge.robust import BaselineSpread
+
+    rng = np.random.default_rng(4)
+    rounds = []
+    for _ in range(10):  # one of 10 baseline pods at 3%, the others at 1%
+        rates = [0.03] + [0.01] * 9
+        rounds.append({f"b{i}": (int(rng.binomial(500, r)), 500) for i, r in enumerate(rates)})
+    stored = old_pod_spread_state(rounds)
+    spread = BaselineSpread(stored)
+    assert spread.pod_count == 10
+    recorded = spread.rho2(0.5)
+    assert math.sqrt(recorded) > 0.3  # the bad pod shows, as in a fresh analysis
+    fresh = BaselineSpread()
+    for pods in rounds:
+        fresh.add(sum(y for y, _ in pods.values()), 5000, pods)
+    assert math.sqrt(fresh.rho2(0.5)) > 0.3
+    # A round of identical pods after the upgrade: the recorded spread still counts,
+    # and the stored sums go on being stored.
+    same = {f"b{i}": (5, 500) for i in range(10)}
+    spread.add(50, 5000, same)
+    assert spread.rho2(0.5) >= recorded * 0.9
+    again = BaselineSpread(spread.to_json())
+    assert again.rho2(0.5) == spread.rho2(0.5)
+    assert "pod_ss" not in BaselineSpread().to_json()  # new analyses: pods by name only
+
+
 def test_round_spread_is_the_prior_at_first_then_whatever_the_baseline_shows():
     from canary.judge.robust import BaselineSpread
 

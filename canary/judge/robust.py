@@ -99,10 +99,17 @@ class BaselineSpread:
     """Running sums of the baseline's spread between rounds and between pods.
 
     Stored as a plain dict (`to_json`), so the judge state stays JSON. Pods are kept
-    by name: each pod's events and requests summed over the rounds.
+    by name: each pod's events and requests summed over the rounds. A state stored
+    before that carries per-round sums instead (`_LEGACY`): they are kept, and the pod
+    spread is at least what they show, so an analysis running across the upgrade keeps
+    allowing for it.
     """
 
-    __slots__ = ("pods", "rounds", "s_m", "s_m2", "s_y", "s_yy")
+    __slots__ = ("legacy", "pods", "rounds", "s_m", "s_m2", "s_y", "s_yy")
+
+    #: Sums over rounds of the pods' Pearson statistic, degrees of freedom and
+    #: effective size, and the most pods in a round (states stored before `pods`).
+    _LEGACY = ("pod_ss", "pod_df", "pod_neff", "pod_max")
 
     def __init__(self, data: Mapping[str, Any] | None = None) -> None:
         data = data or {}
@@ -114,9 +121,11 @@ class BaselineSpread:
         self.pods: dict[str, list[int]] = {
             str(k): [int(v[0]), int(v[1])] for k, v in (data.get("pods") or {}).items()
         }
+        self.legacy: dict[str, Any] = {k: data[k] for k in self._LEGACY if k in data}
 
     def to_json(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        out = {name: getattr(self, name) for name in self.__slots__ if name != "legacy"}
+        return {**out, **self.legacy}
 
     def add(self, y: int, m: int, pods: Mapping[str, tuple[int, int]] | None = None) -> None:
         """Add one round of the baseline: y events of m, optionally per pod name (y_i, m_i)."""
@@ -136,7 +145,8 @@ class BaselineSpread:
     @property
     def pod_count(self) -> int:
         """Baseline pods seen with requests."""
-        return sum(1 for _, mi in self.pods.values() if mi > 0)
+        seen = sum(1 for _, mi in self.pods.values() if mi > 0)
+        return max(seen, int(self.legacy.get("pod_max", 0)))
 
     def rate(self) -> float:
         """The baseline's pooled rate over the rounds so far (1/2-corrected)."""
@@ -166,7 +176,25 @@ class BaselineSpread:
         bound (level `SPREAD_LEVEL`) from Pearson's statistic between the baseline's pods,
         each pod's counts summed over the rounds (J pods: J - 1 degrees of freedom), at
         most cap^2. Binomial noise has the same J - 1 degrees of freedom however many
-        rounds are pooled, so without pod differences the bound falls as 1/requests."""
+        rounds are pooled, so without pod differences the bound falls as 1/requests.
+        At least what a state's `_LEGACY` sums show (`_legacy_rho2`)."""
+        return max(self._pods_rho2(cap), self._legacy_rho2(cap))
+
+    def _legacy_rho2(self, cap: float) -> float:
+        """The bound from per-round sums, as states stored before `pods` computed it:
+        pod effects with pod_max - 1 degrees of freedom however many rounds were pooled."""
+        df = int(self.legacy.get("pod_df", 0))
+        neff = float(self.legacy.get("pod_neff", 0.0))
+        if df <= 0 or neff <= 0:
+            return 0.0
+        p = self._rate()
+        pq = p * (1.0 - p)
+        x2 = max(float(self.legacy.get("pod_ss", 0.0)), 0.0) / pq
+        d = max(1, min(df, int(self.legacy.get("pod_max", 0)) - 1))
+        upper = x2 * d / _chi2_lower(d)
+        return min(cap * cap, max(upper - df, 0.0) * pq / (p * p * neff))
+
+    def _pods_rho2(self, cap: float) -> float:
         pods = [(yi, mi) for yi, mi in self.pods.values() if mi > 0]
         if len(pods) < 2:
             return 0.0
