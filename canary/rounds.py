@@ -66,7 +66,7 @@ from canary.store.analyses import (
     save_rollout,
 )
 from canary.store.database import Session, Sessions
-from canary.store.reads import LatestRound, latest_round
+from canary.store.reads import LatestRound, analysis_row, latest_round
 from canary.store.tables import Action, Analysis, utcnow
 
 __all__ = [
@@ -189,7 +189,7 @@ def _load(sessions: Sessions, analysis_id: str) -> _Loaded:
         # unique index refuses, never an older snapshot with the newer index (a
         # second round over the same window).
         latest = latest_round(session, analysis_id)
-        analysis = get_analysis(session, analysis_id)
+        analysis = analysis_row(session, analysis_id)
         return _Loaded(
             id=analysis.id,
             canary=analysis.canary,

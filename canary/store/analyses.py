@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, insert, select, update
+from sqlalchemy import Integer, bindparam, case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer, selectinload
 
@@ -219,6 +219,8 @@ _ROUNDS = Round.__table__
 _OBSERVATIONS = ObservationRow.__table__
 _RESULTS = MetricResultRow.__table__
 _ROUND_INSERT = insert(_ROUNDS).returning(_ROUNDS.c.id)
+_OBSERVATION_INSERT = insert(_OBSERVATIONS)
+_RESULT_INSERT = insert(_RESULTS)
 
 
 def record_round(
@@ -298,15 +300,10 @@ def record_judged_round(
     with) or (analysis, index) exists already (the caller's transaction then rolls back).
     """
     now = now or utcnow()
-    values = _round_state(judgement, judge_state, snapshot, now)
-    values["rounds_done"] = case((Analysis.rounds_done > index, Analysis.rounds_done), else_=index)
-    statement = (
-        update(Analysis)
-        .where(Analysis.id == analysis_id, Analysis.status == AnalysisStatus.RUNNING.value)
-        .values(values)
-        .returning(Analysis.weight, Analysis.step)
-    )
-    row = session.execute(statement, execution_options={"synchronize_session": False}).first()
+    params = {f"new_{k}": v for k, v in _round_state(judgement, judge_state, snapshot, now).items()}
+    params.update(analysis_id=analysis_id, running=AnalysisStatus.RUNNING.value, new_index=index)
+    statement = _JUDGED_UPDATE[judgement is not None]
+    row = session.connection().execute(statement, params).first()
     if row is None:
         status = session.scalar(select(Analysis.status).where(Analysis.id == analysis_id))
         if status is None:
@@ -327,6 +324,29 @@ def record_judged_round(
         step=step,
         now=now,
     )
+
+
+def _judged_update(with_verdict: bool) -> Any:
+    """The UPDATE of `record_judged_round`, built once (with or without the verdict
+    columns): building a statement costs more than SQLite's work on it."""
+    table = Analysis.__table__
+    columns = ["judge_state", "snapshot", "updated_at"]
+    if with_verdict:
+        columns += ["verdict", "verdict_round", "reason"]
+    values: dict[str, Any] = {
+        name: bindparam(f"new_{name}", type_=table.c[name].type) for name in columns
+    }
+    index = bindparam("new_index", type_=Integer)
+    values["rounds_done"] = case((table.c.rounds_done > index, table.c.rounds_done), else_=index)
+    return (
+        update(table)
+        .where(table.c.id == bindparam("analysis_id"), table.c.status == bindparam("running"))
+        .values(values)
+        .returning(table.c.weight, table.c.step)
+    )
+
+
+_JUDGED_UPDATE = {False: _judged_update(False), True: _judged_update(True)}
 
 
 def _round_state(
@@ -381,8 +401,9 @@ def _insert_round(
     # committed the round alone at its RELEASE (another reader, or a crash, saw the
     # round without its observations, action and the analysis' new snapshot). After a
     # conflict the caller's transaction is unusable and rolls back as a whole.
+    connection = session.connection()  # Core statements: no ORM unit of work for these rows
     try:
-        round_id = session.execute(_ROUND_INSERT, round_values).scalar_one()
+        round_id = connection.execute(_ROUND_INSERT, round_values).scalar_one()
     except IntegrityError as exc:
         raise RoundConflict(f"round {index} of analysis {analysis_id} is recorded already") from exc
     # Core inserts, one statement per table: no ORM object per row. The JSON columns
@@ -406,10 +427,10 @@ def _insert_round(
                 }
             )
     if observations:
-        session.execute(insert(_OBSERVATIONS), observations)
+        connection.execute(_OBSERVATION_INSERT, observations)
     if judgement and judgement.metrics:
-        session.execute(
-            insert(_RESULTS),
+        connection.execute(
+            _RESULT_INSERT,
             [
                 {
                     "round_id": round_id,

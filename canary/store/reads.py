@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import Row, bindparam, func, select, tuple_
 from sqlalchemy.orm import Session, selectinload
 
 from canary.errors import NotFoundError
@@ -25,6 +26,7 @@ __all__ = [
     "analysis_counts",
     "analysis_head",
     "analysis_id_for_key",
+    "analysis_row",
     "latest_judged_rounds",
     "latest_round",
     "latest_rounds",
@@ -82,15 +84,32 @@ def latest_rounds(session: Session, analysis_id: str, limit: int) -> list[Round]
     )
 
 
+#: Built once: the Argo endpoint reads these in every round, and building a statement
+#: (and the ORM's execution around it) cost more than the database's work.
+_LATEST_ROUND = (
+    select(Round.index, Round.recorded_at, Round.error)
+    .where(Round.analysis_id == bindparam("analysis_id"))
+    .order_by(Round.index.desc())
+    .limit(1)
+)
+_ANALYSIS_ROW = select(*Analysis.__table__.c).where(
+    Analysis.__table__.c.id == bindparam("analysis_id")
+)
+
+
 def latest_round(session: Session, analysis_id: str) -> LatestRound | None:
     """The analysis' latest round (index, time, error), None before its first."""
-    row = session.execute(
-        select(Round.index, Round.recorded_at, Round.error)
-        .where(Round.analysis_id == analysis_id)
-        .order_by(Round.index.desc())
-        .limit(1)
-    ).first()
+    row = session.connection().execute(_LATEST_ROUND, {"analysis_id": analysis_id}).first()
     return LatestRound(*row) if row is not None else None
+
+
+def analysis_row(session: Session, analysis_id: str) -> Row[Any]:
+    """Every column of the analysis as a plain row (no ORM object): what a round reads
+    before collecting. NotFoundError for an unknown id."""
+    row = session.connection().execute(_ANALYSIS_ROW, {"analysis_id": analysis_id}).first()
+    if row is None:
+        raise NotFoundError(f"no analysis with id {analysis_id!r}")
+    return row
 
 
 def analysis_id_for_key(sessions: Sessions, key: str) -> str | None:
