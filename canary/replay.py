@@ -30,14 +30,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from canary import engine
-from canary.config import AnalysisSettings, Config, settings_for_judge, validation_problems
+from canary.config import AnalysisSettings, Config, settings_for_judge
 from canary.errors import StoredDataError, UsageError
 from canary.judge import JUDGES, make_judge
 from canary.model import AnalysisStatus, Decision, Judgement, Verdict
 from canary.overrides import apply_overrides, validate_settings
+from canary.rounds import recorded_settings
 from canary.store.database import Session
 from canary.store.stored import (
     ENGINE_SOURCES,
@@ -88,17 +87,6 @@ def config_settings(config: Config, canary: str) -> dict[str, Any]:
         if entry.name == canary:
             return entry.settings().model_dump(mode="json")
     return config.defaults.model_dump(mode="json")
-
-
-def recorded_settings(stored: StoredAnalysis) -> AnalysisSettings:
-    """The recorded configuration, validated; StoredDataError names the stored key."""
-    try:
-        return AnalysisSettings.from_recorded(stored.settings, stored.judge)
-    except ValidationError as exc:
-        path, message = validation_problems(exc, ("settings",))[0]
-        raise StoredDataError(stored.id, path, message) from None
-    except (AttributeError, TypeError, ValueError) as exc:
-        raise StoredDataError(stored.id, "settings", str(exc)) from None
 
 
 def resolve_settings(

@@ -26,10 +26,12 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
+
+from pydantic import ValidationError
 
 from canary import engine as rollout
-from canary.config import AnalysisSettings, CanaryConfig
+from canary.config import AnalysisSettings, CanaryConfig, validation_problems
 from canary.errors import (
     CanaryError,
     DriftError,
@@ -98,9 +100,24 @@ def settings_dump(canary: CanaryConfig) -> dict[str, Any]:
     return canary.model_dump(mode="json")
 
 
-def recorded_settings(analysis: Analysis) -> AnalysisSettings:
-    """The analysis settings recorded when the analysis started."""
-    return AnalysisSettings.from_recorded(analysis.settings or {}, analysis.judge)
+class _Recorded(Protocol):
+    """What recorded settings are read from: an analysis row, ORM object or backtest."""
+
+    id: str
+    judge: str
+    settings: Any
+
+
+def recorded_settings(analysis: _Recorded) -> AnalysisSettings:
+    """The analysis settings recorded when the analysis started, validated;
+    StoredDataError names the stored key that no longer reads."""
+    try:
+        return AnalysisSettings.from_recorded(analysis.settings or {}, analysis.judge)
+    except ValidationError as exc:
+        path, message = validation_problems(exc, ("settings",))[0]
+        raise StoredDataError(analysis.id, path, message) from None
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise StoredDataError(analysis.id, "settings", str(exc)) from None
 
 
 def recorded_canary(analysis: Analysis) -> CanaryConfig | None:
