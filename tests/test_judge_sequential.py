@@ -216,7 +216,7 @@ def test_uninformative_tables():
 
 
 def loglik_of(state: SequentialState, metric: str = "errors") -> list[float]:
-    return state.metrics[metric]["tracks"][0]["loglik"]
+    return list(state.metrics[metric].tracks[0].loglik)
 
 
 @pytest.mark.parametrize(
@@ -372,8 +372,8 @@ def test_histogram_warm_up_then_exceedance_tests_per_bound():
         judge.initial_state(), RoundData(canary={"latency": slow}, baseline={"latency": base})
     )
     entry = state.metrics["latency"]
-    assert entry["bounds"] == [50.0, 100.0, 250.0] and entry["warmup_round"] == 1
-    assert all(t["rounds"] == 0 for t in entry["tracks"])  # warm-up adds no evidence
+    assert entry.bounds == (50.0, 100.0, 250.0) and entry.warmup_round == 1
+    assert all(t.rounds == 0 for t in entry.tracks)  # warm-up adds no evidence
     assert judgement.verdict is Verdict.RUNNING
     for _ in range(2):
         state, judgement = judge.update(
@@ -404,7 +404,7 @@ def test_histogram_round_without_the_chosen_bound_adds_no_evidence():
     after, judgement = judge.update(
         state, RoundData(canary={"latency": other}, baseline={"latency": other})
     )
-    assert after.metrics["latency"]["tracks"] == state.metrics["latency"]["tracks"]
+    assert after.metrics["latency"].tracks == state.metrics["latency"].tracks
     assert "missing" in judgement.metrics["latency"].reasons[-1]
 
 
@@ -838,8 +838,8 @@ def test_a_state_stored_before_the_restarting_mixtures_still_loads_and_continues
             del track[key]
         track["dispersion"] = [0.0] * 41  # the old over-dispersion guard's sums
     state, judgement = judge.update(judge.read_state(old), counts_round(40, 1000, 90, 9000))
-    track = state.metrics["errors"]["tracks"][0]
-    assert track["rounds"] == 2 and len(track["starts"]["log_w"]) == 1
+    track = state.metrics["errors"].tracks[0]
+    assert track.rounds == 2 and track.starts is not None and len(track.starts.log_w) == 1
     assert judgement.metrics["errors"].statistics["e_fail_requests"] > 1.0
 
 

@@ -11,7 +11,17 @@ import json
 from typing import Any
 
 import pytest
-from judge_state_cases import ARMS, CASES, case_rounds, case_states, recorded_states
+from judge_state_cases import (
+    ARMS,
+    CASES,
+    OLDER_FORMS,
+    case_states,
+    continued_from,
+    older_form,
+    recorded_continuations,
+    recorded_states,
+    rounds_of,
+)
 
 from canary.config import AnalysisSettings, MannWhitneyMetric, ThresholdMetric
 from canary.errors import JudgeStateError
@@ -45,15 +55,18 @@ def test_every_recorded_state_is_read_and_written_back_unchanged(case: str, arm:
     assert len(recorded) == 10
     for data in recorded:
         state = judge.read_state(data)
-        assert isinstance(state, STATE_TYPES[case])
+        assert isinstance(state, STATE_TYPES[CASES[case][0]])
         assert _text(state.to_json()) == _text(data)
         assert judge.read_state(json.loads(_text(state.to_json()))) == state
 
 
-@pytest.mark.parametrize(("case", "arm"), [(c, a) for c, a in RECORDED if c != "sequential"])
+# `sequential` was recorded before the sequential judge's statistics last changed;
+# `sequential_pods` with the last untyped sequential judge.
+SAME_STATISTICS = [(c, a) for c, a in RECORDED if c != "sequential"]
+
+
+@pytest.mark.parametrize(("case", "arm"), SAME_STATISTICS)
 def test_the_typed_judges_store_exactly_what_the_untyped_ones_stored(case: str, arm: str) -> None:
-    # The sequential judge's statistics may change what its metrics' entries hold;
-    # mann_whitney and threshold store the same values as before, byte for byte.
     assert [_text(s) for s in case_states(case, arm)] == [
         _text(s) for s in recorded_states(case, arm)
     ]
@@ -62,13 +75,32 @@ def test_the_typed_judges_store_exactly_what_the_untyped_ones_stored(case: str, 
 @pytest.mark.parametrize(("case", "arm"), RECORDED)
 def test_an_analysis_continues_from_a_recorded_state(case: str, arm: str) -> None:
     judge = _judge(case)
-    rounds = case_rounds(ARMS[arm], seed=len(case))
+    rounds = rounds_of(case, arm)
     state = judge.read_state(recorded_states(case, arm)[5])  # after round 5
     for data in rounds[5:]:
         state, judgement = judge.update(state, data, final=data is rounds[-1])
     assert state.round == len(rounds)
-    if case != "sequential":  # whose statistics may have changed since it was recorded
+    if (case, arm) in SAME_STATISTICS:
         assert judgement == judge_rounds(judge, rounds)[-1]
+        assert _text(state.to_json()) == _text(recorded_states(case, arm)[-1])
+
+
+@pytest.mark.parametrize("form", OLDER_FORMS)
+@pytest.mark.parametrize("arm", ARMS)
+def test_an_older_stored_form_is_read_written_back_and_continued_as_before(
+    form: str, arm: str
+) -> None:
+    judge = _judge("sequential_pods")
+    stored = older_form(form, arm)
+    assert _text(judge.read_state(stored).to_json()) == _text(stored)
+    assert _text(continued_from(form, arm)) == _text(recorded_continuations(arm)[form])
+
+
+def test_a_state_stored_before_pods_were_kept_by_name_keeps_its_pod_spread() -> None:
+    state = _judge("sequential_pods").read_state(older_form("pod_sums", "bad"))
+    spread = state.metrics["errors"].tracks[0].spread
+    assert spread is not None and spread.pods is None
+    assert spread.legacy == {"pod_ss": 0.004, "pod_df": 27, "pod_neff": 3900.0, "pod_max": 10}
 
 
 @pytest.mark.parametrize(
@@ -123,6 +155,60 @@ def test_an_analysis_continues_from_a_recorded_state(case: str, arm: str) -> Non
             lambda s: s["metrics"].__setitem__("errors", [1, 2]),
             "metrics.errors",
             "expected an object, got [1, 2]",
+        ),
+        (
+            "sequential",
+            lambda s: s["metrics"]["errors"]["tracks"][0]["loglik"].__setitem__(3, None),
+            "metrics.errors.tracks[0].loglik[3]",
+            "expected a number, got None",
+        ),
+        (
+            "sequential",
+            lambda s: s["metrics"]["latency"]["tracks"][2]["spread"]["pods"].__setitem__("b1", [3]),
+            "metrics.latency.tracks[2].spread.pods.b1",
+            "expected 2 counts, got [3]",
+        ),
+        (
+            "sequential",
+            lambda s: s["metrics"]["errors"]["tracks"][0]["starts"]["log_w"].pop(),
+            "metrics.errors.tracks[0].starts.log_w",
+            "expected 6 values (one per start), got 5",
+        ),
+        (
+            "sequential",
+            lambda s: s["metrics"]["errors"]["tracks"][0]["canary"].__setitem__(1, -2),
+            "metrics.errors.tracks[0].canary[1]",
+            "expected a count (>= 0), got -2",
+        ),
+        (
+            "sequential",
+            lambda s: s["metrics"]["latency"].__setitem__("fail_round", "3"),
+            "metrics.latency.fail_round",
+            "expected an integer, got '3'",
+        ),
+        (
+            "sequential",
+            lambda s: s["metrics"]["latency"]["tracks"].pop(),
+            "metrics.latency.tracks",
+            "expected 3 tracks, got 2",
+        ),
+        (
+            "sequential",
+            lambda s: s["metrics"]["errors"].update(bounds=[50.0], warmup_round=1),
+            "metrics.errors",
+            "a histogram metric's state, the metric is counts",
+        ),
+        (
+            "sequential",
+            lambda s: s["metrics"]["errors"]["tracks"][0].__setitem__("lates", []),
+            "metrics.errors.tracks[0].lates",
+            "not a key of this state",
+        ),
+        (
+            "sequential",
+            lambda s: s["metrics"]["errors"]["tracks"][0]["late"].pop(),
+            "metrics.errors.tracks[0].late",
+            "expected 6 values, got 5",
         ),
     ],
 )

@@ -65,6 +65,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import chi2
 
+from canary.judge.states import SpreadSums
+
 __all__ = [
     "DF",
     "SPREAD_LEVEL",
@@ -98,34 +100,42 @@ def start_weight(k: int) -> float:
 class BaselineSpread:
     """Running sums of the baseline's spread between rounds and between pods.
 
-    Stored as a plain dict (`to_json`), so the judge state stays JSON. Pods are kept
-    by name: each pod's events and requests summed over the rounds. A state stored
-    before that carries per-round sums instead (`_LEGACY`): they are kept, and the pod
-    spread is at least what they show, so an analysis running across the upgrade keeps
-    allowing for it.
+    Stored as `SpreadSums` (`sums()`; read back with `BaselineSpread(sums)`). Pods are
+    kept by name: each pod's events and requests summed over the rounds. A state stored
+    before that carries per-round sums instead (`SpreadSums.legacy`): they are kept,
+    and the pod spread is at least what they show, so an analysis running across the
+    upgrade keeps allowing for it.
     """
 
     __slots__ = ("legacy", "pods", "rounds", "s_m", "s_m2", "s_y", "s_yy")
 
-    #: Sums over rounds of the pods' Pearson statistic, degrees of freedom and
-    #: effective size, and the most pods in a round (states stored before `pods`).
-    _LEGACY = ("pod_ss", "pod_df", "pod_neff", "pod_max")
+    def __init__(self, data: SpreadSums | Mapping[str, Any] | None = None) -> None:
+        if data is None:
+            data = SpreadSums()
+        elif not isinstance(data, SpreadSums):
+            data = SpreadSums.from_json(data, "spread")
+        self.rounds = data.rounds
+        self.s_m = data.s_m
+        self.s_m2 = data.s_m2
+        self.s_y = data.s_y
+        self.s_yy = data.s_yy  # sum y^2 / m
+        self.pods: dict[str, list[int]] = {name: list(v) for name, v in (data.pods or {}).items()}
+        self.legacy: Mapping[str, float] = data.legacy
 
-    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
-        data = data or {}
-        self.rounds = int(data.get("rounds", 0))
-        self.s_m = float(data.get("s_m", 0.0))
-        self.s_m2 = float(data.get("s_m2", 0.0))
-        self.s_y = float(data.get("s_y", 0.0))
-        self.s_yy = float(data.get("s_yy", 0.0))  # sum y^2 / m
-        self.pods: dict[str, list[int]] = {
-            str(k): [int(v[0]), int(v[1])] for k, v in (data.get("pods") or {}).items()
-        }
-        self.legacy: dict[str, Any] = {k: data[k] for k in self._LEGACY if k in data}
+    def sums(self) -> SpreadSums:
+        """The sums as the judge state keeps them."""
+        return SpreadSums(
+            pods={name: (v[0], v[1]) for name, v in self.pods.items()},
+            rounds=self.rounds,
+            s_m=self.s_m,
+            s_m2=self.s_m2,
+            s_y=self.s_y,
+            s_yy=self.s_yy,
+            legacy=self.legacy,
+        )
 
     def to_json(self) -> dict[str, Any]:
-        out = {name: getattr(self, name) for name in self.__slots__ if name != "legacy"}
-        return {**out, **self.legacy}
+        return self.sums().to_json()
 
     def add(self, y: int, m: int, pods: Mapping[str, tuple[int, int]] | None = None) -> None:
         """Add one round of the baseline: y events of m, optionally per pod name (y_i, m_i)."""
@@ -177,7 +187,7 @@ class BaselineSpread:
         each pod's counts summed over the rounds (J pods: J - 1 degrees of freedom), at
         most cap^2. Binomial noise has the same J - 1 degrees of freedom however many
         rounds are pooled, so without pod differences the bound falls as 1/requests.
-        At least what a state's `_LEGACY` sums show (`_legacy_rho2`)."""
+        At least what a state's legacy sums show (`_legacy_rho2`)."""
         return max(self._pods_rho2(cap), self._legacy_rho2(cap))
 
     def _legacy_rho2(self, cap: float) -> float:

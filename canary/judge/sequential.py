@@ -60,11 +60,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from canary.config import AnalysisSettings, SequentialMetric
+from canary.errors import JudgeStateError
 from canary.judge.combine import combine
 from canary.judge.hypergeometric import conditional_mle, informative, round_loglik
 from canary.judge.robust import (
@@ -77,7 +79,14 @@ from canary.judge.robust import (
     start_weight,
     without_worst_pod,
 )
-from canary.judge.states import SequentialState, check_metrics
+from canary.judge.states import (
+    RobustStarts,
+    SequentialMetricState,
+    SequentialState,
+    SpreadSums,
+    Track,
+    check_metrics,
+)
 from canary.model import (
     Arm,
     Counts,
@@ -242,29 +251,20 @@ def needed_information(params: MetricParameters) -> float:
     return 2.0 * need / math.log(params.margin) ** 2
 
 
-def _new_track(params: MetricParameters) -> dict[str, Any]:
+def _new_track(params: MetricParameters) -> Track:
     """Running sums of one tested event (a counts metric, or one histogram bound)."""
-    size = len(params.log_psi)
-    return {
-        "loglik": [0.0] * size,  # S(psi) on params.log_psi
-        "rounds": 0,  # rounds with an informative table
-        "canary": [0, 0],  # requests, events
-        "baseline": [0, 0],
-        "tables": [],  # [x, n, y, m] of every informative round (the estimate's data)
-        **_new_restart(params),
-    }
+    return _with_restart(Track(loglik=(0.0,) * len(params.log_psi)), params)
 
 
-def _new_restart(params: MetricParameters) -> dict[str, Any]:
-    """The start-time mixtures of one track (request-level and robust)."""
-    return {
-        # log sum_s w_s prod_{k >= s} LR_k(psi; tolerance), per fail-grid psi
-        "late": [_LOG_ZERO] * len(params.fail_grid),
-        # robust process: per start s, a_s, b_s and log w_s; the baseline's spread
-        "starts": {"logs": [], "a": [], "b": [], "log_w": []},
-        "spread": BaselineSpread().to_json(),
-        "canary_pods": 0,
-    }
+def _with_restart(track: Track, params: MetricParameters) -> Track:
+    """`track` with fresh start-time mixtures (request-level and robust) and spread."""
+    return replace(
+        track,
+        late=(_LOG_ZERO,) * len(params.fail_grid),
+        starts=RobustStarts(),
+        spread=SpreadSums(),
+        canary_pods=0,
+    )
 
 
 class SequentialJudge:
@@ -301,21 +301,19 @@ class SequentialJudge:
     # ------------------------------------------------------------------ interface
 
     def initial_state(self) -> SequentialState:
-        metrics: dict[str, Any] = {}
-        for name, params in self.params.items():
-            entry: dict[str, Any] = {"fail_round": None, "pass_round": None, "requests": 0}
-            if params.kind is MetricKind.COUNTS:
-                entry["tracks"] = [_new_track(params)]
-            else:
-                entry["bounds"] = None
-                entry["warmup_round"] = None
-                entry["tracks"] = []
-            metrics[name] = entry
+        metrics = {
+            name: SequentialMetricState(tracks=(_new_track(params),))
+            if params.kind is MetricKind.COUNTS
+            else SequentialMetricState(histogram=True)
+            for name, params in self.params.items()
+        }
         return SequentialState(round=0, metrics=metrics)
 
     def read_state(self, data: Mapping[str, Any]) -> SequentialState:
         state = SequentialState.from_json(data)
         check_metrics(state.metrics, self.params, "metrics")
+        for name, params in self.params.items():
+            _check_entry(params, state.metrics[name], f"metrics.{name}")
         return state
 
     def update(
@@ -323,7 +321,7 @@ class SequentialJudge:
     ) -> tuple[SequentialState, Judgement]:
         """Add one round's evidence; cost independent of how many rounds came before."""
         k = state.round + 1
-        new_metrics: dict[str, Any] = {}
+        new_metrics: dict[str, SequentialMetricState] = {}
         results: dict[str, MetricResult] = {}
         for config in self.metrics:
             name = config.name
@@ -355,13 +353,12 @@ class SequentialJudge:
     def _update_metric(
         self,
         params: MetricParameters,
-        old: Mapping[str, Any],
+        old: SequentialMetricState,
         round: RoundData,
         k: int,
         final: bool,
-    ) -> tuple[dict[str, Any], MetricResult]:
-        entry: dict[str, Any] = dict(old)
-        entry["tracks"] = list(old["tracks"])
+    ) -> tuple[SequentialMetricState, MetricResult]:
+        entry = old
         canary = None if round.error else round.canary.get(params.name)
         baseline = None if round.error else round.baseline.get(params.name)
         evidence: dict[str, Any] = {"round": k}
@@ -387,14 +384,17 @@ class SequentialJudge:
             for obs in (canary, baseline):
                 if obs is not None and not isinstance(obs, Histogram):
                     raise ValueError(f"metric {params.name!r}: expected histogram observations")
-            if entry["bounds"] is None:
+            if entry.bounds is None:
                 if isinstance(baseline, Histogram) and baseline.total > 0:
                     bounds = choose_bounds(baseline, params.quantiles)
                     if bounds:
-                        entry["bounds"] = bounds
-                        entry["warmup_round"] = k
-                        entry["tracks"] = [_new_track(params) for _ in bounds]
-                        entry["pass_bounds"] = _pass_bounds(params, baseline, canary, bounds, k)
+                        entry = replace(
+                            entry,
+                            bounds=tuple(bounds),
+                            warmup_round=k,
+                            tracks=tuple(_new_track(params) for _ in bounds),
+                            pass_bounds=tuple(_pass_bounds(params, baseline, canary, bounds, k)),
+                        )
                         note = "warm-up: bounds " + ", ".join(_fmt_bound(b) for b in bounds)
                     else:
                         note = "warm-up: baseline data fall in one bucket, bounds not chosen yet"
@@ -402,7 +402,7 @@ class SequentialJudge:
                     note = "warm-up: waiting for baseline data"
             elif isinstance(canary, Histogram) and isinstance(baseline, Histogram):
                 missing = [
-                    b for b in entry["bounds"] if b not in canary.bounds or b not in baseline.bounds
+                    b for b in entry.bounds if b not in canary.bounds or b not in baseline.bounds
                 ]
                 if missing:
                     note = (
@@ -412,7 +412,7 @@ class SequentialJudge:
                 else:
                     tables = []
                     pods = []
-                    for b in entry["bounds"]:
+                    for b in entry.bounds:
                         c, bl = canary.exceeding(b), baseline.exceeding(b)
                         tables.append((c.failed, c.total, bl.failed, bl.total))
                         pods.append(_pod_events(round, params.name, b))
@@ -421,11 +421,14 @@ class SequentialJudge:
 
         if tables is not None:
             assert pods is not None
-            entry["tracks"] = [
-                self._update_track(params, track, table, k, pod)
-                for track, table, pod in zip(entry["tracks"], tables, pods, strict=True)
-            ]
-            entry["requests"] = int(old["requests"]) + tables[0][1]
+            entry = replace(
+                entry,
+                tracks=tuple(
+                    self._update_track(params, track, table, pod)
+                    for track, table, pod in zip(entry.tracks, tables, pods, strict=True)
+                ),
+                requests=entry.requests + tables[0][1],
+            )
             evidence["canary"] = [{"total": t[1], "failed": t[0]} for t in tables]
             evidence["baseline"] = [{"total": t[3], "failed": t[2]} for t in tables]
         if note:
@@ -434,34 +437,32 @@ class SequentialJudge:
         stats, log_fail, log_pass = self._statistics(params, entry)
         evidence["log_e_fail"] = log_fail
         evidence["log_e_pass"] = log_pass
+        fail_round, pass_round = entry.fail_round, entry.pass_round
+        if fail_round is None and log_fail is not None and log_fail >= params.log_fail_threshold:
+            fail_round = k
         if (
-            entry["fail_round"] is None
-            and log_fail is not None
-            and log_fail >= params.log_fail_threshold
-        ):
-            entry["fail_round"] = k
-        if (
-            entry["pass_round"] is None
+            pass_round is None
             and log_pass is not None
             and log_pass >= params.log_pass_threshold
-            and entry["requests"] >= params.min_requests
+            and entry.requests >= params.min_requests
         ):
-            entry["pass_round"] = k
+            pass_round = k
+        estimates = entry.estimates
+        if self.explain and (k in (fail_round, pass_round) or final):
+            estimates = tuple(_estimate(track) for track in entry.tracks)
+        entry = replace(entry, fail_round=fail_round, pass_round=pass_round, estimates=estimates)
+        _add_estimates(stats, entry.estimates)
 
-        if self.explain and (k in (entry["fail_round"], entry["pass_round"]) or final):
-            entry["estimates"] = [_estimate(track) for track in entry["tracks"]]
-        _add_estimates(stats, entry.get("estimates"))
-
-        if entry["fail_round"] is not None:
-            verdict, at = Verdict.FAIL, entry["fail_round"]
-        elif entry["pass_round"] is not None:
-            verdict, at = Verdict.PASS, entry["pass_round"]
+        if entry.fail_round is not None:
+            verdict, at = Verdict.FAIL, entry.fail_round
+        elif entry.pass_round is not None:
+            verdict, at = Verdict.PASS, entry.pass_round
         elif final:
             verdict, at = Verdict.INCONCLUSIVE, k
         else:
             verdict, at = Verdict.RUNNING, None
-        stats["fail_round"] = entry["fail_round"]
-        stats["pass_round"] = entry["pass_round"]
+        stats["fail_round"] = entry.fail_round
+        stats["pass_round"] = entry.pass_round
         reasons = self._reasons(params, entry, stats, verdict, note) if self.explain else []
         result = MetricResult(
             name=params.name,
@@ -476,52 +477,49 @@ class SequentialJudge:
     def _update_track(
         self,
         params: MetricParameters,
-        old: Mapping[str, Any],
+        old: Track,
         table: tuple[int, int, int, int] | None,
-        k: int,
         pods: PodEvents | None,
-    ) -> dict[str, Any]:
-        """Add round k to one track (`table` None: a round without data, no change)."""
-        track = dict(old)
-        if "late" not in track:  # a state stored before the restarting mixtures
-            track.update(_new_restart(params))
+    ) -> Track:
+        """Add one round to one track (`table` None: a round without data, no change)."""
+        track = old if old.late is not None else _with_restart(old, params)
         if table is None:
             return track
         x, n, y, m = table
-        track["canary"] = [old["canary"][0] + n, old["canary"][1] + x]
-        track["baseline"] = [old["baseline"][0] + m, old["baseline"][1] + y]
-        spread = BaselineSpread(track["spread"])
+        spread = BaselineSpread(track.spread)
         baseline_pods, canary_pods = pods or ({}, {})
         spread.add(y, m, baseline_pods)
-        track["spread"] = spread.to_json()
         with_requests = sum(1 for _, ni in canary_pods.values() if ni > 0)
-        track["canary_pods"] = max(int(track.get("canary_pods", 0)), with_requests)
+        track = replace(
+            track,
+            canary=(track.canary[0] + n, track.canary[1] + x),
+            baseline=(track.baseline[0] + m, track.baseline[1] + y),
+            spread=spread.sums(),
+            canary_pods=max(track.canary_pods or 0, with_requests),
+        )
         if not informative(x, n, y, m):
             return track
         lik = round_loglik(x, n, y, m, params.log_psi)
-        track["loglik"] = (np.asarray(old["loglik"]) + lik.loglik).tolist()
-        track["tables"] = [*old.get("tables", []), [x, n, y, m]]
-        rounds = int(old["rounds"]) + 1
-        track["rounds"] = rounds
+        rounds = track.rounds + 1
         # Both start-time mixtures start a new e-process at each round with evidence,
         # the j-th with weight w_j = 1 / (j (j + 1)).
         log_w = math.log(start_weight(rounds))
         # Request-level: R_j(psi) = LR_j(psi; tolerance) (R_{j-1}(psi) + w_j).
         ell = lik.loglik[params.fail_slice] - lik.loglik[params.i_tol]
-        track["late"] = (np.logaddexp(np.asarray(track["late"], dtype=float), log_w) + ell).tolist()
+        late = np.logaddexp(np.asarray(track.late, dtype=float), log_w) + ell
         # Robust: round j's score added to every start, the new one included. Starts
         # stop at the budget, so a round costs at most budget x grid operations.
-        starts = track["starts"]
+        starts = track.starts or RobustStarts()
         size = len(params.etas)
-        logs = np.asarray(starts["logs"], dtype=float).reshape(-1, size)
-        a = np.asarray(starts.get("a", [0.0] * len(logs)), dtype=float)
-        b = np.asarray(starts.get("b", [0.0] * len(logs)), dtype=float)
-        weights = list(starts["log_w"])
+        logs = np.asarray(starts.logs, dtype=float).reshape(-1, size)
+        a = np.asarray(_or_zeros(starts.a, len(logs)), dtype=float)
+        b = np.asarray(_or_zeros(starts.b, len(logs)), dtype=float)
+        weights = starts.log_w
         if rounds <= params.budget_rounds:
             logs = np.vstack([logs, np.zeros(size)])
             a = np.append(a, 0.0)
             b = np.append(b, 0.0)
-            weights.append(log_w)
+            weights = (*weights, log_w)
         kappa2 = spread.kappa2(params.robust_cv)
         x_rob, n_rob = without_worst_pod(x, n, list(canary_pods.values()))
         contrast = round_contrast(x_rob, n_rob, y, m, params.tolerance, kappa2, spread.rate())
@@ -534,22 +532,29 @@ class SequentialJudge:
             # a = sum d^2 and b = sum d z since each start.
             a += d * d
             b += d * z
-        track["starts"] = {
-            "logs": logs.tolist(),
-            "a": a.tolist(),
-            "b": b.tolist(),
-            "log_w": weights,
-        }
-        return track
+        return replace(
+            track,
+            loglik=tuple((np.asarray(track.loglik) + lik.loglik).tolist()),
+            tables=(*(track.tables or ()), (x, n, y, m)),
+            rounds=rounds,
+            late=tuple(late.tolist()),
+            starts=RobustStarts(
+                logs=tuple(map(tuple, logs.tolist())),
+                a=tuple(a.tolist()),
+                b=tuple(b.tolist()),
+                log_w=weights,
+            ),
+        )
 
     # ------------------------------------------------------------------ summaries
 
     def _statistics(
-        self, params: MetricParameters, entry: Mapping[str, Any]
+        self, params: MetricParameters, entry: SequentialMetricState
     ) -> tuple[dict[str, Any], float | None, float | None]:
-        tracks = entry["tracks"]
+        tracks = entry.tracks
+        bounds = None if entry.bounds is None else list(entry.bounds)
         stats: dict[str, Any] = {
-            "requests": entry["requests"],
+            "requests": entry.requests,
             "min_requests": params.min_requests,
             "fail_threshold": params.n_judged / params.alpha_fail,
             "pass_threshold": 1.0 / params.alpha_pass,
@@ -557,27 +562,26 @@ class SequentialJudge:
             "margin": params.margin,
         }
         if params.kind is MetricKind.HISTOGRAM:
-            stats["bounds"] = entry["bounds"]
-            stats["warmup_round"] = entry["warmup_round"]
+            stats["bounds"] = bounds
+            stats["warmup_round"] = entry.warmup_round
         if not tracks:
             stats["e_fail"] = stats["e_pass"] = None
             return stats, None, None
         per_track = []
         requests_fail, robust_fail, passes = [], [], []
-        pass_bounds = entry.get("pass_bounds")
+        pass_bounds = None if entry.pass_bounds is None else list(entry.pass_bounds)
         for index, track in enumerate(tracks):
-            s = np.asarray(track["loglik"])
-            log_req = _logmeanexp(np.asarray(track["late"])) if "late" in track else _LOG_ZERO
-            spread = BaselineSpread(track.get("spread"))
-            tau2 = spread.rho2(params.robust_cv) * _pod_factor(
-                spread.pod_count, int(track.get("canary_pods", 0))
-            )
-            starts = track.get("starts") or {"logs": [], "a": [], "b": [], "log_w": []}
+            s = np.asarray(track.loglik)
+            log_req = _logmeanexp(np.asarray(track.late)) if track.late is not None else _LOG_ZERO
+            spread = BaselineSpread(track.spread)
+            canary_pods = track.canary_pods or 0
+            tau2 = spread.rho2(params.robust_cv) * _pod_factor(spread.pod_count, canary_pods)
+            starts = track.starts or RobustStarts()
             log_rob = log_evidence(
-                np.asarray(starts["logs"], dtype=float).reshape(-1, len(params.etas)),
-                np.asarray(starts["a"], dtype=float),
-                np.asarray(starts["b"], dtype=float),
-                np.asarray(starts["log_w"], dtype=float),
+                np.asarray(starts.logs, dtype=float).reshape(-1, len(params.etas)),
+                np.asarray(_or_zeros(starts.a, len(starts.logs)), dtype=float),
+                np.asarray(_or_zeros(starts.b, len(starts.logs)), dtype=float),
+                np.asarray(starts.log_w, dtype=float),
                 params.etas_ref,
                 tau2,
             )
@@ -585,15 +589,15 @@ class SequentialJudge:
             log_pass = _logmeanexp(s[params.pass_slice]) - float(s[params.i_margin])
             requests_fail.append(log_req)
             robust_fail.append(log_rob)
-            can_pass = pass_bounds is None or entry["bounds"][index] in pass_bounds
+            can_pass = pass_bounds is None or entry.bounds[index] in pass_bounds
             if can_pass:
                 passes.append(log_pass)
             low, high = _interval(params, s) if self.explain else (None, None)
             per_track.append(
                 {
-                    "canary": {"total": track["canary"][0], "failed": track["canary"][1]},
-                    "baseline": {"total": track["baseline"][0], "failed": track["baseline"][1]},
-                    "rounds_with_evidence": track["rounds"],
+                    "canary": {"total": track.canary[0], "failed": track.canary[1]},
+                    "baseline": {"total": track.baseline[0], "failed": track.baseline[1]},
+                    "rounds_with_evidence": track.rounds,
                     "e_fail": _safe_exp(min(log_req, log_rob) if params.robust else log_req),
                     "e_fail_requests": _safe_exp(log_req),
                     "e_fail_robust": _safe_exp(log_rob),
@@ -605,7 +609,7 @@ class SequentialJudge:
                     "round_cv": math.sqrt(spread.kappa2(params.robust_cv)),
                     "pod_cv": math.sqrt(spread.rho2(params.robust_cv)),
                     "pods": {
-                        "canary": int(track.get("canary_pods", 0)),
+                        "canary": canary_pods,
                         "baseline": spread.pod_count,
                     },
                 }
@@ -624,16 +628,16 @@ class SequentialJudge:
         if params.kind is MetricKind.COUNTS:
             stats.update({k: v for k, v in per_track[0].items()})
         else:
-            for bound, item in zip(entry["bounds"], per_track, strict=True):
+            for bound, item in zip(entry.bounds, per_track, strict=True):
                 item["bound"] = bound
             stats["per_bound"] = per_track
-            stats["pass_bounds"] = pass_bounds if pass_bounds is not None else entry["bounds"]
+            stats["pass_bounds"] = pass_bounds if pass_bounds is not None else bounds
         return stats, log_fail, log_pass
 
     def _reasons(
         self,
         params: MetricParameters,
-        entry: Mapping[str, Any],
+        entry: SequentialMetricState,
         stats: Mapping[str, Any],
         verdict: Verdict,
         note: str | None,
@@ -648,7 +652,7 @@ class SequentialJudge:
                 f"{stats['canary']['failed']}/{stats['canary']['total']} canary vs "
                 f"{stats['baseline']['failed']}/{stats['baseline']['total']} baseline failed"
             )
-        elif params.kind is MetricKind.HISTOGRAM and entry["bounds"]:
+        elif params.kind is MetricKind.HISTOGRAM and entry.bounds:
             for item in stats.get("per_bound", []):
                 reasons.append(
                     f"odds of slower than {_fmt_bound(item['bound'])}: "
@@ -663,13 +667,13 @@ class SequentialJudge:
         if verdict is Verdict.FAIL:
             reasons.insert(
                 0,
-                f"FAIL at round {entry['fail_round']}: canary odds above the tolerance "
+                f"FAIL at round {entry.fail_round}: canary odds above the tolerance "
                 f"({params.tolerance:g}x baseline)",
             )
         elif verdict is Verdict.PASS:
             reasons.insert(
                 0,
-                f"PASS at round {entry['pass_round']}: canary odds below the margin "
+                f"PASS at round {entry.pass_round}: canary odds below the margin "
                 f"({params.margin:g}x baseline)",
             )
         elif verdict is Verdict.INCONCLUSIVE:
@@ -678,10 +682,10 @@ class SequentialJudge:
             verdict is not Verdict.FAIL
             and stats.get("e_pass") is not None
             and stats["e_pass"] >= pass_need
-            and entry["requests"] < params.min_requests
+            and entry.requests < params.min_requests
         ):
             reasons.append(
-                f"pass evidence reached but only {entry['requests']} of "
+                f"pass evidence reached but only {entry.requests} of "
                 f"{params.min_requests} canary requests (min_requests)"
             )
         reasons.extend(_robust_reasons(params, stats))
@@ -791,15 +795,51 @@ def _interval(params: MetricParameters, s: np.ndarray) -> tuple[float | None, fl
     return low, high
 
 
-def _estimate(track: Mapping[str, Any]) -> float | str | None:
+def _estimate(track: Track) -> float | str | None:
     """The exact conditional MLE of the odds ratio over the track's rounds (JSON-safe:
     "inf" when the canary failed every request the margins allowed; None without data
     or in a state stored before the rounds' tables were kept)."""
-    tables = track.get("tables")
+    tables = track.tables
     if not tables:
         return None
     value = conditional_mle(tables)
     return "inf" if value is not None and math.isinf(value) else value
+
+
+def _or_zeros(values: Sequence[float] | None, size: int) -> Sequence[float]:
+    """A robust start column, or zeros in a state stored before it was kept."""
+    return [0.0] * size if values is None else values
+
+
+def _check_entry(params: MetricParameters, entry: SequentialMetricState, where: str) -> None:
+    """Refuse a metric's entry that does not fit the metric as configured."""
+    histogram = params.kind is MetricKind.HISTOGRAM
+    if entry.histogram != histogram:
+        found = "a histogram" if entry.histogram else "a counts"
+        raise JudgeStateError(where, f"{found} metric's state, the metric is {params.kind.value}")
+    expected = 1 if not histogram else len(entry.bounds or ())
+    if len(entry.tracks) != expected:
+        raise JudgeStateError(
+            f"{where}.tracks", f"expected {expected} tracks, got {len(entry.tracks)}"
+        )
+    for i, track in enumerate(entry.tracks):
+        if len(track.loglik) != len(params.log_psi):
+            raise JudgeStateError(
+                f"{where}.tracks[{i}].loglik",
+                f"expected {len(params.log_psi)} values, got {len(track.loglik)}",
+            )
+        if track.late is not None and len(track.late) != len(params.fail_grid):
+            raise JudgeStateError(
+                f"{where}.tracks[{i}].late",
+                f"expected {len(params.fail_grid)} values, got {len(track.late)}",
+            )
+        rows = track.starts.logs if track.starts is not None else ()
+        for j, row in enumerate(rows):
+            if len(row) != len(params.etas):
+                raise JudgeStateError(
+                    f"{where}.tracks[{i}].starts.logs[{j}]",
+                    f"expected {len(params.etas)} values, got {len(row)}",
+                )
 
 
 def _add_estimates(stats: dict[str, Any], estimates: Sequence[Any] | None) -> None:

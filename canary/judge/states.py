@@ -10,9 +10,10 @@ state with a `JudgeStateError` naming the field (``values.errors.canary[2]``).
   and the round that failed the analysis, if any;
 - `ThresholdState`: every metric's measurement counts, its run of failures, the
   round it failed at and its evidence;
-- `SequentialState`: the round counter and the per-metric map; each metric's entry
-  (its e-processes, histogram bounds and robust evidence, `canary.judge.sequential`
-  and `canary.judge.robust`) stays a JSON mapping, read and written by that judge.
+- `SequentialState`: per metric a `SequentialMetricState`, its verdict rounds,
+  histogram bounds and one `Track` per tested event (the e-processes' running sums,
+  the robust process's `RobustStarts` and the baseline's `SpreadSums`, see
+  `canary.judge.sequential` and `canary.judge.robust`).
 """
 
 from __future__ import annotations
@@ -29,10 +30,14 @@ __all__ = [
     "MannWhitneyFailure",
     "MannWhitneyState",
     "Measurement",
+    "RobustStarts",
     "Samples",
+    "SequentialMetricState",
     "SequentialState",
+    "SpreadSums",
     "ThresholdMetricState",
     "ThresholdState",
+    "Track",
     "check_metrics",
 ]
 
@@ -412,19 +417,349 @@ class ThresholdState:
 # --------------------------------------------------------------------------- sequential
 
 
-@dataclass(frozen=True, slots=True)
-class SequentialState:
-    """The sequential judge after `round` rounds (`canary.judge.sequential`).
+def _real(value: Any, where: str) -> float:
+    """A number (not null), kept as stored (an int stays an int)."""
+    if value is None:
+        raise JudgeStateError(where, "expected a number, got None")
+    return _number(value, where)  # type: ignore[return-value]
 
-    `metrics` maps each judged metric to its evidence state, a JSON mapping that the
-    judge reads and writes itself (not typed here).
+
+def _numbers(value: Any, where: str) -> tuple[float, ...]:
+    """A list of numbers (none null), kept as stored."""
+    return tuple(_real(v, f"{where}[{i}]") for i, v in enumerate(_list(value, where)))
+
+
+def _counts(value: Any, where: str, size: int) -> tuple[int, ...]:
+    items = _list(value, where)
+    if len(items) != size:
+        raise JudgeStateError(where, f"expected {size} counts, got {_shown(value)}")
+    return tuple(_count(v, f"{where}[{i}]") for i, v in enumerate(items))
+
+
+def _optional(data: Mapping[str, Any], key: str, read: Any, where: str) -> Any:
+    """`read(data[key], path)`, or None when the key is absent (an older stored form)."""
+    return read(data[key], f"{where}.{key}") if key in data else None
+
+
+def _stored_order(data: Mapping[str, Any], canonical: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The keys' order as stored when an older version wrote them in another order than
+    `canonical` (None when it is canonical), so that they are written back as they were."""
+    keys = tuple(data)
+    return None if keys == tuple(k for k in canonical if k in data) else keys
+
+
+def _stored(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _in_order(data: dict[str, Any], order: tuple[str, ...] | None) -> dict[str, Any]:
+    """`data` with the keys of `order` first, in that order, and the others after."""
+    if order is None:
+        return data
+    out = {key: data[key] for key in order if key in data}
+    out.update((key, value) for key, value in data.items() if key not in out)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class SpreadSums:
+    """The baseline's spread so far (`canary.judge.robust.BaselineSpread`): its rounds'
+    sums and each pod's (events, requests) summed over the rounds, by pod name.
+
+    `legacy` holds what states stored before pods were kept by name carry instead
+    (per-round sums `LEGACY`), as stored, so they keep counting and are written back;
+    their `pods` is None (no pods seen by name) until a round adds them.
     """
 
-    round: int
-    metrics: Mapping[str, Mapping[str, Any]]
+    LEGACY = ("pod_ss", "pod_df", "pod_neff", "pod_max")
+
+    pods: Mapping[str, tuple[int, int]] | None = field(default_factory=dict)
+    rounds: int = 0
+    s_m: float = 0.0
+    s_m2: float = 0.0
+    s_y: float = 0.0
+    s_yy: float = 0.0
+    legacy: Mapping[str, float] = field(default_factory=dict)
+    order: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
+
+    KEYS = ("pods", "rounds", "s_m", "s_m2", "s_y", "s_yy", *LEGACY)
 
     def to_json(self) -> dict[str, Any]:
-        return {"judge": "sequential", "round": self.round, "metrics": dict(self.metrics)}
+        data: dict[str, Any] = {}
+        if self.pods is not None:
+            data["pods"] = {name: list(sums) for name, sums in self.pods.items()}
+        data.update(rounds=self.rounds, s_m=self.s_m, s_m2=self.s_m2, s_y=self.s_y, s_yy=self.s_yy)
+        data.update(self.legacy)
+        return _in_order(data, self.order)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> SpreadSums:
+        data = _mapping(data, where)
+        sums = ("s_m", "s_m2", "s_y", "s_yy")
+        _keys(data, where, (), cls.KEYS)
+        pods = None if "pods" not in data else _mapping(data["pods"], f"{where}.pods")
+        values = {key: float(_real(data.get(key, 0.0), f"{where}.{key}")) for key in sums}
+        legacy = {key: _real(data[key], f"{where}.{key}") for key in cls.LEGACY if key in data}
+        return cls(
+            pods=None
+            if pods is None
+            else {
+                str(name): _counts(pair, f"{where}.pods.{name}", 2)  # type: ignore[misc]
+                for name, pair in pods.items()
+            },
+            rounds=_count(data.get("rounds", 0), f"{where}.rounds"),
+            legacy=legacy,
+            order=_stored_order(data, cls.KEYS),
+            **values,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RobustStarts:
+    """The robust e-process per start round (`canary.judge.robust.log_evidence`): the
+    summed round log-ratios per eta (one row per start), a = sum d^2, b = sum d z and
+    log w of each start. `a` and `b` are None in states stored before they were kept
+    (read as zeros)."""
+
+    logs: tuple[tuple[float, ...], ...] = ()
+    a: tuple[float, ...] | None = ()
+    b: tuple[float, ...] | None = ()
+    log_w: tuple[float, ...] = ()
+    order: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
+
+    KEYS = ("logs", "a", "b", "log_w")
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"logs": [list(row) for row in self.logs]}
+        if self.a is not None:
+            data["a"] = list(self.a)
+        if self.b is not None:
+            data["b"] = list(self.b)
+        data["log_w"] = list(self.log_w)
+        return _in_order(data, self.order)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> RobustStarts:
+        data = _mapping(data, where)
+        _keys(data, where, ("logs", "log_w"), ("a", "b"))
+        logs = tuple(
+            _numbers(row, f"{where}.logs[{i}]")
+            for i, row in enumerate(_list(data["logs"], f"{where}.logs"))
+        )
+        starts = cls(
+            logs=logs,
+            a=_optional(data, "a", _numbers, where),
+            b=_optional(data, "b", _numbers, where),
+            log_w=_numbers(data["log_w"], f"{where}.log_w"),
+            order=_stored_order(data, cls.KEYS),
+        )
+        for key in ("a", "b", "log_w"):
+            column = getattr(starts, key)
+            if column is not None and len(column) != len(logs):
+                raise JudgeStateError(
+                    f"{where}.{key}",
+                    f"expected {len(logs)} values (one per start), got {len(column)}",
+                )
+        return starts
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    """The running sums of one tested event (a counts metric, or one histogram bound).
+
+    `loglik`: S(psi) on the judge's psi grid; `rounds`: rounds with an informative
+    table; `canary`, `baseline`: (requests, events); `tables`: (x, n, y, m) of every
+    informative round; `late`: the request-level start-time mixture per fail-grid psi;
+    `starts`, `spread`, `canary_pods`: the robust process, the baseline's spread and
+    the most canary pods with requests in a round. Each optional field is None when
+    the state was stored before it was kept (and is then not written back).
+
+    `retired`: what the first versions kept for their over-dispersion guard
+    (`dispersion`, `phi`), unused since, carried and written back as stored.
+    """
+
+    loglik: tuple[float, ...]
+    rounds: int = 0
+    canary: tuple[int, int] = (0, 0)
+    baseline: tuple[int, int] = (0, 0)
+    tables: tuple[tuple[int, int, int, int], ...] | None = ()
+    late: tuple[float, ...] | None = None
+    starts: RobustStarts | None = None
+    spread: SpreadSums | None = None
+    canary_pods: int | None = None
+    retired: Mapping[str, Any] = field(default_factory=dict)
+    order: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
+
+    RETIRED = ("dispersion", "phi")
+    KEYS = (
+        "loglik",
+        "rounds",
+        "canary",
+        "baseline",
+        "tables",
+        "late",
+        "starts",
+        "spread",
+        "canary_pods",
+    )
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "loglik": list(self.loglik),
+            "rounds": self.rounds,
+            "canary": list(self.canary),
+            "baseline": list(self.baseline),
+        }
+        data.update((key, _stored(value)) for key, value in self.retired.items())
+        tables = None if self.tables is None else [list(table) for table in self.tables]
+        if tables is not None and self.order is None:
+            data["tables"] = tables
+        if self.late is not None:
+            data["late"] = list(self.late)
+        if self.starts is not None:
+            data["starts"] = self.starts.to_json()
+        if self.spread is not None:
+            data["spread"] = self.spread.to_json()
+        if self.canary_pods is not None:
+            data["canary_pods"] = self.canary_pods
+        if self.order is None:
+            return data
+        # An older track: the keys it lacked come after its own, `tables` last, as
+        # the judge added them.
+        if tables is not None:
+            data["tables"] = tables
+        return _in_order(data, self.order)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> Track:
+        data = _mapping(data, where)
+        optional = ("tables", "late", "starts", "spread", "canary_pods", *cls.RETIRED)
+        _keys(data, where, ("loglik", "rounds", "canary", "baseline"), optional)
+        retired = {}
+        if "dispersion" in data:
+            retired["dispersion"] = _numbers(data["dispersion"], f"{where}.dispersion")
+        if "phi" in data:
+            retired["phi"] = _real(data["phi"], f"{where}.phi")
+
+        def tables(value: Any, at: str) -> tuple[tuple[int, ...], ...]:
+            return tuple(_counts(t, f"{at}[{i}]", 4) for i, t in enumerate(_list(value, at)))
+
+        return cls(
+            loglik=_numbers(data["loglik"], f"{where}.loglik"),
+            rounds=_count(data["rounds"], f"{where}.rounds"),
+            canary=_counts(data["canary"], f"{where}.canary", 2),  # type: ignore[arg-type]
+            baseline=_counts(data["baseline"], f"{where}.baseline", 2),  # type: ignore[arg-type]
+            tables=_optional(data, "tables", tables, where),
+            late=_optional(data, "late", _numbers, where),
+            starts=_optional(data, "starts", RobustStarts.from_json, where),
+            spread=_optional(data, "spread", SpreadSums.from_json, where),
+            canary_pods=_optional(data, "canary_pods", _count, where),
+            retired=retired,
+            # Without `tables` (stored before they were kept) the judge adds them last.
+            order=_stored_order(data, (*cls.KEYS[:4], *cls.RETIRED, *cls.KEYS[4:]))
+            or (None if "tables" in data else tuple(data)),
+        )
+
+
+Estimate = float | str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SequentialMetricState:
+    """One sequential metric so far: the rounds it failed or passed at, the canary's
+    requests and its tracks (one for a counts metric, one per bound for a histogram).
+
+    A histogram metric (`histogram`) also keeps the bounds chosen at its warm-up (None
+    before), that round, and the bounds that can PASS (`pass_bounds`; None in states
+    stored before they were kept: every bound). `estimates`: each track's conditional
+    MLE of the odds ratio taken at the verdict (None until then).
+    """
+
+    tracks: tuple[Track, ...] = ()
+    fail_round: int | None = None
+    pass_round: int | None = None
+    requests: int = 0
+    histogram: bool = False
+    bounds: tuple[float, ...] | None = None
+    warmup_round: int | None = None
+    pass_bounds: tuple[float, ...] | None = None
+    estimates: tuple[Estimate, ...] | None = None
+    order: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
+
+    KEYS = (
+        "fail_round",
+        "pass_round",
+        "requests",
+        "bounds",
+        "warmup_round",
+        "tracks",
+        "pass_bounds",
+        "estimates",
+    )
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "fail_round": self.fail_round,
+            "pass_round": self.pass_round,
+            "requests": self.requests,
+        }
+        if self.histogram:
+            data["bounds"] = None if self.bounds is None else list(self.bounds)
+            data["warmup_round"] = self.warmup_round
+        data["tracks"] = [track.to_json() for track in self.tracks]
+        if self.pass_bounds is not None:
+            data["pass_bounds"] = list(self.pass_bounds)
+        if self.estimates is not None:
+            data["estimates"] = list(self.estimates)
+        return _in_order(data, self.order)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> SequentialMetricState:
+        data = _mapping(data, where)
+        histogram = "bounds" in data
+        required = ["fail_round", "pass_round", "requests", "tracks"]
+        if histogram:
+            required += ["warmup_round"]
+        _keys(data, where, required, ("bounds", "pass_bounds", "estimates"))
+
+        def estimates(value: Any, at: str) -> tuple[Estimate, ...]:
+            out: list[Estimate] = []
+            for i, v in enumerate(_list(value, at)):
+                out.append(v if v == "inf" else _number(v, f"{at}[{i}]"))
+            return tuple(out)
+
+        bounds = data.get("bounds")
+        return cls(
+            tracks=tuple(
+                Track.from_json(track, f"{where}.tracks[{i}]")
+                for i, track in enumerate(_list(data["tracks"], f"{where}.tracks"))
+            ),
+            fail_round=_optional_int(data["fail_round"], f"{where}.fail_round"),
+            pass_round=_optional_int(data["pass_round"], f"{where}.pass_round"),
+            requests=_count(data["requests"], f"{where}.requests"),
+            histogram=histogram,
+            bounds=None if bounds is None else _numbers(bounds, f"{where}.bounds"),
+            warmup_round=_optional_int(data.get("warmup_round"), f"{where}.warmup_round"),
+            pass_bounds=_optional(data, "pass_bounds", _numbers, where),
+            estimates=_optional(data, "estimates", estimates, where),
+            order=_stored_order(data, cls.KEYS),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SequentialState:
+    """The sequential judge after `round` rounds (`canary.judge.sequential`): each
+    judged metric's evidence."""
+
+    round: int
+    metrics: Mapping[str, SequentialMetricState]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "judge": "sequential",
+            "round": self.round,
+            "metrics": {name: entry.to_json() for name, entry in self.metrics.items()},
+        }
 
     @classmethod
     def from_json(cls, data: Any) -> SequentialState:
@@ -435,5 +770,8 @@ class SequentialState:
         metrics = _mapping(data["metrics"], "metrics")
         return cls(
             round=_count(data["round"], "round"),
-            metrics={name: _mapping(entry, f"metrics.{name}") for name, entry in metrics.items()},
+            metrics={
+                name: SequentialMetricState.from_json(entry, f"metrics.{name}")
+                for name, entry in metrics.items()
+            },
         )
