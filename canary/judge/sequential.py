@@ -450,7 +450,14 @@ class SequentialJudge:
         estimates = entry.estimates
         if self.explain and (k in (fail_round, pass_round) or final):
             estimates = tuple(_estimate(track) for track in entry.tracks)
-        entry = replace(entry, fail_round=fail_round, pass_round=pass_round, estimates=estimates)
+        if (fail_round, pass_round, estimates) != (
+            entry.fail_round,
+            entry.pass_round,
+            entry.estimates,
+        ):
+            entry = replace(
+                entry, fail_round=fail_round, pass_round=pass_round, estimates=estimates
+            )
         _add_estimates(stats, entry.estimates)
 
         if entry.fail_round is not None:
@@ -490,15 +497,14 @@ class SequentialJudge:
         baseline_pods, canary_pods = pods or ({}, {})
         spread.add(y, m, baseline_pods)
         with_requests = sum(1 for _, ni in canary_pods.values() if ni > 0)
-        track = replace(
-            track,
-            canary=(track.canary[0] + n, track.canary[1] + x),
-            baseline=(track.baseline[0] + m, track.baseline[1] + y),
-            spread=spread.sums(),
-            canary_pods=max(track.canary_pods or 0, with_requests),
-        )
+        totals = {
+            "canary": (track.canary[0] + n, track.canary[1] + x),
+            "baseline": (track.baseline[0] + m, track.baseline[1] + y),
+            "spread": spread.sums(),
+            "canary_pods": max(track.canary_pods or 0, with_requests),
+        }
         if not informative(x, n, y, m):
-            return track
+            return replace(track, **totals)
         lik = round_loglik(x, n, y, m, params.log_psi)
         rounds = track.rounds + 1
         # Both start-time mixtures start a new e-process at each round with evidence,
@@ -532,11 +538,10 @@ class SequentialJudge:
             # a = sum d^2 and b = sum d z since each start.
             a += d * d
             b += d * z
-        return replace(
-            track,
+        return Track(
             loglik=tuple((np.asarray(track.loglik) + lik.loglik).tolist()),
-            tables=(*(track.tables or ()), (x, n, y, m)),
             rounds=rounds,
+            tables=(*(track.tables or ()), (x, n, y, m)),
             late=tuple(late.tolist()),
             starts=RobustStarts(
                 logs=tuple(map(tuple, logs.tolist())),
@@ -544,6 +549,9 @@ class SequentialJudge:
                 b=tuple(b.tolist()),
                 log_w=weights,
             ),
+            retired=track.retired,
+            order=track.order,
+            **totals,
         )
 
     # ------------------------------------------------------------------ summaries
