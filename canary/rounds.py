@@ -120,25 +120,6 @@ def recorded_settings(analysis: _Recorded) -> AnalysisSettings:
         raise StoredDataError(analysis.id, "settings", str(exc)) from None
 
 
-#: Per analysis id: its stored judge name and settings, the validated settings and
-#: (once a round judged) its judge. A round reuses them while the stored ones are
-#: unchanged, so it neither validates the settings nor builds the judge again.
-_PREPARED: dict[str, list[Any]] = {}
-_PREPARED_MAX = 4096
-
-
-def _prepared_settings(analysis: _Recorded) -> AnalysisSettings:
-    """`recorded_settings`, validated once per analysis while its stored ones stay."""
-    hit = _PREPARED.get(analysis.id)
-    if hit is not None and hit[0] == analysis.judge and hit[1] == analysis.settings:
-        return hit[2]
-    settings = recorded_settings(analysis)
-    if len(_PREPARED) >= _PREPARED_MAX:
-        _PREPARED.clear()
-    _PREPARED[analysis.id] = [analysis.judge, analysis.settings, settings, None]
-    return settings
-
-
 def recorded_canary(analysis: Analysis) -> CanaryConfig | None:
     """The canary configuration recorded with the analysis, if it was a whole canary."""
     try:
@@ -231,7 +212,7 @@ def _load(sessions: Sessions, analysis_id: str) -> _Loaded:
             canary=analysis.canary,
             judge=analysis.judge,
             status=AnalysisStatus(analysis.status),
-            settings=_prepared_settings(analysis),
+            settings=recorded_settings(analysis),
             index=0 if latest is None else latest.index + 1,
             snapshot=dict(analysis.snapshot or {}),
             judge_state=dict(analysis.judge_state or {}),
@@ -272,7 +253,7 @@ def _step(
     final: bool | None = None,
 ) -> rollout.RoundStep:
     """`canary.engine.step` on the loaded analysis with its recorded judge."""
-    judge = _judge_of(loaded)
+    judge = make_judge(loaded.judge, loaded.settings.metrics, loaded.settings)
     return rollout.step(
         judge,
         _judge_state(judge, loaded),
@@ -284,16 +265,6 @@ def _step(
         started_at=loaded.started_at,
         final=final,
     )
-
-
-def _judge_of(loaded: _Loaded) -> Judge[Any]:
-    """The loaded analysis's judge, built once for the settings `_load` prepared."""
-    hit = _PREPARED.get(loaded.id)
-    if hit is not None and hit[2] is loaded.settings and hit[0] == loaded.judge:
-        if hit[3] is None:
-            hit[3] = make_judge(loaded.judge, loaded.settings.metrics, loaded.settings)
-        return hit[3]
-    return make_judge(loaded.judge, loaded.settings.metrics, loaded.settings)
 
 
 def _judge_state(judge: Judge[Any], loaded: _Loaded) -> JudgeState | None:
