@@ -16,8 +16,6 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeAlias
 
-import orjson
-
 
 class Arm(StrEnum):
     """One side of the comparison."""
@@ -278,30 +276,12 @@ def json_safe(value: Any) -> Any:
         return _replace_non_finite(value)
 
 
-#: orjson refuses (TypeError) what it would encode otherwise than `json.dumps`:
-#: datetimes, dataclasses and subclasses of str, int, float, dict and list.
-_ORJSON_STRICT = (
-    orjson.OPT_PASSTHROUGH_DATETIME
-    | orjson.OPT_PASSTHROUGH_DATACLASS
-    | orjson.OPT_PASSTHROUGH_SUBCLASS
-)
-
-
 def json_text(value: Any) -> str:
     """`value` as JSON text, NaN and infinities as in `json_safe`, encoded once.
 
     The store's JSON columns use it (`store.database.connect`), so callers hand
-    them plain values and nothing is encoded twice. orjson (several times faster)
-    writes NaN and infinities as null, so its text is used only when it holds no
-    null; otherwise, and for what orjson refuses (non-string keys, integers
-    beyond 64 bits), `json.dumps` encodes it. Both decode to the same value.
+    them plain values and nothing is encoded twice.
     """
-    try:
-        text = orjson.dumps(value, option=_ORJSON_STRICT)
-    except TypeError:  # orjson.JSONEncodeError included
-        text = b"null"
-    if b"null" not in text:
-        return text.decode()
     try:
         return json.dumps(value, allow_nan=False)
     except ValueError:
