@@ -125,6 +125,7 @@ async def test_a_sync_abandoned_at_shutdown_logs_no_error(setup, sessions, caplo
     (the next start syncs again), not reported as a failed job with a traceback."""
     import asyncio
     import logging
+    import threading
     import time
 
     from sqlalchemy.orm import sessionmaker
@@ -133,9 +134,11 @@ async def test_a_sync_abandoned_at_shutdown_logs_no_error(setup, sessions, caplo
         """Every transaction starts a second late once `slow` is set."""
 
         slow = False
+        waiting = threading.Event()  # a transaction is held up by the slow database
 
         def begin(self):  # type: ignore[no-untyped-def]
             if self.slow:
+                self.waiting.set()
                 time.sleep(1.0)
             return super().begin()
 
@@ -147,7 +150,12 @@ async def test_a_sync_abandoned_at_shutdown_logs_no_error(setup, sessions, caplo
     task = asyncio.create_task(daemon.run())
     await asyncio.sleep(0.5)  # started, first sync done, the sync job scheduled
     database.slow = True
-    await asyncio.sleep(0.3)  # a scheduled sync is now waiting on the database
+    # a scheduled sync is now waiting on the database
+    for _ in range(100):  # polled: the daemon's one worker thread must stay free
+        if database.waiting.is_set():
+            break
+        await asyncio.sleep(0.05)
+    assert database.waiting.is_set(), "no sync reached the slow database"
     daemon.stop()
     await asyncio.wait_for(task, timeout=10)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
