@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, case, func, insert, select, update
+from sqlalchemy import Integer, bindparam, case, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer, selectinload
 
@@ -50,7 +50,6 @@ __all__ = [
     "lock_analysis",
     "mark_action",
     "new_analysis_id",
-    "next_round_index",
     "note_action_error",
     "pending_actions",
     "record_judged_round",
@@ -179,12 +178,6 @@ def ensure_keyed_analysis(sessions: Sessions, key: str, **create: Any) -> str:
             if found is None:
                 raise
             return found.id
-
-
-def next_round_index(session: Session, analysis_id: str) -> int:
-    """The index the analysis' next round takes (0, the warm-up, before any round)."""
-    last = session.scalar(select(func.max(Round.index)).where(Round.analysis_id == analysis_id))
-    return 0 if last is None else int(last) + 1
 
 
 def list_analyses(

@@ -11,10 +11,10 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session, sessionmaker
 
 from canary.errors import UsageError
 from canary.model import ActionState, AnalysisStatus
+from canary.store.database import Sessions
 from canary.store.tables import Action, Analysis, Lease, Round, utcnow
 
 __all__ = [
@@ -28,8 +28,6 @@ __all__ = [
     "schedule_info",
     "status_of",
 ]
-
-Sessions = sessionmaker[Session]
 
 
 def find_work(
