@@ -535,7 +535,9 @@ class Daemon:
         A weight in place announces the action's event (`_event_for`); a write
         refused for drift halted the analysis (`canary.rounds.apply_action`).
         """
-        if result.state is ActionState.DONE:
+        if result.state is ActionState.DONE and not result.earlier:
+            # Announced once, by the call that carried it out: a reconcile that finds
+            # the action done by its round (or the reverse) says nothing again.
             telemetry.WEIGHT.labels(canary=subject.canary).set(to_weight)
             event = _event_for(kind, status)
             if event:

@@ -406,6 +406,7 @@ class ActionResult:
     changed: bool = False
     error: str | None = None
     drift: bool = False
+    earlier: bool = False  # carried out before this call (by a round or a reconcile)
 
 
 def _finish_action(
@@ -477,7 +478,7 @@ async def apply_action(
     """
     action = await asyncio.to_thread(detached_action, sessions, action_id)
     if action.state != ActionState.PENDING.value:
-        return ActionResult(action_id, ActionState(action.state))
+        return ActionResult(action_id, ActionState(action.state), earlier=True)
     is_rollback = action.to_weight == 0
     try:
         result = await router.set_weights(
