@@ -416,11 +416,12 @@ def _finish_action(
     error: str | None,
     halt_reason: str | None,
     applied_at: datetime | None = None,
-) -> None:
+) -> bool:
+    """Mark a pending action `state`; False when another call finished it meanwhile."""
     with sessions.begin() as session:
         action = get_action(session, action_id)
         if action.state != ActionState.PENDING.value:
-            return  # reconciled by someone else meanwhile
+            return False  # reconciled by someone else meanwhile
         mark_action(session, action, state, error=error)
         if state is ActionState.DONE:
             _start_step_clock(session, action, applied_at or utcnow())
@@ -433,6 +434,7 @@ def _finish_action(
                     state = rollout.EngineState.from_json(analysis.engine_state)
                     halted = rollout.halt(state, halt_reason).to_json()
                 halt_analysis(session, analysis, halt_reason, engine_state=halted)
+        return True
 
 
 def _start_step_clock(session: Session, action: Action, applied_at: datetime) -> None:
@@ -501,10 +503,10 @@ async def apply_action(
         log.warning("action %s on %s not applied yet: %s", action_id, action.analysis_id, exc)
         await asyncio.to_thread(_note_action_error, sessions, action_id, str(exc))
         return ActionResult(action_id, ActionState.PENDING, error=str(exc))
-    await asyncio.to_thread(
+    finished = await asyncio.to_thread(
         _finish_action, sessions, action_id, ActionState.DONE, None, None, applied_at
     )
-    return ActionResult(action_id, ActionState.DONE, changed=result.changed)
+    return ActionResult(action_id, ActionState.DONE, changed=result.changed, earlier=not finished)
 
 
 # --------------------------------------------------------------------------- daemon rounds
