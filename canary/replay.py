@@ -380,13 +380,11 @@ def _replay_verdicts(
                 reasons=tuple(judgement.reasons) if judgement is not None else (),
             )
         )
-    closed = window_end or ended
+    # A closed window ends as `canary analyze` closes it; an open one keeps its last verdict.
+    closed = engine.window_closing(last, 0).verdict if window_end or ended else None
+    verdict = (closed or (last.verdict if last else Verdict.RUNNING)).value
     if last is None:
-        verdict = Verdict.INCONCLUSIVE.value if closed else Verdict.RUNNING.value
         return rounds, ReplayOutcome(verdict, None, None, None)
-    verdict = last.verdict.value
-    if closed and last.verdict is Verdict.RUNNING:
-        verdict = Verdict.INCONCLUSIVE.value  # as `canary analyze` closes its window
     return rounds, ReplayOutcome(verdict, last.round, None, _seconds(stored, start, last.round))
 
 
