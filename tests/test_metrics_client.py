@@ -630,6 +630,12 @@ def test_tls_with_a_ca_file_insecure_skip_verify_and_an_unknown_ca(tls_server) -
         run_query(config(server.url, retries=0))
 
 
+def test_tls_settings_are_for_https_only(fault: FaultServer, tmp_path: Path) -> None:
+    """A config shared with an https setup (its CA file absent here) still reaches an
+    http URL: no TLS context is built for it."""
+    assert run_query(config(fault.url, ca_file=str(tmp_path / "absent.pem"))).empty
+
+
 # --------------------------------------------------------------------------- a real Prometheus
 
 

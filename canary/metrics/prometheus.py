@@ -141,6 +141,19 @@ class _Stats:
     latencies: list[float] = field(default_factory=list)
 
 
+def _tls_context(config: PrometheusConfig) -> ssl.SSLContext:
+    """The TLS context of an https URL: the configured CA, no verification, or httpx's
+    trust store (certifi)."""
+    if config.insecure_skip_verify:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    if config.ca_file:
+        return ssl.create_default_context(cafile=config.ca_file)
+    return httpx.create_ssl_context()
+
+
 class PrometheusClient:
     """Async Prometheus API client; use ``async with PrometheusClient(config) as c``.
 
@@ -192,22 +205,14 @@ class PrometheusClient:
                 what="prometheus.basic_auth",
             )
             auth["Authorization"] = _basic(config.basic_auth.username, password or "")
-        context: ssl.SSLContext
-        if config.insecure_skip_verify:
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        elif config.ca_file:
-            context = ssl.create_default_context(cafile=config.ca_file)
-        else:
-            context = httpx.create_ssl_context()  # httpx's trust store (certifi)
+        context = _tls_context(config) if parts.scheme == "https" else None
         defaults = {"Accept": "application/json", "User-Agent": "canary"}
         if self._transport is not None or _proxied(self.url):
             headers = _merged(defaults, config.headers, auth)
             self._httpx = httpx.AsyncClient(
                 base_url=self.url,
                 headers=headers,
-                verify=context,
+                verify=True if context is None else context,
                 timeout=httpx.Timeout(config.timeout),
                 limits=httpx.Limits(max_connections=config.max_concurrency),
                 transport=self._transport,
