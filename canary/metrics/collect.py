@@ -177,6 +177,9 @@ def traced_deltas(
     """
     starts: dict[Key, int] = {}
     drops: dict[str, list[tuple[float, float]]] = {}  # owner -> (after, at) of each drop
+    # Per series with a trace or a drop: its in-round values, then its current one (a
+    # gone series: its trace alone); any other series' chain is its current value.
+    chains: dict[Key, Sequence[tuple[float, int]]] = {}
     for key, value in current.items():
         entry = previous.get(key)
         start = entry[0] if entry is not None else base.get(key, 0)
@@ -184,11 +187,12 @@ def traced_deltas(
         trace = traces.get(key)
         if trace or value < start:
             since = entry[1] if entry is not None else -math.inf
-            chain = [*(trace or ()), (at, value)]
+            chain = chains[key] = [*(trace or ()), (at, value)]
             _drops(start, since, chain, drops.setdefault(owner(key[0]), []))
     gone = [key for key in previous if key not in current and traces.get(key)]
     for key in gone:
         starts[key] = previous[key][0]
+        chains[key] = traces[key]
         _drops(starts[key], previous[key][1], traces[key], drops.setdefault(owner(key[0]), []))
     resets = {who: _restart_instants(found) for who, found in drops.items() if found}
     kept: ArmSeries = {key: (value, at) for key, value in current.items()}
@@ -197,9 +201,7 @@ def traced_deltas(
     else:
         deltas = {}
         for key in (*current, *gone):
-            chain = list(traces.get(key, ()))
-            if key in current:
-                chain.append((at, current[key]))
+            chain = chains.get(key) or ((at, current[key]),)
             restarts = resets.get(owner(key[0]), ())
             entry = previous.get(key)
             last, since = starts[key], entry[1] if entry is not None else -math.inf
