@@ -356,13 +356,21 @@ def pod_breakdown(
     """
     present = set(present_pods)
     if kind is MetricKind.HISTOGRAM:
-        per_pod = _pod_buckets({k: v for k, v in deltas.items() if k[0] in present}, where)
-        return {pod: _histogram({pod: per_pod[pod]}, {pod}, where) for pod in sorted(per_pod)}
+        return _pod_histograms(
+            _pod_buckets({k: v for k, v in deltas.items() if k[0] in present}, where), where
+        )
     by_pod: dict[str, dict[Key, int]] = {}
     for key, value in deltas.items():
         if key[0] in present:
             by_pod.setdefault(key[0], {})[key] = value
     return {pod: counts_from_deltas(by_pod[pod], failure_codes) for pod in sorted(by_pod)}
+
+
+def _pod_histograms(
+    per_pod: Mapping[str, Mapping[float, int]], where: str
+) -> dict[str, Observation]:
+    """Each pod's histogram from its buckets (`_pod_buckets`)."""
+    return {pod: _histogram({pod: per_pod[pod]}, {pod}, where) for pod in sorted(per_pod)}
 
 
 def _check_complete(
@@ -770,10 +778,12 @@ async def _counter_observation(
     deltas, kept = series_deltas(before, current, at=at, base=base, owner=keys.owner, traces=traces)
     if not current and not kept:
         return None, _arm_to_json(kept), notes, {}
+    per_pod: dict[str, dict[float, int]] = {}
     if kind is MetricKind.COUNTS:
         observation: Observation = counts_from_deltas(deltas, plan.metric.failure_codes)
     elif current:
-        observation = histogram_from_deltas(deltas, _pods(current), where=where)
+        per_pod = _pod_buckets(deltas, where)
+        observation = _histogram(per_pod, _pods(current), where)
     else:
         observation = None  # only carried series: no pod reported in this round
     pods: dict[str, Observation] = {}
@@ -785,6 +795,8 @@ async def _counter_observation(
                 " destination_pod_label where a Telemetry resource adds one): no per-pod"
                 " evidence"
             )
+        elif per_pod and not keys.ambient:  # sidecar: the arm's own buckets, all pods present
+            pods = _pod_histograms(per_pod, where)
         else:
             pods = pod_breakdown(evidence, kind, plan.metric.failure_codes, present, where=where)
     return observation, _arm_to_json(kept), notes, pods
