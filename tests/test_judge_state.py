@@ -8,6 +8,7 @@ and be replayed exactly as recorded.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
@@ -42,6 +43,31 @@ def _text(data: Any) -> str:
     return json.dumps(data)
 
 
+def _same(computed: Any, recorded: Any) -> bool:
+    """The same stored structure (keys in order, NaN where NaN) with floats equal to 1e-12.
+
+    The recordings were computed on another machine: NumPy's vectorised log and exp
+    pick their instructions by CPU and may differ there in the last bit.
+    """
+    if isinstance(recorded, dict):
+        return (
+            isinstance(computed, dict)
+            and list(computed) == list(recorded)
+            and all(_same(computed[k], recorded[k]) for k in recorded)
+        )
+    if isinstance(recorded, list):
+        return (
+            isinstance(computed, list)
+            and len(computed) == len(recorded)
+            and all(_same(c, r) for c, r in zip(computed, recorded, strict=True))
+        )
+    if isinstance(recorded, float) and isinstance(computed, float):
+        if math.isnan(recorded):
+            return math.isnan(computed)
+        return math.isclose(computed, recorded, rel_tol=1e-12, abs_tol=1e-300)
+    return type(computed) is type(recorded) and computed == recorded
+
+
 def _judge(case: str) -> Any:
     judge_name, metrics = CASES[case]
     settings = AnalysisSettings(judge=judge_name, metrics=metrics)
@@ -67,9 +93,7 @@ SAME_STATISTICS = [(c, a) for c, a in RECORDED if c != "sequential"]
 
 @pytest.mark.parametrize(("case", "arm"), SAME_STATISTICS)
 def test_the_typed_judges_store_exactly_what_the_untyped_ones_stored(case: str, arm: str) -> None:
-    assert [_text(s) for s in case_states(case, arm)] == [
-        _text(s) for s in recorded_states(case, arm)
-    ]
+    assert _same(case_states(case, arm), recorded_states(case, arm))
 
 
 @pytest.mark.parametrize(("case", "arm"), RECORDED)
@@ -82,7 +106,7 @@ def test_an_analysis_continues_from_a_recorded_state(case: str, arm: str) -> Non
     assert state.round == len(rounds)
     if (case, arm) in SAME_STATISTICS:
         assert judgement == judge_rounds(judge, rounds)[-1]
-        assert _text(state.to_json()) == _text(recorded_states(case, arm)[-1])
+        assert _same(json.loads(_text(state.to_json())), recorded_states(case, arm)[-1])
 
 
 @pytest.mark.parametrize("form", OLDER_FORMS)
@@ -93,7 +117,7 @@ def test_an_older_stored_form_is_read_written_back_and_continued_as_before(
     judge = _judge("sequential_pods")
     stored = older_form(form, arm)
     assert _text(judge.read_state(stored).to_json()) == _text(stored)
-    assert _text(continued_from(form, arm)) == _text(recorded_continuations(arm)[form])
+    assert _same(json.loads(_text(continued_from(form, arm))), recorded_continuations(arm)[form])
 
 
 def test_a_state_stored_before_pods_were_kept_by_name_keeps_its_pod_spread() -> None:
