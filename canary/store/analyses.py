@@ -41,7 +41,6 @@ __all__ = [
     "create_analysis",
     "detached_action",
     "ensure_keyed_analysis",
-    "find_analysis_by_key",
     "finish_analysis",
     "get_action",
     "get_analysis",
@@ -158,26 +157,26 @@ def lock_analysis(session: Session, analysis_id: str) -> Analysis:
     return analysis
 
 
-def find_analysis_by_key(session: Session, key: str) -> Analysis | None:
-    return session.scalars(select(Analysis).where(Analysis.key == key)).one_or_none()
+def _id_by_key(session: Session, key: str) -> str | None:
+    return session.scalar(select(Analysis.id).where(Analysis.key == key))
 
 
 def ensure_keyed_analysis(sessions: Sessions, key: str, **create: Any) -> str:
     """The id of the analysis keyed `key`, created with `create_analysis(**create)` if
     new; safe against a concurrent caller creating the same key (the key is unique)."""
     with sessions.begin() as session:
-        found = find_analysis_by_key(session, key)
+        found = _id_by_key(session, key)
         if found is not None:
-            return found.id
+            return found
     try:
         with sessions.begin() as session:
             return create_analysis(session, key=key, **create).id
     except IntegrityError:
         with sessions.begin() as session:
-            found = find_analysis_by_key(session, key)
+            found = _id_by_key(session, key)
             if found is None:
                 raise
-            return found.id
+            return found
 
 
 def list_analyses(
