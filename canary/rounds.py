@@ -324,16 +324,13 @@ def _record_judged(
             now=at,
         )
         closing = step.closing
-        if closing is None:
-            return
-        analysis = lock_analysis(session, loaded.id)
-        if not AnalysisStatus(analysis.status).is_final:
-            finish_analysis(
+        if closing is not None:  # the analysis is running: record_judged_round checked
+            close_analysis(
                 session,
-                analysis,
+                loaded.id,
                 closing.status,
-                reason=closing.reason,
                 verdict=closing.verdict,
+                reason=closing.reason,
                 now=at,
             )
 

@@ -526,16 +526,23 @@ def finish_analysis(
     verdict: Verdict | None = None,
     now: datetime | None = None,
 ) -> None:
-    now = now or utcnow()
-    analysis.status = status.value
+    for column, value in _finished(status, reason, verdict, now or utcnow()).items():
+        setattr(analysis, column, value)
+
+
+def _finished(
+    status: AnalysisStatus, reason: str | None, verdict: Verdict | None, now: datetime
+) -> dict[str, Any]:
+    """The analysis columns `finish_analysis` and `close_analysis` set."""
+    values: dict[str, Any] = {"status": status.value, "updated_at": now}
     if verdict is not None:
-        analysis.verdict = verdict.value
+        values["verdict"] = verdict.value
     if reason:
-        analysis.reason = reason
-    analysis.updated_at = now
+        values["reason"] = reason
     if status.is_final:
-        analysis.finished_at = now
-        analysis.next_round_at = None
+        values["finished_at"] = now
+        values["next_round_at"] = None
+    return values
 
 
 def save_rollout(
@@ -576,9 +583,12 @@ def close_analysis(
     reason: str | None = None,
     now: datetime | None = None,
 ) -> None:
-    """`finish_analysis` on the analysis locked by id."""
-    analysis = get_analysis(session, analysis_id, for_update=True)
-    finish_analysis(session, analysis, status, reason=reason, verdict=verdict, now=now)
+    """`finish_analysis` by id, as one UPDATE that loads no row: in the transaction that
+    recorded the analysis's last round, it takes no second lock."""
+    values = _finished(status, reason, verdict, now or utcnow())
+    result = session.execute(update(Analysis).where(Analysis.id == analysis_id).values(values))
+    if result.rowcount == 0:
+        raise NotFoundError(f"no analysis with id {analysis_id!r}")
 
 
 def load_analysis_full(session: Session, analysis_id: str) -> Analysis:
