@@ -64,11 +64,19 @@ class RouteRef:
 class Located:
     """The canary's route inside the object and the weights it declares now."""
 
-    key: str  # the route's record key: its name, or "#<index>" when unnamed
-    label: str  # for messages
     weights: Weights  # the percentages the declared weights give
     declared: tuple[int, int]  # (canary, stable) as written in the object
     ref: RouteRef
+
+    @property
+    def key(self) -> str:
+        """The route's record key: its name, or "#<index>" when unnamed."""
+        return self.ref.name or f"#{self.ref.index}"
+
+    @property
+    def label(self) -> str:
+        """The route for messages."""
+        return self.ref.label
 
 
 class KubeRouter(Router):
@@ -147,8 +155,7 @@ class KubeRouter(Router):
         """The canary's route in `obj` and its weights; errors as `find_route`'s."""
         ref = self.find_route(obj, self.canary, self.resource)
         weights, declared = self.read_route(obj, ref, self.resource)
-        key = ref.name or f"#{ref.index}"
-        return Located(key=key, label=ref.label, weights=weights, declared=declared, ref=ref)
+        return Located(weights=weights, declared=declared, ref=ref)
 
     async def aclose(self) -> None:
         if self._owns_client:
