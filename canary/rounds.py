@@ -198,7 +198,9 @@ class _Loaded:
     latest: LatestRound | None  # the latest stored round, None before the warm-up
 
 
-def _load(sessions: Sessions, analysis_id: str) -> _Loaded:
+def load_for_round(sessions: Sessions, analysis_id: str) -> _Loaded:
+    """What a round reads before collecting; a caller that has just decided to run a
+    round passes it to `judge_round` as `loaded`, so the analysis is not read twice."""
     with sessions.begin() as session:
         # The next index is read before the analysis row: a round committed between
         # the two reads (SQLite reads outside one snapshot) then leaves a newer
@@ -224,12 +226,6 @@ def _load(sessions: Sessions, analysis_id: str) -> _Loaded:
             verdict_round=analysis.verdict_round,
             latest=latest,
         )
-
-
-def load_for_round(sessions: Sessions, analysis_id: str) -> _Loaded:
-    """What `judge_round` reads before collecting; a caller that has just decided to
-    run a round passes it as `loaded`, so the analysis is not read twice."""
-    return _load(sessions, analysis_id)
 
 
 def _check_window(loaded: _Loaded, at: datetime, min_window: timedelta) -> None:
@@ -375,7 +371,7 @@ async def judge_round(
     holds across processes too. `loaded` (`load_for_round`) saves the first read.
     """
     if loaded is None or loaded.id != analysis_id:
-        loaded = await asyncio.to_thread(_load, sessions, analysis_id)
+        loaded = await asyncio.to_thread(load_for_round, sessions, analysis_id)
     if loaded.status is not AnalysisStatus.RUNNING:
         raise RoundConflict(
             f"analysis {analysis_id} is {loaded.status.value}: an ended analysis takes no rounds"
@@ -588,7 +584,7 @@ async def daemon_round(
     `analysis.engine_state`. Raises RoundConflict when another process recorded the
     round first (nothing is acted on then).
     """
-    loaded = await asyncio.to_thread(_load, sessions, analysis_id)
+    loaded = await asyncio.to_thread(load_for_round, sessions, analysis_id)
     if loaded.status is not AnalysisStatus.RUNNING:
         raise UsageError(f"analysis {analysis_id} is {loaded.status.value}, not running")
     if not loaded.engine_state:
