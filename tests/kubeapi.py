@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 import socket
 import ssl
 import subprocess
@@ -53,6 +52,7 @@ import pytest
 import yaml
 
 from canary.config import CanaryConfig, parse_config
+from canary.traffic.jsonpatch import PatchError, apply_json_patch
 from canary.traffic.kube import Connection, KubeClient
 
 ISTIO = "networking.istio.io"
@@ -123,100 +123,6 @@ def merge_patch(target: Any, patch: Any) -> Any:
         else:
             result[key] = merge_patch(result.get(key), value)
     return result
-
-
-def _tokens(path: str) -> list[str]:
-    if path == "":
-        return []
-    if not path.startswith("/"):
-        raise ValueError(f"invalid JSON pointer {path!r}")
-    return [t.replace("~1", "/").replace("~0", "~") for t in path[1:].split("/")]
-
-
-def _parent(doc: Any, path: str) -> tuple[Any, str]:
-    tokens = _tokens(path)
-    if not tokens:
-        raise ValueError("cannot operate on the document root")
-    node = doc
-    for token in tokens[:-1]:
-        if isinstance(node, list):
-            node = node[_index(node, token, exists=True)]
-        elif isinstance(node, dict) and token in node:
-            node = node[token]
-        else:
-            raise ValueError(f"path {path!r} does not exist")
-    return node, tokens[-1]
-
-
-def _index(node: list[Any], token: str, *, exists: bool) -> int:
-    if not re.fullmatch(r"0|[1-9][0-9]*", token):
-        raise ValueError(f"invalid array index {token!r}")
-    index = int(token)
-    if index > len(node) - (1 if exists else 0):
-        raise ValueError(f"array index {index} out of range")
-    return index
-
-
-def _get(doc: Any, path: str) -> Any:
-    node = doc
-    for token in _tokens(path):
-        if isinstance(node, list):
-            node = node[_index(node, token, exists=True)]
-        elif isinstance(node, dict) and token in node:
-            node = node[token]
-        else:
-            raise ValueError(f"path {path!r} does not exist")
-    return node
-
-
-def _remove(doc: Any, path: str) -> Any:
-    parent, last = _parent(doc, path)
-    if isinstance(parent, list):
-        return parent.pop(_index(parent, last, exists=True))
-    if isinstance(parent, dict) and last in parent:
-        return parent.pop(last)
-    raise ValueError(f"path {path!r} does not exist")
-
-
-def _add(doc: Any, path: str, value: Any) -> None:
-    parent, last = _parent(doc, path)
-    if isinstance(parent, list):
-        if last == "-":
-            parent.append(value)
-        else:
-            parent.insert(_index(parent, last, exists=False), value)
-    elif isinstance(parent, dict):
-        parent[last] = value
-    else:
-        raise ValueError(f"path {path!r}: parent is not a container")
-
-
-def json_patch(doc: Any, ops: Any) -> Any:
-    """RFC 6902 JSON Patch; ValueError on a failed or malformed operation."""
-    if not isinstance(ops, list):
-        raise ValueError("a JSON patch is a list of operations")
-    doc = copy.deepcopy(doc)
-    for op in ops:
-        kind, path = op.get("op"), op.get("path")
-        if not isinstance(path, str):
-            raise ValueError(f"operation {op!r} has no path")
-        if kind == "add":
-            _add(doc, path, copy.deepcopy(op["value"]))
-        elif kind == "remove":
-            _remove(doc, path)
-        elif kind == "replace":
-            _remove(doc, path)
-            _add(doc, path, copy.deepcopy(op["value"]))
-        elif kind == "move":
-            _add(doc, path, _remove(doc, op["from"]))
-        elif kind == "copy":
-            _add(doc, path, copy.deepcopy(_get(doc, op["from"])))
-        elif kind == "test":
-            if _get(doc, path) != op["value"]:
-                raise ValueError(f"test operation on {path!r} failed")
-        else:
-            raise ValueError(f"unknown operation {kind!r}")
-    return doc
 
 
 # --------------------------------------------------------------------------- validation
@@ -644,8 +550,8 @@ class KubeApiServer:
             return merge_patch(base, body)
         if content_type == "application/json-patch+json":
             try:
-                return json_patch(base, body)
-            except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+                return apply_json_patch(base, body)
+            except PatchError as exc:
                 raise ApiStatus(
                     422,
                     "Invalid",
@@ -1018,7 +924,6 @@ __all__ = [
     "httproute_defaults",
     "httproute_problems",
     "istio_weight_problems",
-    "json_patch",
     "kube_api",
     "kube_client",
     "kubeconfig_file",

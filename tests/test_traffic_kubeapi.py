@@ -4,9 +4,11 @@ on: merge patch, PUT preconditions, media types, validation, discovery."""
 from __future__ import annotations
 
 import pytest
-from kubeapi import ISTIO, TEST_TOKEN, KubeApiServer, json_patch, merge_patch, virtual_service
+from kubeapi import ISTIO, TEST_TOKEN, KubeApiServer, merge_patch, virtual_service
 
 from canary.errors import Conflict, KubeApiError, ResourceNotFound
+from canary.traffic.jsonpatch import PatchError
+from canary.traffic.jsonpatch import apply_json_patch as json_patch
 from canary.traffic.kube import MERGE_PATCH, Connection, KubeClient
 
 PATH = f"/apis/{ISTIO}/v1beta1/namespaces/shop/virtualservices/checkout"
@@ -24,12 +26,29 @@ def test_patch_algorithms_follow_the_rfcs() -> None:
     assert json_patch(
         {"foo": ["bar", "baz"]}, [{"op": "add", "path": "/foo/1", "value": "qux"}]
     ) == {"foo": ["bar", "qux", "baz"]}
-    with pytest.raises(ValueError, match="test operation"):
+    with pytest.raises(PatchError, match="the value differs"):
         json_patch({"baz": "qux"}, [{"op": "test", "path": "/baz", "value": "bar"}])
     assert json_patch({"foo": ["bar"]}, [{"op": "add", "path": "/foo/-", "value": ["abc"]}]) == {
         "foo": ["bar", ["abc"]]
     }
     assert json_patch({"a/b": 1}, [{"op": "replace", "path": "/a~1b", "value": 2}]) == {"a/b": 2}
+    # A.4 (remove from an array), A.6 (move), copy; a bad index or pointer is refused
+    assert json_patch({"foo": ["bar", "qux", "baz"]}, [{"op": "remove", "path": "/foo/1"}]) == {
+        "foo": ["bar", "baz"]
+    }
+    moved = json_patch({"foo": {"bar": "baz", "waldo": "fred"}, "qux": {"corge": "grault"}},
+                       [{"op": "move", "from": "/foo/waldo", "path": "/qux/thud"}])  # fmt: skip
+    assert moved == {"foo": {"bar": "baz"}, "qux": {"corge": "grault", "thud": "fred"}}
+    assert json_patch({"a": [1]}, [{"op": "copy", "from": "/a/0", "path": "/b"}]) == {
+        "a": [1],
+        "b": 1,
+    }
+    for bad in (
+        {"op": "add", "path": "/a/01", "value": 0},
+        {"op": "copy", "from": 3, "path": "/b"},
+    ):
+        with pytest.raises(PatchError):
+            json_patch({"a": [1, 2]}, [bad])
 
 
 async def test_merge_patch_put_and_their_preconditions(kube_api: KubeApiServer) -> None:

@@ -4,10 +4,10 @@ It holds namespaced objects in memory and answers the requests the routers of
 `canary.traffic` make, with the API server's semantics they rely on:
 
 - discovery of an API group (``GET /apis/<group>``: the one version served);
-- ``GET`` of an object; ``PATCH`` with ``application/json-patch+json`` (RFC 6902:
-  ``add``, ``replace``, ``remove``, ``test``; a failing operation is a 422 and changes
-  nothing), where a ``metadata.resourceVersion`` other than the stored one is a 409
-  Conflict, as the API server's optimistic concurrency answers;
+- ``GET`` of an object; ``PATCH`` with ``application/json-patch+json`` (RFC 6902,
+  `canary.traffic.jsonpatch`; a failing operation is a 422 and changes nothing),
+  where a ``metadata.resourceVersion`` other than the stored one is a 409 Conflict,
+  as the API server's optimistic concurrency answers;
 - ``metadata.resourceVersion`` from one counter, bumped on every write;
 - core/v1 Events (``POST``), kept in `events`.
 
@@ -26,15 +26,13 @@ from typing import Any
 
 import httpx
 
-__all__ = ["KubeStandIn", "PatchError"]
+from canary.traffic.jsonpatch import PatchError, apply_json_patch
+
+__all__ = ["KubeStandIn"]
 
 _OBJECT = re.compile(r"^/apis/([^/]+)/([^/]+)/namespaces/([^/]+)/([^/]+)/([^/]+)$")
 _GROUP = re.compile(r"^/apis/([^/]+)$")
 _EVENTS = re.compile(r"^/api/v1/namespaces/([^/]+)/events$")
-
-
-class PatchError(ValueError):
-    """A JSON-patch operation that cannot apply (the API server's 422)."""
 
 
 class KubeStandIn:
@@ -101,57 +99,6 @@ class KubeStandIn:
             return _status(409, "Conflict", "the object has been modified; re-read and retry")
         self.objects[key] = self._stamped(patched)
         return _json(200, patched)
-
-
-def apply_json_patch(doc: Any, operations: list[dict[str, Any]]) -> Any:
-    """`doc` with the RFC 6902 `operations` applied (a copy); PatchError when one fails."""
-    out = copy.deepcopy(doc)
-    for operation in operations:
-        op, path = operation.get("op"), operation.get("path", "")
-        tokens = [t.replace("~1", "/").replace("~0", "~") for t in path.split("/")[1:]]
-        if not tokens:
-            raise PatchError(f"{op} {path!r}: the whole document cannot be patched here")
-        parent = out
-        for token in tokens[:-1]:
-            parent = _child(parent, token, path)
-        last = tokens[-1]
-        if op == "test":
-            if _child(parent, last, path) != operation.get("value"):
-                raise PatchError(f"test {path!r}: the value differs")
-        elif op == "remove":
-            _child(parent, last, path)
-            del parent[int(last) if isinstance(parent, list) else last]
-        elif op in ("add", "replace"):
-            value = copy.deepcopy(operation.get("value"))
-            if isinstance(parent, list):
-                if op == "add":
-                    at = len(parent) if last == "-" else _index(parent, last, path, end=True)
-                    parent.insert(at, value)
-                else:
-                    parent[_index(parent, last, path)] = value
-            elif isinstance(parent, dict):
-                if op == "replace" and last not in parent:
-                    raise PatchError(f"replace {path!r}: no such member")
-                parent[last] = value
-            else:
-                raise PatchError(f"{op} {path!r}: the parent is not a container")
-        else:
-            raise PatchError(f"unsupported operation {op!r}")
-    return out
-
-
-def _child(node: Any, token: str, path: str) -> Any:
-    if isinstance(node, dict) and token in node:
-        return node[token]
-    if isinstance(node, list):
-        return node[_index(node, token, path)]
-    raise PatchError(f"{path!r}: no member {token!r}")
-
-
-def _index(node: list[Any], token: str, path: str, *, end: bool = False) -> int:
-    if not token.isdigit() or int(token) > len(node) - (0 if end else 1):
-        raise PatchError(f"{path!r}: no element {token!r}")
-    return int(token)
 
 
 def _json(status: int, body: dict[str, Any]) -> httpx.Response:
