@@ -510,11 +510,23 @@ class Daemon:
         analysis, action = view
         router = self.router(self._canary_config(analysis))
         result = await apply_action(self.sessions, router, action_id)
-        status = ""
         if result.state is ActionState.DONE:
-            status = await self._db(scheduling.status_of, self.sessions, analysis.id)
+            # With the evidence of the round that decided it (none for an operator's),
+            # as that round announces an action it carried out itself.
+            status, results = await self._db(
+                scheduling.action_outcome, self.sessions, analysis.id, action.round_index
+            )
+        else:
+            status, results = "", {}
         self._after_action(
-            _Subject.of(analysis), action.kind, action.to_weight, status, result, analysis.reason
+            _Subject.of(analysis),
+            action.kind,
+            action.to_weight,
+            status,
+            result,
+            analysis.reason,
+            round_index=action.round_index,
+            judgement=results,
         )
         return result
 

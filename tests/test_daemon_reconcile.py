@@ -2,16 +2,20 @@
 
 The daemon's sync is driven directly (no scheduler, no rounds), against the local
 Kubernetes API server: an action is applied once, an action already applied before
-a crash is only marked done, a rollback is carried out even over drift, and any
-other action meeting drift halts the analysis with the reason.
+a crash is only marked done, a rollback is carried out even over drift, any
+other action meeting drift halts the analysis with the reason, and an action a round
+decided but could not write is announced by the reconcile with that round's evidence.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from daemon_stack import (
+    WebhookReceiver,
     add_virtual_service,
     canary_entry,
     canary_weight,
@@ -25,6 +29,8 @@ from kubeapi import KubeApiServer
 from canary import control, telemetry
 from canary.commands._root import use_worker_threads
 from canary.daemon import Daemon
+from canary.metrics.simulated import SimulatedCanary, SimulatedMesh
+from canary.metrics.simulated_traffic import ArmModel
 from canary.store.analyses import load_analysis_full
 
 
@@ -160,3 +166,54 @@ async def test_a_sync_abandoned_at_shutdown_logs_no_error(setup, sessions, caplo
     await asyncio.wait_for(task, timeout=10)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == [], [r.getMessage() for r in errors]
+
+
+@pytest.fixture
+def hook() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.stop()
+
+
+async def test_a_rollback_finished_by_a_reconcile_carries_its_rounds_evidence(
+    kube_api: KubeApiServer, tmp_path: Path, sessions, hook: WebhookReceiver
+) -> None:
+    """The round that decided a rollback could not write it (the API server failing);
+    the reconcile that carries it out announces it with that round and its evidence."""
+    add_virtual_service(kube_api, "app")
+    raw = config_dict(
+        "http://127.0.0.1:9",
+        kubeconfig(kube_api, tmp_path),
+        [canary_entry("app")],
+        webhook=[{"url": hook.url, "retries": 0, "timeout": 5}],
+    )
+    raw["kubernetes"]["retries"] = 0
+    config = make_config(raw)
+    bad = SimulatedCanary(canary=ArmModel(error_rate=0.5), baseline=ArmModel(error_rate=0.01))
+    router_weight = {"app": 0}
+
+    async def weight_of(name: str) -> int:
+        return router_weight[name]
+
+    daemon = Daemon(config, sessions, source=SimulatedMesh({"app": bad}, weight_of, speed=1.0))
+    analysis_id = control.start_analysis(sessions, config, "app")
+    await daemon.sync()  # the start (10 %)
+    router_weight["app"] = canary_weight(kube_api, "app")
+    start = datetime.now(UTC)
+    await daemon.run_round(analysis_id, start)  # warm-up
+    kube_api.fail(500, count=1, method="PATCH")
+    await daemon.run_round(analysis_id, start + timedelta(seconds=30))
+    analysis = _analysis(sessions, analysis_id)
+    assert analysis.status == "rolled_back"
+    assert [(a.kind, a.state) for a in analysis.actions] == [
+        ("start", "done"),
+        ("rollback", "pending"),
+    ]
+
+    await daemon.sync()  # the reconcile carries the rollback out
+    assert canary_weight(kube_api, "app") == 0
+    await daemon.aclose()  # waits for the webhooks in flight
+    rolled_back = [b for b in hook.bodies if b["event"] == "rolled_back"]
+    assert len(rolled_back) == 1
+    assert rolled_back[0]["round"] == 1
+    assert any(line.startswith("errors") for line in rolled_back[0]["evidence"])

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select, update
 
 from canary.errors import UsageError
 from canary.model import ActionState, AnalysisStatus
 from canary.store.database import Sessions
-from canary.store.tables import Action, Analysis, Lease, Round, utcnow
+from canary.store.tables import Action, Analysis, Lease, MetricResultRow, Round, utcnow
 
 __all__ = [
     "action_context",
+    "action_outcome",
     "find_work",
     "latest_revision",
     "live_leases",
@@ -26,7 +28,6 @@ __all__ = [
     "renew_held",
     "round_context",
     "schedule_info",
-    "status_of",
 ]
 
 
@@ -108,11 +109,27 @@ def action_context(sessions: Sessions, action_id: int) -> tuple[Analysis, Action
         return analysis, action
 
 
-def status_of(sessions: Sessions, analysis_id: str) -> str:
-    """An analysis' status ("" when it is gone)."""
+def action_outcome(
+    sessions: Sessions, analysis_id: str, round_index: int | None
+) -> tuple[str, dict[str, dict[str, Any]]]:
+    """An analysis' status ("" when it is gone) and, for an action a round decided
+    (`round_index`), that round's stored results: metric -> metric, verdict, reasons,
+    statistics (none for an operator's action)."""
     with sessions.begin() as session:
         status = session.scalar(select(Analysis.status).where(Analysis.id == analysis_id))
-        return status or ""
+        if round_index is None:
+            return status or "", {}
+        rows = session.execute(
+            select(
+                MetricResultRow.metric,
+                MetricResultRow.verdict,
+                MetricResultRow.reasons,
+                MetricResultRow.statistics,
+            )
+            .join(Round, Round.id == MetricResultRow.round_id)
+            .where(Round.analysis_id == analysis_id, Round.index == round_index)
+        )
+        return status or "", {row.metric: row._asdict() for row in rows}
 
 
 def round_context(sessions: Sessions, analysis_id: str) -> tuple[str, str, list[int]]:
