@@ -330,6 +330,20 @@ def _replay_engine(
     return rounds, outcome
 
 
+@dataclass(slots=True)
+class _VerdictRun:
+    """A verdict-mode replay so far: the judge's state, the rounds replayed, the last
+    judgement and whether the budget ended the analysis."""
+
+    judge_state: Any
+    rounds: list[ReplayedRound]
+    last: Judgement | None = None
+    ended: bool = False
+
+    def copy(self) -> _VerdictRun:
+        return _VerdictRun(self.judge_state, list(self.rounds), self.last, self.ended)
+
+
 def _replay_verdicts(
     stored: StoredAnalysis,
     settings: AnalysisSettings,
@@ -338,25 +352,58 @@ def _replay_verdicts(
     explain: bool = True,
 ) -> tuple[list[ReplayedRound], ReplayOutcome]:
     judged = _judged(stored)
-    if window_end is None:
-        window_end = _reached_window_end(stored, judged)
     judge = _judge(settings, explain)
-    judge_state = judge.initial_state()
-    rounds: list[ReplayedRound] = []
-    last: Judgement | None = None
-    ended = False  # the budget was reached: later recorded rounds are not judged
-    for round_ in judged:
-        if ended:
-            rounds.append(_not_reached(round_))
+    run = _VerdictRun(judge.initial_state(), [])
+    if window_end is None:
+        window_end = _window_end_known(stored, judged)
+    if window_end is None and _is_recorded(stored, settings):
+        # Whether the window ended at the last round takes a replay with the recorded
+        # settings, which is this one: replay up to the last round once, then judge the
+        # last round as the window's end only if it was.
+        _verdict_steps(stored, settings, start, judge, run, judged[:-1], judged, False)
+        before_last = run.copy()
+        _verdict_steps(stored, settings, start, judge, run, judged[-1:], judged, False)
+        window_end = _remember_window_end(stored, run.rounds[-1].verdict != _last_verdict(judged))
+        if window_end:
+            run = before_last
+            _verdict_steps(stored, settings, start, judge, run, judged[-1:], judged, True)
+    else:
+        if window_end is None:
+            window_end = _reached_window_end(stored, judged)
+        _verdict_steps(stored, settings, start, judge, run, judged, judged, window_end)
+    rounds, last = run.rounds, run.last
+    # A closed window ends as `canary analyze` closes it; an open one keeps its last verdict.
+    closed = engine.window_closing(last, 0).verdict if window_end or run.ended else None
+    verdict = (closed or (last.verdict if last else Verdict.RUNNING)).value
+    if last is None:
+        return rounds, ReplayOutcome(verdict, None, None, None)
+    return rounds, ReplayOutcome(verdict, last.round, None, _seconds(stored, start, last.round))
+
+
+def _verdict_steps(
+    stored: StoredAnalysis,
+    settings: AnalysisSettings,
+    start: datetime,
+    judge: Any,
+    run: _VerdictRun,
+    rounds: Sequence[StoredRound],
+    judged: Sequence[StoredRound],
+    window_end: bool,
+) -> None:
+    """Judge `rounds` (a stretch of `judged`) in order, continuing `run`; with
+    `window_end` the last of `judged` is judged as the window's last round."""
+    for round_ in rounds:
+        if run.ended:
+            run.rounds.append(_not_reached(round_))
             continue
         at_budget = engine.at_budget(round_.index, start, round_.data.end, settings)
         # As in the daemon and `canary analyze`: the first judged round at the budget
         # ends the analysis (a round whose queries failed judges nothing).
-        ended = at_budget and round_.data.error is None
+        run.ended = at_budget and round_.data.error is None
         step = _step(
             stored,
             judge,
-            judge_state,
+            run.judge_state,
             round_.data,
             round_.data.end or start,
             settings,
@@ -364,12 +411,12 @@ def _replay_verdicts(
             started_at=start,
             final=(window_end and round_ is judged[-1]) or at_budget,
         )
-        judge_state, judgement = step.judge_state, step.judgement
+        run.judge_state, judgement = step.judge_state, step.judgement
         verdict = Verdict.RUNNING.value
         if judgement is not None:
-            last = judgement
+            run.last = judgement
             verdict = judgement.verdict.value
-        rounds.append(
+        run.rounds.append(
             ReplayedRound(
                 index=round_.index,
                 recorded_verdict=round_.verdict,
@@ -380,19 +427,22 @@ def _replay_verdicts(
                 reasons=tuple(judgement.reasons) if judgement is not None else (),
             )
         )
-    # A closed window ends as `canary analyze` closes it; an open one keeps its last verdict.
-    closed = engine.window_closing(last, 0).verdict if window_end or ended else None
-    verdict = (closed or (last.verdict if last else Verdict.RUNNING)).value
-    if last is None:
-        return rounds, ReplayOutcome(verdict, None, None, None)
-    return rounds, ReplayOutcome(verdict, last.round, None, _seconds(stored, start, last.round))
 
 
 _WINDOW_ENDS: dict[str, bool] = {}
 
 
-def _reached_window_end(stored: StoredAnalysis, judged: Sequence[StoredRound]) -> bool:
-    """Whether the last stored round of a `canary analyze` window was its budget.
+def _last_verdict(judged: Sequence[StoredRound]) -> str | None:
+    """The recorded verdict of the last judged round whose queries succeeded."""
+    for round_ in reversed(judged):
+        if round_.data.error is None:
+            return round_.verdict
+    return None
+
+
+def _window_end_known(stored: StoredAnalysis, judged: Sequence[StoredRound]) -> bool | None:
+    """Whether the last stored round of a `canary analyze` window was its budget, when
+    that is known without a replay (None: it takes one, `_reached_window_end`).
 
     `canary analyze` judges the last round of its window with the budget reached and
     otherwise stops at the first PASS or FAIL. Without a PASS or FAIL at the end, the
@@ -402,17 +452,38 @@ def _reached_window_end(stored: StoredAnalysis, judged: Sequence[StoredRound]) -
     """
     if stored.source != "analyze" or not judged:
         return False
-    verdicts = [r.verdict for r in judged if r.data.error is None]
-    if not verdicts or verdicts[-1] not in (Verdict.PASS.value, Verdict.FAIL.value):
+    last = _last_verdict(judged)
+    if last not in (Verdict.PASS.value, Verdict.FAIL.value):
         return True
-    if stored.id not in _WINDOW_ENDS:
-        if len(_WINDOW_ENDS) > 50_000:
-            _WINDOW_ENDS.clear()
-        start = _start_time(stored)
-        settings = resolve_settings(stored)
-        rounds, _ = _replay_verdicts(stored, settings, start, window_end=False, explain=False)
-        _WINDOW_ENDS[stored.id] = rounds[-1].verdict != verdicts[-1]
-    return _WINDOW_ENDS[stored.id]
+    return _WINDOW_ENDS.get(stored.id)
+
+
+def _remember_window_end(stored: StoredAnalysis, ends: bool) -> bool:
+    if len(_WINDOW_ENDS) > 50_000:
+        _WINDOW_ENDS.clear()
+    _WINDOW_ENDS[stored.id] = ends
+    return ends
+
+
+def _is_recorded(stored: StoredAnalysis, settings: AnalysisSettings) -> bool:
+    """Whether `settings` are the analysis' recorded ones (False when those do not read:
+    the replay then says so where it reads them)."""
+    try:
+        return settings == resolve_settings(stored)
+    except (StoredDataError, UsageError):
+        return False
+
+
+def _reached_window_end(stored: StoredAnalysis, judged: Sequence[StoredRound]) -> bool:
+    """Whether the last stored round of a `canary analyze` window was its budget
+    (`_window_end_known`), replaying with the recorded configuration when it takes one."""
+    known = _window_end_known(stored, judged)
+    if known is not None:
+        return known
+    start = _start_time(stored)
+    settings = resolve_settings(stored)
+    rounds, _ = _replay_verdicts(stored, settings, start, window_end=False, explain=False)
+    return _remember_window_end(stored, rounds[-1].verdict != _last_verdict(judged))
 
 
 def _not_reached(round_: StoredRound) -> ReplayedRound:
