@@ -267,6 +267,53 @@ def _with_restart(track: Track, params: MetricParameters) -> Track:
     )
 
 
+class _Numeric:
+    """A track's running sums as read-only arrays (`Track.numeric`), with the baseline's
+    spread after its last round: what `_update_track` and `_statistics` compute with."""
+
+    __slots__ = ("a", "b", "late", "log_w", "loglik", "logs", "spread")
+
+    def __init__(
+        self,
+        loglik: np.ndarray,
+        late: np.ndarray | None,
+        logs: np.ndarray,
+        a: np.ndarray,
+        b: np.ndarray,
+        log_w: np.ndarray,
+        spread: BaselineSpread,
+    ) -> None:
+        for array in (loglik, late, logs, a, b, log_w):
+            if array is not None:
+                array.flags.writeable = False
+        self.loglik, self.late, self.logs = loglik, late, logs
+        self.a, self.b, self.log_w, self.spread = a, b, log_w, spread
+
+
+def _numeric(track: Track, params: MetricParameters) -> _Numeric:
+    """The track's sums as arrays: those the judge kept with it, else read from its tuples."""
+    numeric = track.numeric
+    if numeric is not None:
+        return numeric
+    starts = track.starts or RobustStarts()
+    numeric = _Numeric(
+        loglik=np.asarray(track.loglik, dtype=float),
+        late=None if track.late is None else np.asarray(track.late, dtype=float),
+        logs=np.asarray(starts.logs, dtype=float).reshape(-1, len(params.etas)),
+        a=np.asarray(_or_zeros(starts.a, len(starts.logs)), dtype=float),
+        b=np.asarray(_or_zeros(starts.b, len(starts.logs)), dtype=float),
+        log_w=np.asarray(starts.log_w, dtype=float),
+        spread=BaselineSpread(track.spread),
+    )
+    object.__setattr__(track, "numeric", numeric)
+    return numeric
+
+
+def _keep_numeric(track: Track, numeric: _Numeric) -> Track:
+    object.__setattr__(track, "numeric", numeric)
+    return track
+
+
 class SequentialJudge:
     """Anytime-valid sequential judge; see the module docstring for the statistics.
 
@@ -493,6 +540,7 @@ class SequentialJudge:
         if table is None:
             return track
         x, n, y, m = table
+        numeric = _numeric(track, params)
         spread = BaselineSpread(track.spread)
         baseline_pods, canary_pods = pods or ({}, {})
         spread.add(y, m, baseline_pods)
@@ -504,7 +552,10 @@ class SequentialJudge:
             "canary_pods": max(track.canary_pods or 0, with_requests),
         }
         if not informative(x, n, y, m):
-            return replace(track, **totals)
+            unchanged = numeric.loglik, numeric.late, numeric.logs, numeric.a, numeric.b
+            return _keep_numeric(
+                replace(track, **totals), _Numeric(*unchanged, numeric.log_w, spread)
+            )
         lik = round_loglik(x, n, y, m, params.log_psi)
         rounds = track.rounds + 1
         # Both start-time mixtures start a new e-process at each round with evidence,
@@ -512,19 +563,20 @@ class SequentialJudge:
         log_w = math.log(start_weight(rounds))
         # Request-level: R_j(psi) = LR_j(psi; tolerance) (R_{j-1}(psi) + w_j).
         ell = lik.loglik[params.fail_slice] - lik.loglik[params.i_tol]
-        late = np.logaddexp(np.asarray(track.late, dtype=float), log_w) + ell
+        late = np.logaddexp(numeric.late, log_w) + ell
         # Robust: round j's score added to every start, the new one included. Starts
         # stop at the budget, so a round costs at most budget x grid operations.
         starts = track.starts or RobustStarts()
         size = len(params.etas)
-        logs = np.asarray(starts.logs, dtype=float).reshape(-1, size)
-        a = np.asarray(_or_zeros(starts.a, len(logs)), dtype=float)
-        b = np.asarray(_or_zeros(starts.b, len(logs)), dtype=float)
+        logs, a, b, log_ws = numeric.logs, numeric.a, numeric.b, numeric.log_w
         weights = starts.log_w
         if rounds <= params.budget_rounds:
-            logs = np.vstack([logs, np.zeros(size)])
-            a = np.append(a, 0.0)
-            b = np.append(b, 0.0)
+            count = len(logs)
+            logs = np.zeros((count + 1, size))
+            logs[:count] = numeric.logs
+            a, b, log_ws = np.zeros(count + 1), np.zeros(count + 1), np.empty(count + 1)
+            a[:count], b[:count], log_ws[:count] = numeric.a, numeric.b, numeric.log_w
+            log_ws[count] = log_w
             weights = (*weights, log_w)
         kappa2 = spread.kappa2(params.robust_cv)
         x_rob, n_rob = without_worst_pod(x, n, list(canary_pods.values()))
@@ -533,13 +585,15 @@ class SequentialJudge:
             z, d = contrast
             etas = params.etas.copy()
             etas[-2:] = severe_etas(spread.rate(), params.tolerance)
-            logs += round_log_ratios(z, d, etas)[None, :]
+            # New arrays (never in place): the previous round's may be shared.
+            logs = logs + round_log_ratios(z, d, etas)[None, :]
             # The Gaussian random-effects part (on the fixed etas_ref grid) needs only
             # a = sum d^2 and b = sum d z since each start.
-            a += d * d
-            b += d * z
-        return Track(
-            loglik=tuple((np.asarray(track.loglik) + lik.loglik).tolist()),
+            a = a + d * d
+            b = b + d * z
+        loglik = numeric.loglik + lik.loglik
+        new = Track(
+            loglik=tuple(loglik.tolist()),
             rounds=rounds,
             tables=(*(track.tables or ()), (x, n, y, m)),
             late=tuple(late.tolist()),
@@ -553,6 +607,7 @@ class SequentialJudge:
             order=track.order,
             **totals,
         )
+        return _keep_numeric(new, _Numeric(loglik, late, logs, a, b, log_ws, spread))
 
     # ------------------------------------------------------------------ summaries
 
@@ -579,19 +634,14 @@ class SequentialJudge:
         requests_fail, robust_fail, passes = [], [], []
         pass_bounds = None if entry.pass_bounds is None else list(entry.pass_bounds)
         for index, track in enumerate(tracks):
-            s = np.asarray(track.loglik)
-            log_req = _logmeanexp(np.asarray(track.late)) if track.late is not None else _LOG_ZERO
-            spread = BaselineSpread(track.spread)
+            numeric = _numeric(track, params)
+            s = numeric.loglik
+            log_req = _logmeanexp(numeric.late) if numeric.late is not None else _LOG_ZERO
+            spread = numeric.spread
             canary_pods = track.canary_pods or 0
             tau2 = spread.rho2(params.robust_cv) * _pod_factor(spread.pod_count, canary_pods)
-            starts = track.starts or RobustStarts()
             log_rob = log_evidence(
-                np.asarray(starts.logs, dtype=float).reshape(-1, len(params.etas)),
-                np.asarray(_or_zeros(starts.a, len(starts.logs)), dtype=float),
-                np.asarray(_or_zeros(starts.b, len(starts.logs)), dtype=float),
-                np.asarray(starts.log_w, dtype=float),
-                params.etas_ref,
-                tau2,
+                numeric.logs, numeric.a, numeric.b, numeric.log_w, params.etas_ref, tau2
             )
             log_rob = max(log_rob, _LOG_ZERO)
             log_pass = _logmeanexp(s[params.pass_slice]) - float(s[params.i_margin])

@@ -589,6 +589,10 @@ class Track:
     canary_pods: int | None = None
     retired: Mapping[str, Any] = field(default_factory=dict)
     order: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
+    #: The same sums as read-only arrays, set by the judge on the track it made so that
+    #: its next round need not rebuild them from the tuples; never compared or written,
+    #: and not carried over by `dataclasses.replace` (None: built from the tuples).
+    numeric: Any = field(default=None, init=False, compare=False, repr=False)
 
     RETIRED = ("dispersion", "phi")
     KEYS = (
