@@ -217,13 +217,14 @@ def test_an_analysis_stored_in_the_old_settings_form_loads_and_replays(sqlite_ur
         analysis.settings = old
     with sessions(engine)() as session:
         analysis = session.get(Analysis, analysis_id)
-        assert analysis.settings["metrics"][0]["min"] is None  # the old form is stored
         assert recorded_canary(analysis) == written
         assert recorded_settings(analysis) == written.settings()
 
     stored, result = _replayed(sqlite_url, analysis_id)
     assert result.reproduced and result.differences == []
     assert result.recorded.decision == "rollback"
+    with sessions(engine)() as session:  # reading the old form rewrote nothing stored
+        assert session.get(Analysis, analysis_id).settings == old
     # Another judge drops the recorded judge's keys; --set keys are the new judge's.
     limits = ["errors.max=0.02", "latency.max=10000"]
     _, other = _replayed(sqlite_url, analysis_id, judge="threshold", overrides=limits)
