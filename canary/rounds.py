@@ -24,8 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -53,6 +53,7 @@ from canary.model import (
 from canary.ports import Collected, MetricSource, Router
 from canary.store.analyses import (
     ActionIntent,
+    JudgedRecord,
     close_analysis,
     detached_action,
     ensure_keyed_analysis,
@@ -167,6 +168,9 @@ class RoundResult:
     data: RoundData
     final: bool = False
     closing: rollout.Closing | None = None  # this round ended the analysis
+    #: The analysis as the next round reads it (`judge_round` passes it as `loaded`),
+    #: from what this round's transaction stored; None when the analysis ended.
+    after: _Loaded | None = None
 
     @property
     def error(self) -> str | None:
@@ -304,11 +308,12 @@ def _record_judged(
     collected: Collected,
     step: rollout.RoundStep,
     at: datetime,
-) -> None:
+) -> _Loaded | None:
+    """Store the round; the analysis as the next round reads it (None if it ended)."""
     with sessions.begin() as session:
         # A round recorded meanwhile makes the insert of this index conflict (unique
         # per analysis and index): RoundConflict, nothing written.
-        record_judged_round(
+        record = record_judged_round(
             session,
             loaded.id,
             index=loaded.index,
@@ -320,15 +325,36 @@ def _record_judged(
             now=at,
         )
         closing = step.closing
-        if closing is not None:  # the analysis is running: record_judged_round checked
-            close_analysis(
-                session,
-                loaded.id,
-                closing.status,
-                verdict=closing.verdict,
-                reason=closing.reason,
-                now=at,
-            )
+        if closing is None:
+            return _after(loaded, record, at, collected.data.error)
+        # The analysis is running: record_judged_round checked.
+        close_analysis(
+            session,
+            loaded.id,
+            closing.status,
+            verdict=closing.verdict,
+            reason=closing.reason,
+            now=at,
+        )
+        return None
+
+
+def _after(loaded: _Loaded, record: JudgedRecord, at: datetime, error: str | None) -> _Loaded:
+    """What `load_for_round` would read once this round is committed: the analysis columns as
+    the round's UPDATE returned them and the round itself as the latest."""
+    return replace(
+        loaded,
+        status=AnalysisStatus(record.status),
+        index=loaded.index + 1,
+        snapshot=dict(record.snapshot or {}),
+        judge_state=dict(record.judge_state or {}),
+        engine_state=dict(record.engine_state or {}),
+        weight=record.weight,
+        step=record.step,
+        verdict=record.verdict,
+        verdict_round=record.verdict_round,
+        latest=LatestRound(loaded.index, at.astimezone(UTC), error),
+    )
 
 
 def close_judged(
@@ -368,7 +394,9 @@ async def judge_round(
     round's window (from the stored snapshot to `at`) would be shorter than that:
     a caller that raced another one must not judge a window of milliseconds (or a
     negative one). The recorded index is checked again when writing, so the check
-    holds across processes too. `loaded` (`load_for_round`) saves the first read.
+    holds across processes too. `loaded` (`load_for_round`, or the previous round's
+    `RoundResult.after`) saves the first read: a stale one (another process recorded
+    a round or ended the analysis since) ends in RoundConflict when writing.
     """
     if loaded is None or loaded.id != analysis_id:
         loaded = await asyncio.to_thread(load_for_round, sessions, analysis_id)
@@ -380,10 +408,17 @@ async def judge_round(
         _check_window(loaded, at, min_window)
     collected = await _collect(source, canary, at, loaded)
     step = _step(loaded, collected.data, at, final=final)
-    await asyncio.to_thread(_record_judged, sessions, loaded, collected, step, at)
+    after = await asyncio.to_thread(_record_judged, sessions, loaded, collected, step, at)
     warmup = loaded.index == 0
     return RoundResult(
-        loaded.id, loaded.index, step.judgement, warmup, collected.data, step.final, step.closing
+        loaded.id,
+        loaded.index,
+        step.judgement,
+        warmup,
+        collected.data,
+        step.final,
+        step.closing,
+        after,
     )
 
 

@@ -342,6 +342,43 @@ def test_restart_continues_the_evidence(backfilled, migrated_url) -> None:  # ty
     assert restarted[k].body["metrics"]["errors"]["statistics"]["canary"]["total"] == k * 1200
 
 
+def test_two_replicas_in_turn_continue_one_analysis(backfilled, migrated_url) -> None:  # type: ignore[no-untyped-def]
+    """Two servers over one database measure one rollout in turn, as two replicas
+    behind one Service would: whichever replica ran the previous round, the next call
+    past the interval runs the next round on the stored evidence, and the verdicts and
+    statistics are those of a reference analysis measured by one server alone."""
+    clock = Clock(backfilled.start)
+    config = make_config(backfilled.prometheus.url)
+
+    def measure(server, **extra):  # type: ignore[no-untyped-def]
+        metric = ArgoWebMetric("canary-gate", template_args(server, "steady"))
+        web = metric.metric["provider"]["web"]
+        web["url"] += "".join(f"&{k}={v}" for k, v in extra.items())
+        return metric.measure()
+
+    replicas = (serve(migrated_url, config, clock), serve(migrated_url, config, clock))
+    in_turn, reference = [], []
+    try:
+        for i in range(9):  # warm-up + 8 judged rounds
+            in_turn.append(measure(replicas[i % 2]))
+            reference.append(measure(replicas[0], profile="reference"))
+            clock.advance(ROUND)
+    finally:
+        for server in replicas:
+            server.stop()
+
+    assert [(m.value["round"], m.body["newRound"]) for m in in_turn] == [
+        (i, True) for i in range(9)
+    ]
+    assert len({m.value["analysisId"] for m in in_turn}) == 1
+    k = next(i for i, m in enumerate(in_turn) if m.value["verdict"] == "pass")
+    assert [(m.value["verdict"], m.phase) for m in in_turn] == [
+        (m.value["verdict"], m.phase) for m in reference
+    ]
+    assert in_turn[k].body["metrics"] == reference[k].body["metrics"]
+    assert in_turn[-1].body["metrics"] == reference[-1].body["metrics"]
+
+
 def test_conditions_of_the_shipped_templates() -> None:
     """The evaluator itself on the shipped conditions (guards the contract tests)."""
     from api_harness import argo_phase, shipped_templates

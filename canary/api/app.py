@@ -44,7 +44,8 @@ def create_app(context: AppContext) -> FastAPI:
     )
     app.state.context = context
     app.state.tokens = context.api_tokens() if context.auth else []
-    app.state.argo = ArgoRunner(context.config.server.new_analyses_per_minute)
+    server = context.config.server
+    app.state.argo = ArgoRunner(server.new_analyses_per_minute, server.max_running_analyses)
     app.state.request_metrics = RequestMetrics()
     install_error_handlers(app)
     app.include_router(health.router)

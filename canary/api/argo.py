@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections import OrderedDict
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -132,18 +133,36 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-class ArgoRunner:
-    """Per-process bookkeeping: at most one round in flight per analysis key, and the
-    admission of new keys (`canary.api.admission`)."""
+class _StaleState(Exception):
+    """The kept state of an analysis was not the stored one: measure again from the store."""
 
-    def __init__(self, new_analyses_per_minute: int = 30) -> None:
+
+class ArgoRunner:
+    """Per-process bookkeeping: at most one round in flight per analysis key, the
+    admission of new keys (`canary.api.admission`), and per key the analysis as its
+    last round here left it (`RoundResult.after`), so the next round starts without
+    reading the store; a round on a stale one (another process or an operator
+    changed the analysis) conflicts when writing, and the call is measured again
+    from the store."""
+
+    def __init__(self, new_analyses_per_minute: int = 30, kept_states: int = 500) -> None:
         self.limiter = NewAnalysisLimiter(new_analyses_per_minute)
         self.tasks: dict[str, asyncio.Task[RoundResult]] = {}
         self.ids: dict[str, str] = {}  # key -> analysis id (keys never change owner)
         self.locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self.states: OrderedDict[str, Any] = OrderedDict()  # key -> RoundResult.after
+        self.kept_states = kept_states
 
     async def measure(self, context: Any, target: ArgoTarget, client: str) -> JSONResponse:
         """One measurement of `target` for the caller `client` (`admission.token_id`)."""
+        try:
+            return await self._measure(context, target, client, kept=True)
+        except _StaleState:
+            return await self._measure(context, target, client, kept=False)
+
+    async def _measure(
+        self, context: Any, target: ArgoTarget, client: str, *, kept: bool
+    ) -> JSONResponse:
         if context.source is None:
             raise ApiError(503, "cannot judge: no Prometheus source is configured")
         interval = timedelta(seconds=target.canary.interval)
@@ -151,7 +170,13 @@ class ArgoRunner:
         # yet" (the second would judge a round milliseconds after the warm-up).
         async with self._lock(target.key):
             now = context.clock()
-            analysis_id, view, loaded = await self._state(context, target, now, client)
+            loaded = self.states.get(target.key) if kept else None
+            if loaded is not None:
+                self.states.move_to_end(target.key)
+                analysis_id, view = loaded.id, state_view(loaded)
+            else:
+                kept = False
+                analysis_id, view, loaded = await self._state(context, target, now, client)
             if view.final:
                 view = await self._view(context, analysis_id)
                 return self._answer(view, target, note=f"analysis is {view.status}")
@@ -195,9 +220,14 @@ class ArgoRunner:
         try:
             result = task.result()
         except RoundConflict:
+            if kept:
+                raise _StaleState from None
             view = await self._view(context, analysis_id)
             return self._answer(view, target, note="another call recorded this round")
         except CanaryError as exc:
+            if kept and isinstance(exc, NotFoundError):  # deleted meanwhile
+                self.ids.pop(target.key, None)
+                raise _StaleState from None
             raise ApiError(503, f"cannot judge: {exc}") from exc
         if result.error is not None:
             view = await self._view(context, analysis_id)
@@ -239,7 +269,8 @@ class ArgoRunner:
         interval: timedelta,
         loaded: Any = None,
     ) -> RoundResult:
-        return await judge_round(
+        self.states.pop(target.key, None)  # kept again below once the round is stored
+        result = await judge_round(
             context.sessions,
             analysis_id,
             target.canary,
@@ -248,6 +279,11 @@ class ArgoRunner:
             min_window=interval * INTERVAL_SLACK,
             loaded=loaded,
         )
+        if result.after is not None:
+            self.states[target.key] = result.after
+            if len(self.states) > self.kept_states:
+                self.states.popitem(last=False)  # the least recently measured
+        return result
 
     async def _state(
         self, context: Any, target: ArgoTarget, now: datetime, client: str

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +36,7 @@ from canary.store.tables import Action, Analysis, MetricResultRow, ObservationRo
 
 __all__ = [
     "ActionIntent",
+    "JudgedRecord",
     "add_action",
     "close_analysis",
     "create_analysis",
@@ -66,6 +67,21 @@ class ActionIntent:
     kind: str  # start | advance | promote | rollback | abort
     to_weight: int
     from_weight: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JudgedRecord:
+    """A recorded judged round's id and the analysis columns its UPDATE returned."""
+
+    round_id: int
+    status: str
+    verdict: str
+    verdict_round: int | None
+    snapshot: dict[str, Any]
+    judge_state: dict[str, Any]
+    engine_state: dict[str, Any]
+    weight: int
+    step: int
 
 
 def new_analysis_id(canary: str) -> str:
@@ -282,12 +298,13 @@ def record_judged_round(
     snapshot: Mapping[str, Any],
     raw_snapshots: Mapping[str, Mapping[str, Any]] | None = None,
     now: datetime | None = None,
-) -> int:
+) -> JudgedRecord:
     """`record_round` for a judged-only round (no decision, weight or action), without
     reading the analysis: one UPDATE of its running state comes first, which locks
     its row (on SQLite: takes the database's write lock), then the round's inserts.
 
-    Returns the round's id. NotFoundError for an unknown analysis; RoundConflict when
+    Returns the round's id and the analysis columns as the UPDATE left them (what
+    the next round reads). NotFoundError for an unknown analysis; RoundConflict when
     the analysis is no longer running (an ended analysis keeps the verdict it ended
     with) or (analysis, index) exists already (the caller's transaction then rolls back).
     """
@@ -303,8 +320,7 @@ def record_judged_round(
         raise RoundConflict(
             f"analysis {analysis_id} is {status}: an ended analysis takes no rounds"
         )
-    weight, step = row
-    return _insert_round(
+    round_id = _insert_round(
         session,
         analysis_id,
         index=index,
@@ -312,10 +328,11 @@ def record_judged_round(
         judgement=judgement,
         raw_snapshots=raw_snapshots,
         decision=None,
-        weight=weight,
-        step=step,
+        weight=row.weight,
+        step=row.step,
         now=now,
     )
+    return JudgedRecord(round_id, *row)
 
 
 def _judged_update(with_verdict: bool) -> Any:
@@ -334,7 +351,7 @@ def _judged_update(with_verdict: bool) -> Any:
         update(table)
         .where(table.c.id == bindparam("analysis_id"), table.c.status == bindparam("running"))
         .values(values)
-        .returning(table.c.weight, table.c.step)
+        .returning(*(table.c[field.name] for field in fields(JudgedRecord)[1:]))
     )
 
 
