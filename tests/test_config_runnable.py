@@ -18,7 +18,8 @@ import pytest
 from daemon_stack import DaemonProcess, wait_until
 
 from canary.cli import main
-from canary.store.database import connect, migrate
+from canary.store.analyses import list_analyses
+from canary.store.database import connect, migrate, sessions
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -209,8 +210,32 @@ def _database(tmp: Path, case: str) -> list[str]:
 
 
 def test_a_valid_configuration_passes(home: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    config = _write(home, lambda t: {"prometheus": f'bearer_token_file = "{_token(t)}"'})
+    config = _write(
+        home,
+        lambda t: {"prometheus": f'bearer_token_file = "{_token(t)}"', "interval": '"1s"'},
+    )
     assert main(["config", "check", str(config)]) == 0, capsys.readouterr()
+    # ... and runs: `canary run` carries out a started analysis's first weight on the
+    # in-memory mesh and records its rounds (Prometheus unreachable: failed queries).
+    url = f"sqlite:///{home / 'migrated.db'}"
+    migrate(connect(url))
+    assert main(["--config", str(config), "--database-url", url, "start", "checkout"]) == 0
+    capsys.readouterr()
+
+    def progress() -> tuple[list[str], int]:
+        with sessions(connect(url))() as session:
+            (analysis,) = list_analyses(session)
+            return [a.state for a in analysis.actions], len(analysis.rounds)
+
+    daemon = DaemonProcess(config, url, home / "daemon.log")
+    try:
+        wait_until(
+            lambda: progress()[1] >= 2 or daemon.process.poll() is not None, 30, what="rounds"
+        )
+        assert daemon.process.poll() is None, daemon.log()
+        assert progress()[0] == ["done"], daemon.log()
+    finally:
+        assert daemon.terminate() == 0, daemon.log()
     # --offline checks the file alone (a configuration that runs elsewhere)
     elsewhere = _write(home, lambda t: {"prometheus": 'bearer_token_file = "/run/secrets/t"'})
     assert main(["config", "check", str(elsewhere)]) == 2
