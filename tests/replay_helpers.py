@@ -211,8 +211,10 @@ def argo_analysis(
     start: datetime = T0,
     canary_hash: str = "7c9f5d",
 ) -> str:
-    """An analysis made by Argo-like calls to the real web-metric endpoint, one per interval."""
+    """An analysis made by Argo-like calls to the web-metric endpoint of a running API
+    server (uvicorn, as `canary serve` configures it), one per interval."""
     import httpx
+    from api_harness import ApiServer
 
     from canary.api.app import create_app
     from canary.api.context import AppContext
@@ -227,24 +229,20 @@ def argo_analysis(
         tokens=["secret"],
         clock=lambda: now["at"],
     )
-    app = create_app(context)
     params = {"canary": "checkout", "canaryHash": canary_hash, "stableHash": "5b8d6c"}
-
-    async def run() -> str:
-        transport = httpx.ASGITransport(app=app)
-        headers = {"Authorization": "Bearer secret"}
-        analysis_id = ""
-        async with httpx.AsyncClient(transport=transport, base_url="http://canary") as client:
-            for index in range(len(script)):
-                now["at"] = start + timedelta(seconds=canary.interval * index)
-                response = await client.get("/api/v1/argo/measure", params=params, headers=headers)
-                body = response.json()
-                analysis_id = body.get("analysisId") or analysis_id
-                if response.status_code == 200 and body.get("verdict") == "fail":
-                    break
-        return analysis_id
-
-    return asyncio.run(run())
+    analysis_id = ""
+    with (
+        ApiServer(create_app(context)) as server,
+        httpx.Client(base_url=server.url, headers={"Authorization": "Bearer secret"}) as client,
+    ):
+        for index in range(len(script)):
+            now["at"] = start + timedelta(seconds=canary.interval * index)
+            response = client.get("/api/v1/argo/measure", params=params, timeout=30)
+            body = response.json()
+            analysis_id = body.get("analysisId") or analysis_id
+            if response.status_code == 200 and body.get("verdict") == "fail":
+                break
+    return analysis_id
 
 
 def history_database(directory: Any) -> tuple[str, dict[str, str]]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import browser as chromium
 import pytest
+from api_fixtures import TOKEN, make_config, serve
 from stored_analyses import T0, regressing_analysis
 
 from canary.judge.round_values import bucket_quantile
@@ -94,13 +95,15 @@ def _is_round(value: float) -> bool:
     return any(math.isclose(mantissa, m) for m in (1, 2, 2.5, 5, 10))
 
 
-def test_charts_have_round_ticks_and_a_legend_per_line(report_db: str, tmp_path: Path) -> None:
+def test_charts_have_round_ticks_and_a_legend_per_line(report_db: str) -> None:
     analysis_id = regressing_analysis(report_db)
-    with sessions(connect(report_db))() as session:
-        html = render_analysis(load_analysis_full(session, analysis_id))
-    path = tmp_path / "report.html"
-    path.write_text(html)
-    dom = chromium.load(path.as_uri()).dom  # the SVG as Chromium parsed it
+    server = serve(report_db, make_config("http://127.0.0.1:9"))  # the API's page
+    try:
+        page = chromium.load(f"{server.url}/analyses/{analysis_id}?token={TOKEN}")
+    finally:
+        server.stop()
+    assert page.console == []
+    dom = page.dom  # the SVG as Chromium parsed it
     charts = re.findall(r'<svg class="chart observations".*?</svg>', dom, re.S)
     latency = next(c for c in charts if "latency: canary vs baseline" in c)
     values = [float(t) for t in _ticks(latency, "y")]
@@ -217,8 +220,8 @@ def test_analyses_ended_at_their_budget_read_inconclusive_everywhere(  # type: i
     backfilled_scenarios, report_db: str, tmp_path: Path, capsys
 ) -> None:
     """An analysis the budget ends without PASS or FAIL — a daemon rollout, an Argo
-    measurement series through the endpoint, a `canary analyze` window of a real
-    Prometheus — is inconclusive and no longer running in `history`, `show`,
+    measurement series through a running API server's endpoint, a `canary analyze`
+    window of a real Prometheus — is inconclusive and no longer running in `history`, `show`,
     `status` and the report page in Chromium."""
 
     from metrics_scenarios import BOUNDARIES, iso, write_config
