@@ -60,7 +60,7 @@ from canary.errors import CanaryError, NotFoundError, RoundConflict
 from canary.rounds import RoundResult, ensure_analysis, judge_round, load_for_round
 from canary.store.database import StoreFailure, failure_reason
 
-__all__ = ["ArgoRunner", "MeasureRequest", "router"]
+__all__ = ["ArgoRunner", "MeasureRequest", "measure_args", "router"]
 
 log = logging.getLogger("canary.api.argo")
 
@@ -389,7 +389,8 @@ def _round_failed(view: StoredView, message: str) -> ApiError:
     )
 
 
-async def _measure(request: Request, args: dict[str, str | None]) -> JSONResponse:
+async def measure_args(request: Request, args: dict[str, str | None]) -> JSONResponse:
+    """The measurement of the checked arguments of an authenticated request."""
     context = request.app.state.context
     target = resolve_target(context.config, args)
     runner: ArgoRunner = request.app.state.argo
@@ -399,6 +400,8 @@ async def _measure(request: Request, args: dict[str, str | None]) -> JSONRespons
 _Q = Annotated[str | None, Query(max_length=256)]
 
 
+# Served by `canary.api.argo_get.measure_route`, which shadows it; declared here for
+# the OpenAPI document.
 @router.get(
     "/measure",
     summary="one Argo Rollouts measurement (query parameters)",
@@ -428,7 +431,7 @@ async def measure_get(
         "stableHash": stableHash,
         "profile": profile,
     }
-    return await _measure(request, args)
+    return await measure_args(request, args)
 
 
 @router.post(
@@ -438,4 +441,4 @@ async def measure_get(
     responses=_RESPONSES,
 )
 async def measure_post(request: Request, body: MeasureRequest) -> JSONResponse:
-    return await _measure(request, body.model_dump())
+    return await measure_args(request, body.model_dump())
