@@ -187,6 +187,11 @@ def test_post_json_with_string_and_number_arguments(backfilled, tmp_path) -> Non
         ({"canary": "steady", "canaryHash": "a1", "stableHash": "b2", "profile": "A B"}, "profile"),
         ({"canary": "steady", "canaryHash": "a1", "stableHash": "b2", "hash": "x"}, "hash"),
         ({"service": "unknown-svc", "canaryHash": "a1", "stableHash": "b2"}, "service"),
+        ({"canary": "steady", "canaryHash": "a" * 257, "stableHash": "b2"}, "canaryHash"),
+        (
+            {"canary": "steady", "canaryHash": "a1", "stableHash": "b2", "profile": "p" * 257},
+            "profile",
+        ),
     ],
 )
 def test_bad_arguments_are_400_naming_the_field(backfilled, tmp_path, params, field) -> None:  # type: ignore[no-untyped-def]
