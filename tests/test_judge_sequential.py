@@ -268,6 +268,37 @@ def test_incremental_equals_batch_and_state_survives_json():
     )
 
 
+def test_a_state_stored_and_read_back_every_round_judges_exactly_as_one_kept_in_memory():
+    # The daemon stores the state after every round and reads it back for the next;
+    # replay and the Argo endpoint's warm process keep it in memory. Both must give the
+    # same evidence to the last bit, past the budget too (where starts stop growing),
+    # with per-pod data, histograms and rounds whose queries failed.
+    from dataclasses import replace
+
+    metrics = [
+        SequentialMetric(name="errors", kind=MetricKind.COUNTS),
+        SequentialMetric(name="latency", kind=MetricKind.HISTOGRAM),
+    ]
+    judge = SequentialJudge(metrics, AnalysisSettings(max_rounds=6))
+    model = replace(
+        TrafficModel(rps=50, rounds=14, pod_counts=(3, 5), missing_prob=0.15),
+        canary=ArmModel(error_rate=0.003, latency_median_ms=60.0),
+    )
+    rounds = list(simulate(model, 1, seed=3).round_data(0))
+    kept = stored = judge.initial_state()
+    for k, round_data in enumerate(rounds, 1):
+        stored = judge.read_state(json.loads(json.dumps(stored.to_json())))
+        kept, from_memory = judge.update(kept, round_data, final=k == len(rounds))
+        stored, from_store = judge.update(stored, round_data, final=k == len(rounds))
+        assert json.dumps(kept.to_json()) == json.dumps(stored.to_json())
+        for name in ("errors", "latency"):
+            a, b = from_memory.metrics[name], from_store.metrics[name]
+            assert json.dumps([a.statistics, a.evidence, a.reasons]) == json.dumps(
+                [b.statistics, b.evidence, b.reasons]
+            )
+    assert kept.round == len(rounds) > 6
+
+
 def test_clear_regression_fails_and_reports_a_time_uniform_interval():
     judge = make_judge("sequential", [SequentialMetric(name="errors")], SETTINGS)
     state, judgement = judge.update(judge.initial_state(), counts_round(300, 10000, 100, 10000))
