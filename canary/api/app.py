@@ -15,7 +15,6 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from canary import __version__
 from canary.api import argo, health, metrics, pages, rest
 from canary.api.argo import ArgoRunner
-from canary.api.argo_get import measure_route
 from canary.api.auth import require_token
 from canary.api.context import AppContext
 from canary.api.errors import install_error_handlers
@@ -51,7 +50,6 @@ def create_app(context: AppContext) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(metrics.router)
-    app.router.routes.append(measure_route())  # before FastAPI's GET of the same path
     app.include_router(argo.router)
     app.include_router(rest.router)
     app.include_router(pages.router)

@@ -60,7 +60,7 @@ from canary.errors import CanaryError, NotFoundError, RoundConflict
 from canary.rounds import RoundResult, ensure_analysis, judge_round, load_for_round
 from canary.store.database import StoreFailure, failure_reason
 
-__all__ = ["ArgoRunner", "MeasureRequest", "measure_args", "router"]
+__all__ = ["ArgoRunner", "MeasureRequest", "router"]
 
 log = logging.getLogger("canary.api.argo")
 
@@ -389,8 +389,7 @@ def _round_failed(view: StoredView, message: str) -> ApiError:
     )
 
 
-async def measure_args(request: Request, args: dict[str, str | None]) -> JSONResponse:
-    """The measurement of the checked arguments of an authenticated request."""
+async def _measure(request: Request, args: dict[str, str | None]) -> JSONResponse:
     context = request.app.state.context
     target = resolve_target(context.config, args)
     runner: ArgoRunner = request.app.state.argo
@@ -400,8 +399,6 @@ async def measure_args(request: Request, args: dict[str, str | None]) -> JSONRes
 _Q = Annotated[str | None, Query(max_length=256)]
 
 
-# Served by `canary.api.argo_get.measure_route`, which shadows it; declared here for
-# the OpenAPI document.
 @router.get(
     "/measure",
     summary="one Argo Rollouts measurement (query parameters)",
@@ -431,7 +428,7 @@ async def measure_get(
         "stableHash": stableHash,
         "profile": profile,
     }
-    return await measure_args(request, args)
+    return await _measure(request, args)
 
 
 @router.post(
@@ -441,4 +438,4 @@ async def measure_get(
     responses=_RESPONSES,
 )
 async def measure_post(request: Request, body: MeasureRequest) -> JSONResponse:
-    return await measure_args(request, body.model_dump())
+    return await _measure(request, body.model_dump())
