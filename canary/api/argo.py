@@ -47,7 +47,6 @@ from canary.api.admission import NewAnalysisLimiter, count_running, recent_windo
 from canary.api.argo_key import ArgoTarget, resolve_target
 from canary.api.argo_view import (
     StoredView,
-    find_id,
     load_view,
     response_body,
     state_view,
@@ -59,6 +58,7 @@ from canary.api.params import reject_unknown_query
 from canary.errors import CanaryError, NotFoundError, RoundConflict
 from canary.rounds import RoundResult, ensure_analysis, judge_round, load_for_round
 from canary.store.database import StoreFailure, failure_reason
+from canary.store.reads import analysis_id_for_key
 
 __all__ = ["ArgoRunner", "MeasureRequest", "router"]
 
@@ -293,7 +293,9 @@ class ArgoRunner:
         for _ in range(2):
             analysis_id = self.ids.get(target.key)
             if analysis_id is None:
-                analysis_id = await asyncio.to_thread(find_id, context.sessions, target.key)
+                analysis_id = await asyncio.to_thread(
+                    analysis_id_for_key, context.sessions, target.key
+                )
             if analysis_id is None:
                 await self._admit(context, client, now)
                 analysis_id = await asyncio.to_thread(

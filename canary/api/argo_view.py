@@ -8,11 +8,10 @@ from typing import Any
 
 from canary.model import AnalysisStatus, Judgement, json_safe
 from canary.store.database import Sessions
-from canary.store.reads import analysis_head, analysis_id_for_key, latest_rounds
+from canary.store.reads import analysis_head, latest_rounds
 
 __all__ = [
     "StoredView",
-    "find_id",
     "load_view",
     "response_body",
     "state_view",
@@ -136,11 +135,6 @@ def state_view(loaded: Any) -> StoredView:
         metrics={},
         started_at=loaded.started_at,
     )
-
-
-def find_id(sessions: Sessions, key: str) -> str | None:
-    """The id of the analysis keyed `key`, if there is one."""
-    return analysis_id_for_key(sessions, key)
 
 
 def response_body(
