@@ -69,6 +69,7 @@ from canary.judge.states import SpreadSums
 
 __all__ = [
     "DF",
+    "PRIOR_DF",
     "SPREAD_LEVEL",
     "TRIM_PODS",
     "BaselineSpread",
@@ -82,6 +83,8 @@ __all__ = [
 
 #: Upper confidence level of the baseline's spread estimates (one-sided).
 SPREAD_LEVEL = 0.8
+#: Baseline rounds the prior round-to-round spread (`robust_cv`) counts for.
+PRIOR_DF = 1
 _LOWER = chi2.ppf(1.0 - SPREAD_LEVEL, np.arange(1, 2001))  # index df - 1
 
 
@@ -166,20 +169,32 @@ class BaselineSpread:
         return (self.s_y + 0.5) / (self.s_m + 1.0)
 
     def kappa2(self, prior: float) -> float:
-        """Relative round-to-round variance of an arm's rate: prior^2 until the baseline
-        has two rounds, then an upper confidence bound (level `SPREAD_LEVEL`) from the
-        baseline's rounds — whatever the rounds allow, however large."""
+        """Relative round-to-round variance kappa^2 of an arm's rate: the upper quantile
+        (level `SPREAD_LEVEL`) of its posterior given the baseline's rounds, with `prior`
+        (the metric's `robust_cv`) counting as `PRIOR_DF` rounds.
+
+        Pearson's statistic between the baseline's R rounds is taken as X^2 = s^2
+        chi^2_{R-1}, s^2 = 1 + c kappa^2 (c = p^2 neff / (p (1 - p) (R - 1)): the
+        variation above binomial noise). A scaled inverse chi-square prior on s^2 with
+        nu0 = `PRIOR_DF` degrees of freedom gives the posterior scaled inverse chi-square
+        with nu0 + R - 1 degrees of freedom and sum nu0 s0^2 + X^2 (Gelman et al.,
+        Bayesian Data Analysis, 3rd ed., sec. 2.6: normal variance, known mean); its
+        upper quantile is (nu0 s0^2 + X^2) / chi^2_{nu0+R-1, 1-level}. nu0 s0^2 is set
+        so that the prior's own quantile is `prior`: at one round kappa = prior exactly,
+        and the baseline's rounds take over smoothly, as large as they show."""
         if self.rounds < 2:
             return prior * prior
         p = self._rate()
         pq = p * (1.0 - p)
         df = self.rounds - 1
-        x2 = max(self.s_yy - self.s_y * self.s_y / self.s_m, 0.0) / pq
-        upper = x2 * df / _chi2_lower(df)
         neff = self.s_m - self.s_m2 / self.s_m
         if neff <= 0:
             return prior * prior
-        return max(upper - df, 0.0) * pq / (p * p * neff)
+        x2 = max(self.s_yy - self.s_y * self.s_y / self.s_m, 0.0) / pq
+        c = p * p * neff / (pq * df)  # E[X^2] / df = 1 + c kappa^2
+        pseudo = _chi2_lower(PRIOR_DF) * (1.0 + c * prior * prior)
+        upper = (x2 + pseudo) / _chi2_lower(df + PRIOR_DF)
+        return max(upper - 1.0, 0.0) / c
 
     def rho2(self, cap: float = math.inf) -> float:
         """Relative pod-to-pod variance of the rate (0 without pods): an upper confidence
