@@ -47,11 +47,14 @@ request).
 
 kappa and rho come from the baseline only (its round-to-round and pod-to-pod
 spread), never from the canary's failures: more canary failures always mean more
-evidence (the score is monotone in x). Both are upper confidence bounds (chi-square,
-level `SPREAD_LEVEL`; between rounds with rounds - 1 degrees of freedom, between
-pods with pods - 1 on the pooled pod counts, so with pods that do not differ the
-bound falls as requests accumulate); kappa is the metric's `robust_cv` until the
-baseline has two rounds, rho at most `robust_cv`.
+evidence (the score is monotone in x). Both are upper bounds at level
+`SPREAD_LEVEL`. kappa is the upper quantile of its posterior given the baseline's
+rounds (Pearson's statistic, rounds - 1 degrees of freedom) with the metric's
+`robust_cv` as a scaled inverse chi-square prior worth `PRIOR_DF` rounds: exactly
+`robust_cv` at the first round, then moving smoothly to what the rounds show,
+however large (`BaselineSpread.kappa2`). rho is a chi-square confidence bound between
+pods with pods - 1 degrees of freedom on the pooled pod counts (so with pods that do
+not differ it falls as requests accumulate), at most `robust_cv`.
 The t model, the plug-in scales and the prior make this validity approximate:
 it is *measured* on the benchmark's heterogeneous nulls (docs/judge.md), not proved.
 """
