@@ -741,18 +741,18 @@ def test_round_spread_is_the_prior_at_first_then_whatever_the_baseline_shows():
 
 
 def test_the_prior_spread_counts_as_one_round_so_the_second_round_adds_evidence():
-    """Baseline 8 then 12 failures of 1,000 (binomial noise), canary 45 of 1,000 twice:
+    """Baseline 10 then 12 failures of 1,000 (binomial noise), canary 45 of 1,000 twice:
     two rounds bound the spread between rounds by what they show together with the
     prior, not by a one-degree-of-freedom bound far above the prior, and a 5x error
     rate fails at the second round."""
     from canary.judge.robust import BaselineSpread
 
     spread = BaselineSpread()
-    spread.add(8, 1000)
+    spread.add(10, 1000)
     spread.add(12, 1000)
     assert 0.0 < spread.kappa2(0.5) < 0.25  # below the prior robust_cv = 0.5
     judge = SequentialJudge([SequentialMetric(name="errors")], SETTINGS, explain=False)
-    state, first = judge.update(judge.initial_state(), counts_round(45, 1000, 8, 1000))
+    state, first = judge.update(judge.initial_state(), counts_round(45, 1000, 10, 1000))
     _, second = judge.update(state, counts_round(45, 1000, 12, 1000))
     assert first.verdict is Verdict.RUNNING
     assert second.verdict is Verdict.FAIL and second.round == 2

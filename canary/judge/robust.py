@@ -47,13 +47,13 @@ request).
 
 kappa and rho come from the baseline only (its round-to-round and pod-to-pod
 spread), never from the canary's failures: more canary failures always mean more
-evidence (the score is monotone in x). Both are upper bounds at level
-`SPREAD_LEVEL`. kappa is the upper quantile of its posterior given the baseline's
+evidence (the score is monotone in x). Both are upper bounds. kappa is the upper
+quantile (level `ROUND_LEVEL`) of its posterior given the baseline's
 rounds (Pearson's statistic, rounds - 1 degrees of freedom) with the metric's
 `robust_cv` as a scaled inverse chi-square prior worth `PRIOR_DF` rounds: exactly
 `robust_cv` at the first round, then moving smoothly to what the rounds show,
-however large (`BaselineSpread.kappa2`). rho is a chi-square confidence bound between
-pods with pods - 1 degrees of freedom on the pooled pod counts (so with pods that do
+however large (`BaselineSpread.kappa2`). rho is a chi-square confidence bound (level
+`SPREAD_LEVEL`) between pods with pods - 1 degrees of freedom on the pooled pod counts (so with pods that do
 not differ it falls as requests accumulate), at most `robust_cv`.
 The t model, the plug-in scales and the prior make this validity approximate:
 it is *measured* on the benchmark's heterogeneous nulls (docs/judge.md), not proved.
@@ -66,13 +66,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import chi2
+from scipy.stats import chi2, norm
 
 from canary.judge.states import SpreadSums
 
 __all__ = [
     "DF",
     "PRIOR_DF",
+    "ROUND_LEVEL",
     "SPREAD_LEVEL",
     "TRIM_PODS",
     "BaselineSpread",
@@ -84,18 +85,26 @@ __all__ = [
     "without_worst_pod",
 ]
 
-#: Upper confidence level of the baseline's spread estimates (one-sided).
+#: Upper confidence level of the baseline's pod spread (one-sided).
 SPREAD_LEVEL = 0.8
+#: Upper posterior quantile of the baseline's round-to-round spread.
+ROUND_LEVEL = 0.9
 #: Baseline rounds the prior round-to-round spread (`robust_cv`) counts for.
 PRIOR_DF = 1
-_LOWER = chi2.ppf(1.0 - SPREAD_LEVEL, np.arange(1, 2001))  # index df - 1
+_DFS = np.arange(1, 2001)
+_LOWER = {
+    level: chi2.ppf(1.0 - level, _DFS)  # index df - 1
+    for level in (SPREAD_LEVEL, ROUND_LEVEL)
+}
 
 
-def _chi2_lower(df: int) -> float:
-    if df <= len(_LOWER):
-        return float(_LOWER[df - 1])
+def _chi2_lower(df: int, level: float = SPREAD_LEVEL) -> float:
+    """The (1 - level) quantile of chi-square with df degrees of freedom."""
+    table = _LOWER[level]
+    if df <= len(table):
+        return float(table[df - 1])
     a = 2.0 / (9.0 * df)  # Wilson-Hilferty beyond the table
-    return df * (1.0 - a - 1.2816 * math.sqrt(a)) ** 3
+    return df * (1.0 - a - float(norm.ppf(level)) * math.sqrt(a)) ** 3
 
 
 def start_weight(k: int) -> float:
@@ -173,7 +182,7 @@ class BaselineSpread:
 
     def kappa2(self, prior: float) -> float:
         """Relative round-to-round variance kappa^2 of an arm's rate: the upper quantile
-        (level `SPREAD_LEVEL`) of its posterior given the baseline's rounds, with `prior`
+        (level `ROUND_LEVEL`) of its posterior given the baseline's rounds, with `prior`
         (the metric's `robust_cv`) counting as `PRIOR_DF` rounds.
 
         Pearson's statistic between the baseline's R rounds is taken as X^2 = s^2
@@ -195,8 +204,8 @@ class BaselineSpread:
             return prior * prior
         x2 = max(self.s_yy - self.s_y * self.s_y / self.s_m, 0.0) / pq
         c = p * p * neff / (pq * df)  # E[X^2] / df = 1 + c kappa^2
-        pseudo = _chi2_lower(PRIOR_DF) * (1.0 + c * prior * prior)
-        upper = (x2 + pseudo) / _chi2_lower(df + PRIOR_DF)
+        pseudo = _chi2_lower(PRIOR_DF, ROUND_LEVEL) * (1.0 + c * prior * prior)
+        upper = (x2 + pseudo) / _chi2_lower(df + PRIOR_DF, ROUND_LEVEL)
         return max(upper - 1.0, 0.0) / c
 
     def rho2(self, cap: float = math.inf) -> float:
