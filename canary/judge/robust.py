@@ -48,13 +48,14 @@ request).
 kappa and rho come from the baseline only (its round-to-round and pod-to-pod
 spread), never from the canary's failures: more canary failures always mean more
 evidence (the score is monotone in x). Both are upper bounds. kappa is the upper
-quantile (level `ROUND_LEVEL`) of its posterior given the baseline's
-rounds (Pearson's statistic, rounds - 1 degrees of freedom) with the metric's
-`robust_cv` as a scaled inverse chi-square prior worth `PRIOR_DF` rounds: exactly
-`robust_cv` at the first round, then moving smoothly to what the rounds show,
-however large (`BaselineSpread.kappa2`). rho is a chi-square confidence bound (level
-`SPREAD_LEVEL`) between pods with pods - 1 degrees of freedom on the pooled pod counts (so with pods that do
-not differ it falls as requests accumulate), at most `robust_cv`.
+quantile (level `ROUND_LEVEL`) of its posterior given the baseline's rounds
+(Pearson's statistic, rounds - 1 degrees of freedom) with the metric's `robust_cv`
+as a scaled inverse chi-square prior worth `PRIOR_DF` rounds: exactly `robust_cv`
+at the first round, then moving smoothly to what the rounds show, however large
+(`BaselineSpread.kappa2`). rho is a chi-square confidence bound (level
+`SPREAD_LEVEL`) between pods with pods - 1 degrees of freedom on the pooled pod
+counts (so with pods that do not differ it falls as requests accumulate), at most
+`robust_cv`.
 The t model, the plug-in scales and the prior make this validity approximate:
 it is *measured* on the benchmark's heterogeneous nulls (docs/judge.md), not proved.
 """
