@@ -9,6 +9,8 @@ name, without importing.
 from __future__ import annotations
 
 import os
+import socketserver
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -34,6 +36,23 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from canary.store.database import connect, migrate
 from canary.store.database import sessions as make_sessions
+
+
+def _quiet_when_the_client_left(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+    """The tests' HTTP servers (Prometheus stand-ins, webhook receivers, the Kubernetes
+    API) run in handler threads that can outlive their test: a client that gave up
+    (the product's timeouts, a stopped daemon) leaves a handler with a broken pipe or a
+    reset connection, and socketserver prints its traceback to whatever `sys.stderr` is
+    then — another test's captured output, which that test reads. Such a disconnect is
+    expected; any other handler error is still printed."""
+    if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+        return
+    _print_handler_error(self, request, client_address)
+
+
+_print_handler_error = socketserver.BaseServer.handle_error
+socketserver.BaseServer.handle_error = _quiet_when_the_client_left  # type: ignore[method-assign]
+
 
 POSTGRES_URL = os.environ.get(
     "CANARY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
