@@ -217,19 +217,27 @@ def load_for_round(sessions: Sessions, analysis_id: str) -> _Loaded:
             id=analysis.id,
             canary=analysis.canary,
             judge=analysis.judge,
-            status=AnalysisStatus(analysis.status),
             settings=recorded_settings(analysis),
             index=0 if latest is None else latest.index + 1,
-            snapshot=dict(analysis.snapshot or {}),
-            judge_state=dict(analysis.judge_state or {}),
-            engine_state=dict(analysis.engine_state or {}),
             started_at=analysis.started_at,
-            weight=analysis.weight,
-            step=analysis.step,
-            verdict=analysis.verdict,
-            verdict_round=analysis.verdict_round,
             latest=latest,
+            **_round_columns(analysis),
         )
+
+
+def _round_columns(columns: Any) -> dict[str, Any]:
+    """The analysis columns a round changes, from the stored row or from the round's
+    UPDATE (`JudgedRecord`), which name them alike."""
+    return {
+        "status": AnalysisStatus(columns.status),
+        "snapshot": dict(columns.snapshot or {}),
+        "judge_state": dict(columns.judge_state or {}),
+        "engine_state": dict(columns.engine_state or {}),
+        "weight": columns.weight,
+        "step": columns.step,
+        "verdict": columns.verdict,
+        "verdict_round": columns.verdict_round,
+    }
 
 
 def _check_window(loaded: _Loaded, at: datetime, min_window: timedelta) -> None:
@@ -344,16 +352,9 @@ def _after(loaded: _Loaded, record: JudgedRecord, at: datetime, error: str | Non
     the round's UPDATE returned them and the round itself as the latest."""
     return replace(
         loaded,
-        status=AnalysisStatus(record.status),
         index=loaded.index + 1,
-        snapshot=dict(record.snapshot or {}),
-        judge_state=dict(record.judge_state or {}),
-        engine_state=dict(record.engine_state or {}),
-        weight=record.weight,
-        step=record.step,
-        verdict=record.verdict,
-        verdict_round=record.verdict_round,
         latest=LatestRound(loaded.index, at.astimezone(UTC), error),
+        **_round_columns(record),
     )
 
 
