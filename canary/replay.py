@@ -283,7 +283,7 @@ def _step(stored: StoredAnalysis, *args: Any, index: int, **kwargs: Any) -> engi
 def _replay_engine(
     stored: StoredAnalysis, settings: AnalysisSettings, start: datetime, explain: bool = True
 ) -> tuple[list[ReplayedRound], ReplayOutcome]:
-    judge = _judge(settings, explain)
+    judge = _judge(settings, explain).for_rounds([r.data for r in stored.rounds])
     judge_state = judge.initial_state()
     state, _weight = engine.start(settings, start)
     rounds: list[ReplayedRound] = []
@@ -352,7 +352,7 @@ def _replay_verdicts(
     explain: bool = True,
 ) -> tuple[list[ReplayedRound], ReplayOutcome]:
     judged = _judged(stored)
-    judge = _judge(settings, explain)
+    judge = _judge(settings, explain).for_rounds([r.data for r in judged])
     run = _VerdictRun(judge.initial_state(), [])
     if window_end is None:
         window_end = _window_end_known(stored, judged)

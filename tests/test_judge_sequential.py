@@ -14,7 +14,7 @@ from scipy.stats.contingency import odds_ratio
 from canary.config import AnalysisSettings, SequentialMetric
 from canary.judge import judge_rounds, make_judge
 from canary.judge.combine import combine
-from canary.judge.hypergeometric import conditional_mle, informative, round_loglik
+from canary.judge.hypergeometric import conditional_mle, informative, round_loglik, round_logliks
 from canary.judge.sequential import SequentialJudge, choose_bounds
 from canary.judge.states import SequentialState
 from canary.metrics.simulated_traffic import ENVOY_BUCKETS, ArmModel, TrafficModel, simulate
@@ -297,6 +297,80 @@ def test_a_state_stored_and_read_back_every_round_judges_exactly_as_one_kept_in_
                 [b.statistics, b.evidence, b.reasons]
             )
     assert kept.round == len(rounds) > 6
+
+
+def test_many_tables_at_once_give_each_tables_likelihood_to_the_last_bit():
+    # Small and large supports (past the windowed size too), lone tables, grid subsets.
+    rng = np.random.default_rng(11)
+    grid = SequentialJudge([SequentialMetric(name="errors")], SETTINGS).params["errors"].log_psi
+    tables = []
+    while len(tables) < 400:
+        n = int(rng.poisson(rng.choice([1, 5, 50, 240, 400, 3000])))
+        m = int(rng.poisson(rng.choice([0.3, 4.0, 20.0]) * max(n, 1)))
+        p = float(rng.choice([0.001, 0.01, 0.1, 0.5, 0.9, 0.999]))
+        table = (int(rng.binomial(n, p)), n, int(rng.binomial(m, p)), m)
+        if informative(*table):
+            tables.append(table)
+    one_by_one = np.array([round_loglik(*t, grid).loglik for t in tables])
+    assert np.array_equal(round_logliks(tables, grid), one_by_one)
+    assert np.array_equal(round_logliks(tables[:1], grid)[0], one_by_one[0])
+    some = round_logliks(tables, grid, slice(41, None))
+    assert np.array_equal(some[:, 41:], one_by_one[:, 41:])
+    assert np.isnan(some[:, :41]).all()
+
+
+@pytest.mark.parametrize("explain", [True, False])
+def test_a_judge_for_the_rounds_judges_exactly_as_round_by_round(explain):
+    # A replay computes every round's likelihoods at once (`for_rounds`): the same
+    # states, statistics, evidence and reasons to the last bit, with histograms (bounds
+    # fixed at the warm-up), per-pod data, rounds without data and failed queries.
+    from dataclasses import replace
+
+    metrics = [
+        SequentialMetric(name="errors", kind=MetricKind.COUNTS),
+        SequentialMetric(name="latency", kind=MetricKind.HISTOGRAM),
+    ]
+    judge = SequentialJudge(metrics, AnalysisSettings(max_rounds=8), explain=explain)
+    model = replace(
+        TrafficModel(rps=60, rounds=14, pod_counts=(3, 5), missing_prob=0.15),
+        canary=ArmModel(error_rate=0.004, latency_median_ms=58.0),
+    )
+    rounds = list(simulate(model, 1, seed=8).round_data(0))
+    rounds[5] = replace(rounds[5], error="timeout")
+    rounds[7] = replace(rounds[7], canary={}, baseline={})
+    rounds[9] = replace(rounds[9], baseline={})
+    batched = judge.for_rounds(rounds)
+    plain_state = batched_state = judge.initial_state()
+    for k, round_data in enumerate(rounds, 1):
+        final = k == len(rounds)
+        plain_state, plain = judge.update(plain_state, round_data, final=final)
+        batched_state, batch = batched.update(batched_state, round_data, final=final)
+        assert json.dumps(plain_state.to_json()) == json.dumps(batched_state.to_json())
+        for name in ("errors", "latency"):
+            a, b = plain.metrics[name], batch.metrics[name]
+            assert json.dumps([a.statistics, a.evidence, a.reasons]) == json.dumps(
+                [b.statistics, b.evidence, b.reasons]
+            )
+    assert batched._logliks  # the batch was used
+
+
+def test_without_explanations_only_the_verdicts_grid_points_are_kept():
+    metrics = [SequentialMetric(name="errors")]
+    rounds = [counts_round(12, 800, 70, 7000), counts_round(9, 750, 75, 7100)]
+    full = SequentialJudge(metrics, SETTINGS).initial_state()
+    short = full
+    explained = SequentialJudge(metrics, SETTINGS)
+    bare = SequentialJudge(metrics, SETTINGS, explain=False)
+    for round_data in rounds:
+        full, with_reasons = explained.update(full, round_data)
+        short, without = bare.update(short, round_data)
+    points = explained.params["errors"].verdict_points
+    assert loglik_of(short)[points] == loglik_of(full)[points]
+    assert all(math.isnan(v) for v in loglik_of(short)[: points.start])
+    assert (
+        without.metrics["errors"].statistics["e_fail"]
+        == (with_reasons.metrics["errors"].statistics["e_fail"])
+    )
 
 
 def test_clear_regression_fails_and_reports_a_time_uniform_interval():

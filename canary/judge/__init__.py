@@ -46,6 +46,11 @@ class Judge(Protocol[S]):
 
     def update(self, state: S, round: RoundData, *, final: bool = False) -> tuple[S, Judgement]: ...
 
+    def for_rounds(self, rounds: Sequence[RoundData]) -> Judge[S]:
+        """This judge for judging `rounds` in order (a replay), with the same results;
+        it may compute at once what depends on the rounds alone."""
+        ...
+
 
 JUDGES = ("sequential", "mann_whitney", "threshold")
 

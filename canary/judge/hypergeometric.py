@@ -25,6 +25,7 @@ The constant log n! + log m! cancels in every ratio and is dropped.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 from scipy.special import gammaln
 
-__all__ = ["RoundLikelihood", "conditional_mle", "informative", "round_loglik"]
+__all__ = ["RoundLikelihood", "conditional_mle", "informative", "round_loglik", "round_logliks"]
 
 
 def informative(x: int, n: int, y: int, m: int) -> bool:
@@ -234,6 +235,119 @@ def round_loglik(
     mean_i = (expo[:rows] @ i) / total[:rows]
     var = np.maximum((expo[:rows] @ i2) / total[:rows] - mean_i * mean_i, 0.0)
     return RoundLikelihood(loglik=loglik, mean=mean_i + start[:rows], var=var)
+
+
+#: Tables with more j than this are computed on their own (as `round_loglik`, with
+#: its windows) in `round_logliks`.
+_WIDE = 256
+#: Columns (j values of whole tables) `round_logliks` computes at a time: a chunk of
+#: grid rows x columns stays in the CPU cache.
+_CHUNK = 512
+
+
+def round_logliks(
+    tables: Sequence[tuple[int, int, int, int]], log_psi: np.ndarray, rows: slice = slice(None)
+) -> np.ndarray:
+    """ell(psi) of many informative tables at once, one row per table, at the grid
+    points `rows` of `log_psi` (NaN at the others).
+
+    The same arithmetic as `round_loglik`, element for element and sum for sum, so
+    every value equals its `round_loglik` value to the last bit; a grid point's value
+    depends only on its own psi, so leaving points out changes none of the others.
+    Tables are taken in groups of equal support size (the sums over j run over
+    contiguous rows of that size, as in `round_loglik`); a table whose support is
+    wider than `_WIDE` (which `round_loglik` sums over windows), or a lone table, is
+    computed on its own as there.
+    """
+    cached = _grid(log_psi)
+    points = len(cached.grid) - 1
+    out = np.full((len(tables), points), np.nan)
+    if not len(tables):
+        return out
+    arr = np.asarray(tables, dtype=np.int64).reshape(-1, 4)
+    x, n, y, m = arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3]
+    e = x + y
+    lo = np.maximum(0, e - m)
+    size = np.minimum(n, e) - lo + 1
+    pick = np.append(np.arange(points)[rows], points)  # the points asked for, then psi = 1
+    grid = cached.grid[pick]
+    alone = (size > _WIDE) | (len(arr) == 1)
+    for k in np.flatnonzero(alone).tolist():
+        out[k, rows] = _picked_loglik(arr[k].tolist(), cached, pick)
+    order = np.flatnonzero(~alone)
+    if not len(order):
+        return out
+    order = order[np.argsort(size[order], kind="stable")]
+    x, n, e, m, lo, size = (a[order] for a in (x, n, e, m, lo, size))
+    log_w, j = _flat_log_weights(n, m, e, lo, size)
+    top = np.empty((len(grid), len(order)))
+    total = np.empty_like(top)
+    # Tables sorted by size: each group of one size is a block of columns, and
+    # chunks of whole groups are computed in one buffer.
+    edges = [0, *(np.flatnonzero(np.diff(size)) + 1).tolist(), len(order)]
+    groups = list(itertools.pairwise(edges))
+    col = np.concatenate([[0], np.cumsum(size)]).tolist()
+    limit = max(_CHUNK, max(col[b] - col[a] for a, b in groups))
+    buffer = np.empty(len(grid) * limit)
+    g = 0
+    while g < len(groups):
+        h = g
+        while h + 1 < len(groups) and col[groups[h + 1][1]] - col[groups[g][0]] <= limit:
+            h += 1
+        c0, c1 = col[groups[g][0]], col[groups[h][1]]
+        # log w_j + j log psi, relative to the table's lowest j (as `_Grid.steps`).
+        terms = buffer[: len(grid) * (c1 - c0)].reshape(len(grid), c1 - c0)
+        np.multiply(grid[:, None], j[None, c0:c1], out=terms)
+        terms += log_w[None, c0:c1]
+        blocks = []
+        for a, b in groups[g : h + 1]:
+            block = terms[:, col[a] - c0 : col[b] - c0].reshape(len(grid), b - a, -1)
+            top[:, a:b] = block.max(axis=2)
+            block -= top[:, a:b, None]
+            blocks.append((a, b, block))
+        np.exp(terms, out=terms)
+        for a, b, block in blocks:
+            total[:, a:b] = block.sum(axis=2)
+        g = h + 1
+    # As `round_loglik`: log Z(psi) = lo log psi + max + log sum, then
+    # ell(psi) = x log psi - (log Z(psi) - log Z(1)).
+    log_z = lo[None, :] * grid[:, None] + top + np.log(total)
+    out[order, rows] = (x[None, :] * grid[:-1, None] - (log_z[:-1] - log_z[-1])).T
+    return out
+
+
+def _picked_loglik(table: list[int], cached: _Grid, pick: np.ndarray) -> np.ndarray:
+    """`round_loglik` of one table at the grid rows `pick` (the last one psi = 1): its
+    windows are chosen on the whole grid, as there."""
+    x, n, y, m = table
+    terms, _, offset, row_max = _log_terms(x, n, y, m, cached)
+    if len(pick) < len(cached.grid):
+        terms = terms[pick]
+    top = terms.max(axis=1) if row_max is None else row_max[pick]
+    terms -= top[:, None]
+    log_z = offset[pick] + top + np.log(np.exp(terms, out=terms).sum(axis=1))
+    return x * cached.grid[pick][:-1] - (log_z[:-1] - log_z[-1])
+
+
+def _flat_log_weights(
+    n: np.ndarray, m: np.ndarray, e: np.ndarray, lo: np.ndarray, size: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """log w_j (as `_log_weights`) and j - lo of every table, tables one after another."""
+    g = gammaln(np.stack([lo + 1, n - lo + 1, e - lo + 1, m - e + lo + 1], axis=1).astype(float))
+    first = -(((g[:, 0] + g[:, 1]) + g[:, 2]) + g[:, 3])
+    width = int(size.max())
+    mask = np.arange(width)[None, :] < size[:, None]
+    offsets = np.broadcast_to(np.arange(width, dtype=np.float64), mask.shape)[mask]
+    log_w = np.zeros(mask.shape)
+    # The term ratio w_{j+1} / w_j at every j but each table's last, placed at j + 1.
+    ratio = mask.copy()
+    ratio[:, 0] = False
+    head = np.repeat(lo, size - 1) + offsets[ratio[mask]] - 1.0
+    nn, ee, rest = (np.repeat(a, size - 1).astype(float) for a in (n, e, m - e))
+    log_w[ratio] = np.log((nn - head) * (ee - head)) - np.log((head + 1) * (rest + head + 1))
+    np.cumsum(log_w, axis=1, out=log_w)
+    log_w += first[:, None]
+    return log_w[mask], offsets
 
 
 class _OnePsi:

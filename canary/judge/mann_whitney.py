@@ -170,6 +170,10 @@ class MannWhitneyJudge:
     def initial_state(self) -> MannWhitneyState:
         return MannWhitneyState.initial(s.config.name for s in self.specs)
 
+    def for_rounds(self, rounds: Sequence[RoundData]) -> MannWhitneyJudge:
+        """This judge: nothing of a round is computed ahead of its turn."""
+        return self
+
     def read_state(self, data: Mapping[str, Any]) -> MannWhitneyState:
         state = MannWhitneyState.from_json(data)
         names = [s.config.name for s in self.specs]

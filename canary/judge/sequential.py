@@ -58,6 +58,7 @@ verdict (use the threshold or mann_whitney judge for them).
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -68,7 +69,7 @@ import numpy as np
 from canary.config import AnalysisSettings, SequentialMetric
 from canary.errors import JudgeStateError
 from canary.judge.combine import combine
-from canary.judge.hypergeometric import conditional_mle, informative, round_loglik
+from canary.judge.hypergeometric import conditional_mle, informative, round_logliks
 from canary.judge.robust import (
     TRIM_PODS,
     BaselineSpread,
@@ -204,6 +205,8 @@ class MetricParameters:
         # The fail and pass grid points as slices (views, cheaper than index arrays).
         self.fail_slice = slice(start, start + len(fail_grid))
         self.pass_slice = slice(start + len(fail_grid), start + len(fail_grid) + len(pass_grid))
+        #: The grid points verdicts use (tolerance, margin, the fail and pass grids).
+        self.verdict_points = slice(n_ci, len(grid))
         idx = np.arange(n_ci)
         steps = np.array([s for step in _CI_STEPS for s in (step, -step)])
         self.ci_alternatives = np.clip(idx[:, None] + steps[None, :], 0, n_ci - 1)
@@ -319,7 +322,9 @@ class SequentialJudge:
     """Anytime-valid sequential judge; see the module docstring for the statistics.
 
     `explain=False` skips the confidence intervals and reasons (same verdicts, for
-    bulk backtests and benchmarks). The robustness settings are per metric
+    bulk backtests and benchmarks); its states then keep S(psi) at the grid points
+    verdicts use only (NaN at the interval's), so they are not for storing. The
+    robustness settings are per metric
     (`robust`, `robust_cv` in `SequentialMetric`).
     """
 
@@ -345,6 +350,21 @@ class SequentialJudge:
         budget = _budget_rounds(settings)
         self.params = {m.name: MetricParameters(m, len(judged), budget) for m in judged}
         self.ignored = [m.name for m in self.metrics if m.kind is MetricKind.VALUE]
+        self._rounds: Sequence[RoundData] | None = None
+        self._logliks: dict[tuple[str, tuple[int, int, int, int]], np.ndarray] = {}
+        self._batched: set[tuple[str, tuple[float, ...] | None]] = set()
+
+    def for_rounds(self, rounds: Sequence[RoundData]) -> SequentialJudge:
+        """This judge, for judging `rounds` in order (a replay): a round's likelihood
+        ell_k(psi) depends only on its table and the grid, not on the state, so each
+        metric's are computed for all the rounds at once, at its first round with
+        evidence; the recursion then runs round by round as in `update`, with the same
+        results to the last bit."""
+        judge = copy.copy(self)
+        judge._rounds = rounds
+        judge._logliks = {}
+        judge._batched = set()
+        return judge
 
     # ------------------------------------------------------------------ interface
 
@@ -407,72 +427,33 @@ class SequentialJudge:
         final: bool,
     ) -> tuple[SequentialMetricState, MetricResult]:
         entry = old
-        canary = None if round.error else round.canary.get(params.name)
-        baseline = None if round.error else round.baseline.get(params.name)
         evidence: dict[str, Any] = {"round": k}
-        note: str | None = None
-        tables: list[tuple[int, int, int, int]] | None = None
-
-        pods: list[PodEvents] | None = None
-        if round.error:
-            note = f"round error, no evidence: {round.error}"
-        elif params.kind is MetricKind.COUNTS:
-            if isinstance(canary, Counts) and isinstance(baseline, Counts):
-                tables = [(canary.failed, canary.total, baseline.failed, baseline.total)]
-                pods = [_pod_events(round, params.name, None)]
-            elif canary is not None or baseline is not None:
-                if not (canary is None or isinstance(canary, Counts)) or not (
-                    baseline is None or isinstance(baseline, Counts)
-                ):
-                    raise ValueError(f"metric {params.name!r}: expected counts observations")
-                note = "no data in one arm, no evidence"
-            else:
-                note = "no data, no evidence"
-        else:
-            for obs in (canary, baseline):
-                if obs is not None and not isinstance(obs, Histogram):
-                    raise ValueError(f"metric {params.name!r}: expected histogram observations")
-            if entry.bounds is None:
-                if isinstance(baseline, Histogram) and baseline.total > 0:
-                    bounds = choose_bounds(baseline, params.quantiles)
-                    if bounds:
-                        entry = replace(
-                            entry,
-                            bounds=tuple(bounds),
-                            warmup_round=k,
-                            tracks=tuple(_new_track(params) for _ in bounds),
-                            pass_bounds=tuple(_pass_bounds(params, baseline, canary, bounds, k)),
-                        )
-                        note = "warm-up: bounds " + ", ".join(_fmt_bound(b) for b in bounds)
-                    else:
-                        note = "warm-up: baseline data fall in one bucket, bounds not chosen yet"
-                else:
-                    note = "warm-up: waiting for baseline data"
-            elif isinstance(canary, Histogram) and isinstance(baseline, Histogram):
-                missing = [
-                    b for b in entry.bounds if b not in canary.bounds or b not in baseline.bounds
-                ]
-                if missing:
-                    note = (
-                        f"bucket bound {_fmt_bound(missing[0])} chosen at warm-up is missing "
-                        "from this round's buckets: no evidence"
+        tables, note = _round_tables(params, entry.bounds, round)
+        if params.kind is MetricKind.HISTOGRAM and entry.bounds is None and not round.error:
+            baseline = round.baseline.get(params.name)
+            if isinstance(baseline, Histogram) and baseline.total > 0:
+                bounds = choose_bounds(baseline, params.quantiles)
+                if bounds:
+                    canary = round.canary.get(params.name)
+                    entry = replace(
+                        entry,
+                        bounds=tuple(bounds),
+                        warmup_round=k,
+                        tracks=tuple(_new_track(params) for _ in bounds),
+                        pass_bounds=tuple(_pass_bounds(params, baseline, canary, bounds, k)),
                     )
+                    note = "warm-up: bounds " + ", ".join(_fmt_bound(b) for b in bounds)
                 else:
-                    tables = []
-                    pods = []
-                    for b in entry.bounds:
-                        c, bl = canary.exceeding(b), baseline.exceeding(b)
-                        tables.append((c.failed, c.total, bl.failed, bl.total))
-                        pods.append(_pod_events(round, params.name, b))
+                    note = "warm-up: baseline data fall in one bucket, bounds not chosen yet"
             else:
-                note = "no data in one arm, no evidence" if canary or baseline else "no data"
+                note = "warm-up: waiting for baseline data"
 
         if tables is not None:
-            assert pods is not None
+            pods = [_pod_events(round, params.name, b) for b in entry.bounds or (None,)]
             entry = replace(
                 entry,
                 tracks=tuple(
-                    self._update_track(params, track, table, pod)
+                    self._update_track(params, track, table, pod, entry.bounds)
                     for track, table, pod in zip(entry.tracks, tables, pods, strict=True)
                 ),
                 requests=entry.requests + tables[0][1],
@@ -535,6 +516,7 @@ class SequentialJudge:
         old: Track,
         table: tuple[int, int, int, int] | None,
         pods: PodEvents | None,
+        bounds: tuple[float, ...] | None = None,
     ) -> Track:
         """Add one round to one track (`table` None: a round without data, no change)."""
         track = old if old.late is not None else _with_restart(old, params)
@@ -557,13 +539,13 @@ class SequentialJudge:
             return _keep_numeric(
                 replace(track, **totals), _Numeric(*unchanged, numeric.log_w, spread)
             )
-        lik = round_loglik(x, n, y, m, params.log_psi)
+        lik = self._loglik(params, table, bounds)
         rounds = track.rounds + 1
         # Both start-time mixtures start a new e-process at each round with evidence,
         # the j-th with weight w_j = 1 / (j (j + 1)).
         log_w = math.log(start_weight(rounds))
         # Request-level: R_j(psi) = LR_j(psi; tolerance) (R_{j-1}(psi) + w_j).
-        ell = lik.loglik[params.fail_slice] - lik.loglik[params.i_tol]
+        ell = lik[params.fail_slice] - lik[params.i_tol]
         late = np.logaddexp(numeric.late, log_w) + ell
         # Robust: round j's score added to every start, the new one included. Starts
         # stop at the budget, so a round costs at most budget x grid operations.
@@ -592,7 +574,7 @@ class SequentialJudge:
             # a = sum d^2 and b = sum d z since each start.
             a = a + d * d
             b = b + d * z
-        loglik = numeric.loglik + lik.loglik
+        loglik = numeric.loglik + lik
         new = Track(
             loglik=tuple(loglik.tolist()),
             rounds=rounds,
@@ -609,6 +591,37 @@ class SequentialJudge:
             **totals,
         )
         return _keep_numeric(new, _Numeric(loglik, late, logs, a, b, log_ws, spread))
+
+    def _loglik(
+        self,
+        params: MetricParameters,
+        table: tuple[int, int, int, int],
+        bounds: tuple[float, ...] | None,
+    ) -> np.ndarray:
+        """ell(psi) of one informative table (`round_logliks`): without explanations at
+        the grid points verdicts use only. For a judge `for_rounds`, from the metric's
+        batch (computed at its first round with evidence, with the bounds then fixed)."""
+        points = slice(None) if self.explain else params.verdict_points
+        if self._rounds is not None:
+            key = (params.name, table)
+            if key not in self._logliks and (params.name, bounds) not in self._batched:
+                self._batched.add((params.name, bounds))
+                tables = []
+                for round in self._rounds:
+                    try:
+                        found, _ = _round_tables(params, bounds, round)
+                    except ValueError:  # raised again where that round is judged
+                        continue
+                    tables += [t for t in found or () if informative(*t)]
+                tables = list(dict.fromkeys(tables))
+                values = round_logliks(tables, params.log_psi, points)
+                self._logliks.update(
+                    ((params.name, t), v) for t, v in zip(tables, values, strict=True)
+                )
+            lik = self._logliks.get(key)
+            if lik is not None:
+                return lik
+        return round_logliks([table], params.log_psi, points)[0]
 
     # ------------------------------------------------------------------ summaries
 
@@ -773,6 +786,47 @@ def _budget_rounds(settings: AnalysisSettings) -> int:
     if settings.max_duration is not None and settings.interval > 0:
         return max(1, math.ceil(float(settings.max_duration) / float(settings.interval)))
     return DEFAULT_BUDGET_ROUNDS
+
+
+def _round_tables(
+    params: MetricParameters, bounds: tuple[float, ...] | None, round: RoundData
+) -> tuple[list[tuple[int, int, int, int]] | None, str | None]:
+    """A round's 2x2 tables (x, n, y, m) for one metric, one per track (a histogram's
+    per bound fixed at its warm-up), or None and why the round adds no evidence (None
+    too for a histogram before its warm-up). ValueError for an observation not of the
+    metric's kind."""
+    if round.error:
+        return None, f"round error, no evidence: {round.error}"
+    canary = round.canary.get(params.name)
+    baseline = round.baseline.get(params.name)
+    if params.kind is MetricKind.COUNTS:
+        if isinstance(canary, Counts) and isinstance(baseline, Counts):
+            return [(canary.failed, canary.total, baseline.failed, baseline.total)], None
+        if canary is None and baseline is None:
+            return None, "no data, no evidence"
+        if not (canary is None or isinstance(canary, Counts)) or not (
+            baseline is None or isinstance(baseline, Counts)
+        ):
+            raise ValueError(f"metric {params.name!r}: expected counts observations")
+        return None, "no data in one arm, no evidence"
+    for obs in (canary, baseline):
+        if obs is not None and not isinstance(obs, Histogram):
+            raise ValueError(f"metric {params.name!r}: expected histogram observations")
+    if bounds is None:
+        return None, None
+    if not (isinstance(canary, Histogram) and isinstance(baseline, Histogram)):
+        return None, "no data in one arm, no evidence" if canary or baseline else "no data"
+    missing = [b for b in bounds if b not in canary.bounds or b not in baseline.bounds]
+    if missing:
+        return None, (
+            f"bucket bound {_fmt_bound(missing[0])} chosen at warm-up is missing "
+            "from this round's buckets: no evidence"
+        )
+    tables = []
+    for b in bounds:
+        c, bl = canary.exceeding(b), baseline.exceeding(b)
+        tables.append((c.failed, c.total, bl.failed, bl.total))
+    return tables, None
 
 
 def _pod_events(round: RoundData, metric: str, bound: float | None) -> PodEvents:

@@ -111,6 +111,10 @@ class ThresholdJudge:
     def initial_state(self) -> ThresholdState:
         return ThresholdState.initial(s.config.name for s in self.specs)
 
+    def for_rounds(self, rounds: Sequence[RoundData]) -> ThresholdJudge:
+        """This judge: nothing of a round is computed ahead of its turn."""
+        return self
+
     def read_state(self, data: Mapping[str, Any]) -> ThresholdState:
         state = ThresholdState.from_json(data)
         check_metrics(state.metrics, (s.config.name for s in self.specs), "metrics")
