@@ -130,7 +130,9 @@ class Histogram:
     def __post_init__(self) -> None:
         if len(self.bounds) != len(self.buckets):
             raise ValueError("histogram bounds and buckets differ in length")
-        buckets = tuple(_count(b, f"histogram bucket {i}") for i, b in enumerate(self.buckets))
+        buckets = tuple(self.buckets)
+        if not all(type(b) is int and b >= 0 for b in buckets):  # else each as `_count` says
+            buckets = tuple(_count(b, f"histogram bucket {i}") for i, b in enumerate(buckets))
         object.__setattr__(self, "buckets", buckets)
         for bound in self.bounds:
             if type(bound) is float and bound == bound:

@@ -299,14 +299,12 @@ def round_logliks(
         terms = buffer[: len(grid) * (c1 - c0)].reshape(len(grid), c1 - c0)
         np.multiply(grid[:, None], j[None, c0:c1], out=terms)
         terms += log_w[None, c0:c1]
-        blocks = []
+        a0, b0 = groups[g][0], groups[h][1]
+        top[:, a0:b0] = np.maximum.reduceat(terms, np.subtract(col[a0:b0], c0), axis=1)
+        terms -= np.repeat(top[:, a0:b0], size[a0:b0], axis=1)
+        np.exp(terms, out=terms)
         for a, b in groups[g : h + 1]:
             block = terms[:, col[a] - c0 : col[b] - c0].reshape(len(grid), b - a, -1)
-            top[:, a:b] = block.max(axis=2)
-            block -= top[:, a:b, None]
-            blocks.append((a, b, block))
-        np.exp(terms, out=terms)
-        for a, b, block in blocks:
             total[:, a:b] = block.sum(axis=2)
         g = h + 1
     # As `round_loglik`: log Z(psi) = lo log psi + max + log sum, then

@@ -123,7 +123,7 @@ class BaselineSpread:
     upgrade keeps allowing for it.
     """
 
-    __slots__ = ("legacy", "pods", "rounds", "s_m", "s_m2", "s_y", "s_yy")
+    __slots__ = ("_kappa2", "legacy", "pods", "rounds", "s_m", "s_m2", "s_y", "s_yy")
 
     def __init__(self, data: SpreadSums | Mapping[str, Any] | None = None) -> None:
         if data is None:
@@ -137,6 +137,7 @@ class BaselineSpread:
         self.s_yy = data.s_yy  # sum y^2 / m
         self.pods: dict[str, list[int]] = {name: list(v) for name, v in (data.pods or {}).items()}
         self.legacy: Mapping[str, float] = data.legacy
+        self._kappa2: tuple[float, float] | None = None  # (prior, kappa2) until the next add
 
     def sums(self) -> SpreadSums:
         """The sums as the judge state keeps them."""
@@ -157,6 +158,7 @@ class BaselineSpread:
         """Add one round of the baseline: y events of m, optionally per pod name (y_i, m_i)."""
         if m <= 0:
             return
+        self._kappa2 = None
         self.rounds += 1
         self.s_m += m
         self.s_m2 += float(m) * m
@@ -195,6 +197,13 @@ class BaselineSpread:
         upper quantile is (nu0 s0^2 + X^2) / chi^2_{nu0+R-1, 1-level}. nu0 s0^2 is set
         so that the prior's own quantile is `prior`: at one round kappa = prior exactly,
         and the baseline's rounds take over smoothly, as large as they show."""
+        if self._kappa2 is not None and self._kappa2[0] == prior:
+            return self._kappa2[1]
+        value = self._kappa2_of(prior)
+        self._kappa2 = (prior, value)
+        return value
+
+    def _kappa2_of(self, prior: float) -> float:
         if self.rounds < 2:
             return prior * prior
         p = self._rate()
@@ -359,7 +368,7 @@ def log_evidence(
     if logs.size == 0:
         return -math.inf
     temper = 1.0 / (1.0 + a * tau2)
-    gauss = (np.outer(b, etas) - np.outer(a, etas * etas) / 2.0) * temper[:, None]
+    gauss = (b[:, None] * etas - a[:, None] * (etas * etas) / 2.0) * temper[:, None]
     values = np.minimum(logs, gauss) + log_w[:, None] - math.log(logs.shape[1])
-    top = float(values.max())
-    return top + math.log(float(np.exp(values - top).sum()))
+    top = float(np.maximum.reduce(values, axis=None))
+    return top + math.log(float(np.add.reduce(np.exp(values - top), axis=None)))

@@ -138,10 +138,14 @@ DEFAULT_BUDGET_ROUNDS = 60
 _LOG_ZERO = -1.0e9
 
 
+_MAX, _SUM = np.maximum.reduce, np.add.reduce
+
+
 def _logmeanexp(values: np.ndarray) -> float:
     """log(mean(exp(values))) of a 1-D array, computed stably."""
-    top = float(values.max())
-    return top + math.log(float(np.exp(values - top).sum()) / values.size)
+    # The ufuncs' reductions directly (what .max() and .sum() call, without their wrappers).
+    top = float(_MAX(values))
+    return top + math.log(float(_SUM(np.exp(values - top))) / values.size)
 
 
 def _logmeanexp_rows(values: np.ndarray) -> np.ndarray:
@@ -289,7 +293,7 @@ class _Numeric:
     ) -> None:
         for array in (loglik, late, logs, a, b, log_w):
             if array is not None:
-                array.flags.writeable = False
+                array.setflags(write=False)
         self.loglik, self.late, self.logs = loglik, late, logs
         self.a, self.b, self.log_w, self.spread = a, b, log_w, spread
 
