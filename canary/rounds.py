@@ -200,6 +200,10 @@ class _Loaded:
     verdict: str
     verdict_round: int | None
     latest: LatestRound | None  # the latest stored round, None before the warm-up
+    #: The judge and its typed state as the previous round in this process left them
+    #: (`_after`), so a kept analysis is not rebuilt from `judge_state` every round;
+    #: None: built from the stored fields (`_judge`).
+    kept: tuple[Judge[Any], JudgeState | None] | None = None
 
 
 def load_for_round(sessions: Sessions, analysis_id: str) -> _Loaded:
@@ -254,17 +258,19 @@ def _check_window(loaded: _Loaded, at: datetime, min_window: timedelta) -> None:
 
 def _step(
     loaded: _Loaded,
+    judged: tuple[Judge[Any], JudgeState | None],
     data: RoundData,
     at: datetime,
     *,
     state: rollout.EngineState | None = None,
     final: bool | None = None,
 ) -> rollout.RoundStep:
-    """`canary.engine.step` on the loaded analysis with its recorded judge."""
-    judge = make_judge(loaded.judge, loaded.settings.metrics, loaded.settings)
+    """`canary.engine.step` on the loaded analysis with its recorded judge and state
+    (`_judge`)."""
+    judge, judge_state = judged
     return rollout.step(
         judge,
-        _judge_state(judge, loaded),
+        judge_state,
         data,
         at,
         loaded.settings,
@@ -273,6 +279,16 @@ def _step(
         started_at=loaded.started_at,
         final=final,
     )
+
+
+def _judge(loaded: _Loaded) -> tuple[Judge[Any], JudgeState | None]:
+    """The recorded judge and its state: kept from the previous round, else built from
+    the stored settings and `judge_state` (a typed state judges exactly as its stored
+    form read back, tests/test_rounds.py)."""
+    if loaded.kept is not None:
+        return loaded.kept
+    judge = make_judge(loaded.judge, loaded.settings.metrics, loaded.settings)
+    return judge, _judge_state(judge, loaded)
 
 
 def _judge_state(judge: Judge[Any], loaded: _Loaded) -> JudgeState | None:
@@ -316,6 +332,7 @@ def _record_judged(
     collected: Collected,
     step: rollout.RoundStep,
     at: datetime,
+    judge: Judge[Any],
 ) -> _Loaded | None:
     """Store the round; the analysis as the next round reads it (None if it ended)."""
     with sessions.begin() as session:
@@ -334,7 +351,7 @@ def _record_judged(
         )
         closing = step.closing
         if closing is None:
-            return _after(loaded, record, at, collected.data.error)
+            return _after(loaded, record, at, collected.data.error, judge, step)
         # The analysis is running: record_judged_round checked.
         close_analysis(
             session,
@@ -347,13 +364,22 @@ def _record_judged(
         return None
 
 
-def _after(loaded: _Loaded, record: JudgedRecord, at: datetime, error: str | None) -> _Loaded:
+def _after(
+    loaded: _Loaded,
+    record: JudgedRecord,
+    at: datetime,
+    error: str | None,
+    judge: Judge[Any],
+    step: rollout.RoundStep,
+) -> _Loaded:
     """What `load_for_round` would read once this round is committed: the analysis columns as
-    the round's UPDATE returned them and the round itself as the latest."""
+    the round's UPDATE returned them and the round itself as the latest; the judge
+    and the state it stored kept typed."""
     return replace(
         loaded,
         index=loaded.index + 1,
         latest=LatestRound(loaded.index, at.astimezone(UTC), error),
+        kept=(judge, step.judge_state),
         **_round_columns(record),
     )
 
@@ -408,8 +434,11 @@ async def judge_round(
     if min_window is not None:
         _check_window(loaded, at, min_window)
     collected = await _collect(source, canary, at, loaded)
-    step = _step(loaded, collected.data, at, final=final)
-    after = await asyncio.to_thread(_record_judged, sessions, loaded, collected, step, at)
+    judged = _judge(loaded)
+    step = _step(loaded, judged, collected.data, at, final=final)
+    after = await asyncio.to_thread(
+        _record_judged, sessions, loaded, collected, step, at, judged[0]
+    )
     warmup = loaded.index == 0
     return RoundResult(
         loaded.id,
@@ -627,7 +656,7 @@ async def daemon_round(
         raise UsageError(f"analysis {analysis_id} has no engine state (not a daemon analysis)")
     state = rollout.EngineState.from_json(loaded.engine_state)
     collected = await _collect(source, canary, at, loaded)
-    step = _step(loaded, collected.data, at, state=state)
+    step = _step(loaded, _judge(loaded), collected.data, at, state=state)
     action_id = await asyncio.to_thread(_record_daemon, sessions, loaded, collected, step, at)
     warmup = loaded.index == 0
     result = RoundResult(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -13,8 +14,11 @@ from prometheus_harness import LiveStack, free_port
 
 from canary.config import PrometheusConfig
 from canary.errors import StoredDataError
+from canary.metrics.simulated import SimulatedCanary, SimulatedMesh
+from canary.metrics.simulated_traffic import ArmModel
 from canary.metrics.source import PrometheusSource
-from canary.model import AnalysisStatus, Counts, Histogram, Verdict
+from canary.model import AnalysisStatus, Counts, Histogram, RoundData, Verdict
+from canary.ports import Collected
 from canary.rounds import (
     RoundConflict,
     ensure_analysis,
@@ -203,3 +207,83 @@ async def test_an_ended_analysis_takes_no_more_rounds(traffic: LiveStack, sessio
             as_ended
         )
         assert [r.index for r in analysis.rounds] == [0, 1]
+
+
+class _FailingOnce:
+    """A metric source whose `fail_at`-th round (1-based) fails like an unreachable
+    Prometheus: an error and the previous snapshot unchanged."""
+
+    def __init__(self, source: SimulatedMesh, fail_at: int) -> None:
+        self.source, self.fail_at, self.calls = source, fail_at, 0
+
+    async def collect(self, canary, at, previous_snapshot, *, bounds=None):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        if self.calls == self.fail_at:
+            data = RoundData(canary={}, baseline={}, end=at, error="connection refused")
+            return Collected(data=data, snapshot=dict(previous_snapshot))
+        return await self.source.collect(canary, at, previous_snapshot, bounds=bounds)
+
+
+def _judgement_text(result) -> str:  # type: ignore[no-untyped-def]
+    judgement = result.judgement
+    if judgement is None:
+        return json.dumps([result.index, result.error])
+    metrics = {
+        name: [m.verdict.value, m.round, m.statistics, m.evidence, m.reasons]
+        for name, m in sorted(judgement.metrics.items())
+    }
+    return json.dumps(
+        [judgement.verdict.value, judgement.round, judgement.score, judgement.reasons, metrics],
+        default=str,
+    )
+
+
+@pytest.mark.parametrize("judge", ["sequential", "mann_whitney", "threshold"])
+async def test_a_kept_analysis_judges_exactly_as_one_read_from_the_store_every_round(
+    judge: str, sessions
+) -> None:
+    """The Argo endpoint passes each round's `after` (the judge and its typed state
+    kept in memory) to the next; every round, verdicts, statistics and the stored
+    state must be those of an analysis read back from the store, to the last bit,
+    through a failed round and up to the budget's end."""
+    entry = canary_entry("app", judge=judge, max_rounds=7)
+    if judge != "sequential":
+        limits = {"threshold": {"errors": {"max": 5}, "latency": {"max": 500}}}
+        entry["metrics"] = [
+            {
+                **{k: v for k, v in m.items() if k != "min_requests"},
+                **limits.get(judge, {}).get(m["name"], {}),
+            }
+            for m in entry["metrics"]
+        ]
+    canary = make_config(config_dict("http://unused", "/nonexistent", [entry])).canary[0]
+    traffic = {"app": SimulatedCanary(rps=200.0, canary=ArmModel(error_rate=0.012))}
+
+    async def weight(_name: str) -> int:
+        return 30
+
+    ids, texts, states = {}, {}, {}
+    for how in ("kept", "stored"):
+        source = _FailingOnce(SimulatedMesh(traffic, weight, speed=1.0, seed=7), fail_at=4)
+        ids[how] = ensure_analysis(sessions, canary, key=f"k-{judge}-{how}", source="argo")
+        texts[how], states[how] = [], []
+        start, loaded = utcnow() - timedelta(minutes=10), None
+        for index in range(8):
+            result = await judge_round(
+                sessions,
+                ids[how],
+                canary,
+                source,
+                start + timedelta(seconds=10 * index),
+                loaded=loaded if how == "kept" else None,
+            )
+            loaded = result.after
+            texts[how].append(_judgement_text(result))
+            with sessions.begin() as session:
+                states[how].append(json.dumps(get_analysis(session, ids[how]).judge_state))
+            if result.closing is not None:  # a FAIL or the budget ended it
+                assert loaded is None
+                break
+    assert len(texts["kept"]) >= 6
+    assert texts["kept"] == texts["stored"]
+    assert states["kept"] == states["stored"]
