@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -61,6 +62,7 @@ from canary.store.analyses import (
     get_action,
     get_analysis,
     halt_analysis,
+    keyed_analysis,
     lock_analysis,
     mark_action,
     note_action_error,
@@ -82,6 +84,7 @@ __all__ = [
     "ensure_analysis",
     "judge_round",
     "load_for_round",
+    "open_analysis",
     "recorded_canary",
     "recorded_settings",
     "settings_dump",
@@ -142,16 +145,39 @@ def ensure_analysis(
 
     Safe against a concurrent caller creating the same key (the key is unique).
     """
-    return ensure_keyed_analysis(
-        sessions,
-        key,
-        canary=canary.name,
-        source=source,
-        judge=canary.judge,
-        settings=settings_dump(canary),
-        revision=revision,
-        now=now,
+    return ensure_keyed_analysis(sessions, key, **_creation(canary, source, revision, now))
+
+
+def open_analysis(
+    sessions: Sessions,
+    canary: CanaryConfig,
+    *,
+    key: str,
+    source: str,
+    revision: str | None = None,
+    now: datetime | None = None,
+    admit: Callable[[Session], None] | None = None,
+) -> tuple[_Loaded, bool]:
+    """`ensure_analysis` and `load_for_round` in one transaction: what a round of the
+    analysis keyed `key` reads first, and whether this call created the analysis
+    (only once `admit(session)`, if given, returned: it raises to refuse)."""
+    return keyed_analysis(
+        sessions, key, _load, admit=admit, **_creation(canary, source, revision, now)
     )
+
+
+def _creation(
+    canary: CanaryConfig, source: str, revision: str | None, now: datetime | None
+) -> dict[str, Any]:
+    """`create_analysis` arguments of a judged-only analysis of `canary`."""
+    return {
+        "canary": canary.name,
+        "source": source,
+        "judge": canary.judge,
+        "settings": settings_dump(canary),
+        "revision": revision,
+        "now": now,
+    }
 
 
 # --------------------------------------------------------------------------- judged rounds
@@ -210,23 +236,28 @@ def load_for_round(sessions: Sessions, analysis_id: str) -> _Loaded:
     """What a round reads before collecting; a caller that has just decided to run a
     round passes it to `judge_round` as `loaded`, so the analysis is not read twice."""
     with sessions.begin() as session:
-        # The next index is read before the analysis row: a round committed between
-        # the two reads (SQLite reads outside one snapshot) then leaves a newer
-        # counter snapshot with the older index, which the window check or the
-        # unique index refuses, never an older snapshot with the newer index (a
-        # second round over the same window).
-        latest = latest_round(session, analysis_id)
-        analysis = analysis_row(session, analysis_id)
-        return _Loaded(
-            id=analysis.id,
-            canary=analysis.canary,
-            judge=analysis.judge,
-            settings=recorded_settings(analysis),
-            index=0 if latest is None else latest.index + 1,
-            started_at=analysis.started_at,
-            latest=latest,
-            **_round_columns(analysis),
-        )
+        return _load(session, analysis_id)
+
+
+def _load(session: Session, analysis_id: str) -> _Loaded:
+    """`load_for_round` in the caller's transaction."""
+    # The next index is read before the analysis row: a round committed between
+    # the two reads (SQLite reads outside one snapshot) then leaves a newer
+    # counter snapshot with the older index, which the window check or the
+    # unique index refuses, never an older snapshot with the newer index (a
+    # second round over the same window).
+    latest = latest_round(session, analysis_id)
+    analysis = analysis_row(session, analysis_id)
+    return _Loaded(
+        id=analysis.id,
+        canary=analysis.canary,
+        judge=analysis.judge,
+        settings=recorded_settings(analysis),
+        index=0 if latest is None else latest.index + 1,
+        started_at=analysis.started_at,
+        latest=latest,
+        **_round_columns(analysis),
+    )
 
 
 def _round_columns(columns: Any) -> dict[str, Any]:

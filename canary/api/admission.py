@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 
 from canary.api.errors import ApiError
 from canary.config import Config
-from canary.store.database import Sessions
+from canary.store.database import Session
 from canary.store.reads import running_since
 
 __all__ = ["NewAnalysisLimiter", "count_running", "recent_window", "token_id"]
@@ -72,6 +72,6 @@ def recent_window(config: Config) -> timedelta:
     return timedelta(seconds=max(600.0, 3 * longest))
 
 
-def count_running(sessions: Sessions, since: datetime) -> int:
+def count_running(session: Session, since: datetime) -> int:
     """Argo analyses that are running and were measured at or after `since`."""
-    return running_since(sessions, "argo", since)
+    return running_since(session, "argo", since)

@@ -36,6 +36,7 @@ import asyncio
 import logging
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -56,9 +57,8 @@ from canary.api.auth import bearer_scheme, require_token
 from canary.api.errors import ApiError
 from canary.api.params import reject_unknown_query
 from canary.errors import CanaryError, NotFoundError, RoundConflict
-from canary.rounds import RoundResult, ensure_analysis, judge_round, load_for_round
+from canary.rounds import RoundResult, judge_round, load_for_round, open_analysis
 from canary.store.database import StoreFailure, failure_reason
-from canary.store.reads import analysis_id_for_key
 
 __all__ = ["ArgoRunner", "MeasureRequest", "router"]
 
@@ -292,44 +292,56 @@ class ArgoRunner:
         and what a round reads first (`load_for_round`), in one trip to the store."""
         for _ in range(2):
             analysis_id = self.ids.get(target.key)
-            if analysis_id is None:
-                analysis_id = await asyncio.to_thread(
-                    analysis_id_for_key, context.sessions, target.key
-                )
-            if analysis_id is None:
-                await self._admit(context, client, now)
-                analysis_id = await asyncio.to_thread(
-                    ensure_analysis,
-                    context.sessions,
-                    target.canary,
-                    key=target.key,
-                    source="argo",
-                    revision=target.canary_hash,
-                    now=now,
-                )
-                self.limiter.record(client, now.timestamp())
-            self.ids[target.key] = analysis_id
             try:
-                view, loaded = await asyncio.to_thread(_read, context.sessions, analysis_id)
-                return analysis_id, view, loaded
+                if analysis_id is not None:
+                    loaded = await asyncio.to_thread(load_for_round, context.sessions, analysis_id)
+                else:
+                    loaded, created = await asyncio.to_thread(
+                        open_analysis,
+                        context.sessions,
+                        target.canary,
+                        key=target.key,
+                        source="argo",
+                        revision=target.canary_hash,
+                        now=now,
+                        admit=self._admission(context, client, now),
+                    )
+                    if created:
+                        self.limiter.record(client, now.timestamp())
             except NotFoundError:
                 self.ids.pop(target.key, None)  # deleted meanwhile: look it up again
+                continue
+            self.ids[target.key] = loaded.id
+            return loaded.id, state_view(loaded), loaded
         raise ApiError(503, f"cannot judge: the analysis of {target.key} keeps disappearing")
 
-    async def _admit(self, context: Any, client: str, now: datetime) -> None:
-        """429 unless `client` may create one more analysis now (`canary.api.admission`)."""
-        self.limiter.check(client, now.timestamp())
+    def _admission(self, context: Any, client: str, now: datetime) -> Callable[[Any], None]:
+        """What admits a new analysis in the store's transaction (`open_analysis`): a
+        429 unless `client` may create one more now (`canary.api.admission`). The
+        per-token rate is read here, on the event loop that keeps it; it refuses only
+        a key that is not stored yet."""
+        try:
+            self.limiter.check(client, now.timestamp())
+            refused = None
+        except ApiError as exc:
+            refused = exc
         server = context.config.server
         since = now - recent_window(context.config)
-        running = await asyncio.to_thread(count_running, context.sessions, since)
-        if running >= server.max_running_analyses:
-            raise ApiError(
-                429,
-                f"too many running analyses: {running} Argo analyses are running "
-                f"(server.max_running_analyses = {server.max_running_analyses}); "
-                "existing keys are still measured",
-                headers={"Retry-After": "60"},
-            )
+
+        def admit(session: Any) -> None:
+            if refused is not None:
+                raise refused
+            running = count_running(session, since)
+            if running >= server.max_running_analyses:
+                raise ApiError(
+                    429,
+                    f"too many running analyses: {running} Argo analyses are running "
+                    f"(server.max_running_analyses = {server.max_running_analyses}); "
+                    "existing keys are still measured",
+                    headers={"Retry-After": "60"},
+                )
+
+        return admit
 
     def _forget(self, key: str, task: asyncio.Task[RoundResult]) -> None:
         if self.tasks.get(key) is task:
@@ -363,12 +375,6 @@ class ArgoRunner:
             next_round_after=next_after,
         )
         return JSONResponse(body, status_code=200)
-
-
-def _read(sessions: Any, analysis_id: str) -> tuple[StoredView, Any]:
-    """The stored state a decision needs, and what the round it may start reads."""
-    loaded = load_for_round(sessions, analysis_id)
-    return state_view(loaded), loaded
 
 
 def _next_round_after(view: StoredView, interval: timedelta) -> datetime | None:

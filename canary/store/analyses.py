@@ -3,17 +3,17 @@
 Callers own the session and its transaction (`with sessions.begin() as session:`),
 so a round, its observations, its results and the intended action are committed
 together — or not at all (persist before acting, docs/architecture.md). The few
-functions that take the sessionmaker (`ensure_keyed_analysis`, `detached_action`)
+functions that take the sessionmaker (`keyed_analysis`, `detached_action`)
 run their own short transactions.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Integer, bindparam, case, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -34,6 +34,8 @@ from canary.model import (
 from canary.store.database import Sessions
 from canary.store.tables import Action, Analysis, MetricResultRow, ObservationRow, Round, utcnow
 
+T = TypeVar("T")
+
 __all__ = [
     "ActionIntent",
     "JudgedRecord",
@@ -46,6 +48,7 @@ __all__ = [
     "get_action",
     "get_analysis",
     "halt_analysis",
+    "keyed_analysis",
     "list_analyses",
     "lock_analysis",
     "mark_action",
@@ -180,19 +183,40 @@ def _id_by_key(session: Session, key: str) -> str | None:
 def ensure_keyed_analysis(sessions: Sessions, key: str, **create: Any) -> str:
     """The id of the analysis keyed `key`, created with `create_analysis(**create)` if
     new; safe against a concurrent caller creating the same key (the key is unique)."""
-    with sessions.begin() as session:
-        found = _id_by_key(session, key)
-        if found is not None:
-            return found
+    return keyed_analysis(sessions, key, _same_id, **create)[0]
+
+
+def _same_id(_session: Session, analysis_id: str) -> str:
+    return analysis_id
+
+
+def keyed_analysis(
+    sessions: Sessions,
+    key: str,
+    read: Callable[[Session, str], T],
+    *,
+    admit: Callable[[Session], None] | None = None,
+    **create: Any,
+) -> tuple[T, bool]:
+    """`read(session, id)` of the analysis keyed `key` and whether this call created it,
+    in one transaction: found by its key, or created with `create_analysis(**create)`
+    once `admit(session)` (if given) returned (it raises to refuse). A concurrent
+    caller creating the same key first makes the insert conflict (the key is unique):
+    it is then found and read in a second transaction."""
     try:
         with sessions.begin() as session:
-            return create_analysis(session, key=key, **create).id
+            found = _id_by_key(session, key)
+            if found is not None:
+                return read(session, found), False
+            if admit is not None:
+                admit(session)
+            return read(session, create_analysis(session, key=key, **create).id), True
     except IntegrityError:
         with sessions.begin() as session:
             found = _id_by_key(session, key)
             if found is None:
                 raise
-            return found
+            return read(session, found), False
 
 
 def list_analyses(

@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session, selectinload
 
 from canary.errors import NotFoundError
 from canary.model import AnalysisStatus
-from canary.store.database import Sessions
 from canary.store.tables import Analysis, Round
 
 __all__ = [
@@ -25,7 +24,6 @@ __all__ = [
     "LatestRound",
     "analysis_counts",
     "analysis_head",
-    "analysis_id_for_key",
     "analysis_row",
     "latest_judged_rounds",
     "latest_round",
@@ -112,25 +110,18 @@ def analysis_row(session: Session, analysis_id: str) -> Row[Any]:
     return row
 
 
-def analysis_id_for_key(sessions: Sessions, key: str) -> str | None:
-    """The id of the analysis keyed `key`, if there is one."""
-    with sessions() as session:
-        return session.scalar(select(Analysis.id).where(Analysis.key == key))
-
-
-def running_since(sessions: Sessions, source: str, since: datetime) -> int:
+def running_since(session: Session, source: str, since: datetime) -> int:
     """How many analyses of `source` are running and were updated at or after `since`."""
-    with sessions() as session:
-        count = session.scalar(
-            select(func.count())
-            .select_from(Analysis)
-            .where(
-                Analysis.source == source,
-                Analysis.status == AnalysisStatus.RUNNING.value,
-                Analysis.updated_at >= since,
-            )
+    count = session.scalar(
+        select(func.count())
+        .select_from(Analysis)
+        .where(
+            Analysis.source == source,
+            Analysis.status == AnalysisStatus.RUNNING.value,
+            Analysis.updated_at >= since,
         )
-        return int(count or 0)
+    )
+    return int(count or 0)
 
 
 def analysis_counts(session: Session) -> list[tuple[str, str, str, int]]:
