@@ -367,8 +367,14 @@ def log_evidence(
     """
     if logs.size == 0:
         return -math.inf
-    temper = 1.0 / (1.0 + a * tau2)
-    gauss = (b[:, None] * etas - a[:, None] * (etas * etas) / 2.0) * temper[:, None]
-    values = np.minimum(logs, gauss) + log_w[:, None] - math.log(logs.shape[1])
+    # One array, updated in place, in the order of the formula's operations.
+    values = b[:, None] * etas
+    values -= a[:, None] * (etas * etas) / 2.0
+    if tau2 != 0.0:  # else 1 / (1 + a tau^2) is 1 for every start
+        values *= (1.0 / (1.0 + a * tau2))[:, None]
+    np.minimum(logs, values, out=values)
+    values += log_w[:, None]
+    values -= math.log(logs.shape[1])
     top = float(np.maximum.reduce(values, axis=None))
-    return top + math.log(float(np.add.reduce(np.exp(values - top), axis=None)))
+    values -= top
+    return top + math.log(float(np.add.reduce(np.exp(values, out=values), axis=None)))
