@@ -69,7 +69,12 @@ import numpy as np
 from canary.config import AnalysisSettings, SequentialMetric
 from canary.errors import JudgeStateError
 from canary.judge.combine import combine
-from canary.judge.hypergeometric import conditional_mle, informative, round_logliks
+from canary.judge.hypergeometric import (
+    conditional_mle,
+    informative,
+    round_loglik,
+    round_logliks,
+)
 from canary.judge.robust import (
     TRIM_PODS,
     BaselineSpread,
@@ -602,9 +607,10 @@ class SequentialJudge:
         table: tuple[int, int, int, int],
         bounds: tuple[float, ...] | None,
     ) -> np.ndarray:
-        """ell(psi) of one informative table (`round_logliks`): without explanations at
-        the grid points verdicts use only. For a judge `for_rounds`, from the metric's
-        batch (computed at its first round with evidence, with the bounds then fixed)."""
+        """ell(psi) of one informative table, at every grid point (`round_loglik`), or
+        without explanations at the points verdicts use only (`round_logliks`). For a
+        judge `for_rounds`, from the metric's batch (computed at its first round with
+        evidence, with the bounds then fixed)."""
         points = slice(None) if self.explain else params.verdict_points
         if self._rounds is not None:
             key = (params.name, table)
@@ -625,6 +631,8 @@ class SequentialJudge:
             lik = self._logliks.get(key)
             if lik is not None:
                 return lik
+        if self.explain:  # the daemon's path: one table, every point
+            return round_loglik(*table, params.log_psi).loglik
         return round_logliks([table], params.log_psi, points)[0]
 
     # ------------------------------------------------------------------ summaries
