@@ -313,6 +313,7 @@ def main() -> None:
     fleet = curve_fleet() if args.curve else dict.fromkeys(range(args.canaries), args.pods)
     work = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="canary-bench-"))
     name = "curve" if args.curve else f"{args.canaries}x{args.pods}"
+    work.mkdir(parents=True, exist_ok=True)
     data = work / f"data-{name}-{args.reporter}-v2"
     print(f"machine: {os.cpu_count()} CPUs; data in {data}")
     if not data.exists():
