@@ -57,7 +57,6 @@ from canary.store.analyses import (
     JudgedRecord,
     close_analysis,
     detached_action,
-    ensure_keyed_analysis,
     finish_analysis,
     get_action,
     get_analysis,
@@ -145,7 +144,12 @@ def ensure_analysis(
 
     Safe against a concurrent caller creating the same key (the key is unique).
     """
-    return ensure_keyed_analysis(sessions, key, **_creation(canary, source, revision, now))
+    created = _creation(canary, source, revision, now)
+    return keyed_analysis(sessions, key, _analysis_id, **created)[0]
+
+
+def _analysis_id(_session: Session, analysis_id: str) -> str:
+    return analysis_id
 
 
 def open_analysis(

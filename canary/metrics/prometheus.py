@@ -565,14 +565,18 @@ def _without_userinfo(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=host)) if host != parts.netloc else url
 
 
-#: `urllib.parse.quote_plus`, remembered: a canary's query text repeats every round,
-#: and encoding it (a Python loop over its bytes) cost more than sending it.
-_quote = functools.lru_cache(maxsize=4096)(urllib.parse.quote_plus)
+#: `urllib.parse.quote_plus` of query texts, remembered: a canary's query text repeats
+#: every round, and encoding it (a Python loop over its bytes) cost more than sending it.
+_quote_query = functools.lru_cache(maxsize=4096)(urllib.parse.quote_plus)
 
 
 def _form_body(form: Mapping[str, str]) -> str:
-    """`urllib.parse.urlencode(form)`, with the encoded values remembered."""
-    return "&".join(f"{_quote(name)}={_quote(value)}" for name, value in form.items())
+    """`urllib.parse.urlencode(form)`, with the encoded query text remembered (times
+    change every call: remembering them would only push the queries out)."""
+    return "&".join(
+        f"{name}={_quote_query(value) if name == 'query' else urllib.parse.quote_plus(value)}"
+        for name, value in form.items()
+    )
 
 
 def _format_time(seconds: float) -> str:

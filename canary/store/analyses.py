@@ -43,7 +43,6 @@ __all__ = [
     "close_analysis",
     "create_analysis",
     "detached_action",
-    "ensure_keyed_analysis",
     "finish_analysis",
     "get_action",
     "get_analysis",
@@ -178,16 +177,6 @@ def lock_analysis(session: Session, analysis_id: str) -> Analysis:
 
 def _id_by_key(session: Session, key: str) -> str | None:
     return session.scalar(select(Analysis.id).where(Analysis.key == key))
-
-
-def ensure_keyed_analysis(sessions: Sessions, key: str, **create: Any) -> str:
-    """The id of the analysis keyed `key`, created with `create_analysis(**create)` if
-    new; safe against a concurrent caller creating the same key (the key is unique)."""
-    return keyed_analysis(sessions, key, _same_id, **create)[0]
-
-
-def _same_id(_session: Session, analysis_id: str) -> str:
-    return analysis_id
 
 
 def keyed_analysis(
